@@ -1,5 +1,47 @@
 """The SIP core: sans-IO protocol machines and the asyncio objects built on them."""
 
 from sipsimple.core.errors import SDPParseError, SIPCoreError, SIPParseError
+from sipsimple.core.sdp import (
+    FrozenSDPAttribute,
+    FrozenSDPAttributeList,
+    FrozenSDPBandwidthInfo,
+    FrozenSDPBandwidthInfoList,
+    FrozenSDPConnection,
+    FrozenSDPMediaStream,
+    FrozenSDPSession,
+    MediaCodec,
+    SDPAttribute,
+    SDPAttributeList,
+    SDPBandwidthInfo,
+    SDPBandwidthInfoList,
+    SDPConnection,
+    SDPMediaStream,
+    SDPNegotiationError,
+    SDPNegotiator,
+    SDPNegotiatorStateError,
+    SDPSession,
+)
 
-__all__ = ["SDPParseError", "SIPCoreError", "SIPParseError"]
+__all__ = [
+    "FrozenSDPAttribute",
+    "FrozenSDPAttributeList",
+    "FrozenSDPBandwidthInfo",
+    "FrozenSDPBandwidthInfoList",
+    "FrozenSDPConnection",
+    "FrozenSDPMediaStream",
+    "FrozenSDPSession",
+    "MediaCodec",
+    "SDPAttribute",
+    "SDPAttributeList",
+    "SDPBandwidthInfo",
+    "SDPBandwidthInfoList",
+    "SDPConnection",
+    "SDPMediaStream",
+    "SDPNegotiationError",
+    "SDPNegotiator",
+    "SDPNegotiatorStateError",
+    "SDPParseError",
+    "SDPSession",
+    "SIPCoreError",
+    "SIPParseError",
+]

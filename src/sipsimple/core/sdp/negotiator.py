@@ -185,7 +185,10 @@ def reject_media(offer: BaseSDPMediaStream) -> SDPMediaStream:
 
 
 def _answer_media(
-    offer: BaseSDPMediaStream, local: BaseSDPMediaStream, offered_direction: str
+    offer: BaseSDPMediaStream,
+    local: BaseSDPMediaStream,
+    offered_direction: str,
+    local_direction: str,
 ) -> tuple[SDPMediaStream, str | None]:
     """The answer line and, when it is a rejection, why."""
     if offer.port == 0:
@@ -214,7 +217,7 @@ def _answer_media(
         for a in local.attributes
         if a.name not in DIRECTIONS and (not offer.is_rtp or _format_attribute(a) is None)
     )
-    attributes.append(SDPAttribute(answer_direction(offered_direction, local.direction)))
+    attributes.append(SDPAttribute(answer_direction(offered_direction, local_direction)))
     answer = SDPMediaStream.new(local)
     answer.formats = formats
     answer.attributes = attributes
@@ -231,14 +234,14 @@ def answer_media(
     (crypto, ICE, ...). The answer keeps the formats both sides know, in our order but with the
     offer's payload type numbers (static types match by number, dynamic ones by encoding name,
     clock rate and channels); telephone-event and comfort noise stay only when both support them
-    and never count as a codec in common. Its direction follows answer_direction(). The answer
-    is a rejection (port 0) when the offer disabled the line, ``local`` has port 0 or a different
-    media type, or no codec is common. ``offered_direction`` defaults to the offer line's own
-    direction; pass effective_direction(session, index) to honour session-level attributes
-    and c=0.0.0.0.
+    and are not enough in common unless one side lists nothing else. Its direction follows
+    answer_direction(). The answer is a rejection (port 0) when the offer disabled the line,
+    ``local`` has port 0 or another media type, or nothing usable is common.
+    ``offered_direction`` defaults to the offer line's own direction; pass
+    effective_direction(session, index) to honour session-level attributes and c=0.0.0.0.
     """
     direction = offered_direction if offered_direction is not None else offer.direction
-    return _answer_media(offer, local, direction)[0]
+    return _answer_media(offer, local, direction, local.direction)[0]
 
 
 def _disabled(media: BaseSDPMediaStream) -> FrozenSDPMediaStream:
@@ -413,14 +416,7 @@ class SDPNegotiator:
         answer to send (active_local): see answer_media() for the rules per line.
         """
         self._require("set_local_answer", "remote_offer")
-        answer = FrozenSDPSession.new(sdp)
-        assert self._proposed_remote is not None
-        if len(answer.media) > len(self._proposed_remote.media):
-            raise SDPNegotiationError(
-                f"the answer has {len(answer.media)} m-lines but the offer only "
-                f"{len(self._proposed_remote.media)} (RFC 3264 6)"
-            )
-        self._proposed_local = answer
+        self._proposed_local = FrozenSDPSession.new(sdp)
         self._state = "waiting_negotiation"
 
     def set_remote_answer(self, sdp: BaseSDPSession) -> None:
@@ -487,12 +483,20 @@ class SDPNegotiator:
         return _evolve(offer, media=tuple(media))
 
     def _make_answer(self, offer: FrozenSDPSession, local: FrozenSDPSession) -> FrozenSDPSession:
+        if len(local.media) > len(offer.media):
+            raise SDPNegotiationError(
+                f"the answer has {len(local.media)} m-lines but the offer only "
+                f"{len(offer.media)} (RFC 3264 6)"
+            )
         media: list[BaseSDPMediaStream] = []
         reasons = []
         for index, offered in enumerate(offer.media):
             if index < len(local.media):
                 line, reason = _answer_media(
-                    offered, local.media[index], effective_direction(offer, index)
+                    offered,
+                    local.media[index],
+                    effective_direction(offer, index),
+                    effective_direction(local, index),
                 )
             else:
                 line, reason = reject_media(offered), "it was not answered"
