@@ -212,6 +212,13 @@ def _extra(line: ExtraLine) -> str:
     return f"{kind}={_text(value, kind + '= value')}"
 
 
+def _part_classes(cls: type) -> tuple[Any, Any, Any]:
+    """The connection, attribute and bandwidth classes matching a mutable or frozen ``cls``."""
+    if issubclass(cls, _Frozen):
+        return FrozenSDPConnection, FrozenSDPAttribute, FrozenSDPBandwidthInfo
+    return SDPConnection, SDPAttribute, SDPBandwidthInfo
+
+
 # ---------------------------------------------------------------------------------------------
 # Attributes
 
@@ -495,15 +502,7 @@ class BaseSDPMediaStream(_Model):
 
     @classmethod
     def _build(cls, parsed: ParsedMedia) -> Self:
-        connection_cls = (
-            FrozenSDPConnection if issubclass(cls, FrozenSDPMediaStream) else SDPConnection
-        )
-        attribute_cls = (
-            FrozenSDPAttribute if issubclass(cls, FrozenSDPMediaStream) else SDPAttribute
-        )
-        bandwidth_cls = (
-            FrozenSDPBandwidthInfo if issubclass(cls, FrozenSDPMediaStream) else SDPBandwidthInfo
-        )
+        connection_cls, attribute_cls, bandwidth_cls = _part_classes(cls)
         return cls(
             parsed.media,
             parsed.port,
@@ -801,21 +800,8 @@ class BaseSDPSession(_Model):
     def parse(cls, text: str | bytes) -> Self:
         """Parse a session description; raises SDPParseError saying which line is wrong."""
         session = parse_session(text)
-        media_cls: type[BaseSDPMediaStream]
-        if issubclass(cls, FrozenSDPSession):
-            media_cls, connection_cls, attribute_cls, bandwidth_cls = (
-                FrozenSDPMediaStream,
-                FrozenSDPConnection,
-                FrozenSDPAttribute,
-                FrozenSDPBandwidthInfo,
-            )
-        else:
-            media_cls, connection_cls, attribute_cls, bandwidth_cls = (
-                SDPMediaStream,
-                SDPConnection,
-                SDPAttribute,
-                SDPBandwidthInfo,
-            )
+        connection_cls, attribute_cls, bandwidth_cls = _part_classes(cls)
+        media_cls = FrozenSDPMediaStream if issubclass(cls, _Frozen) else SDPMediaStream
         user, session_id, version, net_type, address_type, address = session.origin
         return cls(
             address,

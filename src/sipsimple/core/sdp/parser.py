@@ -224,6 +224,7 @@ def _session_field(session: ParsedSession, lineno: int, kind: str, value: str) -
 
 
 def parse_session(text: str | bytes) -> ParsedSession:
+    """A whole session description; it must have v= and o= lines."""
     session = ParsedSession()
     for lineno, kind, value in split_lines(text):
         feed(session, lineno, kind, value)
@@ -237,6 +238,7 @@ def parse_session(text: str | bytes) -> ParsedSession:
 
 
 def parse_media_section(text: str | bytes) -> ParsedMedia:
+    """A lone media section, as the middleware documentation shows some."""
     lines = split_lines(text)
     if not lines or lines[0][1] != "m":
         raise SDPParseError("a media section must start with an m= line")
