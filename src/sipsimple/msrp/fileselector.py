@@ -89,7 +89,10 @@ class FileSelector:
 
     @classmethod
     def for_file(
-        cls, path: str | os.PathLike[str], content_type: str | None = None, compute_hash: bool = True
+        cls,
+        path: str | os.PathLike[str],
+        content_type: str | None = None,
+        compute_hash: bool = True,
     ) -> FileSelector:
         """Describe an existing file.  With ``compute_hash`` this reads the whole file:
         it blocks, so call it off the event loop."""

@@ -219,7 +219,16 @@ class MSRPData:
     carries its body in FrameData events instead.
     """
 
-    __slots__ = ("_cache", "code", "comment", "contflag", "data", "headers", "method", "transaction_id")
+    __slots__ = (
+        "_cache",
+        "code",
+        "comment",
+        "contflag",
+        "data",
+        "headers",
+        "method",
+        "transaction_id",
+    )
 
     def __init__(
         self,
@@ -275,9 +284,7 @@ class MSRPData:
         try:
             value = parser(text)
         except MSRPParseError as error:
-            raise MSRPParseError(
-                f"{name}: {error}", transaction_id=self.transaction_id
-            ) from None
+            raise MSRPParseError(f"{name}: {error}", transaction_id=self.transaction_id) from None
         self._cache[name] = value
         return value
 
@@ -341,7 +348,9 @@ class MSRPData:
                 f"{self.method} without a Message-ID header", transaction_id=self.transaction_id
             )
         if self.method == "REPORT" and "Status" not in self.headers:
-            raise MSRPParseError("REPORT without a Status header", transaction_id=self.transaction_id)
+            raise MSRPParseError(
+                "REPORT without a Status header", transaction_id=self.transaction_id
+            )
 
     # -- serialization --------------------------------------------------------------
 
@@ -413,7 +422,10 @@ class MSRPData:
 
     def __repr__(self) -> str:
         kind = self.method if self.method is not None else f"{self.code} {self.comment or ''}"
-        return f"<MSRPData {self.transaction_id} {kind.strip()} {self.headers} len={len(self.data)}{self.contflag}>"
+        return (
+            f"<MSRPData {self.transaction_id} {kind.strip()} {self.headers}"
+            f" len={len(self.data)}{self.contflag}>"
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MSRPData):
@@ -555,7 +567,7 @@ class MSRPParser:
             return False
         match = _START_RE.match(buf, self._pos, end)
         if match is None:
-            return self._fail(events, f"invalid start line {bytes(buf[self._pos:end])[:80]!r}")
+            return self._fail(events, f"invalid start line {bytes(buf[self._pos : end])[:80]!r}")
         tid = match[1].decode()
         rest = _REST_RE.fullmatch(buf, match.end(), end)
         self._frame_start = self._pos
@@ -642,9 +654,8 @@ class MSRPParser:
     def _parse_body(self, events: list[ParserEvent]) -> bool:
         buf = self._buf
         frame = self._frame
-        assert frame is not None
         marker = self._marker
-        deliver = self._state == _BODY
+        target = frame if self._state == _BODY else None  # None: skipping a bad frame
         if self._at_body_start:
             # Lenient: an empty body whose end-line follows the blank line directly.
             line = marker[2:]
@@ -652,34 +663,34 @@ class MSRPParser:
             if len(head) < len(line) + 3 and _could_be_end_line(head, line):
                 return False
             if head.startswith(line) and _is_end(buf, self._pos + len(line)):
-                return self._end_frame(events, frame, self._pos, self._pos + len(line), deliver)
+                return self._end_frame(events, target, self._pos, self._pos + len(line))
             self._at_body_start = False
         while True:
             index = buf.find(marker, self._search_from)
             if index < 0:
                 safe = len(buf) - len(marker) + 1
                 if safe > self._pos:
-                    if deliver:
-                        events.append(FrameData(frame, bytes(buf[self._pos : safe])))
+                    if target is not None:
+                        events.append(FrameData(target, bytes(buf[self._pos : safe])))
                     self._pos = safe
                 self._search_from = self._pos
                 return False
             after = index + len(marker)
             if len(buf) < after + 3:
                 if index > self._pos:
-                    if deliver:
-                        events.append(FrameData(frame, bytes(buf[self._pos : index])))
+                    if target is not None:
+                        events.append(FrameData(target, bytes(buf[self._pos : index])))
                     self._pos = index
                 self._search_from = index
                 return False
             if _is_end(buf, after):
-                return self._end_frame(events, frame, index, after, deliver)
+                return self._end_frame(events, target, index, after)
             self._search_from = index + 1
 
     def _end_frame(
-        self, events: list[ParserEvent], frame: MSRPData, index: int, after: int, deliver: bool
+        self, events: list[ParserEvent], frame: MSRPData | None, index: int, after: int
     ) -> bool:
-        if deliver:
+        if frame is not None:
             if index > self._pos:
                 events.append(FrameData(frame, bytes(self._buf[self._pos : index])))
             frame.contflag = chr(self._buf[after])
@@ -700,4 +711,3 @@ def _could_be_end_line(head: bytes, line: bytes) -> bool:
 
 def _is_end(buf: bytearray, at: int) -> bool:
     return len(buf) >= at + 3 and buf[at] in b"$+#" and buf[at + 1 : at + 3] == b"\r\n"
-

@@ -134,8 +134,10 @@ class RelayAuthentication:
                 return True
             params = challenge[1]
             stale = params.get("stale", "").lower() == "true"
-            if self._answered_nonce is not None and not stale and (
-                params.get("nonce") == self._answered_nonce
+            if (
+                self._answered_nonce is not None
+                and not stale
+                and (params.get("nonce") == self._answered_nonce)
             ):
                 self._fail(401, frame.comment)
                 return True
@@ -185,4 +187,3 @@ class RelayAuthentication:
             self._fail(408, "AUTH transaction timed out")
         elif self._refresh_at is not None and now >= self._refresh_at:
             self._send_auth(now)
-

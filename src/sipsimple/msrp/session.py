@@ -35,12 +35,12 @@ from sipsimple.msrp.relay import RelayAuthentication, RelayEvent
 from sipsimple.msrp.uri import MSRPURI
 
 __all__ = [
+    "MSRPSession",
     "MessageAborted",
     "MessageDataReceived",
     "MessageDeliveryFailed",
     "MessageReceived",
     "MessageSent",
-    "MSRPSession",
     "ProtocolError",
     "ReportReceived",
     "ResponseReceived",

@@ -49,7 +49,9 @@ class CPIMHeader:
 
 _ESCAPES = {'"': '"', "\\": "\\", "'": "'", "b": "\b", "t": "\t", "n": "\n", "r": "\r"}
 _ESCAPE_RE = re.compile(r"\\(u[0-9A-Fa-f]{4}|.)", re.DOTALL)
-_IDENTITY_RE = re.compile(r'\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<plain>[^<"]*?))\s*<(?P<uri>[^<>\s]+)>\s*')
+_IDENTITY_RE = re.compile(
+    r'\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<plain>[^<"]*?))\s*<(?P<uri>[^<>\s]+)>\s*'
+)
 _HEADER_RE = re.compile(
     r"(?:(?P<prefix>[^\s.:;]+)\.)?(?P<name>[^\s.:;]+):(?P<params>(?:;[^\s;]+)*) (?P<value>.*)",
     re.DOTALL,
@@ -225,9 +227,7 @@ class CPIMPayload:
                 raise CPIMParseError(f"header {prefix}.{name} uses an undeclared prefix")
             uri = namespaces[prefix]
             if uri != STANDARD_NAMESPACE:
-                self.additional_headers.append(
-                    CPIMHeader(name, value, CPIMNamespace(uri, prefix))
-                )
+                self.additional_headers.append(CPIMHeader(name, value, CPIMNamespace(uri, prefix)))
                 continue
             if name == "NS":
                 declaration = _NS_RE.fullmatch(value)
