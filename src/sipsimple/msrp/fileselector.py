@@ -19,7 +19,7 @@ _SELECTOR_RE = re.compile(
     | size:(?P<size>[0-9]+)
     | type:(?P<type>[^\s";]+(?:;[^\s=";]+="[^"]*")*)
     | hash:(?P<algorithm>[A-Za-z0-9\-]+):(?P<digest>[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})*)
-    | (?P<other>[A-Za-z0-9\-]+:(?:"[^"]*"|\S)*)
+    | (?P<other>(?!(?:name|size|type|hash):)[A-Za-z0-9\-]+:(?:"[^"]*"|\S)*)
     """,
     re.VERBOSE,
 )
