@@ -14,6 +14,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sipsimple.msrp.errors import MSRPParseError
@@ -151,8 +152,14 @@ def format_auth_params(scheme: str, params: dict[str, str]) -> str:
     return f"{scheme} " + ", ".join(items)
 
 
+@lru_cache(maxsize=256)
+def _parse_path_cached(text: str) -> tuple[MSRPURI, ...]:
+    # Every frame of a session repeats the same paths: parse each text once.
+    return tuple(MSRPURI.parse(item) for item in text.split())
+
+
 def _parse_path(text: str) -> list[MSRPURI]:
-    return [MSRPURI.parse(item) for item in text.split()] or _raise(f"empty path {text!r}")
+    return list(_parse_path_cached(text)) or _raise(f"empty path {text!r}")
 
 
 def _raise(message: str) -> Any:
@@ -482,7 +489,7 @@ ParserEvent = FrameStarted | FrameData | FrameEnded | FrameError
 
 _START_RE = re.compile(rb"MSRP ([A-Za-z0-9][A-Za-z0-9.\-+%=]{0,63}) ")
 _REST_RE = re.compile(rb"(?:([A-Z]+)|([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?)")
-_HEADER_NAME_RE = re.compile(r"[A-Za-z][!#$%&'*+\-.^_`|~A-Za-z0-9]*")
+_HEADER_LINE_RE = re.compile(r"([A-Za-z][!#$%&'*+\-.^_`|~A-Za-z0-9]*):[ \t]*([^\0\r\n]*?)[ \t]*")
 
 _START, _HEADERS, _BODY, _SKIP, _DEAD = range(5)
 
@@ -596,33 +603,35 @@ class MSRPParser:
         frame = self._frame
         assert frame is not None
         limit = self._frame_start + self.max_header_size
-        end = buf.find(b"\r\n", self._pos, limit)
-        if end < 0:
-            if len(buf) >= limit:
-                return self._fail(events, "headers longer than the header size limit")
-            return False
-        line = bytes(buf[self._pos : end])
-        self._pos = end + 2
-        marker = self._marker
-        if len(line) == len(marker) - 1 and line.startswith(marker[2:]) and line[-1] in b"$+#":
-            return self._start_frame(events, frame, body=False, contflag=chr(line[-1]))
-        if not line:
-            return self._start_frame(events, frame, body=True)
-        self._header_count += 1
-        if self._header_count > self.max_headers:
-            return self._fail(events, f"more than {self.max_headers} headers")
-        try:
-            text = line.decode()
-        except UnicodeDecodeError:
-            return self._fail(events, "header line is not UTF-8")
-        name, sep, value = text.partition(":")
-        if not sep or not _HEADER_NAME_RE.fullmatch(name) or any(c in value for c in "\0\r\n"):
-            return self._fail(events, f"invalid header line {text[:80]!r}")
-        canonical = _CANONICAL.get(name.lower(), name)
-        if canonical in frame.headers:
-            return self._fail(events, f"duplicate {canonical} header")
-        frame.headers[canonical] = value.strip(" \t")
-        return True
+        end_line = self._marker[2:]
+        headers = frame.headers
+        while True:
+            end = buf.find(b"\r\n", self._pos, limit)
+            if end < 0:
+                if len(buf) >= limit:
+                    return self._fail(events, "headers longer than the header size limit")
+                return False
+            line = bytes(buf[self._pos : end])
+            self._pos = end + 2
+            if not line:
+                return self._start_frame(events, frame, body=True)
+            if len(line) == len(end_line) + 1 and line.startswith(end_line) and line[-1] in b"$+#":
+                return self._start_frame(events, frame, body=False, contflag=chr(line[-1]))
+            self._header_count += 1
+            if self._header_count > self.max_headers:
+                return self._fail(events, f"more than {self.max_headers} headers")
+            try:
+                text = line.decode()
+            except UnicodeDecodeError:
+                return self._fail(events, "header line is not UTF-8")
+            match = _HEADER_LINE_RE.fullmatch(text)
+            if match is None:
+                return self._fail(events, f"invalid header line {text[:80]!r}")
+            name, value = match.groups()
+            canonical = _CANONICAL.get(name.lower(), name)
+            if canonical in headers:
+                return self._fail(events, f"duplicate {canonical} header")
+            headers[canonical] = value
 
     def _start_frame(
         self, events: list[ParserEvent], frame: MSRPData, *, body: bool, contflag: str = "$"

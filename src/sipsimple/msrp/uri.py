@@ -25,6 +25,7 @@ _URI_RE = re.compile(
     """,
     re.VERBOSE | re.DOTALL,
 )
+_HOST_RE = re.compile(r"[0-9A-Fa-f:.]+|[A-Za-z0-9\-._~%!$&'()*+,=]+")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _SCHEMES = ("msrp", "msrps")
 
@@ -48,7 +49,7 @@ class MSRPURI:
     parameters: dict[str, str | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.host or any(c.isspace() or c in "/;@" for c in self.host):
+        if not _HOST_RE.fullmatch(self.host):
             raise MSRPParseError(f"invalid MSRP URI host {self.host!r}")
         if self.port is not None and not 0 < self.port < 65536:
             raise MSRPParseError(f"MSRP URI port {self.port} is out of range 1-65535")
