@@ -399,3 +399,12 @@ def test_send_message_argument_errors():
         a.send_message(b"x", "text/plain", success_report="maybe")
     with pytest.raises(ValueError):
         MSRPSession(A, [])
+
+
+def test_incomplete_messages_are_bounded():
+    _, b = pair(b_options={"max_incomplete_messages": 2})
+    for number in range(3):
+        first = chunks_of(b"0123456789", 5, message_id=f"msg{number:04d}")[0]
+        b.receive_data(first.encode(), 0)
+    codes = [f.code for f in frames(b.data_to_send(0))]
+    assert codes == [200, 200, 413]

@@ -199,6 +199,8 @@ class MSRPSession:
     With ``reassemble`` incoming messages are delivered whole in MessageReceived
     (and refused with 413 past ``max_message_size``), otherwise streamed as
     MessageDataReceived.  Incoming Content-Types must match ``accept_types`` (415).
+    At most ``max_incomplete_messages`` incoming messages may be in progress at
+    once; a chunk starting another one is refused with 413.
     A ``relay`` authentication keeps being refreshed on this connection.
     """
 
@@ -212,6 +214,7 @@ class MSRPSession:
         reassemble: bool = True,
         accept_types: Iterable[str] = ("*",),
         max_message_size: int | None = 16 * 1024 * 1024,
+        max_incomplete_messages: int = 64,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         transaction_timeout: float = DEFAULT_TRANSACTION_TIMEOUT,
         make_transaction_id: Callable[[], str] = make_id,
@@ -229,6 +232,7 @@ class MSRPSession:
         self.reassemble = reassemble
         self.accept_types = list(accept_types)
         self.max_message_size = max_message_size
+        self.max_incomplete_messages = max_incomplete_messages
         self.chunk_size = chunk_size
         self.transaction_timeout = transaction_timeout
         self.make_transaction_id = make_transaction_id
@@ -489,6 +493,8 @@ class MSRPSession:
         message = self._incoming.get(message_id)
         try:
             if message is None:
+                if len(self._incoming) >= self.max_incomplete_messages:
+                    raise MSRPParseError("too many incomplete messages", code=413)
                 message = IncomingMessage(
                     message_id,
                     content_type,
