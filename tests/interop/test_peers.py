@@ -101,6 +101,7 @@ def test_sipp_call_to_unknown_user_fails_with_404(proxy: Kamailio) -> None:
     result = Sipp("uac", proxy.address(), service="nobody", timeout=5).run()
     assert (result.returncode, result.successful, result.failed) == (1, 0, 1), result.describe()
     assert "SIP/2.0 404 Not Found" in result.messages
+    assert f"c=IN IP4 {LOOPBACK}" in result.messages  # SIPp's media address too
 
 
 def test_sipp_registers_with_digest_authentication(proxy: Kamailio) -> None:
@@ -275,6 +276,7 @@ def test_baresip_calls_baresip_over_udp_and_tcp_with_srtp_and_dtmf(
             for name, peer in (("frank", frank), ("grace", grace))
         }
         heard = {name: dominant_frequency(path) for name, path in received.items()}
+        assert "SRTP is Enabled" in grace.log_text(), grace.log_tail()
     assert digits == ["7", "#"]
     assert heard["grace"][0] == pytest.approx(500, abs=10), heard  # frank's tone, decrypted
     assert heard["frank"][0] == pytest.approx(1000, abs=10), heard

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .ports import LOOPBACK, free_port, free_port_range
-from .process import PeerProcess, render_template, wait_for
+from .process import PeerProcess, PeerStartError, render_template, wait_for
 
 SIP_TRANSPORTS = ("udp", "tcp", "tls")
 MEDIA_ENCRYPTIONS = ("srtp", "srtp-mand", "srtp-mandf", "dtls_srtp")
@@ -30,12 +30,12 @@ class Baresip(PeerProcess):
 
     The account goes through `proxy` (host, port) over `transport`; with
     `register` it registers there (auth_pass=`password`), and start() returns
-    once the registrar accepted it.  Calls are answered at once
-    (answermode=auto).  `audio_file` (a mono 16-bit WAV at `sample_rate`) is
-    what it sends; by default a 440 Hz tone.  Everything sent and received is
-    recorded as WAV files in `recordings_dir` (see recordings()); by default
-    that is in the peer's directory, which stop() removes: pass a directory of
-    the test's own (tmp_path) to keep them.
+    once the registrar accepted it (PeerStartError if not within start_timeout).
+    Calls are answered at once (answermode=auto).  `audio_file` (a mono 16-bit
+    WAV at `sample_rate`) is what it sends; by default a 440 Hz tone.
+    Everything sent and received is recorded as WAV files in `recordings_dir`
+    (see recordings()); by default that is in the peer's directory, which
+    stop() removes: pass a directory of the test's own (tmp_path) to keep them.
     """
 
     name = "baresip"
@@ -154,7 +154,7 @@ class Baresip(PeerProcess):
         if self.register and not wait_for(self.registered, self.start_timeout, interval=0.2):
             self._stop_process()
             log = self.log_tail()
-            raise BaresipError(
+            raise PeerStartError(
                 f"baresip {self.aor} did not register at {self.proxy} within"
                 f" {self.start_timeout:g} s\n--- log ---\n{log}"
             )
