@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -315,7 +316,7 @@ def test_peers_die_with_the_python_process(ending: str) -> None:
         import sys, time
         from tests.interop.peers import Kamailio
         kamailio = Kamailio(auth=False).start()
-        print(kamailio.process.pid, flush=True)
+        print(kamailio.process.pid, kamailio.directory.parent, flush=True)
         if sys.argv[1] == "is killed":
             time.sleep(60)
         """
@@ -328,12 +329,16 @@ def test_peers_die_with_the_python_process(ending: str) -> None:
         text=True,
     )
     assert child.stdout is not None
-    group = int(child.stdout.readline())
+    pid, root = child.stdout.readline().split()
+    group = int(pid)
     assert _process_group(group)
     if ending == "is killed":
         child.send_signal(signal.SIGKILL)
     child.wait(10)
     assert wait_for(lambda: not _process_group(group), 5), _process_group(group)
+    if ending == "returns":
+        assert not Path(root).exists()  # atexit removed the peers' directories too
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _process_group(pgid: int) -> list[int]:

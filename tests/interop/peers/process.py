@@ -130,7 +130,11 @@ class PeerProcess:
                 preexec_fn=_die_with_parent if in_main_thread else None,
             )
         _live.add(self)
-        up = wait_for(lambda: not self.running or self.is_ready(), self.start_timeout)
+        try:
+            up = wait_for(lambda: not self.running or self.is_ready(), self.start_timeout)
+        except BaseException:
+            self._stop_process()
+            raise
         if not up or not self.running:
             code = self.process.poll()
             self._stop_process()
@@ -152,15 +156,17 @@ class PeerProcess:
         """SIGTERM to the process group, SIGKILL after 3 s, and SIGKILL to any straggler."""
         process, self.process = self.process, None
         _live.discard(self)
-        if process is not None:
-            _signal_group(process, signal.SIGTERM)
-            try:
-                process.wait(3)
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait()
-            # Children a daemon forked may outlive the leader; clear the group.
-            _signal_group(process, signal.SIGKILL)
+        if process is None:
+            return
+        if process.returncode is None:
+            _signal_group(process.pid, signal.SIGTERM)
+            if not _exited(process.pid, 3.0):
+                _signal_group(process.pid, signal.SIGKILL)
+                _exited(process.pid, None)
+        # Children a daemon forked may outlive the leader.  An unreaped leader
+        # (or any member left) keeps the group id from being anyone else's.
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -187,9 +193,20 @@ class PeerProcess:
         return f"<{type(self).__name__} {state} in {self.directory}>"
 
 
-def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signum)
+        os.killpg(pgid, signum)
+
+
+def _exited(pid: int, timeout: float | None) -> bool:
+    """Wait (at most `timeout` s, None: for ever) for `pid` to exit, leaving it unreaped."""
+    flags = os.WEXITED | os.WNOWAIT
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while os.waitid(os.P_PID, pid, flags | os.WNOHANG) is None:
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @atexit.register
