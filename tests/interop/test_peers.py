@@ -105,6 +105,13 @@ def test_sipp_call_to_unknown_user_fails_with_404(proxy: Kamailio) -> None:
     assert f"c=IN IP4 {LOOPBACK}" in result.messages  # SIPp's media address too
 
 
+def test_kamailio_relays_only_to_loopback(proxy: Kamailio) -> None:
+    proxy.add_contact("faraway", "sip:faraway@192.0.2.1:5060")  # TEST-NET-1: never reached
+    result = Sipp("uac", proxy.address(), service="faraway", timeout=5).run()
+    assert (result.returncode, result.failed) == (1, 1), result.describe()
+    assert "SIP/2.0 403 Loopback only" in result.messages, result.describe()
+
+
 def test_sipp_registers_with_digest_authentication(proxy: Kamailio) -> None:
     proxy.add_user("carol", "right-password")
     register = Sipp(
@@ -239,6 +246,21 @@ def test_baresip_registers_and_answers_a_sipp_call(proxy: Kamailio, tmp_path: Pa
         ]
         sent = [path for path in erin.recordings() if path.name.endswith("-enc.wav")]
     assert len(sent) == 1 and dominant_frequency(sent[0])[0] == pytest.approx(440, abs=5)
+
+
+def test_kamailio_relays_a_message_to_a_registered_baresip(proxy: Kamailio) -> None:
+    proxy.add_user("heidi", "heidi-password")
+    with Baresip("heidi", "heidi-password", proxy.address()):
+        result = Sipp(
+            scenario_file("message"),
+            proxy.address(),
+            service="heidi",
+            keys={"text": "hello through the proxy"},
+            timeout=5,
+        ).run()
+    assert result.ok and result.successful == 1, result.describe()
+    answer = result.messages.split("SIP/2.0 200 OK", 1)[1]
+    assert "Server: baresip" in answer, result.describe()
 
 
 def test_baresip_calls_baresip_over_udp_and_tcp_with_srtp_and_dtmf(

@@ -53,6 +53,7 @@ SIPp 3.6.1 - one run of a scenario:
     Sipp(scenario_file("register"), proxy.address(), service="alice",
          auth_username="alice", auth_password="secret", keys={"domain": proxy.domain})
     Sipp(scenario_file("options"), proxy.address("tcp"), transport="tcp")
+    Sipp(scenario_file("message"), proxy.address(), service="bob", keys={"text": "hi"})
 
   Each instance has its own -p, -mp (4 ports), -cp; -timeout bounds the run
   (counted as a failure), wait() bounds it again.  Debian's SIPp has no TLS:

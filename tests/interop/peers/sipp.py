@@ -28,7 +28,11 @@ _TRANSPORT_MODES = {"udp": "u1", "tcp": "t1"}
 
 
 def scenario_file(name: str) -> Path:
-    """A scenario shipped with the harness: templates/sipp-<name>.xml ("register", "options")."""
+    """A scenario shipped with the harness: templates/sipp-<name>.xml.
+
+    "register" (digest: -au/-ap, keys={"domain": ...}), "options" (to the target
+    itself), "message" (to -s user, keys={"text": ...}).
+    """
     path = TEMPLATES / f"sipp-{name}.xml"
     if not path.exists():
         shipped = sorted(p.stem.removeprefix("sipp-") for p in TEMPLATES.glob("sipp-*.xml"))
@@ -78,7 +82,7 @@ class Sipp(PeerProcess):
     waiting) or after `timeout` seconds (-timeout, which then counts as a failure).
     run() starts it and waits for the result; for a background peer call
     start(), then finish() or stop().  scenario_file() names the XML scenarios
-    shipped in templates/ (register, options).
+    shipped in templates/.
     """
 
     name = "sipp"
