@@ -248,6 +248,16 @@ def test_baresip_registers_and_answers_a_sipp_call(proxy: Kamailio, tmp_path: Pa
     assert len(sent) == 1 and dominant_frequency(sent[0])[0] == pytest.approx(440, abs=5)
 
 
+def test_baresip_registers_over_tls(proxy: Kamailio) -> None:
+    proxy.add_user("ivan", "ivan-password")
+    with Baresip(
+        "ivan", "ivan-password", proxy.address("tls"), transport="tls", ca_file=proxy.ca_file
+    ) as ivan:
+        contacts = proxy.contacts("ivan")
+        assert "{0/TLS/v4} 200 OK" in ivan.log_text(), ivan.log_tail()
+    assert len(contacts) == 1 and contacts[0].endswith(";transport=tls"), contacts
+
+
 def test_kamailio_relays_a_message_to_a_registered_baresip(proxy: Kamailio) -> None:
     proxy.add_user("heidi", "heidi-password")
     with Baresip("heidi", "heidi-password", proxy.address()):

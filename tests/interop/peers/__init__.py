@@ -38,8 +38,9 @@ Kamailio 5.6 - registrar and record-routing proxy for one domain:
   itself gets 200.  TCP/TLS clients that do not listen are reached back over
   their connection.  Options: workers=1 (Kamailio children), server_cert=
   "valid" | "expired" | "wrong_name", certificates=make_certificates(...)
-  to share one CA, debug=2, defines=("WITH_X",) for later template features.
-  DNS is off; usrloc is memory only.
+  to share one CA, debug=2 (Kamailio's log level).  DNS is off; usrloc is
+  memory only.  Features are switched in templates/kamailio.cfg by #!define
+  lines (self.defines): add new ones there the same way.
 
 SIPp 3.6.1 - one run of a scenario:
 
@@ -79,6 +80,8 @@ baresip 1.0 - a user agent registered at the Kamailio above, driven by ctrl_tcp:
         bob.hangup()
         bob.recordings()   # recordings_dir/dump-<date-time>-enc.wav (sent), -dec.wav (received)
 
+  transport="tls" needs ca_file=proxy.ca_file (baresip 1.0 does not check
+  the server certificate's dates or names).
   Calls are answered at once (answermode="auto"; "manual" + accept()).  The
   microphone is aufile: a mono 16-bit WAV at sample_rate (8000 by default;
   write_tone() makes one; a 30 s 440 Hz tone is the default).  sndfile

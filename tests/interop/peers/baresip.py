@@ -36,6 +36,8 @@ class Baresip(PeerProcess):
     Everything sent and received is recorded as WAV files in `recordings_dir`
     (see recordings()); by default that is in the peer's directory, which
     stop() removes: pass a directory of the test's own (tmp_path) to keep them.
+    For transport="tls" give the registrar's `ca_file`; note that baresip 1.0
+    registers even to a server with an expired or wrong-name certificate.
     """
 
     name = "baresip"
@@ -57,6 +59,7 @@ class Baresip(PeerProcess):
         contacts: Mapping[str, str] | None = None,
         account_params: Mapping[str, str] | None = None,
         recordings_dir: Path | None = None,
+        ca_file: Path | None = None,
         start_timeout: float = 10.0,
     ) -> None:
         super().__init__(start_timeout=start_timeout)
@@ -84,6 +87,7 @@ class Baresip(PeerProcess):
         self.dns_port = free_port()  # nothing listens: any DNS query fails at once, locally
         self.rtp_ports = free_port_range(20)
         self.config_dir = self.directory / "config"
+        self.ca_file = ca_file
         self.recordings_dir = recordings_dir or self.directory / "recordings"
         self.control: BaresipControl | None = None
 
@@ -122,7 +126,7 @@ class Baresip(PeerProcess):
             "baresip-config",
             {
                 "SIP_PORT": self.sip_port,
-                "SIP_TLS": "",
+                "SIP_CAFILE": f"sip_cafile\t\t{self.ca_file}" if self.ca_file else "",
                 "AUDIO_FILE": self.audio_file,
                 "SAMPLE_RATE": self.sample_rate,
                 "DIRECTORY": self.directory,

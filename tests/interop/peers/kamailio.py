@@ -42,7 +42,6 @@ class Kamailio(PeerProcess):
         certificates: Certificates | None = None,
         server_cert: str = "valid",
         debug: int = 2,
-        defines: tuple[str, ...] = (),
         start_timeout: float = 10.0,
     ) -> None:
         super().__init__(start_timeout=start_timeout)
@@ -52,7 +51,7 @@ class Kamailio(PeerProcess):
         self.auth = auth
         self.workers = workers
         self.debug = debug
-        self.defines = (*(("WITH_AUTH",) if auth else ()), *defines)
+        self.defines = ("WITH_AUTH",) if auth else ()
         self.certificates = certificates or make_certificates(self.directory / "certs", domain)
         self.server_cert = self.certificates.server_pair(server_cert)
         self.sip_port = free_port()
