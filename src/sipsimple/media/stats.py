@@ -91,7 +91,7 @@ class ReceiveStatistics:
         self.received = 0
         self.received_prior = 0
         self.expected_prior = 0
-        self._transit: int | None = None
+        self._transit: float | None = None
         self._jitter = 0.0  # in timestamp units
         self.last_sr: int = 0  # middle 32 bits of the NTP time in the last SR
         self.last_sr_arrival: float | None = None
@@ -143,9 +143,9 @@ class ReceiveStatistics:
         valid = self._update_seq(sequence_number)
         # A.8: transit time in timestamp units; the difference is taken modulo 2**32 so a
         # timestamp wrap is not mistaken for a huge delay variation.
-        transit = int(arrival * self.clock_rate) - timestamp
+        transit = arrival * self.clock_rate - timestamp
         if self._transit is not None:
-            d = (transit - self._transit + 0x80000000) % 0x100000000 - 0x80000000
+            d = (transit - self._transit + 2.0**31) % 2.0**32 - 2.0**31
             self._jitter += (abs(d) - self._jitter) / 16.0
         self._transit = transit
         return valid
