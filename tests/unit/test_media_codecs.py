@@ -95,7 +95,9 @@ def test_g711_decoding_is_bit_exact_for_every_code(decode, reference, ffmpeg):
     assert np.array_equal(ours, theirs)
 
 
-@pytest.mark.parametrize(("encode", "decode"), [(ulaw_encode, ulaw_decode), (alaw_encode, alaw_decode)])
+@pytest.mark.parametrize(
+    ("encode", "decode"), [(ulaw_encode, ulaw_decode), (alaw_encode, alaw_decode)]
+)
 def test_g711_decoded_values_encode_back_to_their_code(encode, decode):
     codes = np.frombuffer(ALL_CODES, dtype=np.uint8)
     again = np.frombuffer(encode(decode(ALL_CODES)), dtype=np.uint8)
@@ -108,7 +110,9 @@ def test_g711_decoded_values_encode_back_to_their_code(encode, decode):
 
 def round_trip(codec, signal):
     n = codec.info.samples_per_frame
-    return np.concatenate([codec.decode(codec.encode(signal[k : k + n])) for k in range(0, len(signal), n)])
+    return np.concatenate(
+        [codec.decode(codec.encode(signal[k : k + n])) for k in range(0, len(signal), n)]
+    )
 
 
 def sine(frequency, rate, seconds, amplitude=10000):
@@ -294,9 +298,17 @@ def test_registry_describes_each_codec():
     assert available_codecs() == ("opus", "G722", "PCMU", "PCMA")
     g722 = codec_info("g722")
     assert (g722.payload_type, g722.clock_rate, g722.sample_rate) == (9, 8000, 16000)
-    assert (g722.rtpmap, g722.samples_per_frame, g722.timestamp_increment) == ("G722/8000", 320, 160)
+    assert (g722.rtpmap, g722.samples_per_frame, g722.timestamp_increment) == (
+        "G722/8000",
+        320,
+        160,
+    )
     opus = codec_info("OPUS")
-    assert (opus.rtpmap, opus.samples_per_frame, opus.timestamp_increment) == ("opus/48000/2", 960, 960)
+    assert (opus.rtpmap, opus.samples_per_frame, opus.timestamp_increment) == (
+        "opus/48000/2",
+        960,
+        960,
+    )
     assert codec_info("pcmu").payload_type == 0 and codec_info("PCMA").payload_type == 8
 
 

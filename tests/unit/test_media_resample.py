@@ -5,7 +5,14 @@ import pytest
 
 from sipsimple.media.resample import Resampler
 
-RATES = [(8000, 48000), (16000, 48000), (48000, 16000), (48000, 8000), (16000, 44100), (44100, 48000)]
+RATES = [
+    (8000, 48000),
+    (16000, 48000),
+    (48000, 16000),
+    (48000, 8000),
+    (16000, 44100),
+    (44100, 48000),
+]
 
 
 def sine(frequency, rate, samples, amplitude=10000.0):
@@ -36,7 +43,9 @@ def test_frames_join_without_clicks(source, target):
     resampler = Resampler(source, target)
     signal = sine(1000, source, source)
     frame = source // 50
-    out = np.concatenate([resampler.process(signal[k : k + frame]) for k in range(0, len(signal), frame)])
+    out = np.concatenate(
+        [resampler.process(signal[k : k + frame]) for k in range(0, len(signal), frame)]
+    )
     steady = out[target // 10 :]
     assert fitted_snr(steady, 1000, target) > 50
     # a click is a step steeper than the sine itself can make, at a frame boundary or not

@@ -69,7 +69,9 @@ def test_padding_bit_is_honoured():
 
 
 def test_undecodable_text_survives_round_trip():
-    sdes = SourceDescription((SDESChunk(1, ((1, b"\xff\xfe".decode("utf-8", "surrogateescape")),)),))
+    sdes = SourceDescription(
+        (SDESChunk(1, ((1, b"\xff\xfe".decode("utf-8", "surrogateescape")),)),)
+    )
     assert parse_rtcp(sdes.serialize()) == [sdes]
 
 
@@ -135,9 +137,7 @@ blocks = st.builds(
 words = st.integers(0, 4).flatmap(lambda n: st.binary(min_size=4 * n, max_size=4 * n))
 block_lists = st.lists(blocks, max_size=3).map(tuple)
 rtcp_packets = st.one_of(
-    st.builds(
-        SenderReport, u32, st.integers(0, (1 << 64) - 1), u32, u32, u32, block_lists, words
-    ),
+    st.builds(SenderReport, u32, st.integers(0, (1 << 64) - 1), u32, u32, u32, block_lists, words),
     st.builds(ReceiverReport, u32, block_lists, words),
     st.builds(
         SourceDescription,

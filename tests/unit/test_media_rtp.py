@@ -121,7 +121,9 @@ def test_packetizer_counts_sequence_and_timestamp_with_wrap():
 
 
 def test_packetizer_picks_random_initial_values():
-    values = {(p.ssrc, p.sequence_number, p.timestamp) for p in (RTPPacketizer(0) for _ in range(5))}
+    values = {
+        (p.ssrc, p.sequence_number, p.timestamp) for p in (RTPPacketizer(0) for _ in range(5))
+    }
     assert len(values) == 5
 
 

@@ -4,15 +4,17 @@ put(packet, now) stores a packet as it arrives; get(now) is called once per fram
 playout needs (every 20 ms with 20 ms packets) and says what to play: a packet to decode,
 a lost frame to conceal (the codec's conceal()), or None for silence.
 
-Delay model.  Each packet's transit is ``arrival - timestamp / clock_rate``; the smallest
-transit in a sliding window stands for the fastest path.  The buffer delay D is how much
-later than that fastest path a frame is played, measured at each get(): a packet arrives
-in time exactly when its transit exceeds the fastest by less than D.  The target delay
-follows the observed excess transit: it rises at once when two consecutive packets need
-more (one isolated outlier does not count), and falls back slowly (``release`` seconds
-per second) towards a high quantile of the window, within [min_delay, max_delay].  D is
-brought to the target by inserting a concealed frame (growing) or skipping a frame, at
-most one every ``shrink_interval`` frames (shrinking).
+Delay model.  Each packet's transit is ``arrival - timestamp / clock_rate``.  The base
+transit stands for the fastest path: the smallest transit seen, allowed to creep up by
+BASE_LEAK seconds per second so that it follows a sender whose clock runs slow.  A
+packet's excess is its transit above the base; the buffer delay D is how much later than
+the base a frame is played, measured at each get(), so a packet is in time exactly when
+its excess is below D.  The target delay follows the excess: it rises at once when two
+consecutive packets need more (one isolated outlier does not count), holds for HOLD
+seconds, then falls back by ``release`` seconds per second towards a high quantile of the
+recent excesses, within [min_delay, max_delay].  D is kept within [target, target + 2
+frames] by inserting a concealed frame (growing) or by skipping a frame, at most one
+every ``shrink_interval`` frames (shrinking).
 
 Sequence numbers and timestamps are unwrapped to 64-bit counters, so wrap-around needs
 no special case.  A new SSRC, or a jump in timestamps or sequence numbers that no network
@@ -22,6 +24,7 @@ delay explains, restarts the buffer (keeping what it learned of the network).
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
@@ -30,8 +33,10 @@ from sipsimple.media.rtp import RTPPacket
 
 __all__ = ["FrameKind", "JitterBuffer", "JitterBufferStatistics", "JitterFrame"]
 
-WINDOW = 500  # packets of transit history (10 s of 20 ms packets)
+WINDOW = 500  # packets of excess-transit history (10 s of 20 ms packets)
 QUANTILE = 0.98
+HOLD = 10.0  # seconds the target stays up after rising
+BASE_LEAK = 0.002  # seconds per second the base transit may rise (a 0.2 % slow clock)
 MAX_DROPOUT = 3000  # sequence jump taken as a restart (RFC 3550 A.1)
 IDLE_FRAMES = 10  # consecutive empty frames after which playout stops and rebuffers
 
@@ -55,7 +60,8 @@ class JitterFrame:
 class JitterBufferStatistics:
     received: int = 0  # packets put()
     played: int = 0  # AUDIO frames returned
-    lost: int = 0  # LOST frames returned for a missing packet
+    lost: int = 0  # LOST frames for a packet missing while later ones were there
+    underruns: int = 0  # LOST frames because the buffer ran empty
     expanded: int = 0  # LOST frames inserted to grow the delay
     late: int = 0  # packets that arrived after their slot was played
     duplicates: int = 0
@@ -95,8 +101,13 @@ class JitterBuffer:
         self.shrink_interval = shrink_interval
         self.statistics = JitterBufferStatistics(target_delay_ms=initial_delay * 1000)
         self._frame = clock_rate * ptime // 1000
+        self._step = self._frame  # the last timestamp step between consecutive packets
         self._frame_seconds = ptime / 1000
         self._target = initial_delay
+        self._hold = 0  # frames left before the target may fall
+        self._excesses: deque[float] = deque()
+        self._sorted: list[float] = []  # the same excesses, sorted
+        self._previous_excess = 0.0
         self._jump = max(1.0, 2 * max_delay)
         self._capacity = int(2 * max_delay / self._frame_seconds) + 16
         self._ssrc: int | None = None
@@ -108,16 +119,16 @@ class JitterBuffer:
         self._ts_ref: int | None = None
         self._seq_ref = 0
         self._highest: tuple[int, int] | None = None  # (ext seq, ext ts) of the newest packet
-        self._transits: deque[float] = deque()
-        self._sorted: list[float] = []
-        self._previous_excess = 0.0
+        self._base = math.inf  # base transit, updated at each arrival
+        self._base_time = 0.0
+        self._playout = 0  # extended timestamp of the next slot
+        self._last_seq: int | None = None  # extended sequence number last played
+        self._played: deque[int] = deque(maxlen=64)
         self._stop()
 
     def _stop(self) -> None:
+        """Stops playout until the buffer refills (the timeline and what was played stay)."""
         self._playing = False
-        self._playout = 0  # extended timestamp of the next slot
-        self._last_seq: int | None = None
-        self._played: deque[int] = deque(maxlen=64)
         self._empty = 0
         self._since_shrink = 0
 
@@ -152,9 +163,7 @@ class JitterBuffer:
         ext_ts = _unwrap(packet.timestamp, self._ts_ref, 32)
         ext_seq = _unwrap(packet.sequence_number, self._seq_ref, 16)
         transit = now - ext_ts / self.clock_rate
-        return abs(transit - self._sorted[0]) > self._jump or abs(ext_seq - self._seq_ref) > (
-            MAX_DROPOUT
-        )
+        return abs(transit - self._base) > self._jump or abs(ext_seq - self._seq_ref) > MAX_DROPOUT
 
     def _follows(self, previous: RTPPacket, packet: RTPPacket) -> bool:
         step = (packet.timestamp - previous.timestamp) & 0xFFFFFFFF
@@ -170,22 +179,26 @@ class JitterBuffer:
             self._ts_ref, self._seq_ref = packet.timestamp, packet.sequence_number
         ext_ts = _unwrap(packet.timestamp, self._ts_ref, 32)
         ext_seq = _unwrap(packet.sequence_number, self._seq_ref, 16)
-        self._observe(now - ext_ts / self.clock_rate)
         self._seq_ref = max(self._seq_ref, ext_seq)
         self._ts_ref = max(self._ts_ref, ext_ts)
-        if self._playing and ext_ts < self._playout - self._frame // 2:
-            if ext_seq in self._played:
-                stats.duplicates += 1
-            else:
-                stats.late += 1
+        if ext_seq in self._played or ext_ts in self._buffer:
+            stats.duplicates += 1  # says nothing of the network delay: not observed
             return
-        if ext_ts in self._buffer:
-            stats.duplicates += 1
+        self._observe(now - ext_ts / self.clock_rate, now)
+        if (
+            ext_ts < self._playout - self._frame // 2
+            if self._playing
+            else self._last_seq is not None and ext_seq <= self._last_seq
+        ):
+            stats.late += 1
             return
         if self._highest is not None and ext_seq == self._highest[0] + 1:
+            # The packet duration is the timestamp step between consecutive packets, once
+            # seen twice in a row (a single step may span a pause in sending).
             step = ext_ts - self._highest[1]
-            if 0 < step <= self.clock_rate * 0.12:
-                self._frame = step  # learn the packet duration from consecutive packets
+            if step == self._step and 0 < step <= self.clock_rate * 0.12:
+                self._frame = step
+            self._step = step
         if self._highest is None or ext_seq > self._highest[0]:
             self._highest = (ext_seq, ext_ts)
         self._buffer[ext_ts] = (ext_seq, packet)
@@ -193,18 +206,21 @@ class JitterBuffer:
             del self._buffer[min(self._buffer)]
             stats.discarded += 1
 
-    def _observe(self, transit: float) -> None:
-        if len(self._transits) == WINDOW:
-            old = self._transits.popleft()
+    def _observe(self, transit: float, now: float) -> None:
+        self._base = min(transit, self._base + BASE_LEAK * (now - self._base_time))
+        self._base_time = now
+        excess = transit - self._base
+        if len(self._excesses) == WINDOW:
+            old = self._excesses.popleft()
             del self._sorted[bisect.bisect_left(self._sorted, old)]
-        self._transits.append(transit)
-        bisect.insort(self._sorted, transit)
-        excess = transit - self._sorted[0]
+        self._excesses.append(excess)
+        bisect.insort(self._sorted, excess)
         # Grow at once when two packets in a row need it; one outlier alone does not.
         needed = min(excess, self._previous_excess)
         self._previous_excess = excess
         if needed > self._target:
             self._target = min(needed, self.max_delay)
+            self._hold = round(HOLD / self._frame_seconds)
 
     # playout side
 
@@ -214,7 +230,7 @@ class JitterBuffer:
         if not self._playing and not self._start(now):
             return None
         self._update_target()
-        delay = now - self._playout / self.clock_rate - self._sorted[0]
+        delay = now - self._playout / self.clock_rate - self._base
         stats.delay_ms = delay * 1000
         stats.target_delay_ms = self._target * 1000
         frame = self._frame
@@ -223,7 +239,7 @@ class JitterBuffer:
             return JitterFrame(FrameKind.LOST, self._playout & 0xFFFFFFFF, frame)
         self._since_shrink += 1
         if (
-            delay > self._target + self._frame_seconds
+            delay > self._target + 2 * self._frame_seconds
             and self._since_shrink >= self.shrink_interval
             and len(self._buffer) >= 2
         ):
@@ -240,7 +256,7 @@ class JitterBuffer:
             if self._empty > IDLE_FRAMES:
                 self._stop()
                 return None
-            stats.lost += 1
+            stats.underruns += 1
             slot = self._playout
             self._playout += frame
             return JitterFrame(FrameKind.LOST, slot & 0xFFFFFFFF, frame)
@@ -265,22 +281,21 @@ class JitterBuffer:
         if not self._buffer:
             return False
         earliest = min(self._buffer)
-        if now - earliest / self.clock_rate - self._sorted[0] < self._target:
+        if now - earliest / self.clock_rate - self._base < self._target:
             return False
         self._playing = True
         self._playout = earliest
-        self._last_seq = None
-        self._empty = 0
-        self._since_shrink = 0
         return True
 
     def _update_target(self) -> None:
         window = self._sorted
-        floor = window[int(QUANTILE * (len(window) - 1))] - window[0]
+        floor = window[int(QUANTILE * (len(window) - 1))]
         floor = min(max(floor, self.min_delay), self.max_delay)
-        if self._target > floor:
+        if self._hold:
+            self._hold -= 1
+        elif self._target > floor:
             self._target = max(floor, self._target - self.release * self._frame_seconds)
-        elif self._target < floor:
+        if self._target < floor:
             self._target = floor
 
     @property
