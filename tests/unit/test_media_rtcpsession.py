@@ -145,3 +145,12 @@ def test_reports_about_other_sources_do_not_count_as_ours():
     session.receive(foreign.serialize(), 1.0)
     stats = session.statistics
     assert stats.tx.packets_lost == 0 and stats.rtt_ms.count == 0
+
+
+def test_made_up_ssrcs_cannot_grow_the_source_table():
+    session = RTCPSession(7, "me@host", 8000, 0.0)
+    real = RTPPacketizer(0, 1)
+    for ssrc in range(100, 400):
+        session.rtp_received(real.next_packet(b"x"), ssrc / 1000)
+        session.rtp_received(RTPPacketizer(0, ssrc).next_packet(b"junk"), ssrc / 1000)
+    assert len(session.sources) <= 16 and 1 in session.sources

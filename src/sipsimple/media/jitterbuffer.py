@@ -81,6 +81,12 @@ def _unwrap(value: int, reference: int, bits: int) -> int:
 
 
 class JitterBuffer:
+    """Playout buffer of one audio stream; delays are in seconds, ``ptime`` in ms.
+
+    Only audio packets belong here: telephone-event packets go to the DTMFReceiver (the
+    audio slots they replaced play as lost frames, which the concealment fades out).
+    """
+
     def __init__(
         self,
         clock_rate: int,

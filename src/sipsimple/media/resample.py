@@ -24,6 +24,7 @@ class Resampler:
         self.input_rate = input_rate
         self.output_rate = output_rate
         self._resampler: AudioResampler | None = None
+        self._frame: AudioFrame | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -41,9 +42,17 @@ class Resampler:
             raise ValueError("process() takes a one-dimensional numpy int16 array")
         if self._resampler is None or not len(pcm):
             return pcm
-        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.input_rate
-        produced = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        # libswresample converts at once and keeps no reference to its input, so one
+        # input frame per length is reused (half the cost of making one per call).
+        frame = self._frame
+        if frame is None or frame.samples != len(pcm):
+            frame = self._frame = AudioFrame(format="s16", layout="mono", samples=len(pcm))
+            frame.sample_rate = self.input_rate
+        frame.planes[0].update(np.ascontiguousarray(pcm).data)
+        produced = [
+            np.frombuffer(f.planes[0], dtype=np.int16, count=f.samples)
+            for f in self._resampler.resample(frame)
+        ]
         available = np.concatenate([self._pending, *produced])
         self._samples_in += len(pcm)
         due = self._samples_in * self.output_rate // self.input_rate - self._samples_out

@@ -33,6 +33,7 @@ from sipsimple.media.stats import ReceiveStatistics, Summary, ntp_timestamp, rou
 __all__ = ["DirectionStatistics", "RTCPSession", "StreamStatistics"]
 
 _UDP_IP_OVERHEAD = 28
+MAX_SOURCES = 16
 _RTCP_BANDWIDTH_FRACTION = 0.05
 
 
@@ -103,9 +104,7 @@ class RTCPSession:
 
     def rtp_received(self, packet: RTPPacket, now: float) -> bool:
         """Accounts a received packet; False while its source is not yet valid (A.1)."""
-        source = self.sources.get(packet.ssrc)
-        if source is None:
-            source = self.sources[packet.ssrc] = ReceiveStatistics(packet.ssrc, self.clock_rate)
+        source = self._source(packet.ssrc)
         self._current_source = packet.ssrc
         self._heard.add(packet.ssrc)
         return source.update(packet.sequence_number, packet.timestamp, now, len(packet.payload))
@@ -135,6 +134,10 @@ class RTCPSession:
     def _source(self, ssrc: int) -> ReceiveStatistics:
         source = self.sources.get(ssrc)
         if source is None:
+            if len(self.sources) >= MAX_SOURCES:  # packets with made-up SSRCs: forget the oldest
+                oldest = next(s for s in self.sources if s != self._current_source)
+                del self.sources[oldest]
+                self._heard.discard(oldest)
             source = self.sources[ssrc] = ReceiveStatistics(ssrc, self.clock_rate)
         return source
 

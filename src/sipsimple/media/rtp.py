@@ -171,15 +171,16 @@ class RTPPacket:
         if self.extension is not None:
             b0 |= 0x10
         try:
-            parts = [
-                _HEADER.pack(
-                    b0,
-                    (0x80 if self.marker else 0) | self.payload_type,
-                    self.sequence_number,
-                    self.timestamp,
-                    self.ssrc,
-                )
-            ]
+            header = _HEADER.pack(
+                b0,
+                (0x80 if self.marker else 0) | self.payload_type,
+                self.sequence_number,
+                self.timestamp,
+                self.ssrc,
+            )
+            if b0 == 0x80:  # the usual packet: no CSRC, extension or padding
+                return header + self.payload
+            parts = [header]
             if self.csrc:
                 parts.append(struct.pack(f"!{len(self.csrc)}I", *self.csrc))
             if self.extension is not None:

@@ -78,9 +78,8 @@ class PyAVDecoder:
 
 
 def _mono_int16(frame: AudioFrame) -> np.ndarray:
-    data = frame.to_ndarray()
     if frame.format.name == "s16":
-        return data.reshape(-1)
+        return np.frombuffer(frame.planes[0], dtype=np.int16, count=frame.samples)
     if frame.format.name in ("flt", "fltp"):
-        return np.clip(data[0] * 32768.0, -32768, 32767).astype(np.int16)
+        return np.clip(frame.to_ndarray()[0] * 32768.0, -32768, 32767).astype(np.int16)
     raise CodecError(f"decoder produced unexpected sample format {frame.format.name}")
