@@ -3,6 +3,8 @@
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipsimple.media.dtmf import DTMFReceiver, DTMFSender, parse_event_payload
 from sipsimple.media.rtp import RTPPacket, RTPPacketizer
@@ -124,3 +126,17 @@ def test_sender_and_receiver_together():
         receiver.receive(RTPPacket.parse(p.serialize())) for p in packets if p.payload_type == 101
     ]
     assert "".join(e.digit for e in got if e is not None) == "0123456789*#ABCD"
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 0xFFFFFFFF), st.binary(max_size=8), st.integers(1, 3)),
+        max_size=30,
+    )
+)
+def test_receiver_takes_any_payload(packets):
+    receiver = DTMFReceiver()
+    for timestamp, payload, ssrc in packets:
+        event = receiver.receive(RTPPacket(101, 0, timestamp, ssrc, payload))
+        assert event is None or event.digit in "0123456789*#ABCD"

@@ -4,6 +4,8 @@ import random
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipsimple.media.jitterbuffer import IDLE_FRAMES, FrameKind, JitterBuffer
 from sipsimple.media.rtp import RTPPacket
@@ -299,3 +301,31 @@ def test_old_packets_arriving_while_idle_are_not_played_again():
     assert played(frames) == list(range(70))
     assert jb.statistics.duplicates == 2
     assert jb.statistics.target_delay_ms == 40.0  # duplicates do not count as network delay
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 40),  # sequence offset
+            st.integers(-3, 3),  # timestamp wobble in frames
+            st.sampled_from([1, 1, 1, 2]),  # ssrc
+            st.floats(0, 0.3),  # extra delay
+        ),
+        max_size=120,
+    ),
+    st.sampled_from([0, 65520, 0xFFFFFFF0]),
+)
+def test_any_arrival_pattern_is_handled(arrivals, base):
+    """Whatever arrives, in whatever order: no error, and no packet is played twice."""
+    jb = JitterBuffer(8000)
+    events = []
+    for i, (offset, wobble, ssrc, extra) in enumerate(arrivals):
+        seq = (base + offset) & 0xFFFF
+        ts = (base + (offset + wobble) * 160) & 0xFFFFFFFF
+        events.append((offset * FRAME + extra, RTPPacket(0, seq, ts, ssrc, struct.pack("!I", i))))
+    frames = run(jb, events, 3.0)
+    identities = [index(f) for f in frames if f is not None and f.kind is FrameKind.AUDIO]
+    assert len(identities) == len(set(identities))
+    stats = jb.statistics
+    assert stats.played == len(identities) <= stats.received == len(arrivals)
