@@ -129,12 +129,15 @@ def test_bye_closes_the_session():
     assert session.get_timer() is None and session.handle_timer(100.0) is None
 
 
-def test_incoming_bye_forgets_the_source_and_garbage_raises_parse_error():
+def test_incoming_bye_ends_reports_on_the_source_and_garbage_raises_parse_error():
     session = RTCPSession(7, "me@host", 8000, 0.0)
-    session.rtp_received(RTPPacketizer(0, 9).next_packet(b"x"), 0.1)
-    assert 9 in session.sources
+    packetizer = RTPPacketizer(0, 9)
+    for i in range(3):
+        session.rtp_received(packetizer.next_packet(b"x"), 0.1 + i * 0.02)
     session.receive(Bye((9,)).serialize(), 0.2)
-    assert 9 not in session.sources
+    report = parse_rtcp(session.handle_timer(session.get_timer()))[0]
+    assert report.reports == ()
+    assert session.statistics.rx.packets == 3  # still there to read
     with pytest.raises(RTCPParseError):
         session.receive(b"\x80\xc9\x00\x09", 0.3)
 

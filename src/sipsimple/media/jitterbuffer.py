@@ -250,8 +250,11 @@ class JitterBuffer:
             and len(self._buffer) >= 2
         ):
             self._since_shrink = 0
-            if self._buffer.pop(self._playout, None) is not None:
+            skipped = self._buffer.pop(self._playout, None)
+            if skipped is not None:
                 stats.discarded += 1
+                self._last_seq = skipped[0]
+                self._played.append(skipped[0])
             self._playout += frame
         half = frame // 2
         for stale in [ts for ts in self._buffer if ts < self._playout - half]:

@@ -126,9 +126,8 @@ class RTCPSession:
                     if chunk.ssrc != self.ssrc and (cname := chunk.get(SDESItemType.CNAME)):
                         self.remote_cname = cname
             elif isinstance(packet, Bye):
-                for ssrc in packet.sources:
-                    self.sources.pop(ssrc, None)
-                    self._heard.discard(ssrc)
+                # The source left: stop reporting on it, but keep its statistics to read.
+                self._heard.difference_update(packet.sources)
         return packets
 
     def _source(self, ssrc: int) -> ReceiveStatistics:
