@@ -226,7 +226,6 @@ class _Writer:
         except Exception as error:
             log.exception("failed to save the configuration")
             for request in batch:
-                request.future.set_exception(error)
                 try:
                     NotificationCenter().post_notification(
                         "CFGManagerSaveFailed",
@@ -240,6 +239,8 @@ class _Writer:
                     )
                 except Exception:
                     log.exception("an observer of CFGManagerSaveFailed failed")
+            for request in batch:  # after the notifications, so that flush() covers them
+                request.future.set_exception(error)
         else:
             for request in batch:
                 request.future.set_result(None)
@@ -1040,11 +1041,16 @@ class SettingsObject(SettingsState, metaclass=SettingsObjectMeta):
                 write = old_key != new_key or bool(delta)
             self._commit()
             self._saved_id = self._id
-        for name, data in notifications:
-            _post(name, self, **data)
-        if not write:
-            return _done()
-        return manager.save(obj=self, operation="save", modified=modified_data)
+        try:
+            for name, data in notifications:
+                _post(name, self, **data)
+        finally:  # an observer that raises must not keep the change from being written
+            future = (
+                manager.save(obj=self, operation="save", modified=modified_data)
+                if write
+                else _done()
+            )
+        return future
 
     def delete(self) -> concurrent.futures.Future[None]:
         """Remove the object from the configuration; objects with a fixed id cannot be."""
@@ -1059,10 +1065,11 @@ class SettingsObject(SettingsState, metaclass=SettingsObjectMeta):
             self._cfg_state = "deleted"
             manager.delete(self.__oldkey__)
             _registry.forget(self)
-        _post("CFGSettingsObjectWasDeleted", self)
-        if not was_stored:
-            return _done()
-        return manager.save(obj=self, operation="delete")
+        try:
+            _post("CFGSettingsObjectWasDeleted", self)
+        finally:
+            future = manager.save(obj=self, operation="delete") if was_stored else _done()
+        return future
 
 
 def _done() -> concurrent.futures.Future[None]:
