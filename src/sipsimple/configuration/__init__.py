@@ -461,13 +461,13 @@ def _coerce(kind: Callable[[Any], Any], value: object) -> Any:
             return bool(value)
         raise ValueError(f"expected a boolean (true or false), got {value!r}")
     if isinstance(kind, type):
+        if isinstance(value, bool) and issubclass(kind, int | float):
+            raise ValueError(f"expected a number, got {value!r}")
         if isinstance(value, kind):
             return value
         if kind is str:
             raise ValueError(f"expected a string, got {value!r}")
-        if issubclass(kind, int) and (
-            isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())
-        ):
+        if issubclass(kind, int) and isinstance(value, float) and not value.is_integer():
             raise ValueError(f"expected an integer, got {value!r}")
         if kind is int and isinstance(value, str):
             try:
@@ -712,6 +712,8 @@ class SettingsState(metaclass=SettingsStateMeta):
             if isinstance(member, Setting):
                 old = self._saved.get(name, _MISSING)
                 new = self._values.get(name, _MISSING)
+                if old is _MISSING and new is _MISSING:
+                    continue
                 if old is _MISSING or new is _MISSING:
                     default = member.get_default()
                     old = default if old is _MISSING else old
@@ -942,11 +944,12 @@ class SettingsObjectMeta(SettingsStateMeta):
             try:
                 data = manager.get(key)
             except ObjectNotFoundError:
-                instance._cfg_state = "new"
-            else:
-                if isinstance(data, Mapping):
-                    instance._setstate(data, failures)
+                data = None
+            if isinstance(data, Mapping):
+                instance._setstate(data, failures)
                 instance._cfg_state = "loaded"
+            else:  # absent (or not a dict, which the first save replaces)
+                instance._cfg_state = "new"
             _registry.live[key] = instance
             if isinstance(class_id, str):
                 _registry.singletons[cls] = instance
