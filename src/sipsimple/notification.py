@@ -122,7 +122,11 @@ class NotificationData:
 
 
 class Notification:
-    """One posted notification; ``timestamp`` is when it was posted (UTC)."""
+    """One posted notification; ``timestamp`` is when it was posted (UTC).
+
+    The spec gives every notification a ``timestamp`` data field: it is filled in
+    here from the posting time unless the sender set one itself.
+    """
 
     __slots__ = ("data", "name", "sender", "timestamp")
 
@@ -131,6 +135,7 @@ class Notification:
         self.sender = sender
         self.data = data
         self.timestamp = datetime.now(UTC)
+        data.__dict__.setdefault("timestamp", self.timestamp)
 
     def __repr__(self) -> str:
         return f"Notification({self.name!r}, sender={self.sender!r}, data={self.data!r})"

@@ -101,7 +101,7 @@ def test_notification_carries_name_sender_data_and_a_timestamp(center):
     assert isinstance(first, Notification)
     assert (first.name, first.sender, first.data) == ("Ping", sender, data)
     assert before <= first.timestamp <= second.timestamp <= after
-    assert second.data == NotificationData()
+    assert second.data == NotificationData(timestamp=second.timestamp)
     assert "Ping" in repr(first) and "code=1" in repr(first)
 
 
@@ -619,3 +619,18 @@ async def test_notification_queue_stops_collecting_when_closed(center):
 def test_notification_queue_needs_a_loop():
     with pytest.raises(RuntimeError):
         NotificationQueue("X")
+
+
+def test_data_carries_the_posting_timestamp_unless_the_sender_set_one():
+    center = NotificationCenter()
+    seen = []
+    center.add_observer(seen.append, name="TimestampTest")
+    try:
+        center.post_notification("TimestampTest", data=NotificationData(code=200))
+        earlier = datetime(2020, 1, 1, tzinfo=UTC)
+        center.post_notification("TimestampTest", data=NotificationData(timestamp=earlier))
+    finally:
+        center.remove_observer(seen.append, name="TimestampTest")
+    assert seen[0].data.timestamp == seen[0].timestamp
+    assert seen[0].data.code == 200
+    assert seen[1].data.timestamp == earlier
