@@ -20,6 +20,7 @@ from aioice import stun
 from sipsimple.core.sdp import SDPAttribute, SDPConnection, SDPMediaStream, SDPSession
 from sipsimple.media.ice import (
     ICE_STATES,
+    MAX_QUEUED_DATAGRAMS,
     ICECandidate,
     ICEDescription,
     ICEError,
@@ -257,8 +258,14 @@ async def test_two_sessions_negotiate_and_exchange_datagrams():
             await bob.send(b"rtcp from bob %d" % number, component=2)
         received_by_bob = [await asyncio.wait_for(bob.recv(), 5) for _ in range(5)]
         received_by_alice = [await asyncio.wait_for(alice.recv(), 5) for _ in range(5)]
-        assert received_by_bob == [(b"rtp from alice %d" % n, 1) for n in range(5)]
-        assert received_by_alice == [(b"rtcp from bob %d" % n, 2) for n in range(5)]
+        assert [d[:2] for d in received_by_bob] == [(b"rtp from alice %d" % n, 1) for n in range(5)]
+        assert [d[:2] for d in received_by_alice] == [
+            (b"rtcp from bob %d" % n, 2) for n in range(5)
+        ]
+        alice_rtp = alice_pair.local_candidate
+        bob_rtcp = bob_events.outcome.valid_pairs[1].local_candidate
+        assert {d.address for d in received_by_bob} == {(alice_rtp.address, alice_rtp.port)}
+        assert {d.address for d in received_by_alice} == {(bob_rtcp.address, bob_rtcp.port)}
 
         # A re-offer lists only the selected candidates; the controlling side names the peer's.
         alice_names = [a.name for a in alice.sdp_attributes()]
@@ -288,7 +295,7 @@ async def test_rtcp_mux_uses_one_component():
         await wait_done(alice_events, bob_events)
         assert len(bob_events.outcome.valid_pairs) == 1
         await bob.send(b"muxed")
-        assert await asyncio.wait_for(alice.recv(), 5) == (b"muxed", 1)
+        assert (await asyncio.wait_for(alice.recv(), 5))[:2] == (b"muxed", 1)
     finally:
         await closing(alice, bob)
 
@@ -374,7 +381,7 @@ async def test_no_usable_remote_candidate_fails_at_once():
         await alice.start(remote, controlling=False)
         await wait_done(events, timeout=5)
         assert isinstance(events.outcome, ICENegotiationDidFail)
-        assert events.outcome.reason == "no usable remote candidate"
+        assert events.outcome.reason == "no candidate pair could be formed"
     finally:
         await alice.close()
 
@@ -412,8 +419,8 @@ async def test_peer_without_ice_gets_media_on_the_default_candidate():
         await loop.sock_sendto(plain, b"back", (rtp.address, rtp.port))
         await loop.sock_sendto(plain, b"rtcp back", (rtcp.address, rtcp.port))
         assert {await asyncio.wait_for(alice.recv(), 5) for _ in range(2)} == {
-            (b"back", 1),
-            (b"rtcp back", 2),
+            (b"back", 1, plain.getsockname()),
+            (b"rtcp back", 2, plain.getsockname()),
         }
         assert [type(e) for e in events.events] == [ICENegotiationStateDidChange] * 2
     finally:
@@ -459,7 +466,46 @@ async def test_close_during_negotiation_reports_nothing_more():
     assert not events.done.is_set() and alice.state == "CLOSED"
 
 
+async def test_host_sockets_within_a_port_range():
+    low = free_udp_port()
+    low -= low % 2
+    alice, _ = await gathered(port_range=(low, low + 1))
+    try:
+        assert sorted(c.port for c in alice.local_candidates) == [low, low + 1]
+        recorder = Recorder()
+        crowded = ICESession(recorder, local_addresses=LOOPBACK, port_range=(low, low + 1))
+        with pytest.raises(ICEError):
+            await crowded.gather()
+        await crowded.close()
+    finally:
+        await alice.close()
+
+
+async def test_unread_datagrams_are_bounded_and_garbage_dropped():
+    alice, _ = await gathered(rtcp_mux=True)
+    plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    plain.bind(("127.0.0.1", 0))
+    try:
+        await alice.start_without_ice(plain.getsockname())
+        rtp = alice.default_candidate()
+        plain.sendto(b"\x00\x01 not STUN at all", (rtp.address, rtp.port))
+        for number in range(MAX_QUEUED_DATAGRAMS + 20):
+            plain.sendto(b"\x80 %d" % number, (rtp.address, rtp.port))
+        for _ in range(100):
+            if alice.dropped == 21:
+                break
+            await asyncio.sleep(0.02)
+        assert alice.dropped == 21
+        first = await alice.recv()
+        assert first.data == b"\x80 0"
+    finally:
+        plain.close()
+        await alice.close()
+
+
 async def test_state_and_argument_errors():
+    with pytest.raises(ValueError, match="port_range"):
+        ICESession(port_range=(5000, 4000))
     with pytest.raises(ValueError, match="IP addresses"):
         ICESession(local_addresses=["localhost"])
     with pytest.raises(ValueError, match="timeout"):
@@ -599,10 +645,20 @@ async def test_media_through_a_turn_relay(coturn):
         pair = alice_events.outcome.selected_pair
         assert (pair.local_candidate.type, pair.remote_candidate.type) == ("relay", "host")
         assert bob_events.outcome.selected_pair.remote_candidate.type == "relay"
+        relay = pair.local_candidate
         await alice.send(b"relayed")
-        assert await asyncio.wait_for(bob.recv(), 5) == (b"relayed", 1)
+        assert await asyncio.wait_for(bob.recv(), 5) == (
+            b"relayed",
+            1,
+            (relay.address, relay.port),
+        )
         await bob.send(b"relayed back", component=2)
-        assert await asyncio.wait_for(alice.recv(), 5) == (b"relayed back", 2)
+        bob_rtcp = bob_events.outcome.valid_pairs[1].local_candidate
+        assert await asyncio.wait_for(alice.recv(), 5) == (
+            b"relayed back",
+            2,
+            (bob_rtcp.address, bob_rtcp.port),
+        )
     finally:
         await closing(alice, bob)
 

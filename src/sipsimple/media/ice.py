@@ -15,12 +15,17 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import random
 import re
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import aioice
-from aioice.ice import CandidatePair
+from aioice.candidate import candidate_foundation, candidate_priority
+from aioice.ice import CandidatePair, StunProtocol, relayed_candidate, server_reflexive_candidate
+from aioice.turn import UDP_SOCKET_BUFFER_SIZE
 
 from sipsimple.core.sdp.model import BaseSDPMediaStream, BaseSDPSession, SDPAttribute
 
@@ -31,6 +36,7 @@ __all__ = [
     "RTP_COMPONENT",
     "ICECandidate",
     "ICECheck",
+    "ICEDatagram",
     "ICEDescription",
     "ICEError",
     "ICEEvent",
@@ -53,6 +59,9 @@ RTCP_COMPONENT = 2
 # CLOSED comes from close() and is not announced.
 ICE_STATES = ("NULL", "GATHERING", "GATHERING_COMPLETE", "NEGOTIATING", "RUNNING", "FAILED")
 DEFAULT_TIMEOUT = 20.0
+# Datagrams received and not yet read; past this many, new ones are dropped.
+MAX_QUEUED_DATAGRAMS = 512
+_BIND_ATTEMPTS = 20
 
 _ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
@@ -306,17 +315,47 @@ class ICENegotiationDidFail:
 ICEEvent = ICENegotiationStateDidChange | ICENegotiationDidSucceed | ICENegotiationDidFail
 
 
-class _Connection(aioice.Connection):
-    """aioice's Connection plus the few things we need from what it keeps private.
+class ICEDatagram(NamedTuple):
+    """A datagram received on one of our candidates: its bytes, component and source."""
 
-    Written against aioice 0.13: gathering host candidates on addresses we choose, the
-    nominated pairs and the check list for the success report, stopping the checks at our
-    deadline, and using a pair that no check selected (the peer does no ICE).
+    data: bytes
+    component: int
+    address: tuple[str, int]
+
+
+class _Protocol(StunProtocol):
+    """aioice's socket protocol, keeping the source address of the media it receives.
+
+    RFC 7983 demultiplexing: a first byte of 0 to 3 is STUN, anything else is media.
     """
 
-    def __init__(self, addresses: list[str] | None, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    receiver: _Connection
+
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if isinstance(data, bytes) and data and data[0] > 3:
+            self.receiver.media_received(data, self.local_candidate.component, addr)
+        else:
+            super().datagram_received(data, addr)
+
+
+class _Connection(aioice.Connection):
+    """aioice's Connection with our sockets and the few things it keeps private that we need.
+
+    Written against aioice 0.13. Host sockets are bound here (on the addresses we are given,
+    within a port range if one is set) with a protocol that keeps each datagram's source;
+    STUN and TURN gathering use aioice's own functions. The rest: the nominated pairs and the
+    check list for the success report, stopping the checks at our deadline, and a pair that
+    no check selected (the peer does no ICE).
+    """
+
+    def __init__(
+        self, addresses: list[str] | None, port_range: tuple[int, int] | None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
         self._addresses = addresses
+        self._port_range = port_range
+        self._datagrams: asyncio.Queue[ICEDatagram | None] = asyncio.Queue()
+        self.dropped = 0
 
     async def gather_candidates(self) -> None:
         if self._addresses is None:
@@ -334,6 +373,112 @@ class _Connection(aioice.Connection):
         for candidates in gathered:
             self._local_candidates += candidates
         self._local_candidates_end = True
+
+    async def get_component_candidates(
+        self, component: int, addresses: list[str], timeout: int = 5
+    ) -> list[aioice.Candidate]:
+        candidates = []
+        host_protocols = []
+        for address in addresses:
+            try:
+                protocol = await self._bind(address)
+            except OSError as exc:
+                logger.info("cannot bind an ICE socket on %s: %s", address, exc)
+                continue
+            host, port = protocol.transport.get_extra_info("sockname")[:2]
+            protocol.local_candidate = aioice.Candidate(
+                foundation=candidate_foundation("host", "udp", host),
+                component=component,
+                transport="udp",
+                priority=candidate_priority(component, "host"),
+                host=host,
+                port=port,
+                type="host",
+            )
+            candidates.append(protocol.local_candidate)
+            host_protocols.append(protocol)
+        self._protocols += host_protocols
+
+        tasks: list[asyncio.Task[tuple[aioice.Candidate, StunProtocol | None]]] = []
+        if self.stun_server is not None:
+            for protocol in host_protocols:
+                if ipaddress.ip_address(protocol.local_candidate.host).version == 4:
+                    coroutine = server_reflexive_candidate(protocol, self.stun_server)
+                    tasks.append(asyncio.create_task(coroutine))
+        if self.turn_server is not None:
+            coroutine = relayed_candidate(
+                component=component,
+                hide_related_address=False,
+                protocol_factory=lambda: _Protocol(self),
+                turn_server=self.turn_server,
+                turn_username=self.turn_username,
+                turn_password=self.turn_password,
+                turn_ssl=self.turn_ssl,
+                turn_transport=self.turn_transport,
+            )
+            tasks.append(asyncio.create_task(coroutine))
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                if task.exception() is not None:
+                    logger.info("ICE server candidate not gathered: %r", task.exception())
+                    continue
+                candidate, relay_protocol = task.result()
+                candidates.append(candidate)
+                if relay_protocol is not None:
+                    self._protocols.append(relay_protocol)
+        return candidates
+
+    async def _bind(self, address: str) -> _Protocol:
+        if self._port_range is None:
+            ports = [0]
+        else:
+            low, high = self._port_range
+            ports = random.sample(range(low, high + 1), min(_BIND_ATTEMPTS, high - low + 1))
+        loop = asyncio.get_running_loop()
+        error = OSError(f"no free port in {self._port_range}")
+        for port in ports:
+            try:
+                transport, protocol = await loop.create_datagram_endpoint(
+                    lambda: _Protocol(self), local_addr=(address, port)
+                )
+            except OSError as exc:
+                error = exc
+                continue
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_SOCKET_BUFFER_SIZE)
+            return protocol
+        raise error
+
+    def media_received(self, data: bytes, component: int, addr: tuple[Any, ...]) -> None:
+        if self._datagrams.qsize() >= MAX_QUEUED_DATAGRAMS:
+            self.dropped += 1
+            return
+        self._datagrams.put_nowait(ICEDatagram(data, component, (addr[0], addr[1])))
+
+    def data_received(self, data: bytes, component: int) -> None:
+        """aioice hands over what is not valid STUN among bytes starting with 0 to 3: drop it."""
+        self.dropped += 1
+
+    async def receive(self) -> ICEDatagram:
+        if not self._nominated:
+            raise ConnectionError("cannot receive: no candidate pair is selected")
+        datagram = await self._datagrams.get()
+        if datagram is None:
+            raise ConnectionError("the ICE connection was closed")
+        return datagram
+
+    def protocol_lost(self, protocol: StunProtocol) -> None:
+        if any(pair.protocol is protocol for pair in self._nominated.values()):
+            self._datagrams.put_nowait(None)
+        super().protocol_lost(protocol)
+
+    async def close(self) -> None:
+        await super().close()
+        self._datagrams.put_nowait(None)
 
     def nominated_pairs(self) -> list[CandidatePair]:
         return [self._nominated[component] for component in sorted(self._nominated)]
@@ -383,8 +528,9 @@ class ICESession:
     ``event_handler`` gets every ICENegotiationStateDidChange, ICENegotiationDidSucceed and
     ICENegotiationDidFail, in order, on the event loop. ``local_addresses`` lists the host
     addresses to gather on (None: every interface but loopback, as aioice does);
-    ``stun_server`` and ``turn_server`` are (host, port). Negotiation that has not succeeded
-    ``timeout`` seconds after start() fails.
+    ``stun_server`` and ``turn_server`` are (host, port); host sockets are bound to ports in
+    ``port_range`` (inclusive) if given. Negotiation that has not succeeded ``timeout`` seconds
+    after start() fails. An ICE restart (the peer's ufrag or pwd changed) takes a new session.
     """
 
     def __init__(
@@ -397,8 +543,11 @@ class ICESession:
         turn_username: str | None = None,
         turn_password: str | None = None,
         rtcp_mux: bool = False,
+        port_range: tuple[int, int] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        if port_range is not None and not 1 <= port_range[0] <= port_range[1] <= 65535:
+            raise ValueError(f"port_range must be (low, high) within 1-65535, got {port_range}")
         if local_addresses is not None:
             bad = [address for address in local_addresses if not _is_ip(address)]
             if bad or not local_addresses:
@@ -410,6 +559,7 @@ class ICESession:
         self.components = (RTP_COMPONENT,) if rtcp_mux else (RTP_COMPONENT, RTCP_COMPONENT)
         self._connection = _Connection(
             list(local_addresses) if local_addresses is not None else None,
+            port_range,
             ice_controlling=True,
             components=len(self.components),
             stun_server=stun_server,
@@ -518,7 +668,6 @@ class ICESession:
         connection.remote_is_lite = remote.lite
         connection.remote_username = remote.ufrag
         connection.remote_password = remote.pwd
-        usable = 0
         for candidate in remote.candidates:
             if (
                 candidate.component in self.components
@@ -526,19 +675,19 @@ class ICESession:
                 and _is_ip(candidate.host)
             ):
                 await connection.add_remote_candidate(candidate)
-                usable += 1
         await connection.add_remote_candidate(None)
         self._started_at = asyncio.get_running_loop().time()
         self._set_state("NEGOTIATING")
-        self._task = asyncio.create_task(self._negotiate(usable))
+        self._task = asyncio.create_task(self._negotiate())
 
     async def start_without_ice(
         self, rtp_address: tuple[str, int], rtcp_address: tuple[str, int] | None = None
     ) -> None:
         """Exchange media with the peer's c=/m= (and a=rtcp) addresses from our default sockets.
 
-        For a peer whose SDP has no ICE, or after ICE failed (as SIP peers expect). The state
-        stays as it was and ice_active is False.
+        For a peer whose SDP has no ICE, or after ICE failed (as SIP peers expect). Without
+        ``rtcp_address`` (a=rtcp, else the RTP port + 1) RTCP has nowhere to go. The state stays
+        as it was and ice_active is False.
         """
         if self.state not in ("GATHERING_COMPLETE", "FAILED"):
             raise ICEStateError(
@@ -560,9 +709,17 @@ class ICESession:
         """Send a datagram on a component's pair; ConnectionError if there is none (yet)."""
         await self._connection.sendto(data, component)
 
-    async def recv(self) -> tuple[bytes, int]:
-        """The next datagram and its component; ConnectionError when not connected or closed."""
-        return await self._connection.recvfrom()
+    async def recv(self) -> ICEDatagram:
+        """The next datagram with its component and source; ConnectionError if not connected.
+
+        Up to MAX_QUEUED_DATAGRAMS wait to be read; beyond that they are dropped and counted
+        in ``dropped``, as are bytes that look like STUN but are not.
+        """
+        return await self._connection.receive()
+
+    @property
+    def dropped(self) -> int:
+        return self._connection.dropped
 
     async def close(self) -> None:
         """Stop the checks and consent freshness and close every socket; idempotent."""
@@ -577,7 +734,7 @@ class ICESession:
                     await task
         await self._connection.close()
 
-    async def _negotiate(self, usable: int) -> None:
+    async def _negotiate(self) -> None:
         connection = self._connection
         try:
             await asyncio.wait_for(connection.connect(), self._timeout)
@@ -586,7 +743,10 @@ class ICESession:
             self._fail(f"ICE negotiation did not complete within {self._timeout:g} s")
             return
         except ConnectionError:
-            self._fail("every candidate pair failed" if usable else "no usable remote candidate")
+            formed = bool(connection.check_list())
+            self._fail(
+                "every candidate pair failed" if formed else "no candidate pair could be formed"
+            )
             return
         self._result = ICENegotiationDidSucceed(
             self._elapsed(),
