@@ -17,7 +17,7 @@ if ((${#need[@]})); then
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}"
     # Debian starts some daemons on install; the tests start their own.
-    for svc in kamailio coturn dnsmasq; do
+    for svc in kamailio coturn turnserver dnsmasq; do
         $sudo_cmd systemctl disable --now "$svc" >/dev/null 2>&1 || true
         $sudo_cmd pkill -x "$svc" >/dev/null 2>&1 || true
     done

@@ -1,0 +1,1 @@
+"""SIP accounts: Account, BonjourAccount and the AccountManager."""

@@ -1,0 +1,313 @@
+"""An adaptive jitter buffer for one received RTP audio stream, sans-IO.
+
+put(packet, now) stores a packet as it arrives; get(now) is called once per frame the
+playout needs (every 20 ms with 20 ms packets) and says what to play: a packet to decode,
+a lost frame to conceal (the codec's conceal()), or None for silence.
+
+Delay model.  Each packet's transit is ``arrival - timestamp / clock_rate``.  The base
+transit stands for the fastest path: the smallest transit seen, allowed to creep up by
+BASE_LEAK seconds per second so that it follows a sender whose clock runs slow.  A
+packet's excess is its transit above the base; the buffer delay D is how much later than
+the base a frame is played, measured at each get(), so a packet is in time exactly when
+its excess is below D.  The target delay follows the excess: it rises at once when two
+consecutive packets need more (one isolated outlier does not count), holds for HOLD
+seconds, then falls back by ``release`` seconds per second towards a high quantile of the
+recent excesses, within [min_delay, max_delay].  D is kept within [target, target + 2
+frames] by inserting a concealed frame (growing) or by skipping a frame, at most one
+every ``shrink_interval`` frames (shrinking).
+
+Sequence numbers and timestamps are unwrapped to 64-bit counters, so wrap-around needs
+no special case.  A new SSRC, or a jump in timestamps or sequence numbers that no network
+delay explains, restarts the buffer (keeping what it learned of the network).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from sipsimple.media.rtp import RTPPacket
+
+__all__ = ["FrameKind", "JitterBuffer", "JitterBufferStatistics", "JitterFrame"]
+
+WINDOW = 500  # packets of excess-transit history (10 s of 20 ms packets)
+QUANTILE = 0.98
+HOLD = 10.0  # seconds the target stays up after rising
+BASE_LEAK = 0.002  # seconds per second the base transit may rise (a 0.2 % slow clock)
+MAX_DROPOUT = 3000  # sequence jump taken as a restart (RFC 3550 A.1)
+IDLE_FRAMES = 10  # consecutive empty frames after which playout stops and rebuffers
+
+
+class FrameKind(Enum):
+    AUDIO = "audio"  # decode ``packet``
+    LOST = "lost"  # nothing to play in this slot: run the codec's concealment
+
+
+@dataclass(frozen=True, slots=True)
+class JitterFrame:
+    """One slot of playout.  ``samples`` is its duration in RTP clock ticks."""
+
+    kind: FrameKind
+    timestamp: int
+    samples: int
+    packet: RTPPacket | None = None
+
+
+@dataclass(slots=True)
+class JitterBufferStatistics:
+    received: int = 0  # packets put()
+    played: int = 0  # AUDIO frames returned
+    lost: int = 0  # LOST frames for a packet missing while later ones were there
+    underruns: int = 0  # LOST frames because the buffer ran empty
+    expanded: int = 0  # LOST frames inserted to grow the delay
+    late: int = 0  # packets that arrived after their slot was played
+    duplicates: int = 0
+    discarded: int = 0  # packets skipped to shrink the delay, or on overflow
+    resets: int = 0  # restarts: new SSRC, timestamp or sequence jump
+    delay_ms: float = 0.0  # current buffer delay D
+    target_delay_ms: float = 0.0
+
+
+def _unwrap(value: int, reference: int, bits: int) -> int:
+    """The extended value nearest to ``reference`` whose low ``bits`` equal ``value``."""
+    modulus = 1 << bits
+    delta = (value - reference) % modulus
+    if delta >= modulus >> 1:
+        delta -= modulus
+    return reference + delta
+
+
+class JitterBuffer:
+    """Playout buffer of one audio stream; delays are in seconds, ``ptime`` in ms.
+
+    Only audio packets belong here: telephone-event packets go to the DTMFReceiver (the
+    audio slots they replaced play as lost frames, which the concealment fades out).
+    """
+
+    def __init__(
+        self,
+        clock_rate: int,
+        *,
+        ptime: int = 20,
+        min_delay: float = 0.04,
+        max_delay: float = 0.5,
+        initial_delay: float = 0.06,
+        release: float = 0.02,
+        shrink_interval: int = 20,
+    ) -> None:
+        if not 0 <= min_delay <= initial_delay <= max_delay:
+            raise ValueError("delays must satisfy 0 <= min_delay <= initial_delay <= max_delay")
+        self.clock_rate = clock_rate
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.release = release
+        self.shrink_interval = shrink_interval
+        self.statistics = JitterBufferStatistics(target_delay_ms=initial_delay * 1000)
+        self._frame = clock_rate * ptime // 1000
+        self._step = self._frame  # the last timestamp step between consecutive packets
+        self._frame_seconds = ptime / 1000
+        self._target = initial_delay
+        self._hold = 0  # frames left before the target may fall
+        self._excesses: deque[float] = deque()
+        self._sorted: list[float] = []  # the same excesses, sorted
+        self._previous_excess = 0.0
+        self._jump = max(1.0, 2 * max_delay)
+        self._capacity = int(2 * max_delay / self._frame_seconds) + 16
+        self._ssrc: int | None = None
+        self._suspect: tuple[RTPPacket, float] | None = None
+        self._restart()
+
+    def _restart(self) -> None:
+        self._buffer: dict[int, tuple[int, RTPPacket]] = {}  # extended ts -> (ext seq, packet)
+        self._ts_ref: int | None = None
+        self._seq_ref = 0
+        self._highest: tuple[int, int] | None = None  # (ext seq, ext ts) of the newest packet
+        self._base = math.inf  # base transit, updated at each arrival
+        self._base_time = 0.0
+        self._playout = 0  # extended timestamp of the next slot
+        self._last_seq: int | None = None  # extended sequence number last played
+        self._played: deque[int] = deque(maxlen=64)
+        self._stop()
+
+    def _stop(self) -> None:
+        """Stops playout until the buffer refills (the timeline and what was played stay)."""
+        self._playing = False
+        self._empty = 0
+        self._since_shrink = 0
+
+    # arrival side
+
+    def put(self, packet: RTPPacket, now: float) -> None:
+        stats = self.statistics
+        stats.received += 1
+        if self._ssrc is None:
+            self._ssrc = packet.ssrc
+        if packet.ssrc != self._ssrc or self._jumps(packet, now):
+            # Restart only when a second packet confirms the new source or timeline (as in
+            # RFC 3550 A.1), so a stray packet cannot flush the buffer.
+            suspect = self._suspect
+            if suspect is None or not self._follows(suspect[0], packet):
+                if suspect is not None:
+                    stats.discarded += 1
+                self._suspect = (packet, now)
+                return
+            stats.resets += 1
+            self._ssrc = packet.ssrc
+            self._restart()
+            self._insert(*suspect)
+        elif self._suspect is not None:
+            stats.discarded += 1
+        self._suspect = None
+        self._insert(packet, now)
+
+    def _jumps(self, packet: RTPPacket, now: float) -> bool:
+        if self._ts_ref is None:
+            return False
+        ext_ts = _unwrap(packet.timestamp, self._ts_ref, 32)
+        ext_seq = _unwrap(packet.sequence_number, self._seq_ref, 16)
+        transit = now - ext_ts / self.clock_rate
+        return abs(transit - self._base) > self._jump or abs(ext_seq - self._seq_ref) > MAX_DROPOUT
+
+    def _follows(self, previous: RTPPacket, packet: RTPPacket) -> bool:
+        step = (packet.timestamp - previous.timestamp) & 0xFFFFFFFF
+        return (
+            packet.ssrc == previous.ssrc
+            and packet.sequence_number == (previous.sequence_number + 1) & 0xFFFF
+            and step <= self.clock_rate * 0.12
+        )
+
+    def _insert(self, packet: RTPPacket, now: float) -> None:
+        stats = self.statistics
+        if self._ts_ref is None:
+            self._ts_ref, self._seq_ref = packet.timestamp, packet.sequence_number
+        ext_ts = _unwrap(packet.timestamp, self._ts_ref, 32)
+        ext_seq = _unwrap(packet.sequence_number, self._seq_ref, 16)
+        self._seq_ref = max(self._seq_ref, ext_seq)
+        self._ts_ref = max(self._ts_ref, ext_ts)
+        if ext_seq in self._played or ext_ts in self._buffer:
+            stats.duplicates += 1  # says nothing of the network delay: not observed
+            return
+        self._observe(now - ext_ts / self.clock_rate, now)
+        if (
+            ext_ts < self._playout - self._frame // 2
+            if self._playing
+            else self._last_seq is not None and ext_seq <= self._last_seq
+        ):
+            stats.late += 1
+            return
+        if self._highest is not None and ext_seq == self._highest[0] + 1:
+            # The packet duration is the timestamp step between consecutive packets, once
+            # seen twice in a row (a single step may span a pause in sending).
+            step = ext_ts - self._highest[1]
+            if step == self._step and 0 < step <= self.clock_rate * 0.12:
+                self._frame = step
+            self._step = step
+        if self._highest is None or ext_seq > self._highest[0]:
+            self._highest = (ext_seq, ext_ts)
+        self._buffer[ext_ts] = (ext_seq, packet)
+        if len(self._buffer) > self._capacity:
+            del self._buffer[min(self._buffer)]
+            stats.discarded += 1
+
+    def _observe(self, transit: float, now: float) -> None:
+        self._base = min(transit, self._base + BASE_LEAK * (now - self._base_time))
+        self._base_time = now
+        excess = transit - self._base
+        if len(self._excesses) == WINDOW:
+            old = self._excesses.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        self._excesses.append(excess)
+        bisect.insort(self._sorted, excess)
+        # Grow at once when two packets in a row need it; one outlier alone does not.
+        needed = min(excess, self._previous_excess)
+        self._previous_excess = excess
+        if needed > self._target:
+            self._target = min(needed, self.max_delay)
+            self._hold = round(HOLD / self._frame_seconds)
+
+    # playout side
+
+    def get(self, now: float) -> JitterFrame | None:
+        """What to play for the next slot; None means silence (nothing under way)."""
+        stats = self.statistics
+        if not self._playing and not self._start(now):
+            return None
+        self._update_target()
+        delay = now - self._playout / self.clock_rate - self._base
+        stats.delay_ms = delay * 1000
+        stats.target_delay_ms = self._target * 1000
+        frame = self._frame
+        if delay < self._target and delay + self._frame_seconds <= self.max_delay:
+            stats.expanded += 1
+            return JitterFrame(FrameKind.LOST, self._playout & 0xFFFFFFFF, frame)
+        self._since_shrink += 1
+        if (
+            delay > self._target + 2 * self._frame_seconds
+            and self._since_shrink >= self.shrink_interval
+            and len(self._buffer) >= 2
+        ):
+            self._since_shrink = 0
+            skipped = self._buffer.pop(self._playout, None)
+            if skipped is not None:
+                stats.discarded += 1
+                self._last_seq = skipped[0]
+                self._played.append(skipped[0])
+            self._playout += frame
+        half = frame // 2
+        for stale in [ts for ts in self._buffer if ts < self._playout - half]:
+            del self._buffer[stale]
+            stats.late += 1
+        if not self._buffer:
+            self._empty += 1
+            if self._empty > IDLE_FRAMES:
+                self._stop()
+                return None
+            stats.underruns += 1
+            slot = self._playout
+            self._playout += frame
+            return JitterFrame(FrameKind.LOST, slot & 0xFFFFFFFF, frame)
+        self._empty = 0
+        earliest = min(self._buffer)
+        slot = self._playout
+        if earliest <= slot + half:
+            seq, packet = self._buffer.pop(earliest)
+            self._playout = earliest + frame
+            self._last_seq = seq
+            self._played.append(seq)
+            stats.played += 1
+            return JitterFrame(FrameKind.AUDIO, packet.timestamp, frame, packet)
+        self._playout += frame
+        if self._last_seq is not None and self._buffer[earliest][0] == self._last_seq + 1:
+            return None  # no packet is missing: the sender paused (silence suppression)
+        stats.lost += 1
+        return JitterFrame(FrameKind.LOST, slot & 0xFFFFFFFF, frame)
+
+    def _start(self, now: float) -> bool:
+        """Starts playout once the earliest packet has waited for the target delay."""
+        if not self._buffer:
+            return False
+        earliest = min(self._buffer)
+        if now - earliest / self.clock_rate - self._base < self._target:
+            return False
+        self._playing = True
+        self._playout = earliest
+        return True
+
+    def _update_target(self) -> None:
+        window = self._sorted
+        floor = window[int(QUANTILE * (len(window) - 1))]
+        floor = min(max(floor, self.min_delay), self.max_delay)
+        if self._hold:
+            self._hold -= 1
+        elif self._target > floor:
+            self._target = max(floor, self._target - self.release * self._frame_seconds)
+        if self._target < floor:
+            self._target = floor
+
+    @property
+    def delay(self) -> float:
+        """The current buffer delay in seconds (as of the last get())."""
+        return self.statistics.delay_ms / 1000

@@ -1,0 +1,722 @@
+"""MSRP frames (RFC 4975 section 9, RFC 4976 headers): the model, the serializer and
+an incremental sans-IO parser.
+
+A frame (``MSRPData``) is a request (SEND, REPORT, AUTH, ...) or a response.  The
+parser takes bytes split anywhere and returns events: ``FrameStarted`` once the
+start line and headers are in, ``FrameData`` for each piece of body as it arrives
+(so a 100 MB chunk never sits whole in memory), ``FrameEnded`` with the
+continuation flag, and ``FrameError`` for malformed input.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+from sipsimple.msrp.errors import MSRPParseError
+from sipsimple.msrp.uri import MSRPURI
+
+__all__ = [
+    "CONTINUATION_FLAGS",
+    "REASONS",
+    "ByteRange",
+    "FrameData",
+    "FrameEnded",
+    "FrameError",
+    "FrameStarted",
+    "MSRPData",
+    "MSRPParser",
+    "ParserEvent",
+    "Status",
+    "format_auth_params",
+    "make_id",
+    "parse_auth_params",
+]
+
+CONTINUATION_FLAGS = "$+#"
+"""``$`` ends a message, ``+`` says more chunks follow, ``#`` aborts the message."""
+
+REASONS: dict[int, str] = {
+    200: "OK",
+    400: "Unintelligible",
+    401: "Unauthorized",
+    403: "Action Not Allowed",
+    408: "Transaction Timeout",
+    413: "Stop Sending Message",
+    415: "MIME Not Understood",
+    423: "Parameter Out Of Bounds",
+    481: "Session Does Not Exist",
+    501: "Unknown Method",
+    506: "Session Already In Use",
+}
+
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def make_id(length: int = 16) -> str:
+    """A random ident (RFC 4975: 4 to 32 alphanumerics) for transaction and message ids."""
+    if not 4 <= length <= 32:
+        raise ValueError(f"an MSRP ident has 4 to 32 characters, not {length}")
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+class ByteRange(NamedTuple):
+    """``Byte-Range: start-end/total`` with 1-based inclusive positions; ``None`` is ``*``."""
+
+    start: int
+    end: int | None
+    total: int | None
+
+    @classmethod
+    def parse(cls, text: str) -> ByteRange:
+        match = _BYTE_RANGE_RE.fullmatch(text)
+        if match is None:
+            raise MSRPParseError(f"invalid Byte-Range {text!r}")
+        start = int(match[1])
+        end = None if match[2] == "*" else int(match[2])
+        total = None if match[3] == "*" else int(match[3])
+        if start < 1:
+            raise MSRPParseError(f"Byte-Range {text!r} starts before byte 1")
+        if end is not None and end < start - 1:
+            raise MSRPParseError(f"Byte-Range {text!r} ends before it starts")
+        if total is not None and (start > total + 1 or (end is not None and end > total)):
+            raise MSRPParseError(f"Byte-Range {text!r} goes past the total size")
+        return cls(start, end, total)
+
+    def __str__(self) -> str:
+        end = "*" if self.end is None else self.end
+        total = "*" if self.total is None else self.total
+        return f"{self.start}-{end}/{total}"
+
+
+class Status(NamedTuple):
+    """``Status: 000 code [comment]`` of a REPORT."""
+
+    code: int
+    comment: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Status:
+        match = _STATUS_RE.fullmatch(text)
+        if match is None:
+            raise MSRPParseError(f"invalid Status {text!r}")
+        return cls(int(match[1]), match[2])
+
+    def __str__(self) -> str:
+        return f"000 {self.code:03d}" + ("" if self.comment is None else f" {self.comment}")
+
+
+_BYTE_RANGE_RE = re.compile(r"([0-9]{1,18})-([0-9]{1,18}|\*)/([0-9]{1,18}|\*)")
+_STATUS_RE = re.compile(r"[0-9]{3} ([0-9]{3})(?: ([^\r\n]*))?")
+_IDENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-+%=]{0,63}")
+_AUTH_PARAM_RE = re.compile(r'\s*([A-Za-z0-9_\-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]+)\s*(?:,|$)')
+_MEDIA_TYPE_RE = re.compile(r"[!#$%&'*+\-.^_`|~A-Za-z0-9]+/[!#$%&'*+\-.^_`|~A-Za-z0-9]+(?:\s*;.*)?")
+
+
+def parse_auth_params(text: str) -> tuple[str, dict[str, str]]:
+    """Split ``Digest realm="x", nonce="y"`` into its scheme and unquoted parameters."""
+    scheme, _, rest = text.strip().partition(" ")
+    if not scheme.isalpha():
+        raise MSRPParseError(f"invalid authentication header {text!r}")
+    params: dict[str, str] = {}
+    position = 0
+    rest = rest.strip()
+    while position < len(rest):
+        match = _AUTH_PARAM_RE.match(rest, position)
+        if match is None or match.end() == position:
+            raise MSRPParseError(f"invalid authentication parameters {rest!r}")
+        value = match[2]
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        params[match[1].lower()] = value
+        position = match.end()
+    return scheme, params
+
+
+_UNQUOTED_AUTH_PARAMS = frozenset({"algorithm", "qop", "nc", "stale"})
+
+
+def format_auth_params(scheme: str, params: dict[str, str]) -> str:
+    """The inverse of parse_auth_params (``qop``, ``nc``, ``algorithm`` stay unquoted)."""
+    items = []
+    for name, value in params.items():
+        if name in _UNQUOTED_AUTH_PARAMS:
+            items.append(f"{name}={value}")
+        else:
+            quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+            items.append(f'{name}="{quoted}"')
+    return f"{scheme} " + ", ".join(items)
+
+
+@lru_cache(maxsize=256)
+def _parse_path_cached(text: str) -> tuple[MSRPURI, ...]:
+    # Every frame of a session repeats the same paths: parse each text once.
+    return tuple(MSRPURI.parse(item) for item in text.split())
+
+
+def _parse_path(text: str) -> list[MSRPURI]:
+    return list(_parse_path_cached(text)) or _raise(f"empty path {text!r}")
+
+
+def _raise(message: str) -> Any:
+    raise MSRPParseError(message)
+
+
+def _parse_ident(text: str) -> str:
+    if not _IDENT_RE.fullmatch(text):
+        raise MSRPParseError(f"invalid identifier {text!r}")
+    return text
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise MSRPParseError(f"{text!r} is not one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def _parse_int(text: str) -> int:
+    if not text.isdigit() or len(text) > 18:
+        raise MSRPParseError(f"invalid number {text!r}")
+    return int(text)
+
+
+def _parse_media_type(text: str) -> str:
+    if not _MEDIA_TYPE_RE.fullmatch(text):
+        raise MSRPParseError(f"invalid Content-Type {text!r}")
+    return text
+
+
+# Known headers: canonical name -> parser of the value.
+_HEADER_PARSERS: dict[str, Callable[[str], Any]] = {
+    "To-Path": _parse_path,
+    "From-Path": _parse_path,
+    "Message-ID": _parse_ident,
+    "Success-Report": _choice("yes", "no"),
+    "Failure-Report": _choice("yes", "no", "partial"),
+    "Byte-Range": ByteRange.parse,
+    "Status": Status.parse,
+    "Content-Type": _parse_media_type,
+    "Use-Path": _parse_path,
+    "Expires": _parse_int,
+    "Min-Expires": _parse_int,
+    "Max-Expires": _parse_int,
+    "WWW-Authenticate": parse_auth_params,
+    "Authorization": parse_auth_params,
+    "Authentication-Info": str,
+}
+_CANONICAL = {name.lower(): name for name in _HEADER_PARSERS}
+_CANONICAL.update(
+    {n.lower(): n for n in ("Content-ID", "Content-Description", "Content-Disposition")}
+)
+
+
+class MSRPData:
+    """One MSRP request or response (``method`` is None for a response).
+
+    ``headers`` maps header names (known ones in canonical spelling, others as
+    received) to their text; the typed properties parse them.  ``data`` is the body
+    when the frame was built locally or assembled whole; a streamed incoming frame
+    carries its body in FrameData events instead.
+    """
+
+    __slots__ = (
+        "_cache",
+        "code",
+        "comment",
+        "contflag",
+        "data",
+        "headers",
+        "method",
+        "transaction_id",
+    )
+
+    def __init__(
+        self,
+        transaction_id: str,
+        method: str | None = None,
+        code: int | None = None,
+        comment: str | None = None,
+        headers: dict[str, str] | None = None,
+        data: bytes = b"",
+        contflag: str = "$",
+    ) -> None:
+        if (method is None) == (code is None):
+            raise ValueError("an MSRP frame has either a method (request) or a code (response)")
+        _parse_ident(transaction_id)
+        if contflag not in CONTINUATION_FLAGS:
+            raise ValueError(f"continuation flag must be one of $+#, not {contflag!r}")
+        self.transaction_id = transaction_id
+        self.method = method
+        self.code = code
+        self.comment = comment
+        self.headers: dict[str, str] = {}
+        self.data = data
+        self.contflag = contflag
+        self._cache: dict[str, Any] = {}
+        for name, value in (headers or {}).items():
+            self.set_header(name, value)
+
+    # -- headers -------------------------------------------------------------------
+
+    def set_header(self, name: str, value: object) -> None:
+        """Set a header from its text or typed value (a path list, ByteRange, int ...)."""
+        if isinstance(value, list | tuple) and not isinstance(value, ByteRange | Status):
+            text = " ".join(str(item) for item in value)
+        else:
+            text = str(value)
+        if any(c in text for c in "\r\n\0") or not name or any(c in name for c in ": \r\n"):
+            raise ValueError(f"invalid MSRP header {name!r}: {text!r}")
+        name = _CANONICAL.get(name.lower(), name)
+        self.headers[name] = text
+        self._cache.pop(name, None)
+
+    def get_header(self, name: str) -> Any:
+        """The typed value of a header (its text for unknown ones), None when absent."""
+        name = _CANONICAL.get(name.lower(), name)
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        text = self.headers.get(name)
+        if text is None:
+            return None
+        parser = _HEADER_PARSERS.get(name, str)
+        try:
+            value = parser(text)
+        except MSRPParseError as error:
+            raise MSRPParseError(f"{name}: {error}", transaction_id=self.transaction_id) from None
+        self._cache[name] = value
+        return value
+
+    @property
+    def to_path(self) -> list[MSRPURI]:
+        return self.get_header("To-Path") or []
+
+    @property
+    def from_path(self) -> list[MSRPURI]:
+        return self.get_header("From-Path") or []
+
+    @property
+    def use_path(self) -> list[MSRPURI] | None:
+        return self.get_header("Use-Path")
+
+    @property
+    def message_id(self) -> str | None:
+        return self.get_header("Message-ID")
+
+    @property
+    def byte_range(self) -> ByteRange | None:
+        return self.get_header("Byte-Range")
+
+    @property
+    def status(self) -> Status | None:
+        return self.get_header("Status")
+
+    @property
+    def content_type(self) -> str | None:
+        return self.get_header("Content-Type")
+
+    @property
+    def success_report(self) -> str:
+        return self.get_header("Success-Report") or "no"
+
+    @property
+    def failure_report(self) -> str:
+        return self.get_header("Failure-Report") or "yes"
+
+    @property
+    def expires(self) -> int | None:
+        return self.get_header("Expires")
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def validate(self) -> None:
+        """Check the headers a frame needs and parse every known one.
+
+        Raises MSRPParseError carrying this frame's transaction id.
+        """
+        for name in ("To-Path", "From-Path"):
+            if name not in self.headers:
+                raise MSRPParseError(f"missing {name} header", transaction_id=self.transaction_id)
+        for name in self.headers:
+            if name in _HEADER_PARSERS:
+                self.get_header(name)
+        if self.method in ("SEND", "REPORT") and "Message-ID" not in self.headers:
+            raise MSRPParseError(
+                f"{self.method} without a Message-ID header", transaction_id=self.transaction_id
+            )
+        if self.method == "REPORT" and "Status" not in self.headers:
+            raise MSRPParseError(
+                "REPORT without a Status header", transaction_id=self.transaction_id
+            )
+
+    # -- serialization --------------------------------------------------------------
+
+    def encode_start(self, *, with_body: bool | None = None) -> bytes:
+        """Start line and headers, followed by the blank line when a body follows.
+
+        A request has a body section when it has data or a Content-Type (an empty
+        body); ``with_body`` overrides that for bodies streamed separately.
+        """
+        if self.method is not None:
+            lines = [f"MSRP {self.transaction_id} {self.method}"]
+        else:
+            lines = [f"MSRP {self.transaction_id} {self.code:03d}"]
+            if self.comment:
+                lines[0] += f" {self.comment}"
+        headers = self.headers
+        order = sorted(
+            headers,
+            key=lambda n: (
+                n != "To-Path",
+                n != "From-Path",
+                n.startswith("Content-"),
+                n == "Content-Type",
+            ),
+        )
+        lines.extend(f"{name}: {headers[name]}" for name in order)
+        if with_body is None:
+            with_body = self.method is not None and (bool(self.data) or "Content-Type" in headers)
+        return ("\r\n".join(lines) + ("\r\n\r\n" if with_body else "\r\n")).encode()
+
+    def encode_end(self, contflag: str | None = None, *, with_body: bool = True) -> bytes:
+        flag = self.contflag if contflag is None else contflag
+        prefix = "\r\n" if with_body else ""
+        return f"{prefix}-------{self.transaction_id}{flag}\r\n".encode()
+
+    def encode(self) -> bytes:
+        """The whole frame.  Raises ValueError when the body contains the end-line."""
+        with_body = self.method is not None and (bool(self.data) or "Content-Type" in self.headers)
+        if with_body and (b"-------" + self.transaction_id.encode()) in self.data:
+            raise ValueError("the body contains this transaction's end-line: pick another id")
+        return (
+            self.encode_start(with_body=with_body)
+            + (self.data if with_body else b"")
+            + self.encode_end(with_body=with_body)
+        )
+
+    @classmethod
+    def parse(cls, data: bytes, **limits: int) -> MSRPData:
+        """Parse exactly one whole frame (body included in ``data``)."""
+        parser = MSRPParser(**limits)
+        frame: MSRPData | None = None
+        body: list[bytes] = []
+        ended = False
+        for event in parser.feed(data):
+            if isinstance(event, FrameError):
+                raise event.error
+            if ended:
+                raise MSRPParseError("more than one frame")
+            if isinstance(event, FrameStarted):
+                frame = event.frame
+            elif isinstance(event, FrameData):
+                body.append(event.data)
+            else:
+                ended = True
+        if frame is None or not ended or parser.buffered:
+            raise MSRPParseError("incomplete MSRP frame")
+        frame.data = b"".join(body)
+        return frame
+
+    def __repr__(self) -> str:
+        kind = self.method if self.method is not None else f"{self.code} {self.comment or ''}"
+        return (
+            f"<MSRPData {self.transaction_id} {kind.strip()} {self.headers}"
+            f" len={len(self.data)}{self.contflag}>"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MSRPData):
+            return NotImplemented
+        return (
+            self.transaction_id == other.transaction_id
+            and self.method == other.method
+            and self.code == other.code
+            and self.comment == other.comment
+            and self.headers == other.headers
+            and self.data == other.data
+            and self.contflag == other.contflag
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# -- parser events ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FrameStarted:
+    """Start line and headers of a frame, validated; its body (if any) follows."""
+
+    frame: MSRPData
+
+
+@dataclass(slots=True)
+class FrameData:
+    """A piece of the body of the frame being received."""
+
+    frame: MSRPData
+    data: bytes
+
+
+@dataclass(slots=True)
+class FrameEnded:
+    """The end-line of the frame; ``frame.contflag`` is set to its flag."""
+
+    frame: MSRPData
+
+
+@dataclass(slots=True)
+class FrameError:
+    """Malformed input.  ``frame`` is the partly parsed frame when its start line was
+    read (so a request can still be answered); ``error.fatal`` means framing is lost
+    and the parser discards everything after it."""
+
+    error: MSRPParseError
+    frame: MSRPData | None = None
+
+
+ParserEvent = FrameStarted | FrameData | FrameEnded | FrameError
+
+_START_RE = re.compile(rb"MSRP ([A-Za-z0-9][A-Za-z0-9.\-+%=]{0,63}) ")
+_REST_RE = re.compile(rb"(?:([A-Z]+)|([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?)")
+_HEADER_LINE_RE = re.compile(r"([A-Za-z][!#$%&'*+\-.^_`|~A-Za-z0-9]*):[ \t]*([^\0\r\n]*?)[ \t]*")
+
+_START, _HEADERS, _BODY, _SKIP, _DEAD = range(5)
+
+
+class MSRPParser:
+    """Incremental MSRP parser: ``feed(bytes)`` returns the events the bytes complete.
+
+    Limits: ``max_header_size`` bytes for the start line and headers together,
+    ``max_headers`` header lines.  A frame breaking them, or with a malformed header,
+    gives a FrameError (not fatal: its body is skipped up to its end-line); a
+    malformed or overlong start line is fatal.
+    """
+
+    def __init__(self, *, max_header_size: int = 16384, max_headers: int = 64) -> None:
+        self.max_header_size = max_header_size
+        self.max_headers = max_headers
+        self._buf = bytearray()
+        self._pos = 0
+        self._state = _START
+        self._frame: MSRPData | None = None
+        self._frame_start = 0
+        self._header_count = 0
+        self._marker = b""
+        self._search_from = 0
+        self._at_body_start = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet turned into events."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes) -> list[ParserEvent]:
+        if self._state == _DEAD:
+            return []
+        self._buf += data
+        events: list[ParserEvent] = []
+        while True:
+            state = self._state
+            if state == _START:
+                progressed = self._parse_start(events)
+            elif state == _HEADERS:
+                progressed = self._parse_header(events)
+            elif state == _DEAD:
+                break
+            else:
+                progressed = self._parse_body(events)
+            if not progressed:
+                break
+        if self._pos > 65536 and self._pos * 2 > len(self._buf):
+            del self._buf[: self._pos]
+            self._search_from -= self._pos
+            self._frame_start -= self._pos
+            self._pos = 0
+        return events
+
+    def _fail(self, events: list[ParserEvent], message: str, tid: str | None = None) -> bool:
+        frame = self._frame
+        if frame is not None:
+            tid = frame.transaction_id
+        fatal = tid is None
+        events.append(FrameError(MSRPParseError(message, transaction_id=tid, fatal=fatal), frame))
+        if fatal:
+            self._state = _DEAD
+            self._buf = bytearray()
+            self._pos = 0
+            return False
+        self._state = _SKIP
+        self._search_from = self._pos
+        self._at_body_start = True
+        return True
+
+    def _parse_start(self, events: list[ParserEvent]) -> bool:
+        buf = self._buf
+        while buf.startswith(b"\r\n", self._pos):
+            self._pos += 2
+        end = buf.find(b"\r\n", self._pos, self._pos + self.max_header_size)
+        if end < 0:
+            if len(buf) - self._pos >= self.max_header_size:
+                return self._fail(events, "start line longer than the header size limit")
+            if len(buf) - self._pos >= 5 and not buf.startswith(b"MSRP ", self._pos):
+                return self._fail(events, "data that does not start with 'MSRP '")
+            return False
+        match = _START_RE.match(buf, self._pos, end)
+        if match is None:
+            return self._fail(events, f"invalid start line {bytes(buf[self._pos : end])[:80]!r}")
+        tid = match[1].decode()
+        rest = _REST_RE.fullmatch(buf, match.end(), end)
+        self._frame_start = self._pos
+        self._pos = end + 2
+        self._header_count = 0
+        self._marker = b"\r\n-------" + match[1]
+        self._frame = None
+        if rest is None:
+            line = bytes(buf[self._frame_start : end])[:80]
+            return self._fail(events, f"invalid start line {line!r}", tid)
+        method, code, comment = rest.groups()
+        try:
+            self._frame = MSRPData(
+                tid,
+                method=method.decode() if method else None,
+                code=int(code) if code else None,
+                comment=comment.decode() if comment is not None else None,
+            )
+        except UnicodeDecodeError:
+            return self._fail(events, "start line comment is not UTF-8", tid)
+        self._state = _HEADERS
+        return True
+
+    def _parse_header(self, events: list[ParserEvent]) -> bool:
+        buf = self._buf
+        frame = self._frame
+        assert frame is not None
+        limit = self._frame_start + self.max_header_size
+        end_line = self._marker[2:]
+        headers = frame.headers
+        while True:
+            end = buf.find(b"\r\n", self._pos, limit)
+            if end < 0:
+                if len(buf) >= limit:
+                    return self._fail(events, "headers longer than the header size limit")
+                return False
+            line = bytes(buf[self._pos : end])
+            self._pos = end + 2
+            if not line:
+                return self._start_frame(events, frame, body=True)
+            if len(line) == len(end_line) + 1 and line.startswith(end_line) and line[-1] in b"$+#":
+                return self._start_frame(events, frame, body=False, contflag=chr(line[-1]))
+            self._header_count += 1
+            if self._header_count > self.max_headers:
+                return self._fail(events, f"more than {self.max_headers} headers")
+            try:
+                text = line.decode()
+            except UnicodeDecodeError:
+                return self._fail(events, "header line is not UTF-8")
+            match = _HEADER_LINE_RE.fullmatch(text)
+            if match is None:
+                return self._fail(events, f"invalid header line {text[:80]!r}")
+            name, value = match.groups()
+            canonical = _CANONICAL.get(name.lower(), name)
+            if canonical in headers:
+                return self._fail(events, f"duplicate {canonical} header")
+            headers[canonical] = value
+
+    def _start_frame(
+        self, events: list[ParserEvent], frame: MSRPData, *, body: bool, contflag: str = "$"
+    ) -> bool:
+        try:
+            frame.validate()
+        except MSRPParseError as error:
+            events.append(FrameError(error, frame))
+            if not body:
+                self._state = _START
+                self._frame = None
+                return True
+            self._state = _SKIP
+            self._search_from = self._pos
+            self._at_body_start = True
+            return True
+        events.append(FrameStarted(frame))
+        if not body:
+            frame.contflag = contflag
+            events.append(FrameEnded(frame))
+            self._state = _START
+            self._frame = None
+            return True
+        self._state = _BODY
+        self._search_from = self._pos
+        self._at_body_start = True
+        return True
+
+    def _parse_body(self, events: list[ParserEvent]) -> bool:
+        buf = self._buf
+        frame = self._frame
+        marker = self._marker
+        target = frame if self._state == _BODY else None  # None: skipping a bad frame
+        if self._at_body_start:
+            # Lenient: an empty body whose end-line follows the blank line directly.
+            line = marker[2:]
+            head = bytes(buf[self._pos : self._pos + len(line) + 3])
+            if len(head) < len(line) + 3 and _could_be_end_line(head, line):
+                return False
+            if head.startswith(line) and _is_end(buf, self._pos + len(line)):
+                return self._end_frame(events, target, self._pos, self._pos + len(line))
+            self._at_body_start = False
+        while True:
+            index = buf.find(marker, self._search_from)
+            if index < 0:
+                safe = len(buf) - len(marker) + 1
+                if safe > self._pos:
+                    if target is not None:
+                        events.append(FrameData(target, bytes(buf[self._pos : safe])))
+                    self._pos = safe
+                self._search_from = self._pos
+                return False
+            after = index + len(marker)
+            if len(buf) < after + 3:
+                if index > self._pos:
+                    if target is not None:
+                        events.append(FrameData(target, bytes(buf[self._pos : index])))
+                    self._pos = index
+                self._search_from = index
+                return False
+            if _is_end(buf, after):
+                return self._end_frame(events, target, index, after)
+            self._search_from = index + 1
+
+    def _end_frame(
+        self, events: list[ParserEvent], frame: MSRPData | None, index: int, after: int
+    ) -> bool:
+        if frame is not None:
+            if index > self._pos:
+                events.append(FrameData(frame, bytes(self._buf[self._pos : index])))
+            frame.contflag = chr(self._buf[after])
+            events.append(FrameEnded(frame))
+        self._pos = after + 3
+        self._state = _START
+        self._frame = None
+        return True
+
+
+def _could_be_end_line(head: bytes, line: bytes) -> bool:
+    # Whether ``head`` is the beginning of ``line`` + continuation flag + CRLF.
+    if not line.startswith(head[: len(line)]):
+        return False
+    tail = head[len(line) :]
+    return not tail or (tail[0] in b"$+#" and b"\r\n".startswith(tail[1:]))
+
+
+def _is_end(buf: bytearray, at: int) -> bool:
+    return len(buf) >= at + 3 and buf[at] in b"$+#" and buf[at + 1 : at + 3] == b"\r\n"

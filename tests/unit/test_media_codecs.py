@@ -1,0 +1,324 @@
+"""Codecs: G.711 bit-exactness, sine-wave quality per codec, concealment, Opus fmtp, registry."""
+
+import av
+import numpy as np
+import pytest
+
+from sipsimple.media.codecs import (
+    CODECS,
+    OpusParameters,
+    available_codecs,
+    codec_info,
+    create_codec,
+)
+from sipsimple.media.codecs.base import FADE_FRAMES
+from sipsimple.media.codecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from sipsimple.media.errors import CodecError
+
+# --- ITU-T G.191 (STL) g711.c, written out sample by sample as the reference -------------
+
+
+def ref_ulaw_compress(sample: int) -> int:
+    absno = ((~sample) >> 2) + 33 if sample < 0 else (sample >> 2) + 33
+    absno = min(absno, 0x1FFF)
+    i = absno >> 6
+    segno = 1
+    while i != 0:
+        segno += 1
+        i >>= 1
+    high_nibble = 0x0008 - segno
+    low_nibble = 0x000F - ((absno >> segno) & 0x000F)
+    code = (high_nibble << 4) | low_nibble
+    return code | 0x0080 if sample >= 0 else code
+
+
+def ref_ulaw_expand(code: int) -> int:
+    sign = -1 if code < 0x0080 else 1
+    mantissa = ~code
+    exponent = (mantissa >> 4) & 0x0007
+    segment = exponent + 1
+    mantissa &= 0x000F
+    step = 4 << segment
+    return sign * ((0x0080 << exponent) + step * mantissa + step // 2 - 4 * 33)
+
+
+def ref_alaw_compress(sample: int) -> int:
+    ix = (~sample) >> 4 if sample < 0 else sample >> 4
+    if ix > 15:
+        iexp = 1
+        while ix > 16 + 15:
+            ix >>= 1
+            iexp += 1
+        ix -= 16
+        ix += iexp << 4
+    if sample >= 0:
+        ix |= 0x0080
+    return ix ^ 0x0055
+
+
+def ref_alaw_expand(code: int) -> int:
+    ix = (code ^ 0x0055) & 0x007F
+    iexp = ix >> 4
+    mant = ix & 0x000F
+    if iexp > 0:
+        mant += 16
+    mant = (mant << 4) + 0x0008
+    if iexp > 1:
+        mant <<= iexp - 1
+    return mant if code > 127 else -mant
+
+
+ALL_SAMPLES = np.arange(-32768, 32768, dtype=np.int16)
+ALL_CODES = bytes(range(256))
+
+
+@pytest.mark.parametrize(
+    ("encode", "reference"), [(ulaw_encode, ref_ulaw_compress), (alaw_encode, ref_alaw_compress)]
+)
+def test_g711_encoding_is_bit_exact_for_every_sample(encode, reference):
+    expected = bytes(reference(int(x)) for x in ALL_SAMPLES)
+    assert encode(ALL_SAMPLES) == expected
+
+
+@pytest.mark.parametrize(
+    ("decode", "reference", "ffmpeg"),
+    [(ulaw_decode, ref_ulaw_expand, "pcm_mulaw"), (alaw_decode, ref_alaw_expand, "pcm_alaw")],
+)
+def test_g711_decoding_is_bit_exact_for_every_code(decode, reference, ffmpeg):
+    ours = decode(ALL_CODES)
+    assert ours.tolist() == [reference(c) for c in ALL_CODES]
+    # and FFmpeg's independent implementation agrees
+    decoder = av.CodecContext.create(ffmpeg, "r")
+    decoder.sample_rate = 8000
+    decoder.layout = "mono"
+    theirs = np.concatenate([f.to_ndarray()[0] for f in decoder.decode(av.Packet(ALL_CODES))])
+    assert np.array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    ("encode", "decode"), [(ulaw_encode, ulaw_decode), (alaw_encode, alaw_decode)]
+)
+def test_g711_decoded_values_encode_back_to_their_code(encode, decode):
+    codes = np.frombuffer(ALL_CODES, dtype=np.uint8)
+    again = np.frombuffer(encode(decode(ALL_CODES)), dtype=np.uint8)
+    differing = set(codes[codes != again].tolist())
+    assert differing <= {0x7F}  # mu-law's "negative zero" decodes to 0, which encodes as 0xFF
+
+
+# --- sine waves through each codec -----------------------------------------------------
+
+
+def round_trip(codec, signal):
+    n = codec.info.samples_per_frame
+    return np.concatenate(
+        [codec.decode(codec.encode(signal[k : k + n])) for k in range(0, len(signal), n)]
+    )
+
+
+def sine(frequency, rate, seconds, amplitude=10000):
+    t = np.arange(int(rate * seconds)) / rate
+    return np.round(amplitude * np.sin(2 * np.pi * frequency * t)).astype(np.int16)
+
+
+def dominant_frequency(x, rate):
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return np.argmax(spectrum) * rate / len(x)
+
+
+def snr_db(x, frequency, rate):
+    """Signal to noise-and-distortion: the best-fitting sine (any delay) against the rest."""
+    t = np.arange(len(x)) / rate
+    basis = np.stack(
+        [np.sin(2 * np.pi * frequency * t), np.cos(2 * np.pi * frequency * t), np.ones_like(t)], 1
+    )
+    coefficients, *_ = np.linalg.lstsq(basis, x.astype(float), rcond=None)
+    fitted = basis @ coefficients
+    tone = fitted - coefficients[2]
+    return 10 * np.log10(np.sum(tone**2) / np.sum((x - fitted) ** 2)), np.hypot(*coefficients[:2])
+
+
+# The minimum SNR each codec must keep for a -10 dBFS sine (measured values are 4-10 dB above).
+QUALITY = [
+    ("PCMU", 1000, 33.0),
+    ("PCMA", 1000, 33.0),
+    ("G722", 1000, 40.0),
+    ("G722", 6000, 22.0),  # wideband: 6 kHz passes (a narrowband codec could not carry it)
+    ("opus", 1000, 35.0),
+    ("opus", 6000, 32.0),
+]
+
+
+@pytest.mark.parametrize(("name", "frequency", "minimum_snr"), QUALITY)
+def test_sine_survives_encode_and_decode(name, frequency, minimum_snr):
+    codec = create_codec(name)
+    rate = codec.info.sample_rate
+    out = round_trip(codec, sine(frequency, rate, 1.0))
+    assert len(out) == rate
+    steady = out[rate // 2 :]
+    assert abs(dominant_frequency(steady, rate) - frequency) <= 2
+    snr, amplitude = snr_db(steady, frequency, rate)
+    assert snr >= minimum_snr
+    assert 20 * np.log10(amplitude / 10000) == pytest.approx(0.0, abs=0.5)
+
+
+@pytest.mark.parametrize("name", ["PCMU", "PCMA", "G722"])
+def test_repeat_and_fade_concealment(name):
+    codec = create_codec(name)
+    last = codec.decode(codec.encode(sine(500, codec.info.sample_rate, 0.02)))
+    frames = [codec.conceal() for _ in range(FADE_FRAMES + 1)]
+    assert all(len(f) == len(last) for f in frames)
+    assert np.array_equal(frames[0][:1], last[:1])  # starts as the last frame...
+    peaks = [int(np.abs(f.astype(int)).max()) for f in frames]
+    assert peaks == sorted(peaks, reverse=True) and peaks[0] > 0.7 * np.abs(last).max()
+    assert peaks[-1] == 0  # ...and fades to silence
+    codec.decode(codec.encode(sine(500, codec.info.sample_rate, 0.02)))
+    assert np.abs(codec.conceal()).max() > 0  # a good frame resets the fade
+
+
+def test_opus_concealment_uses_libopus_plc():
+    codec = create_codec("opus")
+    round_trip(codec, sine(440, 48000, 0.2))
+    concealed = [codec.conceal() for _ in range(20)]
+    assert all(len(f) == 960 for f in concealed)
+    first = concealed[0]
+    assert np.abs(first).max() > 3000  # continues the tone rather than repeating silence
+    assert abs(dominant_frequency(first, 48000) - 440) < 100
+    assert np.abs(concealed[-1]).max() < np.abs(first).max() / 4  # and fades out
+
+
+def test_concealment_before_any_packet_is_silence():
+    for name in available_codecs():
+        codec = create_codec(name)
+        assert not np.abs(codec.conceal()).any()
+
+
+# --- Opus parameters --------------------------------------------------------------------
+
+
+def test_opus_fmtp_parsing_and_formatting():
+    params = OpusParameters.parse(
+        "minptime=10; useinbandfec=1;MAXPLAYBACKRATE=16000;stereo=1;sprop-stereo=1;"
+        "maxaveragebitrate=20000;cbr=1;usedtx=1;bogus;x=y;maxplaybackrate=99"
+    )
+    assert params == OpusParameters(
+        maxplaybackrate=16000,
+        maxaveragebitrate=20000,
+        stereo=True,
+        sprop_stereo=True,
+        cbr=True,
+        useinbandfec=True,
+        usedtx=True,
+        minptime=10,
+    )
+    assert OpusParameters.parse(str(params)) == params
+    assert OpusParameters.parse("") == OpusParameters()
+    assert str(OpusParameters()) == CODECS["opus"].fmtp
+
+
+def opus_packets(fmtp, frequency=1000, seconds=0.5):
+    codec = create_codec("opus", fmtp=fmtp)
+    n = codec.info.samples_per_frame
+    signal = sine(frequency, 48000, seconds)
+    return codec, [codec.encode(signal[k : k + n]) for k in range(0, len(signal), n)]
+
+
+def test_opus_bitrate_and_cbr_follow_the_remote_fmtp():
+    _, default = opus_packets("")
+    _, capped = opus_packets("maxaveragebitrate=8000")
+    _, cbr = opus_packets("cbr=1")
+    assert np.mean([len(p) for p in capped[5:]]) < 0.5 * np.mean([len(p) for p in default[5:]])
+    assert len({len(p) for p in cbr[5:]}) == 1
+
+
+def test_opus_maxplaybackrate_limits_the_coded_band():
+    narrow, packets = opus_packets("maxplaybackrate=8000", frequency=6000)
+    out = np.concatenate([narrow.decode(p) for p in packets])
+    wide, packets = opus_packets("", frequency=6000)
+    full = np.concatenate([wide.decode(p) for p in packets])
+    assert np.abs(out[12000:]).max() < 0.1 * np.abs(full[12000:]).max()
+
+
+def test_opus_minptime_and_ptime_choose_the_frame_duration():
+    codec = create_codec("opus", fmtp="minptime=40")
+    assert codec.info.ptime == 40 and codec.info.samples_per_frame == 1920
+    assert len(codec.decode(codec.encode(np.zeros(1920, dtype=np.int16)))) == 1920
+    assert create_codec("opus", ptime=30).info.ptime == 40  # rounded up to an Opus duration
+
+
+def test_opus_decoder_takes_stereo_packets():
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate = 48000
+    encoder.layout = "stereo"
+    encoder.format = "s16"
+    encoder.open()
+    stereo = np.repeat(sine(1000, 48000, 0.02), 2).reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
+    frame.sample_rate = 48000
+    payload = b"".join(bytes(p) for p in encoder.encode(frame))
+    assert create_codec("opus").decode(payload).shape == (960,)
+
+
+# --- bad input --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["PCMU", "PCMA", "G722", "opus"])
+def test_empty_payload_and_bad_pcm(name):
+    codec = create_codec(name)
+    with pytest.raises(CodecError):
+        codec.decode(b"")
+    with pytest.raises(ValueError):
+        codec.encode(np.zeros(codec.info.samples_per_frame, dtype=np.float32))
+    with pytest.raises(ValueError):
+        codec.encode(np.zeros((1, codec.info.samples_per_frame), dtype=np.int16))
+
+
+def test_opus_garbage_raises_codec_error_or_decodes():
+    codec = create_codec("opus")
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        payload = rng.integers(0, 256, rng.integers(1, 60), dtype=np.uint8).tobytes()
+        try:
+            out = codec.decode(payload)
+        except CodecError:
+            continue
+        assert out.dtype == np.int16
+
+
+def test_frame_size_checks():
+    with pytest.raises(ValueError, match="960"):
+        create_codec("opus").encode(np.zeros(100, dtype=np.int16))
+    with pytest.raises(ValueError, match="pairs"):
+        create_codec("G722").encode(np.zeros(321, dtype=np.int16))
+
+
+# --- registry ---------------------------------------------------------------------------
+
+
+def test_registry_describes_each_codec():
+    assert available_codecs() == ("opus", "G722", "PCMU", "PCMA")
+    g722 = codec_info("g722")
+    assert (g722.payload_type, g722.clock_rate, g722.sample_rate) == (9, 8000, 16000)
+    assert (g722.rtpmap, g722.samples_per_frame, g722.timestamp_increment) == (
+        "G722/8000",
+        320,
+        160,
+    )
+    opus = codec_info("OPUS")
+    assert (opus.rtpmap, opus.samples_per_frame, opus.timestamp_increment) == (
+        "opus/48000/2",
+        960,
+        960,
+    )
+    assert codec_info("pcmu").payload_type == 0 and codec_info("PCMA").payload_type == 8
+
+
+def test_create_codec_with_negotiated_values_and_errors():
+    codec = create_codec("PCMU", payload_type=0, ptime=30)
+    assert codec.info.ptime == 30 and codec.info.samples_per_frame == 240
+    assert create_codec("opus", payload_type=96).info.payload_type == 96
+    with pytest.raises(CodecError, match="unknown codec"):
+        create_codec("speex")
+    with pytest.raises(ValueError):
+        create_codec("PCMU", ptime=25)
+    with pytest.raises(ValueError):
+        create_codec("PCMU", payload_type=128)

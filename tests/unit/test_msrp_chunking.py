@@ -1,0 +1,155 @@
+"""Chunk producers and incoming-message bookkeeping."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sipsimple.msrp import (
+    MSRPURI,
+    ByteRange,
+    ByteRanges,
+    IncomingMessage,
+    MSRPParseError,
+    OutgoingMessage,
+)
+
+A = MSRPURI.parse("msrp://a.example:1/a;tcp")
+B = MSRPURI.parse("msrp://b.example:2/b;tcp")
+
+
+def counter():
+    state = {"n": 0}
+
+    def make():
+        state["n"] += 1
+        return f"tid{state['n']:04d}"
+
+    return make
+
+
+def test_in_memory_message_chunks():
+    message = OutgoingMessage("msg1", "text/plain", b"0123456789", chunk_size=4)
+    make = counter()
+    chunks = []
+    while message.ready:
+        chunks.append(message.next_chunk([B], [A], make))
+    assert [(c.byte_range, c.contflag, c.data) for c in chunks] == [
+        (ByteRange(1, 4, 10), "+", b"0123"),
+        (ByteRange(5, 8, 10), "+", b"4567"),
+        (ByteRange(9, 10, 10), "$", b"89"),
+    ]
+    assert message.done and message.chunks_sent == 3
+    assert [c.transaction_id for c in chunks] == ["tid0001", "tid0002", "tid0003"]
+    assert chunks[0].to_path == [B] and chunks[0].message_id == "msg1"
+
+
+def test_empty_message_is_one_empty_chunk():
+    message = OutgoingMessage("msg1", "text/plain", b"")
+    chunk = message.next_chunk([B], [A], counter())
+    assert chunk.byte_range == ByteRange(1, 0, 0) and chunk.contflag == "$" and message.done
+    assert b"Content-Type: text/plain\r\n\r\n\r\n-------" in chunk.encode()
+
+
+def test_report_headers_and_resume():
+    message = OutgoingMessage(
+        "msg1", "text/plain", b"abc", success_report="yes", failure_report="partial", start=11
+    )
+    chunk = message.next_chunk([B], [A], counter())
+    assert chunk.success_report == "yes" and chunk.failure_report == "partial"
+    assert chunk.byte_range == ByteRange(11, 13, 13)
+
+
+def test_transaction_id_never_appears_in_the_body():
+    ids = iter(["aaaa", "bbbb"])
+    message = OutgoingMessage("msg1", "text/plain", b"x-------aaaa$")
+    assert message.next_chunk([B], [A], lambda: next(ids)).transaction_id == "bbbb"
+
+
+def test_streamed_message_with_unknown_size():
+    message = OutgoingMessage("msg1", None, size=None, chunk_size=3)
+    assert message.wants_data and not message.ready
+    message.feed(b"abcdefg")
+    assert not message.wants_data and message.ready
+    make = counter()
+    first = message.next_chunk([B], [A], make)
+    assert first.byte_range == ByteRange(1, 3, None) and first.contflag == "+"
+    message.next_chunk([B], [A], make)
+    assert not message.ready  # one byte left, more may come
+    message.finish()
+    last = message.next_chunk([B], [A], make)
+    assert (last.byte_range, last.contflag, last.data) == (ByteRange(7, 7, None), "$", b"g")
+    with pytest.raises(ValueError):
+        message.next_chunk([B], [A], make)
+
+
+def test_streamed_size_mismatch_and_misuse():
+    message = OutgoingMessage("msg1", "x/y", size=5)
+    message.feed(b"abc")
+    message.finish()
+    with pytest.raises(ValueError):
+        message.next_chunk([B], [A], counter())
+    with pytest.raises(ValueError):
+        message.feed(b"more")
+    with pytest.raises(ValueError):
+        OutgoingMessage("m", "x/y", b"", chunk_size=0)
+
+
+def test_abort_chunk():
+    message = OutgoingMessage("msg1", "text/plain", b"0123456789", chunk_size=4)
+    make = counter()
+    message.next_chunk([B], [A], make)
+    abort = message.abort_chunk([B], [A], make)
+    assert abort.contflag == "#" and abort.byte_range == ByteRange(5, 4, 10) and message.done
+
+
+def test_byte_ranges():
+    ranges = ByteRanges()
+    assert ranges.add(5, 9) == 5
+    assert ranges.add(1, 2) == 2
+    assert ranges.add(3, 4) == 2  # fills the gap: one interval now
+    assert list(ranges) == [(1, 9)]
+    assert ranges.add(2, 12) == 3
+    assert ranges.covers(1, 12) and not ranges.covers(1, 13)
+    assert ranges.add(20, 19) == 0 and ranges.size == 12
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 60), st.integers(0, 15)), max_size=20))
+def test_byte_ranges_match_a_set(intervals):
+    ranges, reference = ByteRanges(), set()
+    for start, length in intervals:
+        end = start + length - 1
+        new = set(range(start, end + 1)) - reference
+        assert ranges.add(start, end) == len(new)
+        reference |= new
+    assert ranges.size == len(reference)
+    for start in range(1, 70):
+        for end in range(start, min(start + 10, 80)):
+            assert ranges.covers(start, end) == (set(range(start, end + 1)) <= reference)
+
+
+def test_incoming_message():
+    message = IncomingMessage("m1", "text/plain", None, keep_data=True)
+    message.write(6, b"world")
+    assert not message.complete
+    message.write(1, b"hello")
+    message.finish(10)
+    assert message.complete and message.data == b"helloworld"
+    with pytest.raises(MSRPParseError):
+        message.write(9, b"xyz")  # past the total the final chunk fixed
+
+
+def test_incoming_message_limits():
+    with pytest.raises(MSRPParseError) as error:
+        IncomingMessage("m1", "text/plain", 1000, keep_data=True, max_size=100)
+    assert error.value.code == 413
+    message = IncomingMessage("m1", "text/plain", None, keep_data=True, max_size=100)
+    with pytest.raises(MSRPParseError) as error:
+        message.write(90, b"x" * 20)
+    assert error.value.code == 413
+    message = IncomingMessage("m1", "text/plain", 10, keep_data=False)
+    with pytest.raises(MSRPParseError) as error:
+        message.announce(ByteRange(1, 5, 11))
+    assert error.value.code == 400
+    with pytest.raises(MSRPParseError):
+        message.finish(9)
