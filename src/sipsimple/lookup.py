@@ -4,16 +4,20 @@
 public ones); :class:`DNSLookup` runs lookups with them on the SIP thread's event loop
 using dnspython's asyncio resolver, and shares one TTL-honouring cache.
 
-Two ways to get a result, both without blocking the loop:
+Two ways to get a result, neither blocking the SIP thread:
 
 * the spec's way: call a lookup method, ignore what it returns, and observe
   DNSLookupDidSucceed (``data.result``) or DNSLookupDidFail (``data.error``) from the
   DNSLookup instance;
-* awaiting: every lookup method returns the :class:`asyncio.Task` doing the lookup,
-  ``routes = await DNSLookup().lookup_sip_proxy(uri, ["udp"])``, which raises
-  :class:`DNSLookupError` on failure. The notifications are posted either way.
+* awaiting: on the SIP thread every lookup method returns the :class:`asyncio.Task`
+  doing the lookup, ``routes = await DNSLookup().lookup_sip_proxy(uri, ["udp"])``,
+  which raises :class:`DNSLookupError` on failure. Called from another thread it
+  hands the lookup to the SIP thread and returns a :class:`concurrent.futures.Future`
+  (``.result()`` waits, like the spec's ``wait()``). The notifications are posted
+  either way.
 
-The lookup methods must be called from the SIP thread (the loop's thread). The URI
+Lookups and probing run on the SIP thread's loop (sipsimple.threading), or, when it
+is not started, on the calling thread's running loop (tests, scripts). The URI
 arguments may be any object with ``host``, ``port``, ``secure`` and ``parameters``.
 
 As the spec says, a lookup of a domain first asks for its NS records and sends the
@@ -25,12 +29,12 @@ nameservers. ``timeout`` bounds each attempt, ``lifetime`` the whole lookup.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -42,6 +46,7 @@ import dns.rdatatype
 import dns.resolver
 
 from sipsimple.notification import NotificationCenter, NotificationData
+from sipsimple.threading import run_in_worker, sip_loop
 from sipsimple.util import Route
 
 __all__ = [
@@ -78,8 +83,33 @@ _NAPTR_SERVICES = {"sip+d2u": "udp", "sip+d2t": "tcp", "sips+d2t": "tls"}
 _SERVICES = {"stun": ("_stun._udp", 3478), "msrprelay": ("_msrps._tcp", 2855)}
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _target_loop() -> asyncio.AbstractEventLoop:
+    """The SIP thread's loop when it runs, else the calling thread's (tests, scripts)."""
+    try:
+        return sip_loop()
+    except RuntimeError:
+        loop = _running_loop()
+        if loop is None:
+            raise RuntimeError(
+                "the SIP thread is not running: call SIPThread().start() first"
+                " (or call from a running event loop)"
+            ) from None
+        return loop
+
+
+def _soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+    """Run callback on loop: now when called on it, else soon (thread-safe)."""
+    if _running_loop() is loop:
+        callback()
+    else:
+        loop.call_soon_threadsafe(callback)
 
 
 def _nameserver(text: str, port: int = 53) -> dns.nameserver.Do53Nameserver:
@@ -188,6 +218,7 @@ class DNSManager:
             instance.probe_lifetime = 3.0
             instance.authoritative_port = 53
             instance._nameservers = None
+            instance._loop = None
             instance._task = None
             instance._wakeup = None
             cls._instance = instance
@@ -199,33 +230,46 @@ class DNSManager:
         return None if self._nameservers is None else list(self._nameservers)
 
     def start(self) -> None:
-        """Start probing on the running event loop (the SIP thread's); returns at once."""
-        if self._task is not None:
+        """Start probing on the SIP thread; returns at once. Callable from any thread."""
+        if self._loop is not None:
             raise RuntimeError("DNSManager is already started")
-        self.system_nameservers = (
-            None if self.system_nameservers is None else _nameserver_list(self.system_nameservers)
-        )
+        if self.system_nameservers is not None:
+            self.system_nameservers = _nameserver_list(self.system_nameservers)
         self.fallback_nameservers = _nameserver_list(self.fallback_nameservers)
+        try:
+            dns.name.from_text(self.probe_domain)
+        except dns.exception.DNSException as error:
+            raise ValueError(f"bad probe_domain {self.probe_domain!r}: {error}") from None
+        self._loop = _target_loop()
         self._wakeup = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        _soon(self._loop, self._begin)
+
+    def _begin(self) -> None:
+        if self._loop is not None and self._task is None:
+            self._task = self._loop.create_task(self._run())
 
     def stop(self) -> None:
-        """Stop probing; the nameservers found so far stay in use."""
+        """Stop probing (callable from any thread); the nameservers found stay in use."""
+        loop, self._loop = self._loop, None
+        if loop is not None and not loop.is_closed():
+            _soon(loop, self._end)
+
+    def _end(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
 
     def probe(self) -> None:
         """Probe again now, e.g. after the network changed. Needs :meth:`start` first."""
-        if self._wakeup is None or self._task is None:
+        if self._loop is None:
             raise RuntimeError("DNSManager is not started")
-        self._wakeup.set()
+        _soon(self._loop, self._wakeup.set)
 
     async def local_nameservers(self) -> list[str]:
-        """The configured local nameservers, or the system's."""
+        """The configured local nameservers, or the system's (read in a worker thread)."""
         if self.system_nameservers is not None:
             return list(self.system_nameservers)
-        return await asyncio.to_thread(_system_nameservers)
+        return await run_in_worker(_system_nameservers)
 
     async def _run(self) -> None:
         while True:
@@ -274,7 +318,7 @@ class DNSManager:
         NotificationCenter().post_notification(
             name,
             sender=self,
-            data=NotificationData(timestamp=_now(), nameservers=list(nameservers)),
+            data=NotificationData(nameservers=list(nameservers)),
         )
 
 
@@ -338,7 +382,7 @@ class _Lookup:
         self.service = service
         self.timeout = timeout
         self.lifetime = lifetime
-        self.deadline = asyncio.get_running_loop().time() + lifetime
+        self.deadline = 0.0  # set when the lookup starts running
         self.local: list[str] = []
         self.authoritative: list[str] = []
         self.errors: list[tuple[BaseException, str]] = []
@@ -395,7 +439,6 @@ class _Lookup:
         error: BaseException | None,
     ) -> None:
         fields: dict[str, Any] = {
-            "timestamp": _now(),
             "query_type": rdtype,
             "query_name": name,
             "answer": answer,
@@ -522,9 +565,10 @@ class DNSLookup:
     """Looks up SIP proxies, STUN servers, MSRP relays and XCAP servers.
 
     Each method validates its arguments at once (ValueError, TypeError), then returns
-    the asyncio.Task doing the lookup; the result is posted as DNSLookupDidSucceed or
-    DNSLookupDidFail and is also the task's result (or DNSLookupError). Every DNS query
-    is posted as DNSLookupTrace. ``rng`` orders equal-priority SRV records (tests seed it).
+    the task doing the lookup (see the module's docstring); the result is posted as
+    DNSLookupDidSucceed or DNSLookupDidFail and is also the task's result (or
+    DNSLookupError). Every DNS query is posted as DNSLookupTrace. ``rng`` orders
+    equal-priority SRV records (tests seed it). ``cache`` is shared by all lookups.
     """
 
     cache: ClassVar[DNSCache] = DNSCache()
@@ -538,7 +582,7 @@ class DNSLookup:
         supported_transports: Iterable[str],
         timeout: float = 3.0,
         lifetime: float = 15.0,
-    ) -> asyncio.Task[list[Route]]:
+    ) -> asyncio.Task[list[Route]] | concurrent.futures.Future[list[Route]]:
         """The routes to the SIP proxy of ``uri`` (RFC 3263), most preferred first.
 
         An IP address or an explicit port skips NAPTR and SRV. A transport parameter
@@ -570,7 +614,7 @@ class DNSLookup:
 
     def lookup_service(
         self, uri: URILike, service: str, timeout: float = 3.0, lifetime: float = 15.0
-    ) -> asyncio.Task[list[tuple[str, int]]]:
+    ) -> asyncio.Task[list[tuple[str, int]]] | concurrent.futures.Future[list[tuple[str, int]]]:
         """The (address, port) pairs of the "stun" or "msrprelay" servers of ``uri.host``.
 
         SRV records (_stun._udp, _msrps._tcp) first; without them the host's addresses
@@ -591,7 +635,7 @@ class DNSLookup:
 
     def lookup_xcap_server(
         self, uri: URILike, timeout: float = 3.0, lifetime: float = 15.0
-    ) -> asyncio.Task[list[str]]:
+    ) -> asyncio.Task[list[str]] | concurrent.futures.Future[list[str]]:
         """The http(s) URIs among the TXT records of xcap.<uri.host>."""
         host = _domain(uri)
         _check_times(timeout, lifetime)
@@ -612,20 +656,18 @@ class DNSLookup:
         timeout: float,
         lifetime: float,
         work: Callable[[_Lookup], Awaitable[list[T]]],
-    ) -> asyncio.Task[list[T]]:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise RuntimeError(
-                "DNSLookup methods must be called from the SIP thread's event loop"
-            ) from None
-        lookup = _Lookup(self, context, uri, service, timeout, lifetime)
-        task = loop.create_task(self._run(lookup, work))
+    ) -> asyncio.Task[list[T]] | concurrent.futures.Future[list[T]]:
+        loop = _target_loop()
+        coroutine = self._run(_Lookup(self, context, uri, service, timeout, lifetime), work)
+        if loop is not _running_loop():
+            return asyncio.run_coroutine_threadsafe(coroutine, loop)
+        task = loop.create_task(coroutine)
         task.add_done_callback(_consume_exception)
         return task
 
     async def _run(self, lookup: _Lookup, work: Callable[[_Lookup], Awaitable[list[T]]]) -> list[T]:
         center = NotificationCenter()
+        lookup.deadline = asyncio.get_running_loop().time() + lookup.lifetime
         try:
             manager = DNSManager()
             lookup.local = manager.nameservers or await manager.local_nameservers()
@@ -636,20 +678,20 @@ class DNSLookup:
             center.post_notification(
                 "DNSLookupDidFail",
                 sender=self,
-                data=NotificationData(timestamp=_now(), error="the lookup was cancelled"),
+                data=NotificationData(error="the lookup was cancelled"),
             )
             raise
         except Exception as error:
             center.post_notification(
                 "DNSLookupDidFail",
                 sender=self,
-                data=NotificationData(timestamp=_now(), error=str(error)),
+                data=NotificationData(error=str(error)),
             )
             raise
         center.post_notification(
             "DNSLookupDidSucceed",
             sender=self,
-            data=NotificationData(timestamp=_now(), result=result),
+            data=NotificationData(result=result),
         )
         return result
 

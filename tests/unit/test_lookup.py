@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import random
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from sipsimple.lookup import (
     order_srv_records,
 )
 from sipsimple.notification import NotificationCenter
+from sipsimple.threading import SIPThread
 from sipsimple.util import Route
 
 
@@ -254,6 +256,25 @@ async def test_result_is_both_awaited_and_notified(manager, notifications):
     assert srv.nameservers == [server.nameserver] and not hasattr(srv, "service")
     assert traces[0].data.answer is None and isinstance(traces[0].data.error, Exception)
     server.close()
+
+
+async def test_a_lookup_from_another_thread_runs_on_the_sip_thread(manager, notifications):
+    server = await LoopbackDNSServer(SIP_RECORDS).start()
+    manager.system_nameservers = [server.nameserver]
+    SIPThread().start()
+    try:
+        lookup = DNSLookup()
+        future = await asyncio.to_thread(lookup.lookup_sip_proxy, URI("example.test"), ["udp"])
+        assert isinstance(future, concurrent.futures.Future)
+        assert await asyncio.wrap_future(future) == [Route("127.0.0.10", 5060, "udp")]
+        [success] = named(notifications, "DNSLookupDidSucceed")
+        assert success.sender is lookup
+        failing = lookup.lookup_xcap_server(URI("example.test"))  # from this loop: not the SIP one
+        with pytest.raises(DNSLookupError):
+            await asyncio.wrap_future(failing)
+    finally:
+        await asyncio.to_thread(SIPThread().stop)
+        server.close()
 
 
 async def test_service_traces_name_the_service(manager, notifications):
