@@ -7,31 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import importlib.util
 import random
 import socket
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
+from tests.interop.dnsmasq import Dnsmasq, free_port
 
 from sipsimple.lookup import DNSLookup, DNSLookupError, DNSManager
 from sipsimple.notification import NotificationCenter
 from sipsimple.util import Route
-
-
-def _load_dnsmasq_module():
-    path = Path(__file__).with_name("dnsmasq.py")
-    spec = importlib.util.spec_from_file_location("sipsimple_tests_dnsmasq", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_dnsmasq = _load_dnsmasq_module()
-Dnsmasq, free_port = _dnsmasq.Dnsmasq, _dnsmasq.free_port
 
 pytestmark = pytest.mark.interop
 
