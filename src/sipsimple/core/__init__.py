@@ -21,8 +21,18 @@ from sipsimple.core.sdp import (
     SDPNegotiatorStateError,
     SDPSession,
 )
+from sipsimple.core.sip.auth import (
+    AuthenticationError,
+    Credentials,
+    CredentialsRejectedError,
+    DigestAuthenticator,
+)
 
 __all__ = [
+    "AuthenticationError",
+    "Credentials",
+    "CredentialsRejectedError",
+    "DigestAuthenticator",
     "FrozenSDPAttribute",
     "FrozenSDPAttributeList",
     "FrozenSDPBandwidthInfo",
