@@ -52,12 +52,9 @@ def client_context(settings: TransportSettings) -> ssl.SSLContext:
 
 
 def server_context(settings: TransportSettings) -> ssl.SSLContext:
-    """For the TLS listener: our certificate, and a client certificate asked for (and
-    verified against ``tls_ca_file``) when a CA file is configured."""
+    """For the TLS listener: our certificate. Clients are not asked for one: SIP peers
+    often show server-only certificates, which a request would turn into failures."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     _load_chain(context, settings)
-    if settings.tls_ca_file is not None:
-        _load_ca(context, settings)
-        context.verify_mode = ssl.CERT_OPTIONAL
     return context
