@@ -456,15 +456,15 @@ async def test_keepalive_pings_keep_a_live_peer_and_drop_a_dead_one() -> None:
 
 
 async def test_idle_connections_are_closed() -> None:
-    async with Peer(tls_port=None, idle_timeout=0.3) as a, Peer(tls_port=None) as b:
+    async with Peer(tls_port=None, idle_timeout=0.6) as a, Peer(tls_port=None) as b:
         used = await a.manager.send(make_request(), b.address("tcp"))
         await b.receive()
         assert used.connection is not None
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(0.3)
         await a.manager.send(make_request(), b.address("tcp"))  # activity postpones it
-        await asyncio.sleep(0.2)
-        assert used.connection.is_open
         await asyncio.sleep(0.4)
+        assert used.connection.is_open
+        await asyncio.sleep(0.8)
         assert not used.connection.is_open and used.connection.error is None
         assert a.manager.connections == []
 
