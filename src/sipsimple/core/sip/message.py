@@ -72,10 +72,18 @@ from sipsimple.core.sip.headers import (
     FrozenToHeader,
     FrozenViaHeader,
     _parse_call_id,
+    _parse_name_addrs,
     _parse_vias,
     _uint,
 )
-from sipsimple.core.sip.uri import SIPURI, BaseSIPURI, FrozenSIPURI, OpaqueURI, parse_uri
+from sipsimple.core.sip.uri import (
+    SIPURI,
+    BaseSIPURI,
+    FrozenSIPURI,
+    OpaqueURI,
+    check_request_uri,
+    parse_uri,
+)
 
 __all__ = [
     "REASON_PHRASES",
@@ -147,20 +155,11 @@ REASON_PHRASES: dict[int, str] = {
     606: "Not Acceptable",
 }
 
-_UNFOLD = re.compile(r"\r\n(?=[ \t])")
 _REQUEST_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+) ([^ ]+) ([Ss][Ii][Pp]/[0-9]+\.[0-9]+)")
 _STATUS_LINE = re.compile(
     r"([Ss][Ii][Pp]/[0-9]+\.[0-9]+) ([1-6][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?"
 )
 _REASON = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
-_EAGER = (
-    ("from", "From", FrozenFromHeader.parse),
-    ("to", "To", FrozenToHeader.parse),
-    ("call-id", "Call-ID", _parse_call_id),
-    ("cseq", "CSeq", CSeq.parse),
-    ("max-forwards", "Max-Forwards", lambda text: _uint("Max-Forwards header", text, 255)),
-)
-
 # Header name as written -> key. Holds only known names, so a hit needs no display name;
 # unknown names are checked and lowered every time (they are the rare case).
 _KEYS: dict[str, str] = {}
@@ -183,7 +182,7 @@ def _header_key(name: str) -> tuple[str, str]:
     key = COMPACT_FORMS.get(key, key)
     canonical = CANONICAL_NAMES.get(key)
     if canonical is not None:
-        if len(_KEYS) < 4096:
+        if len(_KEYS) < 4096 and name[:1] not in (" ", "\t"):
             _KEYS[name] = key
         return key, canonical
     return key, stripped
@@ -345,7 +344,9 @@ class SIPHeaders:
         ...), unknown ones a FrozenHeader per line. Raises SIPParseError when the header
         is malformed, or repeated where only one is allowed.
         """
-        key = _KEYS.get(name) or _api_key(name)[0]
+        key = _KEYS.get(name)
+        if key is None:
+            key = _api_key(name)[0]
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -358,10 +359,11 @@ class SIPHeaders:
             result = [FrozenHeader(display, _entry_text(entry)) for entry in entries]
         else:
             is_list, parse = spec
-            if not is_list and len(entries) > 1:
-                raise SIPParseError(f"multiple {self._display(key)} headers")
             if len(entries) == 1:
-                result = parse(_entry_text(entries[0]))
+                entry = entries[0]
+                result = parse(entry if type(entry) is str else entry.body)
+            elif not is_list:
+                raise SIPParseError(f"multiple {self._display(key)} headers")
             else:
                 result = [value for entry in entries for value in parse(_entry_text(entry))]
         self._cache[key] = result
@@ -379,26 +381,37 @@ class SIPHeaders:
         return lines
 
 
-def _parse_header_lines(lines: list[str], start: int = 0) -> SIPHeaders:
-    """SIPHeaders from unfolded ``Name: value`` lines (the hot loop of parsing)."""
+def _parse_header_lines(lines: list[str]) -> SIPHeaders:
+    """SIPHeaders from ``Name: value`` lines (the hot loop of parsing).
+
+    A line starting with whitespace continues the one before (RFC 3261 section 7.3.1):
+    its CRLF is dropped, its whitespace kept. Checking this here, only for lines whose
+    name is not a known one, is cheaper than searching the whole text for folds first.
+    """
     headers = SIPHeaders.__new__(SIPHeaders)
     values: dict[str, list[Any]] = {}
     names: dict[str, str] = {}
     keys = _KEYS
-    for index in range(start, len(lines)):
-        line = lines[index]
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise SIPParseError(f"invalid header line: {line!r}")
+    entries = None
+    for line in lines:
+        name, _, value = line.partition(": ")
         key = keys.get(name)
         if key is None:
+            if line[:1] in (" ", "\t"):
+                if entries is None:
+                    raise SIPParseError(f"invalid header line: {line!r}")
+                entries[-1] = (entries[-1] + line).strip(" \t")
+                continue
+            name, colon, value = line.partition(":")
+            if not colon:
+                raise SIPParseError(f"invalid header line: {line!r}")
             key, display = _header_key(name)
             if key not in CANONICAL_NAMES and key not in names:
                 names[key] = display
         value = value.strip(" \t")
         entries = values.get(key)
         if entries is None:
-            values[key] = [value]
+            values[key] = entries = [value]
         else:
             entries.append(value)
     headers._values = values
@@ -409,10 +422,10 @@ def _parse_header_lines(lines: list[str], start: int = 0) -> SIPHeaders:
 
 def _split_head(head: str) -> tuple[str, SIPHeaders]:
     """(start line, headers) from the decoded header section (no final empty line)."""
-    if "\r\n " in head or "\r\n\t" in head:
-        head = _UNFOLD.sub("", head)
     lines = head.split("\r\n")
-    return lines[0], _parse_header_lines(lines, 1)
+    start = lines[0]
+    del lines[0]
+    return start, _parse_header_lines(lines)
 
 
 def _decode_head(head: bytes) -> str:
@@ -420,8 +433,8 @@ def _decode_head(head: bytes) -> str:
         text = head.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SIPParseError(f"header section is not valid UTF-8 (byte {e.start})") from None
-    n = text.count("\n")
-    if n != text.count("\r") or n != text.count("\r\n"):
+    n = text.count("\r\n")
+    if n != text.count("\n") or n != text.count("\r"):
         if "\r" in text.replace("\r\n", ""):
             raise SIPParseError("header section contains a CR that does not end a line")
         text = text.replace("\r\n", "\n").replace("\n", "\r\n")
@@ -557,8 +570,13 @@ class SIPMessage:
         return values[0] if values else None
 
     def _list(self, key: str) -> Any:
-        values = self.headers._cache.get(key)
-        return values if values is not None else self.headers.typed(key)
+        headers = self.headers
+        values = headers._cache.get(key)
+        if values is None:
+            if key not in headers._values:
+                return []
+            values = headers.typed(key)
+        return values
 
     # -- typed accessors -------------------------------------------------------------
 
@@ -570,30 +588,48 @@ class SIPMessage:
     @property
     def top_via(self) -> FrozenViaHeader:
         """The topmost Via value; SIPParseError if there is none."""
-        vias = self._list("via")
-        if not vias:
-            raise SIPParseError("missing Via header")
-        return vias[0]  # type: ignore[no-any-return]
+        try:
+            return self.headers._cache["via"][0]  # type: ignore[no-any-return]
+        except (KeyError, IndexError):
+            vias = self._list("via")
+            if not vias:
+                raise SIPParseError("missing Via header") from None
+            return vias[0]  # type: ignore[no-any-return]  # type: ignore[no-any-return]
 
     @property
     def from_header(self) -> FrozenFromHeader | None:
-        return self._single("from")  # type: ignore[no-any-return]
+        try:
+            return self.headers._cache["from"][0]
+        except (KeyError, IndexError):
+            return self._single("from")
 
     @property
     def to_header(self) -> FrozenToHeader | None:
-        return self._single("to")  # type: ignore[no-any-return]
+        try:
+            return self.headers._cache["to"][0]
+        except (KeyError, IndexError):
+            return self._single("to")
 
     @property
     def call_id(self) -> str | None:
-        return self._single("call-id")  # type: ignore[no-any-return]
+        try:
+            return self.headers._cache["call-id"][0]
+        except (KeyError, IndexError):
+            return self._single("call-id")
 
     @property
     def cseq(self) -> CSeq | None:
-        return self._single("cseq")  # type: ignore[no-any-return]
+        try:
+            return self.headers._cache["cseq"][0]
+        except (KeyError, IndexError):
+            return self._single("cseq")
 
     @property
     def max_forwards(self) -> int | None:
-        return self._single("max-forwards")  # type: ignore[no-any-return]
+        try:
+            return self.headers._cache["max-forwards"][0]
+        except (KeyError, IndexError):
+            return self._single("max-forwards")
 
     @property
     def contact(self) -> list[FrozenContactHeader]:
@@ -686,10 +722,9 @@ class SIPMessage:
 class SIPRequest(SIPMessage):
     """A SIP request: method, request_uri (FrozenSIPURI or OpaqueURI), headers, body."""
 
-    __slots__ = ("method", "request_uri")
+    __slots__ = ("_request_uri", "method")
 
     method: str
-    request_uri: FrozenSIPURI | OpaqueURI
 
     def __init__(
         self,
@@ -709,10 +744,28 @@ class SIPRequest(SIPMessage):
             raise TypeError(f"request_uri must be a URI, not {type(request_uri).__name__}")
         super().__init__(headers, body, version)
         self.method = method
-        self.request_uri = request_uri
+        self._request_uri: FrozenSIPURI | OpaqueURI | str = request_uri
+
+    @property
+    def request_uri(self) -> FrozenSIPURI | OpaqueURI:
+        """The Request-URI (checked at parse, built on first use)."""
+        uri = self._request_uri
+        if type(uri) is str:
+            uri = self._request_uri = parse_uri(uri)
+        return uri  # type: ignore[return-value]
+
+    @request_uri.setter
+    def request_uri(self, uri: BaseSIPURI | OpaqueURI | str) -> None:
+        if isinstance(uri, str):
+            uri = parse_uri(uri)
+        elif isinstance(uri, SIPURI):
+            uri = FrozenSIPURI.new(uri)
+        elif not isinstance(uri, FrozenSIPURI | OpaqueURI):
+            raise TypeError(f"request_uri must be a URI, not {type(uri).__name__}")
+        self._request_uri = uri
 
     def _start_line(self) -> str:
-        return f"{self.method} {self.request_uri} {self.version}"
+        return f"{self.method} {self._request_uri} {self.version}"
 
     def _start(self) -> tuple[Any, ...]:
         return (self.method, self.request_uri, self.version)
@@ -792,17 +845,13 @@ def _build(start: str, headers: SIPHeaders, body: bytes) -> SIPRequest | SIPResp
                 raise SIPParseError(f"invalid request line: {start!r}")
             method, uri_text, version = m.groups()
             try:
-                uri = parse_uri(uri_text)
+                check_request_uri(uri_text)
             except SIPParseError as e:
                 raise SIPParseError(f"invalid Request-URI: {e}") from None
-            if isinstance(uri, FrozenSIPURI) and uri.headers:
-                raise SIPParseError(
-                    f"invalid Request-URI: headers are not allowed in a Request-URI: {uri_text!r}"
-                )
             message = SIPRequest.__new__(SIPRequest)
-            message.version = version.upper()
+            message.version = version.upper() if version != "SIP/2.0" else version
             message.method = method
-            message.request_uri = uri
+            message._request_uri = uri_text
         message.headers = headers
         message.body = body
         _validate(message, headers)
@@ -811,6 +860,15 @@ def _build(start: str, headers: SIPHeaders, body: bytes) -> SIPRequest | SIPResp
     except SIPParseError as e:
         raise MalformedSIPMessageError(str(e), headers, method) from None
     return message
+
+
+def _single_entry(values: dict[str, list[Any]], key: str, display: str) -> str:
+    entries = values.get(key)
+    if entries is None:
+        raise SIPParseError(f"missing {display} header")
+    if len(entries) > 1:
+        raise SIPParseError(f"multiple {display} headers")
+    return entries[0]  # type: ignore[no-any-return]
 
 
 def _validate(message: SIPRequest | SIPResponse, headers: SIPHeaders) -> None:
@@ -824,21 +882,31 @@ def _validate(message: SIPRequest | SIPResponse, headers: SIPHeaders) -> None:
         cache["via"] = _parse_vias(entries[0])
     else:
         cache["via"] = [via for entry in entries for via in _parse_vias(entry)]
-    for key, display, parse in _EAGER:
-        entries = values.get(key)
-        if entries is None:
-            if key == "max-forwards":
-                continue
-            raise SIPParseError(f"missing {display} header")
-        if len(entries) > 1:
-            raise SIPParseError(f"multiple {display} headers")
-        cache[key] = [parse(entries[0])]
-    if type(message) is SIPRequest:
-        cseq_method = cache["cseq"][0].method
-        if cseq_method != message.method:
-            raise SIPParseError(
-                f"CSeq method {cseq_method} does not match request method {message.method}"
-            )
+    entries = values.get("from")
+    if entries is None or len(entries) > 1:
+        _single_entry(values, "from", "From")
+    cache["from"] = _parse_name_addrs(FrozenFromHeader, entries[0], True)  # type: ignore[index]
+    entries = values.get("to")
+    if entries is None or len(entries) > 1:
+        _single_entry(values, "to", "To")
+    cache["to"] = _parse_name_addrs(FrozenToHeader, entries[0], True)  # type: ignore[index]
+    entries = values.get("call-id")
+    if entries is None or len(entries) > 1:
+        _single_entry(values, "call-id", "Call-ID")
+    cache["call-id"] = [_parse_call_id(entries[0])]  # type: ignore[index]
+    entries = values.get("cseq")
+    if entries is None or len(entries) > 1:
+        _single_entry(values, "cseq", "CSeq")
+    cseq = CSeq.parse(entries[0])  # type: ignore[index]
+    cache["cseq"] = [cseq]
+    if "max-forwards" in values:
+        cache["max-forwards"] = [
+            _uint("Max-Forwards header", _single_entry(values, "max-forwards", "Max-Forwards"), 255)
+        ]
+    if type(message) is SIPRequest and cseq.method != message.method:
+        raise SIPParseError(
+            f"CSeq method {cseq.method} does not match request method {message.method}"
+        )
 
 
 def parse_message(data: bytes) -> SIPRequest | SIPResponse:
@@ -863,11 +931,16 @@ def parse_message(data: bytes) -> SIPRequest | SIPResponse:
     else:
         raise SIPParseError("incomplete message: no empty line after the header section")
     start, headers = _split_head(_decode_head(head))
-    if "content-length" in headers._values:
+    lengths = headers._values.get("content-length")
+    if lengths is not None:
         try:
-            length = headers.typed("content-length")[0]
+            length = _uint(
+                "Content-Length header",
+                _single_entry(headers._values, "content-length", "Content-Length"),
+            )
         except SIPParseError as e:
             raise MalformedSIPMessageError(str(e), headers, _method_of(start)) from None
+        headers._cache["content-length"] = [length]
         if length > len(body):
             raise MalformedSIPMessageError(
                 f"Content-Length {length} is larger than the {len(body)} bytes of body received",
