@@ -56,7 +56,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from sipsimple.core.errors import SIPParseError
-from sipsimple.core.sip.grammar import is_token, iter_pairs, split_commas
+from sipsimple.core.sip.grammar import Memo, is_token, iter_pairs, split_commas
 from sipsimple.core.sip.headers import (
     CANONICAL_NAMES,
     COMPACT_FORMS,
@@ -159,6 +159,8 @@ _REQUEST_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+) ([^ ]+) ([Ss][Ii][Pp]/[0-
 _STATUS_LINE = re.compile(
     r"([Ss][Ii][Pp]/[0-9]+\.[0-9]+) ([1-6][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?"
 )
+_START_MEMO = Memo()
+_UINT_MEMO = Memo()
 _REASON = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 # Header name as written -> key. Holds only known names, so a hit needs no display name;
 # unknown names are checked and lowered every time (they are the rare case).
@@ -420,25 +422,27 @@ def _parse_header_lines(lines: list[str]) -> SIPHeaders:
     return headers
 
 
-def _split_head(head: str) -> tuple[str, SIPHeaders]:
-    """(start line, headers) from the decoded header section (no final empty line)."""
-    lines = head.split("\r\n")
-    start = lines[0]
-    del lines[0]
-    return start, _parse_header_lines(lines)
-
-
-def _decode_head(head: bytes) -> str:
+def _head_lines(head: bytes) -> list[str]:
+    """The lines of a header section: UTF-8, CRLF (or bare LF) line ends, no stray CR."""
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SIPParseError(f"header section is not valid UTF-8 (byte {e.start})") from None
-    n = text.count("\r\n")
+    lines = text.split("\r\n")
+    n = len(lines) - 1
     if n != text.count("\n") or n != text.count("\r"):
         if "\r" in text.replace("\r\n", ""):
             raise SIPParseError("header section contains a CR that does not end a line")
-        text = text.replace("\r\n", "\n").replace("\n", "\r\n")
-    return text
+        lines = text.replace("\r\n", "\n").split("\n")
+    return lines
+
+
+def _split_head(head: bytes) -> tuple[str, SIPHeaders]:
+    """(start line, headers) from the header section (without its final empty line)."""
+    lines = _head_lines(head)
+    start = lines[0]
+    del lines[0]
+    return start, _parse_header_lines(lines)
 
 
 class MalformedSIPMessageError(SIPParseError):
@@ -826,40 +830,66 @@ class SIPResponse(SIPMessage):
         return f"<SIPResponse {self.code} {self.reason}>"
 
 
+def _start_line(start: str) -> tuple[Any, ...]:
+    """(method, Request-URI text, version) or (None, code, reason, version), memoized.
+
+    Start lines repeat (every "SIP/2.0 200 OK", every request to the same target).
+    """
+    parsed = _START_MEMO.get(start)
+    if parsed is not None:
+        return parsed  # type: ignore[no-any-return]
+    if start[:4].upper() == "SIP/":
+        m = _STATUS_LINE.fullmatch(start)
+        if m is None:
+            raise SIPParseError(f"invalid status line: {start!r}")
+        version, code, reason = m.groups()
+        parsed = (None, int(code), reason or "", version.upper())
+    else:
+        m = _REQUEST_LINE.fullmatch(start)
+        if m is None:
+            raise SIPParseError(f"invalid request line: {start!r}")
+        method, uri_text, version = m.groups()
+        try:
+            check_request_uri(uri_text)
+        except SIPParseError as e:
+            raise SIPParseError(f"invalid Request-URI: {e}") from None
+        parsed = (method, uri_text, version.upper())
+    return _START_MEMO.remember(start, parsed)  # type: ignore[no-any-return]
+
+
 def _build(start: str, headers: SIPHeaders, body: bytes) -> SIPRequest | SIPResponse:
     """The message for a start line and headers, with the eager checks done."""
     message: SIPRequest | SIPResponse
     method = None
     try:
-        if start[:4].upper() == "SIP/":
-            m = _STATUS_LINE.fullmatch(start)
-            if m is None:
-                raise SIPParseError(f"invalid status line: {start!r}")
+        parsed = _start_line(start)
+        method = parsed[0]
+        if method is None:
             message = SIPResponse.__new__(SIPResponse)
-            message.version = m.group(1).upper()
-            message.code = int(m.group(2))
-            message.reason = m.group(3) or ""
+            message.code = parsed[1]
+            message.reason = parsed[2]
+            message.version = parsed[3]
         else:
-            m = _REQUEST_LINE.fullmatch(start)
-            if m is None:
-                raise SIPParseError(f"invalid request line: {start!r}")
-            method, uri_text, version = m.groups()
-            try:
-                check_request_uri(uri_text)
-            except SIPParseError as e:
-                raise SIPParseError(f"invalid Request-URI: {e}") from None
             message = SIPRequest.__new__(SIPRequest)
-            message.version = version.upper() if version != "SIP/2.0" else version
             message.method = method
-            message._request_uri = uri_text
+            message._request_uri = parsed[1]
+            message.version = parsed[2]
         message.headers = headers
         message.body = body
         _validate(message, headers)
     except MalformedSIPMessageError:
         raise
     except SIPParseError as e:
-        raise MalformedSIPMessageError(str(e), headers, method) from None
+        raise MalformedSIPMessageError(str(e), headers, method or _method_of(start)) from None
     return message
+
+
+def _number(text: str, what: str) -> int:
+    """A non-negative integer header value (up to 2**32-1), memoized: they repeat."""
+    value = _UINT_MEMO.get(text)
+    if value is None:
+        value = _UINT_MEMO.remember(text, _uint(what, text))
+    return value  # type: ignore[no-any-return]
 
 
 def _single_entry(values: dict[str, list[Any]], key: str, display: str) -> str:
@@ -900,9 +930,12 @@ def _validate(message: SIPRequest | SIPResponse, headers: SIPHeaders) -> None:
     cseq = CSeq.parse(entries[0])  # type: ignore[index]
     cache["cseq"] = [cseq]
     if "max-forwards" in values:
-        cache["max-forwards"] = [
-            _uint("Max-Forwards header", _single_entry(values, "max-forwards", "Max-Forwards"), 255)
-        ]
+        value = _number(
+            _single_entry(values, "max-forwards", "Max-Forwards"), "Max-Forwards header"
+        )
+        if value > 255:
+            raise SIPParseError(f"invalid Max-Forwards header: {value} is larger than 255")
+        cache["max-forwards"] = [value]
     if type(message) is SIPRequest and cseq.method != message.method:
         raise SIPParseError(
             f"CSeq method {cseq.method} does not match request method {message.method}"
@@ -930,13 +963,13 @@ def parse_message(data: bytes) -> SIPRequest | SIPResponse:
         head, body = data[:end], data[end + 4 :]
     else:
         raise SIPParseError("incomplete message: no empty line after the header section")
-    start, headers = _split_head(_decode_head(head))
+    start, headers = _split_head(head)
     lengths = headers._values.get("content-length")
     if lengths is not None:
         try:
-            length = _uint(
-                "Content-Length header",
+            length = _number(
                 _single_entry(headers._values, "content-length", "Content-Length"),
+                "Content-Length header",
             )
         except SIPParseError as e:
             raise MalformedSIPMessageError(str(e), headers, _method_of(start)) from None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sipsimple.core.errors import SIPParseError
 from sipsimple.core.sip.headers import FrozenContentTypeHeader
-from sipsimple.core.sip.message import SIPHeaders, _decode_head, _parse_header_lines
+from sipsimple.core.sip.message import SIPHeaders, _head_lines, _parse_header_lines
 
 __all__ = ["BodyPart", "split_multipart"]
 
@@ -64,4 +64,4 @@ def _part(data: bytes) -> BodyPart:
         return BodyPart(SIPHeaders(), data[2:])
     end = data.find(b"\r\n\r\n")
     head, body = (data, b"") if end < 0 else (data[:end], data[end + 4 :])
-    return BodyPart(_parse_header_lines(_decode_head(head).split("\r\n")), body)
+    return BodyPart(_parse_header_lines(_head_lines(head)), body)
