@@ -332,8 +332,10 @@ def test_values_shared_between_messages_cannot_leak_changes() -> None:
 def test_memo_is_bounded() -> None:
     from sipsimple.core.sip.grammar import Memo
 
-    memo = Memo()
-    memo.limit = 3
+    class Small(Memo):
+        limit = 3
+
+    memo = Small()
     for n in range(10):
         memo.remember(str(n), n)
         assert len(memo) <= 3
