@@ -4,21 +4,26 @@ Parsing
     :func:`parse_message` takes one complete message (a UDP datagram, or what the
     stream framer in :mod:`sipsimple.core.sip.framer` cut out of a TCP/TLS stream) and
     returns a :class:`SIPRequest` or :class:`SIPResponse`. The header section is split
-    from the body once and decoded once (UTF-8; other bytes raise SIPParseError), folded
-    lines are unfolded, and every header line is stored as raw text under its canonical
-    key (compact forms expanded, names case-insensitive). Nothing else is parsed except
-    what a message must have to be usable by the transaction layer, which is validated
-    eagerly:
+    from the body once and decoded once (UTF-8; other bytes raise SIPParseError; bare
+    LF line ends are accepted), folded lines are unfolded, and every header line is
+    stored as raw text under its canonical key (compact forms expanded, names
+    case-insensitive). What a message must have to be usable by the transaction layer
+    is validated eagerly:
 
-    - the start line (method, Request-URI, version / version, code, reason);
+    - the start line: method, Request-URI (a valid URI without URI headers), version /
+      version, code (100-699), reason;
     - Via (all values), From, To, Call-ID, CSeq (exactly one each), CSeq's method equal
-      to the request method, Max-Forwards when present;
+      to the request method, Max-Forwards when present (0-255);
     - Content-Length when present: one value, no larger than the body received (a longer
       body is cut to it: the rest of a datagram is noise, RFC 3261 section 18.3).
 
     Any other header stays raw text until it is asked for; a malformed one raises
     SIPParseError then, and only then (``message.contact`` on ``Contact: ;;;``), so the
-    rest of the message stays usable. The typed values are cached per message.
+    rest of the message stays usable. URIs inside headers (and the Request-URI) are
+    checked with the header but built on first use. Typed values are cached per
+    message, and immutable ones are shared between messages with the same header text
+    (see :class:`~sipsimple.core.sip.grammar.Memo`): SIP repeats Via, From, To,
+    Call-ID and CSeq verbatim between a request and its responses.
 
     Errors are :class:`~sipsimple.core.errors.SIPParseError` whose text says what is
     wrong (``missing CSeq header``, ``invalid Via header: '...'``), fit for the Warning
@@ -46,7 +51,8 @@ Building and sending
     names, headers grouped by name in order of first appearance (RFC 3261 section 7.3.1
     makes the order of different names insignificant) and Content-Length set from the
     body. :meth:`SIPRequest.make_response` copies Via, From, To, Call-ID and CSeq as
-    RFC 3261 section 8.2.6.2 says.
+    RFC 3261 section 8.2.6.2 says. Messages compare equal when their start lines,
+    header values (Content-Length aside) and bodies are equal.
 """
 
 from __future__ import annotations
