@@ -23,7 +23,7 @@ CORPUS = [
     path.read_bytes()
     for path in sorted((DATA / "4475").glob("*.dat")) + sorted((DATA / "5118").glob("*.dat"))
 ]
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 tokens = st.text(TOKEN_CHARS, min_size=1, max_size=12)
@@ -147,7 +147,7 @@ mutations = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.sampled_from(CORPUS), mutations)
 def test_mutated_messages_raise_only_parse_errors(
     data: bytes, edits: list[tuple[str, int, bytes]]
@@ -170,7 +170,7 @@ def test_mutated_messages_raise_only_parse_errors(
     _exercise(message)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_raise_only_parse_errors(data: bytes) -> None:
     try:
@@ -180,7 +180,7 @@ def test_random_bytes_raise_only_parse_errors(data: bytes) -> None:
     _exercise(message)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.lists(st.text(max_size=30), max_size=8))
 def test_random_header_lines_raise_only_parse_errors(lines: list[str]) -> None:
     data = "\r\n".join(["OPTIONS sip:a@b SIP/2.0", *lines, "", ""]).encode("utf-8", "surrogatepass")
