@@ -27,8 +27,9 @@ FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCh
 
 TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 tokens = st.text(TOKEN_CHARS, min_size=1, max_size=12)
+labels = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=8)
 hosts = st.one_of(
-    st.from_regex(r"[a-z][a-z0-9\-]{0,10}(\.[a-z]{2,5}){0,2}", fullmatch=True),
+    st.lists(labels, min_size=1, max_size=3).map(".".join),
     st.ip_addresses().map(str),
 )
 # any text a URI component or display name may carry (no CR/LF): escaped when written
@@ -76,7 +77,7 @@ def requests(draw: st.DrawFn) -> SIPRequest:
         for uri, name in draw(st.lists(st.tuples(uris, st.none() | texts), max_size=2))
     ]
     extra = st.tuples(
-        st.from_regex(r"X-[A-Za-z0-9\-]{1,8}", fullmatch=True),
+        st.text(TOKEN_CHARS, min_size=1, max_size=8).map("X-".__add__),
         st.text(
             st.characters(
                 min_codepoint=32, blacklist_categories=("Cs",), blacklist_characters="\r\n\x7f"
@@ -90,7 +91,7 @@ def requests(draw: st.DrawFn) -> SIPRequest:
     return SIPRequest(method, uri, headers, draw(st.binary(max_size=40)))
 
 
-@FAST
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests())
 def test_serialize_then_parse_gives_the_same_message(request: SIPRequest) -> None:
     parsed = parse_message(bytes(request))
