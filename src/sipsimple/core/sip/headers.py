@@ -15,6 +15,10 @@ inside the angle brackets belong to the URI, the ones after it to the header; in
 addr-spec form (``sip:a@b;tag=x``) every parameter belongs to the header (RFC 3261
 section 20.10).
 
+Frozen name-addr headers parsed from text check their URI at once but build the URI
+object the first time ``uri`` is read. Frozen values parsed by the message layer are
+shared between messages whose header text is the same (immutable, so safe to share).
+
 This module also holds the tables the message layer works from: canonical names,
 compact forms, which headers are comma-separated lists, and the parser of each typed
 header (:data:`TYPED_HEADERS`).

@@ -13,7 +13,9 @@
   names kept as received; URI headers (``?a=b``) a dict of name -> value.
 - A FrozenSIPURI parsed from text serializes back to exactly that text.
 - Any other scheme (``tel:``, ``http:``, ...) is an :class:`OpaqueURI`: scheme plus the
-  rest, kept as received. :func:`parse_uri` returns either kind.
+  rest, kept as received. :func:`parse_uri` returns either kind (and, both being
+  immutable, shares the object between equal texts); :func:`is_valid_uri` checks a
+  text with one regex call, for headers that build their URI only when it is read.
 """
 
 from __future__ import annotations
