@@ -42,13 +42,14 @@ import heapq
 import logging
 import threading
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from sipsimple.media.errors import MediaError
+from sipsimple.threading import SIPThread
 
 if TYPE_CHECKING:
     from sipsimple.media.devices import SoundDevice
@@ -75,6 +76,7 @@ DEFAULT_MAX_BURST = 10
 DEVICE_SLOT = 0
 
 Frame = np.ndarray
+_INT16 = np.dtype(np.int16)
 
 
 class MixerError(MediaError):
@@ -295,7 +297,8 @@ class _RealtimeClock:
                 self._tick(frames)
             except Exception:
                 log.exception("the audio mixer failed to mix a frame")
-        self._handle = self._loop.call_at(self._pacer.deadline, self._wake)
+        if not self._stopped:  # a port may have stopped the mixer during the tick
+            self._handle = self._loop.call_at(self._pacer.deadline, self._wake)
 
 
 @dataclass(slots=True)
@@ -312,8 +315,10 @@ class _Group:
 @dataclass(slots=True)
 class _Plan:
     version: int
-    producers: list[tuple[int, int, SlotPort]]  # (row, slot, port)
-    buffer: np.ndarray  # one int32 row per producer
+    producers: list[tuple[int, SlotPort]]  # (slot, port), one per buffer row
+    frames: list[Frame]  # this tick's frame of each producer
+    silence: Frame
+    buffer: np.ndarray  # int32, one row per producer
     groups: list[_Group]
     idle: list[tuple[int, SlotPort]]  # consumers with no sources
 
@@ -326,7 +331,8 @@ def _index(rows: list[int]) -> slice | np.ndarray:
 
 
 def _saturate(mix: np.ndarray) -> Frame:
-    np.clip(mix, -32768, 32767, out=mix)
+    np.maximum(mix, -32768, out=mix)  # two ufuncs: np.clip's wrapper costs more for a frame
+    np.minimum(mix, 32767, out=mix)
     frame = mix.astype(np.int16)
     frame.flags.writeable = False
     return frame
@@ -539,6 +545,15 @@ class AudioMixer:
                 self._changed()
 
     def _check_pair(self, src_slot: int, dst_slot: int) -> None:
+        ports = self._ports
+        if (
+            type(src_slot) is int
+            and type(dst_slot) is int
+            and src_slot != dst_slot
+            and src_slot in ports
+            and dst_slot in ports
+        ):
+            return  # the usual case, checked cheaply: a conference of N makes N^2 calls
         for name, slot in (("src_slot", src_slot), ("dst_slot", dst_slot)):
             if isinstance(slot, bool) or not isinstance(slot, int):
                 raise TypeError(f"{name} must be an int, got {slot!r}")
@@ -663,60 +678,75 @@ class AudioMixer:
             (group.minus if minus else group.direct).append((dst, port))
         for group in groups.values():
             group.minus_rows = _index([row[dst] for dst, _port in group.minus])
+        silence = np.zeros(self.frame_samples, dtype=np.int16)
+        silence.flags.writeable = False
         return _Plan(
             version=self._version,
-            producers=[(row[slot], slot, self._ports[slot]) for slot in producers],
+            producers=[(slot, self._ports[slot]) for slot in producers],
+            frames=[silence] * len(producers),
+            silence=silence,
             buffer=np.zeros((len(producers), self.frame_samples), dtype=np.int32),
             groups=list(groups.values()),
             idle=idle,
         )
 
     def _mix(self, plan: _Plan) -> None:
-        buffer = plan.buffer
-        shape = (self.frame_samples,)
-        for row, slot, port in plan.producers:
+        frames = plan.frames
+        silence = plan.silence
+        for row, (slot, port) in enumerate(plan.producers):
             if plan.version != self._version and self._ports.get(slot) is not port:
-                buffer[row] = 0
+                frames[row] = silence  # removed during this tick
                 continue
             try:
                 frame = port.produce()
-                if frame is not None and (frame.shape != shape or frame.dtype != np.int16):
-                    raise MixerError(
-                        f"produce() must return int16 frames of shape {shape}, "
-                        f"got {frame.dtype} {frame.shape}"
-                    )
             except Exception:
                 self._port_failed(slot, port)
                 frame = None
             if frame is None:
-                buffer[row] = 0
-            else:
-                buffer[row] = frame
+                frame = silence
+            elif frame.shape != silence.shape or (
+                frame.dtype is not _INT16 and frame.dtype != _INT16
+            ):
+                problem = f"produce() gave {frame.dtype} {frame.shape}, not int16 {silence.shape}"
+                self._port_failed(slot, port, problem)
+                frame = silence
+            frames[row] = frame
+        buffer = plan.buffer
+        if frames:
+            # One C-level copy (and widening to int32) of all the frames, row after row.
+            np.concatenate(frames, out=buffer.reshape(-1))
         for group in plan.groups:
             total = buffer[group.rows].sum(axis=0, dtype=np.int32)
             if group.minus:
                 mixes = _saturate(total - buffer[group.minus_rows])
-                for (slot, port), mix in zip(group.minus, mixes, strict=True):
-                    self._deliver(plan, slot, port, mix)
+                self._deliver(plan, zip(group.minus, mixes, strict=True))
             if group.direct:
                 mix = _saturate(total)
-                for slot, port in group.direct:
-                    self._deliver(plan, slot, port, mix)
-        for slot, port in plan.idle:
-            self._deliver(plan, slot, port, None)
+                self._deliver(plan, ((target, mix) for target in group.direct))
+        if plan.idle:
+            self._deliver(plan, ((target, None) for target in plan.idle))
 
-    def _deliver(self, plan: _Plan, slot: int, port: SlotPort, frame: Frame | None) -> None:
-        if plan.version != self._version and self._ports.get(slot) is not port:
+    def _deliver(
+        self, plan: _Plan, deliveries: Iterable[tuple[tuple[int, SlotPort], Frame | None]]
+    ) -> None:
+        for (slot, port), frame in deliveries:
+            if plan.version != self._version and self._ports.get(slot) is not port:
+                continue  # removed during this tick
+            try:
+                port.consume(frame)
+            except Exception:
+                self._port_failed(slot, port)
+
+    def _port_failed(self, slot: int, port: SlotPort, problem: str | None = None) -> None:
+        """Logs a port's first failure (with the exception being handled, if no problem
+        is given); the port stays, and what it failed to produce counts as silence."""
+        if self._failing.get(slot) is port:
             return
-        try:
-            port.consume(frame)
-        except Exception:
-            self._port_failed(slot, port)
-
-    def _port_failed(self, slot: int, port: SlotPort) -> None:
-        if self._failing.get(slot) is not port:
-            self._failing[slot] = port
+        self._failing[slot] = port
+        if problem is None:
             log.exception("the port in mixer slot %d failed; its audio counts as silence", slot)
+        else:
+            log.error("the port in mixer slot %d failed: %s; it counts as silence", slot, problem)
 
     # -- real time --------------------------------------------------------------------
 
@@ -760,8 +790,6 @@ class AudioMixer:
 
 
 def _default_loop() -> asyncio.AbstractEventLoop:
-    from sipsimple.threading import SIPThread
-
     loop = SIPThread().loop
     if loop is not None and SIPThread().is_running:
         return loop
