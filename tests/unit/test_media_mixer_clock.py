@@ -165,3 +165,25 @@ def test_start_without_any_loop_is_an_error():
     with pytest.raises(MixerError, match="event loop"):
         mixer.start()
     assert not mixer.is_running
+
+
+async def test_a_port_can_stop_the_clock_from_inside_a_tick():
+    mixer = AudioMixer(None, None, 8000)
+
+    class Stopper(SlotPort):
+        consumes = False
+        calls = 0
+
+        def produce(self):
+            self.calls += 1
+            if self.calls == 3:
+                mixer.stop()
+
+    port = Stopper()
+    mixer.add_port(port)
+    mixer.start()
+    await asyncio.sleep(0.15)
+    calls = port.calls
+    assert calls >= 3 and not mixer.is_running
+    await asyncio.sleep(0.1)
+    assert port.calls == calls

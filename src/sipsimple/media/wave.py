@@ -150,7 +150,12 @@ class WaveWriter:
         self._wave.setnchannels(1)
         self._wave.setsampwidth(2)
         self._wave.setframerate(sample_rate)
-        self._wave.writeframes(b"")  # the header, so the file is a valid WAV from now on
+        try:
+            self._wave.writeframes(b"")  # the header: the file is a valid WAV from now on
+        except OSError as error:
+            self._file.close()
+            self.temporary.unlink(missing_ok=True)
+            raise WaveFileError(f"cannot write WAV file {str(self.path)!r}: {error}") from error
         self._batch = bytearray()
         self._batch_bytes = 2 * round(sample_rate * WRITE_SECONDS)
         self._bytes = 0
