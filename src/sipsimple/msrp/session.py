@@ -322,7 +322,7 @@ class MSRPSession:
                 self._queue.append(message)
                 continue
             chunk = message.next_chunk(self.to_path, [self.local_uri], self.make_transaction_id)
-            out.append(chunk.encode())
+            out += chunk._encode_parts(check_body=False)  # its id was picked to avoid the body
             self._start_transaction(chunk, message.message_id, message.failure_report, now)
             if message.done:
                 self._events.append(MessageSent(message.message_id, chunk))
