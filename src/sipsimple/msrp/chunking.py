@@ -201,6 +201,7 @@ class OutgoingMessage:
             fixed.append(("Content-Type", content_type))
         self._message_id_text = header_text("Message-ID", message_id)[1]
         self._fixed = [header_text(name, value) for name, value in fixed]
+        self._own_byte_range = all(name != "Byte-Range" for name, _ in self._fixed)
         self._finished = data is not None
         self._pieces: deque[bytes] = deque()
         self._head = 0  # bytes of the first piece already taken
@@ -301,11 +302,12 @@ class OutgoingMessage:
         contflag: str,
     ) -> MSRPData:
         end = self.position + len(body) - 1
+        byte_range = ByteRange(self.position, end, self.size)
         headers = {
             "To-Path": header_text("To-Path", to_path)[1],
             "From-Path": header_text("From-Path", from_path)[1],
             "Message-ID": self._message_id_text,
-            "Byte-Range": str(ByteRange(self.position, end, self.size)),
+            "Byte-Range": str(byte_range),
         }
         headers.update(self._fixed)
         while True:
@@ -315,6 +317,8 @@ class OutgoingMessage:
         frame = MSRPData(transaction_id, method="SEND", contflag=contflag)
         frame.headers = headers
         frame.data = body
+        if self._own_byte_range:
+            frame._cache["Byte-Range"] = byte_range  # spares the session parsing it back
         self.position = end + 1
         self.chunks_sent += 1
         if contflag != "+":
