@@ -218,7 +218,7 @@ class _Connection(asyncio.Protocol):
         self.remote_address: Address | None = None
         self.write_paused = False
         self.reading_paused = False
-        self.closing = False
+        self._closing = False
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # asyncio.Protocol
@@ -250,13 +250,19 @@ class _Connection(asyncio.Protocol):
             self.owner._writable()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
+        self._closing = True
         if not self.lost.done():
             self.lost.set_result(None)
         if self.owner is not None:
             self.owner._lost(exc)
 
     # for the owners
+
+    @property
+    def closing(self) -> bool:
+        """Whether writing is over: closed by us, or asyncio saw the socket fail
+        (connection_lost then comes in a later loop iteration)."""
+        return self._closing or (self.transport is not None and self.transport.is_closing())
 
     def write(self, data: bytes) -> None:
         if self.closing or self.transport is None:
@@ -282,11 +288,11 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         """Close after what is written has gone out."""
         if not self.closing and self.transport is not None:
-            self.closing = True
+            self._closing = True
             self.transport.close()
 
     def abort(self) -> None:
-        self.closing = True
+        self._closing = True
         if self.transport is not None:
             self.transport.abort()
         elif not self.lost.done():
@@ -462,7 +468,7 @@ class MSRPTransport(_Owner):
             raise MSRPStateError("the MSRP transport is closed")
 
     def _check_alive(self) -> None:
-        if self._ended or self._closing:
+        if self._ended or self._closing or self._conn.closing:
             raise MSRPConnectionError(str(self._close_error or "the MSRP transport was closed"))
 
     # -- events -----------------------------------------------------------------------
@@ -571,7 +577,7 @@ class MSRPTransport(_Owner):
             return
         session = self.session
         now = self._loop.time()
-        while not conn.write_paused:
+        while not conn.write_paused and not conn.closing:
             data = session.data_to_send(now)
             if not data:
                 break
