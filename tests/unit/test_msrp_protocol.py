@@ -516,3 +516,22 @@ def test_make_id_alphabet_and_lengths():
     for length in (4, 16, 32):
         ident = make_id(length)
         assert len(ident) == length and set(ident) <= set("abcdefghijklmnopqrstuvwxyz012345")
+
+
+def test_typed_values_from_cached_lines_are_not_shared_between_frames():
+    parser = MSRPParser()
+    raw = send("t0001", b"x").encode() + send("t0002", b"y").encode()
+    first, second = (e.frame for e in parser.feed(raw) if isinstance(e, FrameStarted))
+    assert first.to_path == second.to_path == [B]
+    first.to_path.append(A)
+    assert second.to_path == [B]
+    assert first.content_type == second.content_type == "application/octet-stream"
+
+
+def test_a_bad_value_on_a_cached_line_is_reported_every_time():
+    bad = send("t0001", b"x").encode().replace(b"\r\n\r\n", b"\r\nFailure-Report: maybe\r\n\r\n", 1)
+    parser = MSRPParser()
+    for tid in ("t0001", "t0002"):
+        events = parser.feed(bad.replace(b"t0001", tid.encode()))
+        assert isinstance(events[0], FrameError) and "Failure-Report" in str(events[0].error)
+        assert events[0].error.transaction_id == tid

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 
 from sipsimple.msrp.errors import MSRPParseError
-from sipsimple.msrp.protocol import ByteRange, MSRPData, header_text
+from sipsimple.msrp.protocol import ByteRange, MSRPData, header_text, make_id
 from sipsimple.msrp.uri import MSRPURI
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "ByteRanges", "IncomingMessage", "OutgoingMessage"]
@@ -312,7 +312,12 @@ class OutgoingMessage:
         headers.update(self._fixed)
         while True:
             transaction_id = make_transaction_id()
-            if ("-------" + transaction_id).encode() not in body:
+            # make_id() draws 80 random bits after the body is fixed: the chance that
+            # the body holds its end-line is below 2**-60, not worth a pass over the
+            # body.  Other generators may be predictable, so their ids are checked.
+            if make_transaction_id is make_id or (
+                ("-------" + transaction_id).encode() not in body
+            ):
                 break
         frame = MSRPData(transaction_id, method="SEND", contflag=contflag)
         frame.headers = headers

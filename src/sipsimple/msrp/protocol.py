@@ -399,8 +399,9 @@ class MSRPData:
         for name in ("To-Path", "From-Path"):
             if name not in self.headers:
                 raise MSRPParseError(f"missing {name} header", transaction_id=self.transaction_id)
+        cache = self._cache
         for name in self.headers:
-            if name in _HEADER_PARSERS:
+            if name in _HEADER_PARSERS and name not in cache:
                 self._typed(name)
         if self.method in ("SEND", "REPORT") and "Message-ID" not in self.headers:
             raise MSRPParseError(
@@ -687,6 +688,7 @@ class MSRPParser:
             if lines.count(b"\r\n") >= self.max_headers:
                 return self._fail(events, f"more than {self.max_headers} headers")
             headers = frame.headers
+            typed = frame._cache
             known = self._lines
             for line in lines.split(b"\r\n"):
                 header = known.get(line)
@@ -699,15 +701,17 @@ class MSRPParser:
                     if match is None:
                         return self._fail(events, f"invalid header line {text[:80]!r}")
                     name, value = match.groups()
-                    header = (_CANONICAL.get(name.lower(), name), value)
+                    header = _known_header(_CANONICAL.get(name.lower(), name), value)
                     if header[0] != "Byte-Range":  # the one that changes with every chunk
                         if len(known) >= _LINE_CACHE_SIZE:
                             known.clear()
                         known[line] = header
-                canonical, value = header
+                canonical, value, parsed = header
                 if canonical in headers:
                     return self._fail(events, f"duplicate {canonical} header")
                 headers[canonical] = value
+                if parsed is not None:
+                    typed[canonical] = list(parsed) if type(parsed) is tuple else parsed
         if end_line >= 0 and not bodiless:
             return self._fail(events, "invalid header line: a broken end-line")
         if bodiless:
@@ -793,6 +797,26 @@ class MSRPParser:
         self._state = _START
         self._frame = None
         return True
+
+
+_SHAREABLE = frozenset(
+    {"Message-ID", "Success-Report", "Failure-Report", "Content-Type", "Status", "Expires"}
+)
+_PATHS = frozenset({"To-Path", "From-Path", "Use-Path"})
+
+
+def _known_header(name: str, value: str) -> tuple[str, str, Any]:
+    # A header line as the parser caches it: with its typed value when that value
+    # can be shared between frames (a path as a tuple, copied into each frame).
+    parsed = None
+    try:
+        if name in _PATHS:
+            parsed = _parse_path_cached(value) or None
+        elif name in _SHAREABLE:
+            parsed = _HEADER_PARSERS[name](value)
+    except MSRPParseError:
+        pass  # validate() reports it, with the frame's transaction id
+    return name, value, parsed
 
 
 def _marker_prefix_start(buf: bytes, marker: bytes, start: int) -> int:
