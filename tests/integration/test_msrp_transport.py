@@ -556,6 +556,30 @@ async def test_a_connection_may_come_before_accept():
     await close_all(bob, listener)
 
 
+async def test_idle_connections_and_closing_the_listener():
+    listener = await MSRPListener.start(bind_timeout=0.1)
+    idle = await RawPeer.open(listener.port)
+    assert await idle.closed_by_peer()  # named no session in time
+    await idle.close()
+    acceptor = listener.expect(listener.new_uri())
+    waiting = asyncio.ensure_future(acceptor.accept([A_URI], timeout=5))
+    await asyncio.sleep(0)
+    await listener.close()
+    with pytest.raises(MSRPConnectionError, match="stopped expecting"):
+        await waiting
+
+
+async def test_a_failing_trace_hook_does_not_break_the_connection(caplog):
+    def trace(*_):
+        raise RuntimeError("broken hook")
+
+    alice, bob, listener = await open_pair(trace=trace)
+    alice.send_message(b"still works", "text/plain")
+    assert (await next_of(bob, MessageReceived)).data == b"still works"
+    assert "trace hook failed" in caplog.text
+    await close_all(alice, bob, listener)
+
+
 async def test_sent_events_and_send_stream_of_an_async_source():
     alice, bob, listener = await open_pair(b_options={"reassemble": True})
 

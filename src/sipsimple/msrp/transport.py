@@ -46,6 +46,7 @@ stream layer turns it into MSRPTransportTrace).
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl as _ssl
 from collections import deque
 from collections.abc import AsyncIterable, Callable, Iterable
@@ -56,6 +57,7 @@ from sipsimple.msrp.chunking import OutgoingMessage
 from sipsimple.msrp.errors import MSRPError, MSRPStateError
 from sipsimple.msrp.protocol import (
     REASONS,
+    FrameData,
     FrameEnded,
     FrameError,
     FrameStarted,
@@ -98,6 +100,8 @@ __all__ = [
     "connects",
 ]
 
+_log = logging.getLogger(__name__)
+
 Address = tuple[Any, ...]
 TraceHook = Callable[[str, Address | None, Address | None, bytes], None]
 """``trace(direction, local_address, remote_address, data)``; direction is
@@ -110,7 +114,8 @@ DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024
 """Received body bytes that may wait in the event queue before reading pauses."""
 
 _MAX_QUEUED_EVENTS = 4096  # events waiting before reading pauses, whatever their size
-_MAX_STASHED_EVENTS = 256  # parser events held for a session not started yet
+_MAX_STASHED_EVENTS = 256  # parser events held for a session not started yet ...
+_MAX_STASHED_BYTES = 256 * 1024  # ... and the body bytes among them
 
 
 # -- errors and events --------------------------------------------------------------------
@@ -233,7 +238,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.trace is not None:
-            self.trace("incoming", self.local_address, self.remote_address, data)
+            self._trace("incoming", data)
         events = self.parser.feed(data)
         if events and self.owner is not None:
             self.owner._received(events)
@@ -268,8 +273,15 @@ class _Connection(asyncio.Protocol):
         if self.closing or self.transport is None:
             return
         if self.trace is not None:
-            self.trace("outgoing", self.local_address, self.remote_address, data)
+            self._trace("outgoing", data)
         self.transport.write(data)
+
+    def _trace(self, direction: str, data: bytes) -> None:
+        assert self.trace is not None
+        try:
+            self.trace(direction, self.local_address, self.remote_address, data)
+        except Exception:  # a broken trace hook must not break the connection
+            _log.exception("MSRP trace hook failed")
 
     def pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None and not self.closing:
@@ -301,6 +313,23 @@ class _Connection(asyncio.Protocol):
     @property
     def unsent(self) -> int:
         return 0 if self.transport is None else self.transport.get_write_buffer_size()
+
+
+class _Stash:
+    """Parser events that arrive before their session exists; reading pauses while
+    there are too many of them."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self.events: list[ParserEvent] = []
+        self._conn = connection
+        self._bytes = 0
+
+    def add(self, event: ParserEvent) -> None:
+        self.events.append(event)
+        if type(event) is FrameData:
+            self._bytes += len(event.data)
+        if len(self.events) >= _MAX_STASHED_EVENTS or self._bytes >= _MAX_STASHED_BYTES:
+            self._conn.pause_reading()
 
 
 class _Timer:
@@ -748,12 +777,11 @@ class _Parked(_Owner):
     def __init__(self, acceptor: MSRPAcceptor, connection: _Connection) -> None:
         self._acceptor = acceptor
         self._conn = connection
-        self.events: list[ParserEvent] = []
+        self.stash = _Stash(connection)
 
     def _received(self, events: list[ParserEvent]) -> None:
-        self.events += events
-        if len(self.events) >= _MAX_STASHED_EVENTS:
-            self._conn.pause_reading()
+        for event in events:
+            self.stash.add(event)
 
     def _lost(self, error: Exception | None) -> None:
         self._acceptor._parked_lost()
@@ -808,13 +836,14 @@ class MSRPAcceptor:
         connection = parked._conn
         transport = MSRPTransport(session, connection, **transport_options)
         self._listener._bound_to(self.local_uri.session_id, connection)
-        if parked.events:
-            transport._received(parked.events)
+        if parked.stash.events:
+            transport._received(parked.stash.events)
         connection.resume_reading()
         return transport
 
     def cancel(self) -> None:
-        """Stop expecting the connection (closing it if it came)."""
+        """Stop expecting the connection (closing it if it came); a pending accept()
+        raises MSRPConnectionError."""
         if self._done:
             return
         self._done = True
@@ -822,7 +851,9 @@ class MSRPAcceptor:
         if self._parked is not None:
             self._parked._conn.close()
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.cancel()
+            self._waiter.set_exception(
+                MSRPConnectionError(f"stopped expecting a connection for {self.local_uri}")
+            )
 
     def _arrived(self, connection: _Connection, events: list[ParserEvent]) -> bool:
         if self._parked is not None or self._done:
@@ -956,7 +987,7 @@ class _RelayAuth(_Owner):
         self._loop = asyncio.get_running_loop()
         self._timer = _Timer(self._on_timer)
         self.result: asyncio.Future[list[MSRPURI]] = self._loop.create_future()
-        self.events: list[ParserEvent] = []
+        self.stash = _Stash(connection)
         self._response: MSRPData | None = None
 
     def _connected(self) -> None:
@@ -969,9 +1000,7 @@ class _RelayAuth(_Owner):
             if isinstance(event, FrameStarted) and self.auth.handle_response(event.frame, now):
                 self._response = event.frame
             elif not (isinstance(event, FrameEnded) and event.frame is self._response):
-                self.events.append(event)
-        if len(self.events) >= _MAX_STASHED_EVENTS:
-            self._conn.pause_reading()
+                self.stash.add(event)
         self._drive()
 
     def _on_timer(self) -> None:
@@ -1042,8 +1071,8 @@ class MSRPRelayConnection:
             **session_options,
         )
         transport = MSRPTransport(session, connection, **transport_options)
-        if self._phase.events:
-            transport._received(self._phase.events)
+        if self._phase.stash.events:
+            transport._received(self._phase.stash.events)
         connection.resume_reading()
         return transport
 
