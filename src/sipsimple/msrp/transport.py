@@ -926,9 +926,12 @@ class MSRPListener:
 
     def new_uri(self, *, session_id: str | None = None, host: str | None = None) -> MSRPURI:
         """A local URI on this listener for one session (``host`` overrides the
-        listening address, e.g. with a wildcard one)."""
+        listening address; a wildcard listener needs it)."""
+        host = host or self.host
+        if host in ("0.0.0.0", "::"):
+            raise ValueError(f"the listener is on {host}: give the address to advertise")
         return MSRPURI(
-            host=host or self.host,
+            host=host,
             port=self.port,
             session_id=session_id or make_id(20),
             transport="tcp",
