@@ -241,12 +241,9 @@ async def test_accept_times_out_and_unexpected_tls_is_refused(tls):
         await acceptor.accept([A_URI], timeout=0.05)
     with pytest.raises(ValueError):
         listener.expect(MSRPURI("127.0.0.1", listener.port, session_id="x1234", use_tls=True))
-    await listener.close()
-    wildcard = await MSRPListener.start("0.0.0.0", 0)
     with pytest.raises(ValueError, match="advertise"):
-        wildcard.new_uri()
-    assert wildcard.new_uri(host="127.0.0.1").port == wildcard.port
-    await wildcard.close()
+        listener.new_uri(host="0.0.0.0")  # what a wildcard listener would advertise
+    await listener.close()
 
 
 # -- file transfer -----------------------------------------------------------------------------
