@@ -21,6 +21,14 @@ from sipsimple.core.sdp import (
     SDPNegotiatorStateError,
     SDPSession,
 )
+from sipsimple.core.sip.message import (
+    MalformedSIPMessageError,
+    SIPHeaders,
+    SIPMessage,
+    SIPRequest,
+    SIPResponse,
+    parse_message,
+)
 
 __all__ = [
     "FrozenSDPAttribute",
@@ -30,6 +38,7 @@ __all__ = [
     "FrozenSDPConnection",
     "FrozenSDPMediaStream",
     "FrozenSDPSession",
+    "MalformedSIPMessageError",
     "MediaCodec",
     "SDPAttribute",
     "SDPAttributeList",
@@ -43,5 +52,10 @@ __all__ = [
     "SDPParseError",
     "SDPSession",
     "SIPCoreError",
+    "SIPHeaders",
+    "SIPMessage",
     "SIPParseError",
+    "SIPRequest",
+    "SIPResponse",
+    "parse_message",
 ]
