@@ -1047,26 +1047,11 @@ class TransactionLayer:
         via = request.top_via
         branch = via.branch
         if branch is not None and branch.startswith(MAGIC_COOKIE):
-            base: tuple[Any, ...] = (
-                branch,
-                via.host.lower(),
-                via.port or _default_port(via.transport),
-            )
-            legacy = False
+            port = via.port or _default_port(via.transport)
+            base: tuple[Any, ...] = (branch, via.host.lower(), port)
+            transaction = self._servers.get((base, "INVITE" if method == "ACK" else method))
         else:
-            cseq = request.cseq
-            base = (
-                request.request_uri,
-                _tag(request.from_header),
-                request.call_id,
-                cseq.number if cseq is not None else None,
-                via.body,
-            )
-            legacy = True
-        key = (base, "INVITE" if method == "ACK" else method)
-        transaction = self._servers.get(key)
-        if transaction is not None and legacy and not self._legacy_match(transaction, request):
-            transaction = None
+            base, transaction = self._legacy_match(request)
         if transaction is not None:
             transaction._receive_request(request, now)
             self._schedule(transaction)
@@ -1077,6 +1062,7 @@ class TransactionLayer:
         if self._count >= self.max_transactions:
             self._reject(request, source, transport)
             return
+        key = (base, method)
         target_key = None if method == "CANCEL" else base
         destination = _response_destination(request, source, transport)
         cls = InviteServerTransaction if method == "INVITE" else NonInviteServerTransaction
@@ -1088,12 +1074,6 @@ class TransactionLayer:
         transaction._start(now)
         if method == "CANCEL":
             target = self._targets.get(base)
-            if (
-                target is not None
-                and legacy
-                and _tag(target.request.to_header) != _tag(request.to_header)
-            ):
-                target = None
             if target is not None:
                 target.cancelled = True
             self._events.append(CancelReceived(transaction, request, target))  # type: ignore[arg-type]
@@ -1101,14 +1081,31 @@ class TransactionLayer:
             self._events.append(RequestReceived(transaction, request))
         self._schedule(transaction)
 
-    @staticmethod
-    def _legacy_match(transaction: ServerTransaction, request: SIPRequest) -> bool:
-        """The To tag rule of RFC 3261 section 17.2.3 for requests without the cookie."""
-        tag = _tag(request.to_header)
-        if request.method == "ACK":
-            response = transaction.last_response
-            return response is not None and response.code >= 200 and _tag(response.to_header) == tag
-        return _tag(transaction.request.to_header) == tag
+    def _legacy_match(
+        self, request: SIPRequest
+    ) -> tuple[tuple[Any, ...], ServerTransaction | None]:
+        """(key base, matching transaction) for a request without the magic cookie
+        (RFC 3261 section 17.2.3): Request-URI, To tag, From tag, Call-ID, CSeq number
+        and top Via, with the method apart. An ACK matches an INVITE whose final
+        response had the ACK's To tag; the INVITE had that tag, or none."""
+        cseq = request.cseq
+        number = cseq.number if cseq is not None else None
+        to_tag = _tag(request.to_header)
+        rest = (_tag(request.from_header), request.call_id, number, request.top_via.body)
+        base = (request.request_uri, to_tag, *rest)
+        if request.method != "ACK":
+            return base, self._servers.get((base, request.method))
+        for tag in (to_tag, None) if to_tag is not None else (None,):
+            transaction = self._servers.get(((request.request_uri, tag, *rest), "INVITE"))
+            if transaction is not None:
+                response = transaction.last_response
+                if (
+                    response is not None
+                    and response.code >= 200
+                    and _tag(response.to_header) == to_tag
+                ):
+                    return base, transaction
+        return base, None
 
     def _receive_ack(self, ack: SIPRequest) -> None:
         cseq = ack.cseq
