@@ -84,7 +84,7 @@ def test_invite_is_sent_once_to_the_destination_in_calling():
 
 
 def test_timer_a_doubles_until_timer_b_on_unreliable_transport():
-    layer, request, txn = start()
+    layer, _request, txn = start()
     layer.messages_to_send()
     instants = []
     while (deadline := layer.get_timer()) is not None:
@@ -99,7 +99,7 @@ def test_timer_a_doubles_until_timer_b_on_unreliable_transport():
 
 
 def test_timer_a_does_not_run_on_reliable_transport():
-    layer, request, txn = start(reliable=True)
+    layer, _request, _txn = start(reliable=True)
     layer.messages_to_send()
     assert layer.get_timer() == 32.0
     layer.handle_timer(32.0)
@@ -209,7 +209,7 @@ def test_accepted_passes_retransmitted_and_forked_2xx_up_and_resends_the_tus_ack
 
 
 def test_responses_after_a_non_2xx_final_are_ignored():
-    layer, request, txn = start()
+    layer, request, _txn = start()
     layer.messages_to_send()
     layer.receive_message(respond(request, 404), PEER, "udp", 0.1)
     drain(layer)
@@ -299,7 +299,7 @@ def test_pending_cancel_is_dropped_when_a_final_response_comes_first():
 
 
 def test_cancel_needs_an_invite_client_transaction():
-    layer, request, txn = start("OPTIONS")
+    layer, _request, txn = start("OPTIONS")
     with pytest.raises(TypeError):
         layer.cancel(txn, 0.0)
 
@@ -321,7 +321,7 @@ def test_timer_c_cancels_an_invite_stuck_in_proceeding():
 
 def test_timer_c_in_calling_on_reliable_transport_times_the_invite_out():
     timers = TimerSettings(t1=10.0, t2=10.0, timer_c=100.0)  # timer B at 640 s
-    layer, request, txn = start(reliable=True, timers=timers)
+    layer, _request, _txn = start(reliable=True, timers=timers)
     layer.messages_to_send()
     assert run_timers(layer, 1000.0) == [100.0]
     events = drain(layer)
@@ -342,7 +342,7 @@ def test_timer_settings_reject_impossible_values(kwargs):
 
 
 def test_timer_e_doubles_up_to_t2_then_timer_f():
-    layer, request, txn = start("OPTIONS")
+    layer, _request, txn = start("OPTIONS")
     assert txn.state is TransactionState.TRYING
     layer.messages_to_send()
     instants = []
@@ -373,7 +373,7 @@ def test_timer_e_uses_t2_in_proceeding():
 
 
 def test_custom_t1_t2_scale_the_schedule():
-    layer, request, txn = start("OPTIONS", timers=TimerSettings(t1=0.1, t2=0.3))
+    layer, _request, _txn = start("OPTIONS", timers=TimerSettings(t1=0.1, t2=0.3))
     layer.messages_to_send()
     fired = run_timers(layer, 1.0)
     assert fired == pytest.approx([0.1, 0.3, 0.6, 0.9])

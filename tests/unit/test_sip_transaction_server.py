@@ -91,14 +91,14 @@ def fire(layer, until):
 
 
 def test_new_invite_makes_an_invite_server_transaction_in_proceeding():
-    layer, request, txn = new_server()
+    _layer, _request, txn = new_server()
     assert isinstance(txn, InviteServerTransaction)
     assert txn.state is TransactionState.PROCEEDING and txn.source == SOURCE
     assert txn.transport == "udp" and not txn.reliable and txn.method == "INVITE"
 
 
 def test_100_trying_after_200_ms_without_an_answer():
-    layer, request, txn = new_server(extra=[("Timestamp", "54")])
+    layer, _request, _txn = new_server(extra=[("Timestamp", "54")])
     assert layer.messages_to_send() == []
     assert layer.get_timer() == pytest.approx(0.2)
     layer.handle_timer(0.2)
@@ -117,7 +117,7 @@ def test_no_100_trying_when_the_tu_answers_in_time():
 
 
 def test_100_trying_at_once_when_configured():
-    layer, request, txn = new_server(timers=TimerSettings(trying_delay=0))
+    layer, _request, _txn = new_server(timers=TimerSettings(trying_delay=0))
     assert codes(layer) == [100]
 
 
@@ -324,7 +324,7 @@ def test_cancel_matches_its_invite_and_gets_its_own_transaction():
 
 
 def test_cancel_without_matching_transaction():
-    layer, request, txn = new_server()
+    layer, _request, txn = new_server()
     for cancel in (
         make_request("CANCEL", branch="z9hG4bKother"),
         make_request("CANCEL", sent_by="192.0.2.50:5060"),
@@ -345,7 +345,7 @@ def test_cancel_after_the_invite_ended_has_no_target():
 
 
 def test_transactions_with_the_same_branch_but_other_method_are_distinct():
-    layer, request, txn = new_server("INVITE")
+    layer, _request, txn = new_server("INVITE")
     receive(layer, make_request("BYE", cseq=2), 0.1)
     (event,) = drain(layer)
     assert isinstance(event, RequestReceived) and event.transaction is not txn
@@ -369,7 +369,7 @@ def test_rfc2543_invite_retransmission_and_ack_matching():
 
 
 def test_rfc2543_requests_differing_in_any_key_are_new_transactions():
-    layer, request, txn = new_server("OPTIONS", branch="old-style-branch")
+    layer, request, _txn = new_server("OPTIONS", branch="old-style-branch")
     variants = [
         make_request("OPTIONS", "old-style-branch", cseq=2),
         make_request("OPTIONS", "old-style-branch", to_tag="x"),
@@ -395,14 +395,14 @@ def test_rfc2543_ack_for_2xx_in_accepted_goes_to_the_tu():
 
 
 def test_rfc2543_cancel_matches_its_invite():
-    layer, request, txn = new_server(branch=None)
+    layer, _request, txn = new_server(branch=None)
     receive(layer, make_request("CANCEL", branch=None), 0.5)
     (event,) = drain(layer)
     assert event.target is txn
 
 
 def test_a_cookie_cancel_never_matches_a_2543_invite():
-    layer, request, txn = new_server(branch=None)
+    layer, _request, _txn = new_server(branch=None)
     receive(layer, make_request("CANCEL", branch="z9hG4bKs1"), 0.5)
     assert drain(layer)[0].target is None
 
