@@ -109,6 +109,13 @@ def _parse_components(text: str) -> tuple[Any, ...]:
     return len(scheme) == 4, user, password, host, port, parameters, hdrs
 
 
+def _same_value(name: str, a: str | None, b: str | None) -> bool:
+    """Whether two values of parameter ``name`` (lower case) are equal."""
+    if name in _CASELESS_VALUES and a is not None and b is not None:
+        return a.lower() == b.lower()
+    return a == b
+
+
 def _canonical_host(host: str) -> str:
     host = host.lower()
     if ":" in host:
@@ -243,7 +250,7 @@ class BaseSIPURI:
         mine = {name.lower(): value for name, value in self.parameters.items()}
         for name, value in other.parameters.items():
             name = name.lower()
-            if name in mine and mine[name] != value:
+            if name in mine and not _same_value(name, mine[name], value):
                 return False
         return True
 
@@ -274,12 +281,7 @@ class BaseSIPURI:
             and _canonical_host(host) == _canonical_host(self.host)
             and (port is None or port == self.port)
             and all(
-                name.lower() in mine
-                and (
-                    (value or "").lower() == (mine[name.lower()] or "").lower()
-                    if name.lower() in _CASELESS_VALUES
-                    else value == mine[name.lower()]
-                )
+                name.lower() in mine and _same_value(name.lower(), mine[name.lower()], value)
                 for name, value in parameters.items()
             )
             and all(my_headers.get(name.lower()) == value for name, value in headers.items())
