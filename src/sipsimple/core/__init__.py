@@ -21,6 +21,14 @@ from sipsimple.core.sdp import (
     SDPNegotiatorStateError,
     SDPSession,
 )
+from sipsimple.core.sip.dialog import (
+    Dialog,
+    DialogError,
+    DialogID,
+    DialogLayer,
+    DialogSet,
+    DialogState,
+)
 from sipsimple.core.sip.message import (
     MalformedSIPMessageError,
     SIPHeaders,
@@ -29,8 +37,22 @@ from sipsimple.core.sip.message import (
     SIPResponse,
     parse_message,
 )
+from sipsimple.core.sip.timers import TimerSettings
+from sipsimple.core.sip.transaction import (
+    TransactionError,
+    TransactionLayer,
+    TransactionLimitError,
+    TransactionState,
+    TransactionStateError,
+)
 
 __all__ = [
+    "Dialog",
+    "DialogError",
+    "DialogID",
+    "DialogLayer",
+    "DialogSet",
+    "DialogState",
     "FrozenSDPAttribute",
     "FrozenSDPAttributeList",
     "FrozenSDPBandwidthInfo",
@@ -57,5 +79,11 @@ __all__ = [
     "SIPParseError",
     "SIPRequest",
     "SIPResponse",
+    "TimerSettings",
+    "TransactionError",
+    "TransactionLayer",
+    "TransactionLimitError",
+    "TransactionState",
+    "TransactionStateError",
     "parse_message",
 ]
