@@ -394,9 +394,6 @@ class Transaction:
         "state",
     )
 
-    is_invite = False
-    is_client = False
-
     def __init__(self, layer: TransactionLayer, request: SIPRequest, reliable: bool) -> None:
         self._layer = layer
         self.request = request
@@ -449,8 +446,6 @@ class ClientTransaction(Transaction):
 
     __slots__ = ("_data", "destination", "internal", "last_response")
 
-    is_client = True
-
     def __init__(
         self,
         layer: TransactionLayer,
@@ -487,17 +482,14 @@ class InviteClientTransaction(ClientTransaction):
     ``cancelled`` is True once the TU (or timer C) asked to cancel it.
     """
 
-    __slots__ = ("_ack", "_ack_destination", "_acks", "_cancel_pending", "_tags", "cancelled")
-
-    is_invite = True
+    __slots__ = ("_ack", "_acks", "_cancel_pending", "_tags", "cancelled")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.cancelled = False
         self._cancel_pending = False
         self._ack: bytes | None = None
-        self._acks: dict[str | None, bytes] = {}
-        self._ack_destination: Any = None
+        self._acks: dict[str | None, tuple[bytes, Any]] = {}
         self._tags: set[str | None] = set()
 
     def _start(self, now: float) -> None:
@@ -573,7 +565,7 @@ class InviteClientTransaction(ClientTransaction):
                 if seen:
                     ack = self._acks.get(tag)
                     if ack is not None:
-                        layer._transmit(ack, self._ack_destination, None)
+                        layer._transmit(ack[0], ack[1], None)
                 else:
                     self._tags.add(tag)
                 layer._emit_for(self, ResponseReceived(self, response, seen))
@@ -582,8 +574,7 @@ class InviteClientTransaction(ClientTransaction):
 
     def _remember_ack(self, ack: SIPRequest, data: bytes, destination: Any) -> None:
         if self.state is _ACCEPTED:
-            self._acks[_tag(ack.to_header)] = data
-            self._ack_destination = destination
+            self._acks[_tag(ack.to_header)] = (data, destination)
 
     def _cancel(self, now: float) -> bool:
         if self.cancelled or self.state not in (_CALLING, _PROCEEDING):
@@ -712,8 +703,6 @@ class InviteServerTransaction(ServerTransaction):
     """
 
     __slots__ = ("_accepted_key", "_provisional", "_received_at", "ack_received")
-
-    is_invite = True
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
