@@ -33,7 +33,11 @@ the TU's ACK when a 2xx is retransmitted, keep an answered INVITE server transac
 Accepted for 64*T1 (timer L) so that retransmitted INVITEs are absorbed. Acting for the
 UA core, the layer also retransmits a 2xx to an INVITE until its ACK arrives (RFC 3261
 section 13.3.1.4: T1 doubling to T2, on every transport) and reports a missing ACK when
-timer L fires.
+timer L fires. An INVITE client transaction in the proceeding state has no timer of
+its own (RFC 3261 section 17.1.1.2): the TU ends it with ``cancel`` when its patience
+runs out, or sets ``timer_c`` in the TimerSettings.
+
+Every match is a dict lookup; ``max_transactions`` bounds what the layer holds.
 
 Following RFC 6026 section 8.8, a transport error in a server transaction is reported
 to the TU but leaves the transaction in its state (its timers end it); a client
