@@ -334,11 +334,14 @@ def build_cancel(request: SIPRequest) -> SIPRequest:
     return SIPRequest("CANCEL", request.request_uri, pairs)
 
 
-def _stamp_via(request: SIPRequest, via: Any, source: Address) -> bool:
-    """Add ``received`` and fill ``rport`` on the top Via (RFC 3261 18.2.1, RFC 3581
-    section 4); whether the client asked for ``rport``."""
+def _stamp_via(
+    request: SIPRequest, via: Any, source: Address, transport: str
+) -> ResponseDestination:
+    """Add ``received`` and fill ``rport`` on the top Via (RFC 3261 section 18.2.1, RFC
+    3581 section 4), and say where the responses go (section 18.2.2, RFC 3581)."""
     host, port = source
     rport = False
+    maddr = None
     parameters: dict[str, str | None] = {}
     for name, value in via.parameters.items():
         lower = name.lower()
@@ -346,31 +349,24 @@ def _stamp_via(request: SIPRequest, via: Any, source: Address) -> bool:
             rport = True
             parameters[name] = str(port)
         elif lower != "received":
+            if lower == "maddr":
+                maddr = value
             parameters[name] = value
-    if not rport and via.host.lower() == host.lower():
-        return False
-    parameters["received"] = host
-    sent_by = f"[{via.host}]" if ":" in via.host else via.host
-    if via.port is not None:
-        sent_by = f"{sent_by}:{via.port}"
-    # text, not a FrozenViaHeader: half the cost, and the layer has the parsed Via
-    stamped = f"{via.protocol}/{via.transport} {sent_by}{format_params(parameters)}"
-    vias = request.via
-    request.headers.set("Via", [stamped, *vias[1:]] if len(vias) > 1 else stamped)
-    return rport
-
-
-def _response_destination(
-    via: Any, rport: bool, source: Address, transport: str
-) -> ResponseDestination:
-    host, port = source
+    if rport or via.host.lower() != host.lower():
+        parameters["received"] = host
+        sent_by = f"[{via.host}]" if ":" in via.host else via.host
+        if via.port is not None:
+            sent_by = f"{sent_by}:{via.port}"
+        # text, not a FrozenViaHeader: half the cost, and the layer has the parsed Via
+        stamped = f"{via.protocol}/{via.transport} {sent_by}{format_params(parameters)}"
+        vias = request.via
+        request.headers.set("Via", [stamped, *vias[1:]] if len(vias) > 1 else stamped)
+    transport = transport.lower()
+    if maddr and transport == "udp":
+        host = maddr
     if not rport:
         port = via.port or _default_port(via.transport)
-    if not is_reliable(transport):
-        maddr = via.maddr
-        if maddr:
-            host = maddr
-    return ResponseDestination(transport.lower(), source, (host, port))
+    return ResponseDestination(transport, source, (host, port))
 
 
 def _tag(header: Any) -> str | None:
@@ -1043,7 +1039,7 @@ class TransactionLayer:
         self, request: SIPRequest, source: Address, transport: str, now: float
     ) -> None:
         via = request.top_via
-        rport = _stamp_via(request, via, source)
+        destination = _stamp_via(request, via, source, transport)
         method = request.method
         branch = via.branch
         if branch is not None and branch.startswith(MAGIC_COOKIE):
@@ -1059,7 +1055,6 @@ class TransactionLayer:
         if method == "ACK":
             self._receive_ack(request)
             return
-        destination = _response_destination(via, rport, source, transport)
         if self._count >= self.max_transactions:
             self._reject(request, destination, source)
             return
