@@ -27,6 +27,14 @@ from sipsimple.core.sip.auth import (
     CredentialsRejectedError,
     DigestAuthenticator,
 )
+from sipsimple.core.sip.message import (
+    MalformedSIPMessageError,
+    SIPHeaders,
+    SIPMessage,
+    SIPRequest,
+    SIPResponse,
+    parse_message,
+)
 
 __all__ = [
     "AuthenticationError",
@@ -40,6 +48,7 @@ __all__ = [
     "FrozenSDPConnection",
     "FrozenSDPMediaStream",
     "FrozenSDPSession",
+    "MalformedSIPMessageError",
     "MediaCodec",
     "SDPAttribute",
     "SDPAttributeList",
@@ -53,5 +62,10 @@ __all__ = [
     "SDPParseError",
     "SDPSession",
     "SIPCoreError",
+    "SIPHeaders",
+    "SIPMessage",
     "SIPParseError",
+    "SIPRequest",
+    "SIPResponse",
+    "parse_message",
 ]

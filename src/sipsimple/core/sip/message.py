@@ -1,0 +1,884 @@
+"""SIP messages: parsing, building and serializing requests and responses (sans-IO).
+
+Parsing
+    :func:`parse_message` takes one complete message (a UDP datagram, or what the
+    stream framer in :mod:`sipsimple.core.sip.framer` cut out of a TCP/TLS stream) and
+    returns a :class:`SIPRequest` or :class:`SIPResponse`. The header section is split
+    from the body once and decoded once (UTF-8; other bytes raise SIPParseError), folded
+    lines are unfolded, and every header line is stored as raw text under its canonical
+    key (compact forms expanded, names case-insensitive). Nothing else is parsed except
+    what a message must have to be usable by the transaction layer, which is validated
+    eagerly:
+
+    - the start line (method, Request-URI, version / version, code, reason);
+    - Via (all values), From, To, Call-ID, CSeq (exactly one each), CSeq's method equal
+      to the request method, Max-Forwards when present;
+    - Content-Length when present: one value, no larger than the body received (a longer
+      body is cut to it: the rest of a datagram is noise, RFC 3261 section 18.3).
+
+    Any other header stays raw text until it is asked for; a malformed one raises
+    SIPParseError then, and only then (``message.contact`` on ``Contact: ;;;``), so the
+    rest of the message stays usable. The typed values are cached per message.
+
+    Errors are :class:`~sipsimple.core.errors.SIPParseError` whose text says what is
+    wrong (``missing CSeq header``, ``invalid Via header: '...'``), fit for the Warning
+    of a 400. When the start line and header lines could be read, the error is a
+    :class:`MalformedSIPMessageError` carrying them, so that a 400 can be built with
+    :meth:`MalformedSIPMessageError.make_response`. A message in another SIP version
+    parses (``message.version``); answering it with 505 is the receiver's call.
+
+Reading
+    ``message.headers`` is a :class:`SIPHeaders`: a case-insensitive multimap of raw
+    text values, in which ``Via: a, b`` and two ``Via`` lines are the same two values.
+    Typed, cached accessors: ``via`` (list of FrozenViaHeader, ``top_via``),
+    ``from_header``, ``to_header``, ``call_id``, ``cseq`` (CSeq(number, method)),
+    ``max_forwards``, ``contact``, ``route``, ``record_route``, ``content_type``,
+    ``content_length``, ``expires``, ``min_expires``, ``allow``, ``supported``,
+    ``require``, ``proxy_require``, ``unsupported``, and for any header
+    ``get_header(name)`` / ``get_headers(name)``. :meth:`SIPMessage.header_dict` gives
+    the dict that notifications carry.
+
+Building and sending
+    ``SIPRequest(method, request_uri, headers=..., body=...)`` and
+    ``SIPResponse(code, reason, headers=..., body=...)``; headers may be given as
+    (name, value) pairs or a mapping, values as text or header objects (anything with a
+    ``body``, e.g. ViaHeader, CSeq). ``bytes(message)`` serializes with canonical header
+    names, headers grouped by name in order of first appearance (RFC 3261 section 7.3.1
+    makes the order of different names insignificant) and Content-Length set from the
+    body. :meth:`SIPRequest.make_response` copies Via, From, To, Call-ID and CSeq as
+    RFC 3261 section 8.2.6.2 says.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from sipsimple.core.errors import SIPParseError
+from sipsimple.core.sip.grammar import is_token, iter_pairs, split_commas
+from sipsimple.core.sip.headers import (
+    CANONICAL_NAMES,
+    COMPACT_FORMS,
+    LIST_HEADERS,
+    TYPED_HEADERS,
+    CSeq,
+    FrozenContactHeader,
+    FrozenContentTypeHeader,
+    FrozenFromHeader,
+    FrozenHeader,
+    FrozenRecordRouteHeader,
+    FrozenRouteHeader,
+    FrozenToHeader,
+    FrozenViaHeader,
+    _parse_call_id,
+    _parse_vias,
+    _uint,
+)
+from sipsimple.core.sip.uri import SIPURI, BaseSIPURI, FrozenSIPURI, OpaqueURI, parse_uri
+
+__all__ = [
+    "REASON_PHRASES",
+    "MalformedSIPMessageError",
+    "SIPHeaders",
+    "SIPMessage",
+    "SIPRequest",
+    "SIPResponse",
+    "parse_message",
+]
+
+REASON_PHRASES: dict[int, str] = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    199: "Early Dialog Terminated",
+    200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    412: "Conditional Request Failed",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",
+    491: "Request Pending",
+    493: "Undecipherable",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    580: "Precondition Failure",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
+
+_UNFOLD = re.compile(r"\r\n(?=[ \t])")
+_REQUEST_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+) ([^ ]+) ([Ss][Ii][Pp]/[0-9]+\.[0-9]+)")
+_STATUS_LINE = re.compile(
+    r"([Ss][Ii][Pp]/[0-9]+\.[0-9]+) ([1-6][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?"
+)
+_REASON = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+_EAGER = (
+    ("from", "From", FrozenFromHeader.parse),
+    ("to", "To", FrozenToHeader.parse),
+    ("call-id", "Call-ID", _parse_call_id),
+    ("cseq", "CSeq", CSeq.parse),
+    ("max-forwards", "Max-Forwards", lambda text: _uint("Max-Forwards header", text, 255)),
+)
+
+# Header name as written -> key. Holds only known names, so a hit needs no display name;
+# unknown names are checked and lowered every time (they are the rare case).
+_KEYS: dict[str, str] = {}
+for _key, _name in CANONICAL_NAMES.items():
+    _KEYS[_name] = _KEYS[_key] = _KEYS[_key.upper()] = _KEYS[_key.title()] = _key
+for _letter, _key in COMPACT_FORMS.items():
+    _KEYS[_letter] = _KEYS[_letter.upper()] = _key
+del _key, _name, _letter
+
+
+def _header_key(name: str) -> tuple[str, str]:
+    """(key, display name) of a header name as written; raises SIPParseError if invalid."""
+    key = _KEYS.get(name)
+    if key is not None:
+        return key, CANONICAL_NAMES[key]
+    stripped = name.strip(" \t")
+    if not is_token(stripped):
+        raise SIPParseError(f"invalid header name: {name!r}")
+    key = stripped.lower()
+    key = COMPACT_FORMS.get(key, key)
+    canonical = CANONICAL_NAMES.get(key)
+    if canonical is not None:
+        if len(_KEYS) < 4096:
+            _KEYS[name] = key
+        return key, canonical
+    return key, stripped
+
+
+def _api_key(name: str) -> tuple[str, str]:
+    try:
+        return _header_key(name)
+    except SIPParseError as e:
+        raise ValueError(str(e)) from None
+
+
+def _entry_text(entry: Any) -> str:
+    return entry if type(entry) is str else entry.body
+
+
+class SIPHeaders:
+    """A case-insensitive, multi-valued mapping of header names to text values.
+
+    Names may be given in any case or in compact form (``i`` is ``Call-ID``). For the
+    comma-separated list headers (Via, Contact, Route, Allow, ...) each element is a
+    value of its own: ``Via: a, b`` and two Via lines are equivalent. Values are stored
+    as given: text, or header objects (anything with a ``body``) which are written out
+    when the message is serialized.
+
+    ``get(name)`` (first value or default), ``getall(name)``, ``headers[name]`` (first
+    value, KeyError), ``set(name, value_or_values)``, ``add(name, value, first=False)``,
+    ``del headers[name]``, ``name in headers``; iterating gives the names in order,
+    ``items()`` the (name, value) pairs in order.
+    """
+
+    __slots__ = ("_cache", "_names", "_values")
+
+    def __init__(
+        self, headers: SIPHeaders | Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None
+    ) -> None:
+        self._values: dict[str, list[Any]] = {}
+        self._names: dict[str, str] = {}
+        self._cache: dict[str, list[Any]] = {}
+        if isinstance(headers, SIPHeaders):
+            self._values = {key: list(entries) for key, entries in headers._values.items()}
+            self._names = dict(headers._names)
+        else:
+            for name, value in iter_pairs(headers):
+                self.add(name, value)
+
+    def copy(self) -> SIPHeaders:
+        return SIPHeaders(self)
+
+    def _display(self, key: str) -> str:
+        return CANONICAL_NAMES.get(key) or self._names[key]
+
+    def _split(self, key: str, entries: list[Any]) -> list[str]:
+        if key in LIST_HEADERS:
+            return [value for entry in entries for value in split_commas(_entry_text(entry))]
+        return [_entry_text(entry) for entry in entries]
+
+    def getall(self, name: str) -> list[str]:
+        """All values of a header, in order (list headers split at their commas)."""
+        key = _api_key(name)[0]
+        entries = self._values.get(key)
+        return self._split(key, entries) if entries else []
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of a header, or ``default``."""
+        values = self.getall(name)
+        return values[0] if values else default
+
+    def __getitem__(self, name: str) -> str:
+        values = self.getall(name)
+        if not values:
+            raise KeyError(name)
+        return values[0]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and _api_key(name)[0] in self._values
+
+    def set(self, name: str, value: Any) -> None:
+        """Replace every value of a header; a list or tuple gives several values."""
+        key, display = _api_key(name)
+        values = (
+            list(value)
+            if isinstance(value, list | tuple) and not isinstance(value, CSeq)
+            else [value]
+        )
+        self._cache.pop(key, None)
+        if not values:
+            self._values.pop(key, None)
+            return
+        self._values[key] = [self._checked(value) for value in values]
+        if key not in CANONICAL_NAMES:
+            self._names[key] = display
+
+    __setitem__ = set
+
+    def add(self, name: str, value: Any, *, first: bool = False) -> None:
+        """Add a value after the existing ones, or before them with ``first=True``."""
+        key, display = _api_key(name)
+        self._cache.pop(key, None)
+        entries = self._values.setdefault(key, [])
+        if first:
+            entries.insert(0, self._checked(value))
+        else:
+            entries.append(self._checked(value))
+        if key not in CANONICAL_NAMES:
+            self._names.setdefault(key, display)
+
+    @staticmethod
+    def _checked(value: Any) -> Any:
+        if isinstance(value, str):
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header values must not contain CR or LF: {value!r}")
+            return value.strip(" \t")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if not hasattr(value, "body"):
+            raise TypeError(f"header values are text or header objects, not {type(value).__name__}")
+        return value
+
+    def __delitem__(self, name: str) -> None:
+        key = _api_key(name)[0]
+        if key not in self._values:
+            raise KeyError(name)
+        del self._values[key]
+        self._cache.pop(key, None)
+        self._names.pop(key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return (self._display(key) for key in self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def items(self) -> list[tuple[str, str]]:
+        """(name, value) for every value, in order; list headers split at their commas."""
+        return [
+            (self._display(key), value)
+            for key, entries in self._values.items()
+            for value in self._split(key, entries)
+        ]
+
+    def _comparable(self) -> dict[str, list[str]]:
+        return {key: self._split(key, entries) for key, entries in self._values.items()}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SIPHeaders):
+            return NotImplemented
+        return self._comparable() == other._comparable()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SIPHeaders({self.items()!r})"
+
+    def typed(self, name: str) -> list[Any]:
+        """The typed values of a header (parsed on first use, then cached).
+
+        Known headers give their typed values (FrozenViaHeader, CSeq, int, list items
+        ...), unknown ones a FrozenHeader per line. Raises SIPParseError when the header
+        is malformed, or repeated where only one is allowed.
+        """
+        key = _KEYS.get(name) or _api_key(name)[0]
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        entries = self._values.get(key)
+        if not entries:
+            return []
+        spec = TYPED_HEADERS.get(key)
+        if spec is None:
+            display = self._display(key)
+            result = [FrozenHeader(display, _entry_text(entry)) for entry in entries]
+        else:
+            is_list, parse = spec
+            if not is_list and len(entries) > 1:
+                raise SIPParseError(f"multiple {self._display(key)} headers")
+            if len(entries) == 1:
+                result = parse(_entry_text(entries[0]))
+            else:
+                result = [value for entry in entries for value in parse(_entry_text(entry))]
+        self._cache[key] = result
+        return result
+
+    def _lines(self) -> list[str]:
+        lines = []
+        names = self._names
+        for key, entries in self._values.items():
+            if key == "content-length":
+                continue
+            name = CANONICAL_NAMES.get(key) or names[key]
+            for entry in entries:
+                lines.append(f"{name}: {entry}" if type(entry) is str else f"{name}: {entry.body}")
+        return lines
+
+
+def _parse_header_lines(lines: list[str], start: int = 0) -> SIPHeaders:
+    """SIPHeaders from unfolded ``Name: value`` lines (the hot loop of parsing)."""
+    headers = SIPHeaders.__new__(SIPHeaders)
+    values: dict[str, list[Any]] = {}
+    names: dict[str, str] = {}
+    keys = _KEYS
+    for index in range(start, len(lines)):
+        line = lines[index]
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise SIPParseError(f"invalid header line: {line!r}")
+        key = keys.get(name)
+        if key is None:
+            key, display = _header_key(name)
+            if key not in CANONICAL_NAMES and key not in names:
+                names[key] = display
+        value = value.strip(" \t")
+        entries = values.get(key)
+        if entries is None:
+            values[key] = [value]
+        else:
+            entries.append(value)
+    headers._values = values
+    headers._names = names
+    headers._cache = {}
+    return headers
+
+
+def _split_head(head: str) -> tuple[str, SIPHeaders]:
+    """(start line, headers) from the decoded header section (no final empty line)."""
+    if "\r\n " in head or "\r\n\t" in head:
+        head = _UNFOLD.sub("", head)
+    lines = head.split("\r\n")
+    return lines[0], _parse_header_lines(lines, 1)
+
+
+def _decode_head(head: bytes) -> str:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SIPParseError(f"header section is not valid UTF-8 (byte {e.start})") from None
+    n = text.count("\n")
+    if n != text.count("\r") or n != text.count("\r\n"):
+        if "\r" in text.replace("\r\n", ""):
+            raise SIPParseError("header section contains a CR that does not end a line")
+        text = text.replace("\r\n", "\n").replace("\n", "\r\n")
+    return text
+
+
+class MalformedSIPMessageError(SIPParseError):
+    """A message whose start line and header lines could be read, but that is invalid.
+
+    ``headers`` holds the raw header lines and ``method`` the request method (None for a
+    response or when the request line itself is the problem), so the receiver can answer
+    a request with :meth:`make_response` (a 400 with the error in a Warning by default).
+    """
+
+    def __init__(self, text: str, headers: SIPHeaders, method: str | None) -> None:
+        super().__init__(text)
+        self.headers = headers
+        self.method = method
+
+    def make_response(
+        self,
+        code: int = 400,
+        reason: str | None = None,
+        *,
+        warning_agent: str | None = None,
+        to_tag: str | None = None,
+    ) -> SIPResponse | None:
+        """A response to the bad request, or None when it cannot or must not be answered.
+
+        None for responses and ACKs (never answered) and when Via, From, To, Call-ID or
+        CSeq is missing. With ``warning_agent`` (our host name) the error text goes into
+        ``Warning: 399 <agent> "<text>"``.
+        """
+        if self.method is None or self.method == "ACK":
+            return None
+        headers = self.headers
+        if not all(key in headers._values for key in ("via", "from", "to", "call-id", "cseq")):
+            return None
+        extra = []
+        if warning_agent is not None:
+            from sipsimple.core.sip.headers import WarningHeader
+
+            extra.append(("Warning", WarningHeader(399, warning_agent, str(self)[:200])))
+        return _response_for(headers, code, reason, to_tag=to_tag, headers=extra, body=b"")
+
+
+def _response_for(
+    request_headers: SIPHeaders,
+    code: int,
+    reason: str | None,
+    *,
+    to_tag: str | None,
+    headers: SIPHeaders | Mapping[str, Any] | Iterable[tuple[str, Any]] | None,
+    body: bytes,
+) -> SIPResponse:
+    copied = SIPHeaders.__new__(SIPHeaders)
+    values: dict[str, list[Any]] = {}
+    source = request_headers._values
+    for key in ("via", "from", "to", "call-id", "cseq"):
+        entries = source.get(key)
+        if entries:
+            values[key] = list(entries)
+    if to_tag is not None and "to" in values:
+        to = values["to"][0]
+        try:
+            has_tag = request_headers.typed("to")[0].tag is not None
+        except SIPParseError:
+            has_tag = True
+        if not has_tag:
+            values["to"] = [f"{_entry_text(to)};tag={to_tag}"]
+    copied._values = values
+    copied._names = {}
+    copied._cache = {}
+    for name, value in iter_pairs(headers):
+        copied.add(name, value)
+    return SIPResponse(code, reason, copied, body)
+
+
+class SIPMessage:
+    """What requests and responses share: headers, body, version and typed accessors."""
+
+    __slots__ = ("body", "headers", "version")
+
+    headers: SIPHeaders
+    body: bytes
+    version: str
+
+    def __init__(
+        self,
+        headers: SIPHeaders | Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        if not isinstance(body, bytes | bytearray | memoryview):
+            raise TypeError(f"body must be bytes, not {type(body).__name__}")
+        self.headers = headers if isinstance(headers, SIPHeaders) else SIPHeaders(headers)
+        self.body = bytes(body)
+        self.version = version
+
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        lines = self.headers._lines()
+        lines.insert(0, self._start_line())
+        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
+        return "\r\n".join(lines).encode() + self.body
+
+    def __eq__(self, other: object) -> bool:
+        """Semantic equality: start line, header values (Content-Length aside) and body."""
+        if not isinstance(other, SIPMessage):
+            return NotImplemented
+        if (
+            type(self) is not type(other)
+            or self._start() != other._start()
+            or self.body != other.body
+        ):
+            return False
+        mine, theirs = self.headers._comparable(), other.headers._comparable()
+        mine.pop("content-length", None)
+        theirs.pop("content-length", None)
+        return mine == theirs
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _start(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def _single(self, key: str) -> Any:
+        values = self.headers._cache.get(key)
+        if values is None:
+            values = self.headers.typed(key)
+        return values[0] if values else None
+
+    def _list(self, key: str) -> Any:
+        values = self.headers._cache.get(key)
+        return values if values is not None else self.headers.typed(key)
+
+    # -- typed accessors -------------------------------------------------------------
+
+    @property
+    def via(self) -> list[FrozenViaHeader]:
+        """All Via values, topmost first."""
+        return self._list("via")  # type: ignore[no-any-return]
+
+    @property
+    def top_via(self) -> FrozenViaHeader:
+        """The topmost Via value; SIPParseError if there is none."""
+        vias = self._list("via")
+        if not vias:
+            raise SIPParseError("missing Via header")
+        return vias[0]  # type: ignore[no-any-return]
+
+    @property
+    def from_header(self) -> FrozenFromHeader | None:
+        return self._single("from")  # type: ignore[no-any-return]
+
+    @property
+    def to_header(self) -> FrozenToHeader | None:
+        return self._single("to")  # type: ignore[no-any-return]
+
+    @property
+    def call_id(self) -> str | None:
+        return self._single("call-id")  # type: ignore[no-any-return]
+
+    @property
+    def cseq(self) -> CSeq | None:
+        return self._single("cseq")  # type: ignore[no-any-return]
+
+    @property
+    def max_forwards(self) -> int | None:
+        return self._single("max-forwards")  # type: ignore[no-any-return]
+
+    @property
+    def contact(self) -> list[FrozenContactHeader]:
+        return self._list("contact")  # type: ignore[no-any-return]
+
+    @property
+    def route(self) -> list[FrozenRouteHeader]:
+        return self._list("route")  # type: ignore[no-any-return]
+
+    @property
+    def record_route(self) -> list[FrozenRecordRouteHeader]:
+        return self._list("record-route")  # type: ignore[no-any-return]
+
+    @property
+    def content_type(self) -> FrozenContentTypeHeader | None:
+        return self._single("content-type")  # type: ignore[no-any-return]
+
+    @property
+    def content_length(self) -> int | None:
+        """The Content-Length header as received (None if absent); the body is cut to it."""
+        return self._single("content-length")  # type: ignore[no-any-return]
+
+    @property
+    def expires(self) -> int | None:
+        return self._single("expires")  # type: ignore[no-any-return]
+
+    @property
+    def min_expires(self) -> int | None:
+        return self._single("min-expires")  # type: ignore[no-any-return]
+
+    @property
+    def allow(self) -> list[str]:
+        return self._list("allow")  # type: ignore[no-any-return]
+
+    @property
+    def supported(self) -> list[str]:
+        return self._list("supported")  # type: ignore[no-any-return]
+
+    @property
+    def require(self) -> list[str]:
+        return self._list("require")  # type: ignore[no-any-return]
+
+    @property
+    def proxy_require(self) -> list[str]:
+        return self._list("proxy-require")  # type: ignore[no-any-return]
+
+    @property
+    def unsupported(self) -> list[str]:
+        return self._list("unsupported")  # type: ignore[no-any-return]
+
+    def get_headers(self, name: str) -> list[Any]:
+        """The typed values of any header (FrozenHeader for unknown ones), in order."""
+        return self.headers.typed(name)
+
+    def get_header(self, name: str) -> Any:
+        """The first typed value of any header, or None."""
+        values = self.headers.typed(name)
+        return values[0] if values else None
+
+    def header_dict(self) -> dict[str, Any]:
+        """The headers as notifications carry them, keyed by canonical name.
+
+        Via, Contact, Route, Record-Route, Warning, Reason: lists of Frozen headers;
+        Allow, Supported, Require and the other token lists: lists of str; CSeq:
+        (number, method); Call-ID: str; Content-Length, Expires, Min-Expires,
+        Max-Forwards: int; other known headers: their Frozen header; unknown headers:
+        a FrozenHeader (a list of them when repeated). A header that is malformed is
+        given as FrozenHeader(s) of its raw text instead of failing the whole dict.
+        """
+        result: dict[str, Any] = {}
+        headers = self.headers
+        for key, entries in headers._values.items():
+            display = headers._display(key)
+            spec = TYPED_HEADERS.get(key)
+            try:
+                if spec is not None:
+                    values = headers.typed(key)
+                    result[display] = values if spec[0] else values[0]
+                    continue
+                if key in LIST_HEADERS:
+                    result[display] = headers._split(key, entries)
+                    continue
+            except SIPParseError:
+                pass
+            raw = [FrozenHeader(display, _entry_text(entry)) for entry in entries]
+            result[display] = raw[0] if len(raw) == 1 else raw
+        return result
+
+
+class SIPRequest(SIPMessage):
+    """A SIP request: method, request_uri (FrozenSIPURI or OpaqueURI), headers, body."""
+
+    __slots__ = ("method", "request_uri")
+
+    method: str
+    request_uri: FrozenSIPURI | OpaqueURI
+
+    def __init__(
+        self,
+        method: str,
+        request_uri: BaseSIPURI | OpaqueURI | str,
+        headers: SIPHeaders | Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        if not is_token(method):
+            raise ValueError(f"invalid method: {method!r}")
+        if isinstance(request_uri, str):
+            request_uri = parse_uri(request_uri)
+        elif isinstance(request_uri, SIPURI):
+            request_uri = FrozenSIPURI.new(request_uri)
+        elif not isinstance(request_uri, FrozenSIPURI | OpaqueURI):
+            raise TypeError(f"request_uri must be a URI, not {type(request_uri).__name__}")
+        super().__init__(headers, body, version)
+        self.method = method
+        self.request_uri = request_uri
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self.request_uri} {self.version}"
+
+    def _start(self) -> tuple[Any, ...]:
+        return (self.method, self.request_uri, self.version)
+
+    def __repr__(self) -> str:
+        return f"<SIPRequest {self.method} {self.request_uri}>"
+
+    def make_response(
+        self,
+        code: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        headers: SIPHeaders | Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+        body: bytes = b"",
+    ) -> SIPResponse:
+        """A response with Via, From, To, Call-ID and CSeq copied from this request.
+
+        ``to_tag`` is added to To unless the request's To already has a tag (RFC 3261
+        section 8.2.6.2); ``headers`` are added after the copied ones.
+        """
+        return _response_for(self.headers, code, reason, to_tag=to_tag, headers=headers, body=body)
+
+
+class SIPResponse(SIPMessage):
+    """A SIP response: code, reason, headers, body."""
+
+    __slots__ = ("code", "reason")
+
+    code: int
+    reason: str
+
+    def __init__(
+        self,
+        code: int,
+        reason: str | None = None,
+        headers: SIPHeaders | Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        if isinstance(code, bool) or not 100 <= code <= 699:
+            raise ValueError(f"status code must be in 100..699, not {code!r}")
+        if reason is None:
+            reason = REASON_PHRASES.get(code) or REASON_PHRASES.get(code - code % 100, "")
+        elif _REASON.fullmatch(reason) is None:
+            raise ValueError(f"invalid reason phrase: {reason!r}")
+        super().__init__(headers, body, version)
+        self.code = code
+        self.reason = reason
+
+    def _start_line(self) -> str:
+        return f"{self.version} {self.code} {self.reason}"
+
+    def _start(self) -> tuple[Any, ...]:
+        return (self.code, self.reason, self.version)
+
+    def __repr__(self) -> str:
+        return f"<SIPResponse {self.code} {self.reason}>"
+
+
+def _build(start: str, headers: SIPHeaders, body: bytes) -> SIPRequest | SIPResponse:
+    """The message for a start line and headers, with the eager checks done."""
+    message: SIPRequest | SIPResponse
+    method = None
+    try:
+        if start[:4].upper() == "SIP/":
+            m = _STATUS_LINE.fullmatch(start)
+            if m is None:
+                raise SIPParseError(f"invalid status line: {start!r}")
+            message = SIPResponse.__new__(SIPResponse)
+            message.version = m.group(1).upper()
+            message.code = int(m.group(2))
+            message.reason = m.group(3) or ""
+        else:
+            m = _REQUEST_LINE.fullmatch(start)
+            if m is None:
+                raise SIPParseError(f"invalid request line: {start!r}")
+            method, uri_text, version = m.groups()
+            try:
+                uri = parse_uri(uri_text)
+            except SIPParseError as e:
+                raise SIPParseError(f"invalid Request-URI: {e}") from None
+            if isinstance(uri, FrozenSIPURI) and uri.headers:
+                raise SIPParseError(
+                    f"invalid Request-URI: headers are not allowed in a Request-URI: {uri_text!r}"
+                )
+            message = SIPRequest.__new__(SIPRequest)
+            message.version = version.upper()
+            message.method = method
+            message.request_uri = uri
+        message.headers = headers
+        message.body = body
+        _validate(message, headers)
+    except MalformedSIPMessageError:
+        raise
+    except SIPParseError as e:
+        raise MalformedSIPMessageError(str(e), headers, method) from None
+    return message
+
+
+def _validate(message: SIPRequest | SIPResponse, headers: SIPHeaders) -> None:
+    """Parse and cache what the transaction layer needs; raise on what it cannot use."""
+    values = headers._values
+    cache = headers._cache
+    entries = values.get("via")
+    if entries is None:
+        raise SIPParseError("missing Via header")
+    if len(entries) == 1:
+        cache["via"] = _parse_vias(entries[0])
+    else:
+        cache["via"] = [via for entry in entries for via in _parse_vias(entry)]
+    for key, display, parse in _EAGER:
+        entries = values.get(key)
+        if entries is None:
+            if key == "max-forwards":
+                continue
+            raise SIPParseError(f"missing {display} header")
+        if len(entries) > 1:
+            raise SIPParseError(f"multiple {display} headers")
+        cache[key] = [parse(entries[0])]
+    if type(message) is SIPRequest:
+        cseq_method = cache["cseq"][0].method
+        if cseq_method != message.method:
+            raise SIPParseError(
+                f"CSeq method {cseq_method} does not match request method {message.method}"
+            )
+
+
+def parse_message(data: bytes) -> SIPRequest | SIPResponse:
+    """Parse one complete SIP message (a datagram); raises SIPParseError.
+
+    CRLFs before the start line are skipped. With a Content-Length the body is cut to
+    it (a body shorter than it is an error); without one the body is the rest of
+    ``data``, as for UDP.
+    """
+    if not isinstance(data, bytes):
+        if not isinstance(data, bytearray | memoryview):
+            raise TypeError(f"parse_message() needs bytes, not {type(data).__name__}")
+        data = bytes(data)
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")
+    end = data.find(b"\r\n\r\n")
+    lf = data.find(b"\n\n", 0, len(data) if end < 0 else end)
+    if lf >= 0:
+        head, body = data[:lf], data[lf + 2 :]
+    elif end >= 0:
+        head, body = data[:end], data[end + 4 :]
+    else:
+        raise SIPParseError("incomplete message: no empty line after the header section")
+    start, headers = _split_head(_decode_head(head))
+    if "content-length" in headers._values:
+        try:
+            length = headers.typed("content-length")[0]
+        except SIPParseError as e:
+            raise MalformedSIPMessageError(str(e), headers, _method_of(start)) from None
+        if length > len(body):
+            raise MalformedSIPMessageError(
+                f"Content-Length {length} is larger than the {len(body)} bytes of body received",
+                headers,
+                _method_of(start),
+            )
+        if length < len(body):
+            body = body[:length]
+    return _build(start, headers, body)
+
+
+def _method_of(start: str) -> str | None:
+    m = _REQUEST_LINE.fullmatch(start)
+    return m.group(1) if m is not None else None

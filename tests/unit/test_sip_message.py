@@ -1,0 +1,320 @@
+"""SIP messages: parsing, the header mapping, typed access, building and serializing."""
+
+from __future__ import annotations
+
+import pytest
+
+from sipsimple.core import (
+    MalformedSIPMessageError,
+    SIPParseError,
+    SIPRequest,
+    SIPResponse,
+    parse_message,
+)
+from sipsimple.core.sip.headers import (
+    ContactHeader,
+    CSeq,
+    FromHeader,
+    FrozenContentTypeHeader,
+    FrozenEventHeader,
+    FrozenHeader,
+    ToHeader,
+    ViaHeader,
+)
+from sipsimple.core.sip.uri import SIPURI, FrozenSIPURI
+
+INVITE = (
+    b"INVITE sip:bob@example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds;rport\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"To: Bob <sip:bob@example.com>\r\n"
+    b'From: "Alice" <sip:alice@example.com>;tag=1928301774\r\n'
+    b"Call-ID: a84b4c76e66710@192.0.2.1\r\n"
+    b"CSeq: 314159 INVITE\r\n"
+    b"Contact: <sip:alice@192.0.2.1>\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: 4\r\n"
+    b"\r\n"
+    b"v=0\n"
+)
+
+
+def with_headers(*lines: str, body: bytes = b"") -> bytes:
+    start = [
+        "OPTIONS sip:bob@example.com SIP/2.0",
+        "Via: SIP/2.0/UDP h;branch=z9hG4bK1",
+        "From: <sip:a@example.com>;tag=1",
+        "To: <sip:bob@example.com>",
+        "Call-ID: c1",
+        "CSeq: 1 OPTIONS",
+    ]
+    return ("\r\n".join([*start, *lines]) + "\r\n\r\n").encode() + body
+
+
+def test_parse_invite() -> None:
+    m = parse_message(INVITE)
+    assert isinstance(m, SIPRequest)
+    assert (m.method, str(m.request_uri), m.version) == ("INVITE", "sip:bob@example.com", "SIP/2.0")
+    assert (
+        m.top_via.branch == "z9hG4bK776asdhds"
+        and m.top_via.rport is True
+        and m.top_via.port == 5060
+    )
+    assert m.from_header.tag == "1928301774" and m.to_header.tag is None  # type: ignore[union-attr]
+    assert (m.call_id, m.cseq, m.max_forwards, m.content_length) == (
+        "a84b4c76e66710@192.0.2.1",
+        (314159, "INVITE"),
+        70,
+        4,
+    )
+    assert m.contact[0].uri == FrozenSIPURI("192.0.2.1", "alice")
+    assert m.route == [] and m.record_route == [] and m.expires is None and m.allow == []
+    assert m.content_type.content_type == "application/sdp"  # type: ignore[union-attr]
+    assert m.body == b"v=0\n"
+
+
+def test_parse_response() -> None:
+    data = INVITE.replace(b"INVITE sip:bob@example.com SIP/2.0", b"SIP/2.0 180 Ringing").replace(
+        b"Max-Forwards: 70\r\n", b""
+    )
+    m = parse_message(data)
+    assert isinstance(m, SIPResponse) and (m.code, m.reason) == (180, "Ringing")
+    assert m.max_forwards is None
+
+
+def test_header_mapping_semantics() -> None:
+    m = parse_message(
+        with_headers(
+            "v: SIP/2.0/TCP second;branch=z9hG4bK2, SIP/2.0/TCP third;branch=z9hG4bK3",
+            "SUPPORTED: timer",
+            "k: replaces, 100rel",
+            "X-Custom:  raw ,value ",
+            "x-custom: again",
+        )
+    )
+    headers = m.headers
+    assert headers.getall("via") == [
+        "SIP/2.0/UDP h;branch=z9hG4bK1",
+        "SIP/2.0/TCP second;branch=z9hG4bK2",
+        "SIP/2.0/TCP third;branch=z9hG4bK3",
+    ]
+    assert [v.host for v in m.via] == ["h", "second", "third"]
+    assert m.supported == ["timer", "replaces", "100rel"]
+    assert headers.get("i") == "c1" and headers["CALL-ID"] == "c1" and "call-id" in headers
+    assert headers.getall("X-Custom") == ["raw ,value", "again"]  # unknown: never split
+    assert headers.get("Missing") is None and headers.get("Missing", "d") == "d"
+    with pytest.raises(KeyError):
+        headers["Missing"]
+    assert list(headers)[:3] == ["Via", "From", "To"] and "X-Custom" in list(headers)
+    assert ("Supported", "100rel") in headers.items()
+    headers.set("X-Custom", "one")
+    headers.add("x-custom", "zero", first=True)
+    assert headers.getall("X-CUSTOM") == ["zero", "one"]
+    del headers["x-custom"]
+    assert "X-Custom" not in headers
+    with pytest.raises(KeyError):
+        del headers["x-custom"]
+    with pytest.raises(ValueError, match="CR or LF"):
+        headers.add("X-Evil", "a\r\nVia: b")
+    with pytest.raises(ValueError, match="invalid header name"):
+        headers.add("Bad Name", "x")
+    with pytest.raises(TypeError):
+        headers.add("X-Thing", object())
+
+
+def test_changing_headers_drops_the_cached_typed_values() -> None:
+    m = parse_message(INVITE)
+    assert m.top_via.branch == "z9hG4bK776asdhds"
+    m.headers.set("Via", ViaHeader("TCP", "other.example.com", parameters={"branch": "z9hG4bKnew"}))
+    assert m.top_via.branch == "z9hG4bKnew" and m.top_via.transport == "TCP"
+    m.headers.add("Via", "SIP/2.0/UDP first;branch=z9hG4bK0", first=True)
+    assert [v.host for v in m.via] == ["first", "other.example.com"]
+
+
+def test_unfolding_and_whitespace() -> None:
+    m = parse_message(with_headers("Subject: first\r\n  second\r\n\tthird", "X-A:value"))
+    assert m.headers.get("Subject") == "first  second\tthird"
+    assert m.headers.get("X-A") == "value"
+
+
+def test_eager_headers_are_validated_at_parse() -> None:
+    cases = {
+        "missing Via header": INVITE.replace(
+            b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds;rport\r\n", b""
+        ),
+        "missing Call-ID header": INVITE.replace(b"Call-ID: a84b4c76e66710@192.0.2.1\r\n", b""),
+        "missing CSeq header": INVITE.replace(b"CSeq: 314159 INVITE\r\n", b""),
+        "invalid Max-Forwards header": INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards: 256"),
+        "invalid Call-ID header": INVITE.replace(
+            b"Call-ID: a84b4c76e66710@192.0.2.1", b"Call-ID: a b"
+        ),
+        "multiple To headers": INVITE.replace(b"To: Bob", b"To: <sip:x@y>\r\nTo: Bob"),
+        "invalid From header": INVITE.replace(b"From: ", b"From: ;"),
+        "invalid Via header": INVITE.replace(b"SIP/2.0/UDP 192.0.2.1:5060", b"SIP/2.0 192.0.2.1"),
+    }
+    for text, data in cases.items():
+        with pytest.raises(MalformedSIPMessageError, match=text):
+            parse_message(data)
+
+
+def test_other_headers_fail_only_when_read() -> None:
+    m = parse_message(
+        with_headers("Contact: <sip:a@b>;;", "Expires: soon", "Content-Type: sdp", "Event: a b")
+    )
+    for reader in (
+        lambda: m.contact,
+        lambda: m.expires,
+        lambda: m.content_type,
+        lambda: m.get_header("Event"),
+    ):
+        with pytest.raises(SIPParseError, match="invalid"):
+            reader()
+    assert m.cseq == (1, "OPTIONS")  # everything else is usable
+    shown = m.header_dict()
+    assert shown["Contact"] == FrozenHeader("Contact", "<sip:a@b>;;")
+    assert shown["Expires"] == FrozenHeader("Expires", "soon")
+
+
+def test_framing_errors_of_a_datagram() -> None:
+    with pytest.raises(SIPParseError, match="not valid UTF-8"):
+        parse_message(INVITE.replace(b"Bob", b"B\xffb"))
+    with pytest.raises(SIPParseError, match="no empty line"):
+        parse_message(INVITE.split(b"\r\n\r\n")[0])
+    with pytest.raises(SIPParseError, match="invalid header line"):
+        parse_message(with_headers("no colon"))
+    with pytest.raises(SIPParseError, match="invalid header name"):
+        parse_message(with_headers("Bad Name: x"))
+    with pytest.raises(SIPParseError, match="CR that does not end a line"):
+        parse_message(with_headers("X-A: a\rb"))
+    with pytest.raises(TypeError):
+        parse_message("text")  # type: ignore[arg-type]
+
+
+def test_body_handling() -> None:
+    data = with_headers("Content-Length: 3", body=b"abcdef")
+    assert parse_message(data).body == b"abc"  # the rest of a datagram is noise
+    assert parse_message(with_headers(body=b"\x00\xffbinary")).body == b"\x00\xffbinary"
+    assert parse_message(bytearray(b"\r\n\r\n" + data)).body == b"abc"  # leading CRLFs skipped
+
+
+def test_bare_lf_line_endings_are_accepted() -> None:
+    m = parse_message(INVITE.replace(b"\r\n", b"\n"))
+    assert m.call_id == "a84b4c76e66710@192.0.2.1" and m.body == b"v=0\n"
+
+
+def test_build_request_and_serialize() -> None:
+    request = SIPRequest(
+        "MESSAGE",
+        SIPURI("example.com", "bob"),
+        headers=[
+            ("Via", ViaHeader("UDP", "192.0.2.1", 5060, {"branch": "z9hG4bKabc", "rport": None})),
+            ("Max-Forwards", 70),
+            ("From", FromHeader(SIPURI("example.com", "alice"), "Alice", {"tag": "t1"})),
+            ("To", ToHeader(SIPURI("example.com", "bob"))),
+            ("Call-ID", "cid@host"),
+            ("CSeq", CSeq(1, "MESSAGE")),
+            ("Content-Type", "text/plain"),
+            ("Content-Length", "999"),
+        ],
+        body="héllo".encode(),
+    )
+    assert bytes(request) == (
+        b"MESSAGE sip:bob@example.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc;rport\r\n"
+        b"Max-Forwards: 70\r\n"
+        b'From: "Alice" <sip:alice@example.com>;tag=t1\r\n'
+        b"To: <sip:bob@example.com>\r\n"
+        b"Call-ID: cid@host\r\n"
+        b"CSeq: 1 MESSAGE\r\n"
+        b"Content-Type: text/plain\r\n"
+        b"Content-Length: 6\r\n"
+        b"\r\n" + "héllo".encode()
+    )
+    parsed = parse_message(bytes(request))
+    assert parsed == request
+    assert parsed.from_header == FromHeader(SIPURI("example.com", "alice"), "Alice", {"tag": "t1"})
+    assert request.top_via.branch == "z9hG4bKabc"  # typed views of built messages work too
+    with pytest.raises(ValueError, match="invalid method"):
+        SIPRequest("BAD METHOD", "sip:x@y")
+    with pytest.raises(TypeError):
+        SIPRequest("X", "sip:x@y", body="text")  # type: ignore[arg-type]
+
+
+def test_compact_and_unknown_names_are_written_canonically() -> None:
+    m = parse_message(with_headers("k: timer", "x-Odd-NAME: 1", "l: 0"))
+    text = bytes(m)
+    assert b"\r\nSupported: timer\r\n" in text and b"\r\nx-Odd-NAME: 1\r\n" in text
+    assert text.endswith(b"\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_make_response() -> None:
+    request = parse_message(INVITE)
+    assert isinstance(request, SIPRequest)
+    response = request.make_response(
+        200,
+        to_tag="as83kd",
+        headers=[("Contact", ContactHeader("sip:bob@192.0.2.2"))],
+        body=b"v=0\r\n",
+    )
+    assert (response.code, response.reason) == (200, "OK")
+    parsed = parse_message(bytes(response))
+    assert parsed.to_header.tag == "as83kd"  # type: ignore[union-attr]
+    assert parsed.top_via.branch == request.top_via.branch and parsed.cseq == request.cseq
+    assert parsed.contact[0].uri.user == "bob" and parsed.body == b"v=0\r\n"
+    assert SIPResponse(299).reason == "OK" and SIPResponse(477).reason == "Bad Request"
+    tagged = parse_message(bytes(response))
+    assert tagged.to_header.tag == "as83kd"  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        SIPResponse(700)
+    with pytest.raises(ValueError):
+        SIPResponse(200, "bad\r\nreason")
+
+
+def test_header_dict_for_notifications() -> None:
+    m = parse_message(
+        with_headers(
+            "Max-Forwards: 70",
+            "Contact: <sip:a@192.0.2.1>;expires=60, <sip:a@192.0.2.2>",
+            "Allow: INVITE, BYE",
+            "Supported: timer",
+            "Require: 100rel",
+            "Expires: 60",
+            "Event: presence;id=1",
+            "Content-Type: application/pidf+xml",
+            "User-Agent: test",
+            "X-Twice: 1",
+            "X-Twice: 2",
+            "Content-Length: 0",
+        )
+    )
+    shown = m.header_dict()
+    assert shown["CSeq"] == (1, "OPTIONS") and shown["Call-ID"] == "c1"
+    assert shown["Max-Forwards"] == 70 and shown["Expires"] == 60 and shown["Content-Length"] == 0
+    assert [c.expires for c in shown["Contact"]] == [60, None]
+    assert (
+        shown["Allow"] == ["INVITE", "BYE"]
+        and shown["Supported"] == ["timer"]
+        and shown["Require"] == ["100rel"]
+    )
+    assert shown["Event"] == FrozenEventHeader("presence", {"id": "1"})
+    assert isinstance(shown["Content-Type"], FrozenContentTypeHeader)
+    assert shown["User-Agent"] == FrozenHeader("User-Agent", "test")
+    assert shown["X-Twice"] == [FrozenHeader("X-Twice", "1"), FrozenHeader("X-Twice", "2")]
+    assert [v.branch for v in shown["Via"]] == ["z9hG4bK1"]
+
+
+def test_generic_typed_access() -> None:
+    m = parse_message(with_headers("X-Thing: a", "Min-Expires: 1800", "Unsupported: foo"))
+    assert m.get_header("x-thing") == FrozenHeader("X-Thing", "a")
+    assert m.get_headers("X-Thing") == [FrozenHeader("X-Thing", "a")]
+    assert m.get_header("X-None") is None
+    assert m.min_expires == 1800 and m.unsupported == ["foo"]
+
+
+def test_semantic_equality_ignores_header_order_and_content_length() -> None:
+    a = parse_message(with_headers("X-A: 1", "X-B: 2", "Content-Length: 0"))
+    b = parse_message(with_headers("X-B: 2", "X-A: 1"))
+    assert a == b
+    c = parse_message(with_headers("X-B: 2", "X-A: 9"))
+    assert a != c
+    assert a != parse_message(INVITE)
