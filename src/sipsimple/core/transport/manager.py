@@ -122,7 +122,7 @@ class TransportManager:
         self._ports: dict[str, int] = {}
         self._udp: list[UDPEndpoint] = []
         self._servers: list[asyncio.Server] = []
-        self._connections: dict[tuple[str, str, int], SIPConnection] = {}
+        self._connections: dict[tuple[str, str, int, str | None], SIPConnection] = {}
         self._open: set[SIPConnection] = set()
         self._connecting: dict[tuple[str, str, int, str | None], asyncio.Task[SIPConnection]] = {}
         self._sent_by: set[tuple[str, int]] = set()
@@ -374,13 +374,11 @@ class TransportManager:
         tls = destination.transport == "tls"
         name = (server_name or destination.host) if tls else None
         key = (destination.transport, destination.host, destination.port)
-        connection = self._connections.get(key)
-        if (
-            connection is not None
-            and connection.is_open
-            and (not tls or not connection.outbound or connection.server_name == name)
-        ):
-            return connection
+        # Outbound TLS connections are kept per server name: each was verified for its own.
+        for candidate in ((*key, name), (*key, None)) if tls else ((*key, None),):
+            connection = self._connections.get(candidate)
+            if connection is not None and connection.is_open:
+                return connection
         task = self._connecting.get((*key, name))
         if task is None:
             if len(self._open) + len(self._connecting) >= self.settings.max_connections:
@@ -631,7 +629,7 @@ class TransportManager:
             connection.close(TransportError(TransportFailure.CONNECTION_LIMIT, "", address))
             return False
         self._open.add(connection)
-        self._connections[(address.transport, address.host, address.port)] = connection
+        self._connections[self._key(connection)] = connection
         log.debug("connection %s %s", "to" if connection.outbound else "from", address)
         if self.on_connected is not None:
             try:
@@ -640,13 +638,20 @@ class TransportManager:
                 log.exception("on_connected failed for %s", address)
         return True
 
+    @staticmethod
+    def _key(connection: SIPConnection) -> tuple[str, str, int, str | None]:
+        address = connection.address
+        assert address is not None
+        name = connection.server_name if connection.outbound else None
+        return (address.transport, address.host, address.port, name)
+
     def _connection_finished(self, connection: SIPConnection, error: TransportError | None) -> None:
         if connection not in self._open:
             return
         self._open.discard(connection)
         address = connection.address
         assert address is not None
-        key = (address.transport, address.host, address.port)
+        key = self._key(connection)
         if self._connections.get(key) is connection:
             del self._connections[key]
         log.debug("connection %s closed%s", address, f": {error}" if error else "")
