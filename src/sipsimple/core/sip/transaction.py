@@ -4,9 +4,10 @@ The :class:`TransactionLayer` is what the Engine drives. It owns every client an
 server transaction of a user agent and never touches a socket or a clock:
 
 - ``receive_message(message, source, transport, now)`` takes a parsed message from
-  the transport. Requests get ``received``/``rport`` stamped on their top Via (RFC
-  3261 section 18.2.1, RFC 3581), are matched to a server transaction (section 17.2.3,
-  with the RFC 2543 rules for branches without the magic cookie) or start a new one;
+  the transport, which has already stamped ``received``/``rport`` on the top Via of a
+  request (RFC 3261 section 18.2.1, RFC 3581). Requests are matched to a server
+  transaction (section 17.2.3, with the RFC 2543 rules for branches without the magic
+  cookie) or start a new one;
   responses are matched to a client transaction (section 17.1.3).
 - ``send_request(request, destination, reliable, now)`` starts a client transaction;
   ``send_response(transaction, response, now)`` answers through a server transaction;
@@ -52,7 +53,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from sipsimple.core.errors import SIPCoreError
-from sipsimple.core.sip.headers import CSeq, FrozenViaHeader
+from sipsimple.core.sip.headers import CSeq
 from sipsimple.core.sip.message import SIPRequest, SIPResponse
 from sipsimple.core.sip.timers import TimerSettings
 
@@ -329,33 +330,11 @@ def build_cancel(request: SIPRequest) -> SIPRequest:
     return SIPRequest("CANCEL", request.request_uri, pairs)
 
 
-def _stamp_via(request: SIPRequest, source: Address) -> None:
-    """Add ``received`` and fill ``rport`` on the top Via (RFC 3261 18.2.1, RFC 3581 4)."""
-    via = request.top_via
-    host, port = source
-    rport = via.rport is not None
-    if not rport and via.host.lower() == host.lower():
-        return
-    parameters: dict[str, str | None] = {}
-    for name, value in via.parameters.items():
-        lower = name.lower()
-        if lower == "received":
-            continue
-        parameters[name] = str(port) if lower == "rport" else value
-    parameters["received"] = host
-    stamped = FrozenViaHeader(via.transport, via.host, via.port, parameters, via.protocol)
-    request.headers.set("Via", [stamped, *request.via[1:]])
-
-
 def _response_destination(
     request: SIPRequest, source: Address, transport: str
 ) -> ResponseDestination:
     via = request.top_via
-    rport = via.rport
-    if isinstance(rport, int) and not isinstance(rport, bool):
-        port = source[1]
-    else:
-        port = via.port or _default_port(via.transport)
+    port = source[1] if via.rport is not None else via.port or _default_port(via.transport)
     host = source[0]
     if not is_reliable(transport) and via.maddr:
         host = via.maddr
@@ -1042,7 +1021,6 @@ class TransactionLayer:
     def _receive_request(
         self, request: SIPRequest, source: Address, transport: str, now: float
     ) -> None:
-        _stamp_via(request, source)
         method = request.method
         via = request.top_via
         branch = via.branch
