@@ -1,5 +1,6 @@
 """The SIP core: sans-IO protocol machines and the asyncio objects built on them."""
 
+from sipsimple.core.engine import Engine, EngineError
 from sipsimple.core.errors import SDPParseError, SIPCoreError, SIPParseError
 from sipsimple.core.sdp import (
     FrozenSDPAttribute,
@@ -41,6 +42,8 @@ __all__ = [
     "Credentials",
     "CredentialsRejectedError",
     "DigestAuthenticator",
+    "Engine",
+    "EngineError",
     "FrozenSDPAttribute",
     "FrozenSDPAttributeList",
     "FrozenSDPBandwidthInfo",
