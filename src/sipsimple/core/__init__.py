@@ -2,6 +2,9 @@
 
 from sipsimple.core.engine import Engine, EngineError
 from sipsimple.core.errors import SDPParseError, SIPCoreError, SIPParseError
+from sipsimple.core.publication import Publication
+from sipsimple.core.registration import Registration
+from sipsimple.core.request import IncomingRequest, Message, Request, RequestStateError
 from sipsimple.core.sdp import (
     FrozenSDPAttribute,
     FrozenSDPAttributeList,
@@ -51,8 +54,14 @@ __all__ = [
     "FrozenSDPConnection",
     "FrozenSDPMediaStream",
     "FrozenSDPSession",
+    "IncomingRequest",
     "MalformedSIPMessageError",
     "MediaCodec",
+    "Message",
+    "Publication",
+    "Registration",
+    "Request",
+    "RequestStateError",
     "SDPAttribute",
     "SDPAttributeList",
     "SDPBandwidthInfo",

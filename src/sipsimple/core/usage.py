@@ -100,6 +100,7 @@ __all__ = [
     "ResponseCallback",
     "ServerRequest",
     "failover",
+    "reason_phrase",
     "request_target",
     "route_destination",
 ]
@@ -394,7 +395,7 @@ class ClientRequest:
         if self._done:
             return
         self.failure = failure
-        response = self.request.make_response(code, _reason_phrase(reason))
+        response = self.request.make_response(code, reason_phrase(reason))
         self.final_response = response
         self._finish()
         self.on_response(self, response)
@@ -412,7 +413,8 @@ class ClientRequest:
             self._task.cancel()
 
 
-def _reason_phrase(text: str) -> str:
+def reason_phrase(text: str) -> str:
+    """Any text as a valid reason phrase (printable, at most 200 characters)."""
     return "".join(c if c.isprintable() else " " for c in text)[:200] or "Service Unavailable"
 
 
