@@ -386,7 +386,8 @@ class Engine:
         self._state = "stopping"
         self._post("SIPEngineWillEnd")
         for client in list(self._clients.values()):
-            client._transaction_failed("stopped", "the Engine stopped")
+            client._last_error = "the Engine stopped"
+            client._transaction_failed(None, "stopped")
         self._cancel_timer()
         transport = self.transport
         if transport is not None:
@@ -756,7 +757,7 @@ class Engine:
         if isinstance(event, ResponseReceived):
             client = self._clients.get(event.transaction)
             if client is not None:
-                client._response(event.response, event.retransmission)
+                client._response(event.transaction, event.response, event.retransmission)
         elif isinstance(event, RequestReceived):
             self._request_received(event.transaction, event.request)
         elif isinstance(event, AckReceived):
@@ -768,7 +769,7 @@ class Engine:
         elif isinstance(event, TransactionTransportError):
             client = self._clients.get(event.transaction)  # type: ignore[call-overload]
             if client is not None:
-                client._transaction_failed("transport", client._last_error or "transport error")
+                client._transaction_failed(event.transaction, "transport")
         elif isinstance(event, TransactionTerminated):
             self._terminated(event.transaction)
         elif isinstance(event, StrayResponse):
@@ -782,7 +783,7 @@ class Engine:
         if isinstance(transaction, ClientTransaction):
             client = self._clients.get(transaction)
             if client is not None:
-                client._transaction_failed("timeout", "Request Timeout")
+                client._transaction_failed(transaction, "timeout")
             return
         server = self._servers.get(transaction)
         if server is not None and server.on_timeout is not None:

@@ -220,8 +220,9 @@ class ClientRequest:
         self.failure: str | None = None
         self._routes = list(routes) if routes is not None else None
         self._destinations: list[TransportAddress] = []
+        self._last_error: str | None = None
         self._auth_retries = 0
-        self._done = False
+        self._abandoned = False
         self._timeout = timeout
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
@@ -235,8 +236,8 @@ class ClientRequest:
 
     @property
     def done(self) -> bool:
-        """True once nothing more will be reported."""
-        return self._done
+        """True once the final response was reported (or the request abandoned)."""
+        return self.final_response is not None or self._abandoned
 
     # -- what the usage calls
 
@@ -260,7 +261,7 @@ class ClientRequest:
     def cancel(self) -> bool:
         """Cancel an INVITE (RFC 3261 section 9.1); False when there is nothing to cancel."""
         transaction = self.transaction
-        if not isinstance(transaction, InviteClientTransaction) or self._done:
+        if not isinstance(transaction, InviteClientTransaction) or self.done:
             return False
         return self.engine._cancel(transaction)
 
@@ -274,9 +275,12 @@ class ClientRequest:
 
     def abandon(self) -> None:
         """Stop reporting: nothing more reaches ``on_response``; the transaction runs on."""
-        self._finish_quietly()
+        self._abandoned = True
+        self._stop_timer()
+        if self._task is not None:
+            self._task.cancel()
 
-    # -- internals (called by the Engine)
+    # -- sending
 
     async def _lookup(self, target: Any) -> None:
         try:
@@ -287,20 +291,15 @@ class ClientRequest:
         self._next()
 
     def _next(self) -> None:
-        """Send to the next destination; a local failure when there is none left."""
-        while self._destinations and not self._done:
-            destination = self._destinations.pop(0)
-            if self._send(self.request, destination):
+        """Send to the next destination; a local failure when none is left."""
+        while self._destinations and not self.done:
+            if self._send(self.request, self._destinations.pop(0)):
                 return
-        if not self._done:
-            self._fail(503, self._last_error or "no destination", "transport")
-
-    _last_error: str | None = None
+        self._fail(503, self._last_error or "no destination", "transport")
 
     def _send(self, request: SIPRequest, destination: TransportAddress) -> bool:
-        request.headers.set(
-            "Via", FrozenViaHeader("UDP", "0.0.0.0", None, {"branch": self.engine.new_branch()})
-        )
+        via = FrozenViaHeader("UDP", "0.0.0.0", None, {"branch": self.engine.new_branch()})
+        request.headers.set("Via", via)
         self.request = request
         try:
             self.transaction = self.engine._start_client(request, destination, self)
@@ -335,82 +334,71 @@ class ClientRequest:
             return False
         self._auth_retries += 1
         old = self.request
-        method = old.method
         if self.dialog is not None:
             number = (self.dialog.local_seq or 0) + 1
             self.dialog.local_seq = number
         else:
             number = old.cseq.number + 1  # type: ignore[union-attr]
         headers = old.headers.copy()
-        headers.set("CSeq", CSeq(number, method))
-        retry = SIPRequest(method, old.request_uri, headers, old.body)
+        headers.set("CSeq", CSeq(number, old.method))
+        retry = SIPRequest(old.method, old.request_uri, headers, old.body)
         self._authorize(retry)
         assert self.destination is not None
         if not self._send(retry, self.destination):
             self._next()
         return True
 
-    def _response(self, response: SIPResponse, retransmission: bool) -> None:
-        if self._done and not (self.is_invite and 200 <= response.code < 300):
-            return
-        if retransmission or (self._done and self._abandoned):
+    # -- what the Engine reports
+
+    def _response(
+        self, transaction: ClientTransaction, response: SIPResponse, retransmission: bool
+    ) -> None:
+        if retransmission or self._abandoned or transaction is not self.transaction:
             return
         code = response.code
-        if code < 200:
-            self.on_response(self, response)
+        if self.final_response is not None:
+            if self.is_invite and 200 <= code < 300:
+                self.on_response(self, response)  # another fork answered
             return
-        if self.final_response is None:
+        if code >= 200:
             if code in (401, 407) and self._retry_with_credentials(response):
                 return
             if code == 503 and self._destinations:
                 self._next()
                 return
             self.final_response = response
-            self._finish()
+            self._stop_timer()
         self.on_response(self, response)
 
-    _abandoned = False
-
-    def _transaction_failed(self, reason: str, text: str) -> None:
-        if self._done:
+    def _transaction_failed(self, transaction: ClientTransaction | None, reason: str) -> None:
+        """The transaction timed out (``reason`` "timeout") or could not send."""
+        if self.done or (transaction is not None and transaction is not self.transaction):
             return
-        self._last_error = text
-        if self._destinations:
+        if self._destinations and reason != "stopped":
             self._next()
-            return
-        if reason == "timeout":
+        elif reason == "timeout":
             self._fail(408, "Request Timeout", reason)
         else:
-            self._fail(503, text, reason)
+            self._fail(503, self._last_error or "transport error", reason)
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self._done or self.final_response is not None:
-            return
-        if self.cancel():
-            return  # the INVITE's final response (487) follows
+        if self.done or self.cancel():
+            return  # a cancelled INVITE ends with its final response (487)
         self._fail(408, "Request Timeout", "timeout")
 
     def _fail(self, code: int, reason: str, failure: str) -> None:
-        if self._done:
+        if self.done:
             return
         self.failure = failure
-        response = self.request.make_response(code, reason_phrase(reason))
-        self.final_response = response
-        self._finish()
+        self.final_response = response = self.request.make_response(code, reason_phrase(reason))
+        self._stop_timer()
         self.on_response(self, response)
 
-    def _finish(self) -> None:
-        self._done = True
+    def _stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    def _finish_quietly(self) -> None:
-        self._abandoned = True
-        self._finish()
-        if self._task is not None:
-            self._task.cancel()
 
 
 def reason_phrase(text: str) -> str:
