@@ -43,6 +43,8 @@ __all__ = [
     "register",
     "route_to",
     "send_message",
+    "serve",
+    "served",
     "set_packet_loss",
     "start_engine",
     "stop_engine",
@@ -173,6 +175,51 @@ def attribute(name: str, attribute: str) -> Any:
     return getattr(_objects[name], attribute)
 
 
+_served: dict[str, list[dict[str, Any]]] = {}
+
+
+def serve(method: str, script: list[tuple[int, list[tuple[str, str]]]]) -> None:
+    """Answer incoming ``method`` requests from a script of (code, headers), in turn.
+
+    The last entry answers every request after it. ``{contact}`` in a header value is
+    replaced by the request's first Contact value. What was received is kept for
+    :func:`served`.
+    """
+    from sipsimple.core.sip.headers import Header
+    from sipsimple.notification import NotificationCenter
+
+    Engine().add_incoming_request(method)
+    remaining = list(script)
+    _served[method] = []
+
+    def answer(notification: Any) -> None:
+        data = notification.data
+        if data.method != method:
+            return
+        headers = {name: _text(value) for name, value in data.headers.items()}
+        _served[method].append({"headers": headers, "body": data.body})
+        code, extra = remaining.pop(0) if len(remaining) > 1 else remaining[0]
+        contact = headers.get("Contact", "").split(",")[0]
+        notification.sender.answer(
+            code, extra_headers=[Header(n, v.replace("{contact}", contact)) for n, v in extra]
+        )
+
+    NotificationCenter().add_observer(answer, "SIPIncomingRequestGotRequest")
+
+
+def served(method: str) -> list[dict[str, Any]]:
+    """The requests :func:`serve` answered: {"headers": {name: text}, "body": bytes}."""
+    return _served.get(method, [])
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_text(item) for item in value)
+    if hasattr(value, "body"):
+        return str(value.body)
+    return str(value)
+
+
 # -- raw sockets -----------------------------------------------------------------------
 
 
@@ -206,7 +253,7 @@ class RawSIP:
         *,
         uri: str = "sip:service@127.0.0.1",
         branch: str | None = None,
-        call_id: str = "raw-call",
+        call_id: str | None = None,
         from_tag: str = "raw-from",
         to_tag: str | None = None,
         cseq: int = 1,
@@ -215,8 +262,10 @@ class RawSIP:
         version: str = "SIP/2.0",
         cseq_method: str | None = None,
     ) -> bytes:
-        """The bytes of a request from this socket (Via sent-by is our address)."""
+        """The bytes of a request from this socket (Via sent-by is our address); a new
+        branch and Call-ID each time unless given."""
         branch = branch or f"z9hG4bK-raw-{time.monotonic_ns()}"
+        call_id = call_id or f"raw-{time.monotonic_ns()}"
         lines = [
             f"{method} {uri} {version}",
             f"Via: SIP/2.0/{self.transport.upper()} {LOOPBACK}:{self.port};branch={branch};rport",

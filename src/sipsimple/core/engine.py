@@ -416,6 +416,54 @@ class Engine:
 
     # -- options and runtime attributes ---------------------------------------------
 
+    def set_udp_port(self, port: int | None) -> Any:
+        """Listen on another UDP port (0: any free one, None: UDP off); see set_tls_options."""
+        return self._set_transport_options({"udp_port": port})
+
+    def set_tcp_port(self, port: int | None) -> Any:
+        return self._set_transport_options({"tcp_port": port})
+
+    def set_tls_port(self, port: int | None) -> Any:
+        return self._set_transport_options({"tls_port": port})
+
+    def set_tls_options(self, **options: Any) -> Any:
+        """Change ``tls_port``, ``tls_verify_server``, ``tls_ca_file``, ``tls_cert_file``,
+        ``tls_privkey_file`` or ``tls_timeout``.
+
+        Like every transport change this restarts the transports (open connections
+        close) and returns at once with a Task or Future; if the new settings cannot be
+        used the old ones are restored and the Task/Future fails.
+        """
+        unknown = sorted(set(options) - {n for n in _TRANSPORT_OPTIONS if n.startswith("tls")})
+        if unknown:
+            raise TypeError(f"not TLS options: {', '.join(unknown)}")
+        return self._set_transport_options(options)
+
+    def _set_transport_options(
+        self, changes: dict[str, Any]
+    ) -> asyncio.Task[None] | concurrent.futures.Future[None]:
+        if self._state != "started":
+            raise EngineError("the Engine is not running")
+        actual = {f"{name}_port": self._port_of(name) for name in ("udp", "tcp", "tls")}
+        new = _check_options({**self._options, **actual, **changes})
+        return self._on_sip_thread(lambda: self._restart_transport(new))
+
+    async def _restart_transport(self, new: dict[str, Any]) -> None:
+        transport = self.transport
+        old = dict(self._options)
+        if transport is not None:
+            old.update({f"{name}_port": port for name, port in transport.ports.items()})
+            await transport.stop()
+        self._options = {**old, **{name: new[name] for name in _TRANSPORT_OPTIONS}}
+        self.transport = self._new_transport()
+        try:
+            await self.transport.start()
+        except Exception:
+            self._options = old
+            self.transport = self._new_transport()
+            await self.transport.start()
+            raise
+
     def __getattr__(self, name: str) -> Any:
         options = self.__dict__.get("_options")
         if options is not None and name in options:
@@ -699,6 +747,7 @@ class Engine:
                         self._dispatch(event)
                     except Exception:
                         self._exception()
+                        self._answer_after_exception(event)
                     continue
                 transmissions = layer.messages_to_send()
                 if not transmissions:
@@ -713,6 +762,16 @@ class Engine:
                 self._timer.cancel()
             self._timer_deadline = deadline
             self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+
+    def _answer_after_exception(self, event: TransactionEvent) -> None:
+        """A request whose handling raised gets 500 rather than no answer at all."""
+        if isinstance(event, RequestReceived):
+            server = self._servers.get(event.transaction)
+            if server is not None and not server.answered:
+                try:
+                    server.answer(500)
+                except Exception:
+                    log.exception("cannot answer 500 after an exception")
 
     def _transmit(self, transmission: Transmission) -> None:
         data, destination, transaction = transmission
@@ -884,8 +943,7 @@ class Engine:
             ("Allow", ", ".join(self.allowed_methods)),
             ("Accept", ", ".join(_ACCEPT)),
         ]
-        if self._supported:
-            headers.append(("Supported", ", ".join(self.supported)))
+        headers.append(("Supported", ", ".join(self.supported)))
         if self.incoming_events:
             headers.append(("Allow-Events", ", ".join(sorted(self.incoming_events))))
         return headers
