@@ -3,6 +3,7 @@
 from sipsimple.core.engine import Engine, EngineError
 from sipsimple.core.errors import SDPParseError, SIPCoreError, SIPParseError
 from sipsimple.core.publication import Publication
+from sipsimple.core.referral import IncomingReferral, Referral, ReferralListener
 from sipsimple.core.registration import Registration
 from sipsimple.core.request import IncomingRequest, Message, Request, RequestStateError
 from sipsimple.core.sdp import (
@@ -39,6 +40,7 @@ from sipsimple.core.sip.message import (
     SIPResponse,
     parse_message,
 )
+from sipsimple.core.subscription import IncomingSubscription, Subscription
 
 __all__ = [
     "AuthenticationError",
@@ -54,11 +56,15 @@ __all__ = [
     "FrozenSDPConnection",
     "FrozenSDPMediaStream",
     "FrozenSDPSession",
+    "IncomingReferral",
     "IncomingRequest",
+    "IncomingSubscription",
     "MalformedSIPMessageError",
     "MediaCodec",
     "Message",
     "Publication",
+    "Referral",
+    "ReferralListener",
     "Registration",
     "Request",
     "RequestStateError",
@@ -79,5 +85,6 @@ __all__ = [
     "SIPParseError",
     "SIPRequest",
     "SIPResponse",
+    "Subscription",
     "parse_message",
 ]
