@@ -618,8 +618,8 @@ class SubscriberUsage:
         if previous != state:
             self._post("ChangedState", prev_state=previous, state=state)
 
-    def _post(self, event: str, **fields: Any) -> None:
-        post(self, self._prefix + event, **fields)
+    def _post(self, what: str, /, **fields: Any) -> None:
+        post(self, self._prefix + what, **fields)
 
 
 def _remote_to(dialog: Dialog) -> FrozenToHeader:
@@ -1051,8 +1051,8 @@ class NotifierUsage:
         if previous != state:
             self._post("ChangedState", prev_state=previous, state=state)
 
-    def _post(self, event: str, **fields: Any) -> None:
-        post(self, self._prefix + event, **fields)
+    def _post(self, what: str, /, **fields: Any) -> None:
+        post(self, self._prefix + what, **fields)
 
 
 class IncomingSubscription(NotifierUsage):
