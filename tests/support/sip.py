@@ -28,6 +28,7 @@ from sipsimple.core import (
     Message,
     Publication,
     Registration,
+    Request,
 )
 from sipsimple.core.sip.headers import ContactHeader, FromHeader, RouteHeader, ToHeader
 from sipsimple.core.sip.message import SIPResponse, parse_message
@@ -43,6 +44,7 @@ __all__ = [
     "register",
     "route_to",
     "send_message",
+    "send_request",
     "serve",
     "served",
     "set_packet_loss",
@@ -121,6 +123,12 @@ def send_message(
         body,
         credentials=credentials,
     ).send()
+
+
+def send_request(method: str, uri: str, sender: str = "sip:bob@example.test") -> None:
+    """Send a generic out-of-dialog Request of ``method`` to ``uri`` (an IP address)."""
+    target = SIPURI.parse(uri)
+    Request(method, target, FromHeader(SIPURI.parse(sender)), ToHeader(target), None).send()
 
 
 def register(
