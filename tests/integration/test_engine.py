@@ -8,6 +8,7 @@ itself blocks on a socket.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import pytest
@@ -164,6 +165,23 @@ async def test_a_handler_that_raises_is_reported_and_its_request_answered_500():
             note = await queue.get(1)
             assert note.data.type is RuntimeError and "handler bug" in note.data.traceback
         engine.unregister_request_handler("BREAK", broken)
+
+
+async def test_core_log_records_are_posted_as_sipenginelog():
+    async with local_engine(udp_port=0, tcp_port=0, log_level=logging.INFO) as engine:
+        with NotificationQueue("SIPEngineLog") as queue:
+            request = SIPRequest(
+                "OPTIONS",
+                f"sip:{LOOPBACK}:9;transport=tcp",
+                [("From", "<sip:a@127.0.0.1>;tag=1"), ("To", "<sip:b@127.0.0.1>"),
+                 ("Call-ID", "log-1"), ("CSeq", "1 OPTIONS")],
+            )  # fmt: skip
+            engine.send_request(request, lambda c, r: None)
+            note = await queue.wait_for(
+                "SIPEngineLog", lambda n: "cannot send" in n.data.message, timeout=5
+            )
+    assert note.data.level == logging.INFO and note.data.sender_name == "sipsimple.core.engine"
+    assert engine.codecs == engine.available_codecs and "PCMU" in engine.codecs
 
 
 async def test_stop_is_bounded_with_a_peer_that_never_answers():

@@ -214,7 +214,8 @@ _OPTIONS: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "stop_timeout": (_seconds, 3.0),
 }
 """option -> (validator, default). T1/T2/T4 are the transaction timers (RFC 3261
-section 17); ``log_level`` is the least level of the core's log records posted as
+section 17); ``log_level`` is the least level of the core's log records (logger
+``sipsimple.core``, lowered to it while the Engine runs if needed) posted as
 SIPEngineLog (None: none); ``stop_timeout`` bounds stop()."""
 
 _TRANSPORT_OPTIONS = (
@@ -255,6 +256,7 @@ class _LogHandler(logging.Handler):
     def __init__(self, engine: Engine, level: int) -> None:
         super().__init__(level)
         self.engine = engine
+        self.previous_level = logging.NOTSET
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -363,8 +365,12 @@ class Engine:
             raise
         level = options["log_level"]
         if level is not None:
+            core_log = logging.getLogger("sipsimple.core")
             self._log_handler = _LogHandler(self, level)
-            logging.getLogger("sipsimple.core").addHandler(self._log_handler)
+            self._log_handler.previous_level = core_log.level
+            core_log.addHandler(self._log_handler)
+            if core_log.getEffectiveLevel() > level:
+                core_log.setLevel(level)
         self._state = "started"
         self._post("SIPEngineDidStart")
 
@@ -404,7 +410,9 @@ class Engine:
 
     def _reset(self) -> None:
         if self._log_handler is not None:
-            logging.getLogger("sipsimple.core").removeHandler(self._log_handler)
+            core_log = logging.getLogger("sipsimple.core")
+            core_log.removeHandler(self._log_handler)
+            core_log.setLevel(self._log_handler.previous_level)
             self._log_handler = None
         self._cancel_timer()
         self.transport = None
@@ -517,6 +525,19 @@ class Engine:
     @detect_sip_loops.setter
     def detect_sip_loops(self, value: bool) -> None:
         self._options["detect_sip_loops"] = _bool("detect_sip_loops", value)
+
+    @property
+    def available_codecs(self) -> list[str]:
+        """The audio codecs this installation can encode and decode, best first."""
+        from sipsimple.media.codecs import available_codecs
+
+        return list(available_codecs())
+
+    @property
+    def codecs(self) -> list[str]:
+        """The audio codec preference list (the ``codecs`` option; default: all available)."""
+        codecs = self._options["codecs"]
+        return list(codecs) if codecs is not None else self.available_codecs
 
     @property
     def events(self) -> dict[str, list[str]]:
