@@ -13,6 +13,8 @@ import itertools
 from typing import Any
 
 import pytest
+from tests.support import calls
+from tests.support.calls import OutgoingCall
 from tests.support.remote import RemoteSDK
 from tests.support.sip import LOOPBACK, local_engine
 
@@ -28,7 +30,6 @@ from sipsimple.core import (
 from sipsimple.core.sip.headers import ContactHeader, FromHeader, ReferToHeader, ToHeader
 from sipsimple.core.sip.message import SIPRequest, SIPResponse, parse_message
 from sipsimple.core.sip.uri import SIPURI
-from sipsimple.core.usage import ServerRequest
 from sipsimple.notification import NotificationCenter, NotificationQueue
 
 PIDF = b'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:bob@x"/>'
@@ -251,6 +252,38 @@ async def test_the_notifier_ends_a_subscription_that_is_not_refreshed():
                 )
                 peer.send(refresh, source)
                 assert (await peer.response()).code == 481
+        finally:
+            peer.close()
+
+
+async def test_the_notifier_answers_an_unsubscribe_and_489_to_another_event():
+    async with local_engine(udp_port=0, tcp_port=None, incoming_events=["presence"]) as engine:
+        peer = await RawPeer.open()
+        try:
+            with NotificationQueue() as queue:
+                peer.send(peer.subscribe(engine.udp_port, expires=60), (LOOPBACK, engine.udp_port))
+                got = await queue.wait_for("SIPIncomingSubscriptionGotSubscribe", timeout=5)
+                got.sender.accept_pending()
+                ok = await peer.response(200)
+                notify, source = await peer.request("NOTIFY")
+                peer.send(notify.make_response(200), source)
+                state = notify.get_header("Subscription-State")
+                assert state.state == "pending" and 58 <= state.expires <= 60
+                other = peer.in_dialog(ok, "SUBSCRIBE", [("Event", "dialog"), ("Expires", "60")])
+                peer.send(other, source)
+                assert (await peer.response()).code == 489
+                bye = peer.in_dialog(
+                    ok, "SUBSCRIBE", [("Event", "presence"), ("Expires", "0")], cseq=3
+                )
+                peer.send(bye, source)
+                assert (await peer.response()).expires == 0
+                final, source = await peer.request("NOTIFY")
+                peer.send(final.make_response(200), source)
+                assert final.get_header("Subscription-State").state == "terminated"
+                assert final.body == b""
+                await queue.wait_for("SIPIncomingSubscriptionGotUnsubscribe", timeout=1)
+                ended = await queue.wait_for("SIPIncomingSubscriptionDidEnd", timeout=1)
+                assert ended.data.originator == "remote"
         finally:
             peer.close()
 
@@ -525,8 +558,12 @@ async def test_norefersub_suppresses_the_subscription(remote):
 async def test_a_refer_inside_a_dialog_made_through_the_usage_api(remote):
     remote.clear()
     await rcall(remote, "serve", "accept")
+    await asyncio.to_thread(remote.call, "tests.support.calls:answer_calls", ring=False)
     async with local_engine(udp_port=0, tcp_port=None) as engine:
-        dialog = await invite(engine, remote.ports["udp"])
+        call = OutgoingCall(engine, f"sip:bob@{LOOPBACK}:{remote.ports['udp']}")
+        assert (await call.connect()).code == 200
+        dialog = call.dialog
+        await rcall(remote, "listen_for_referrals", dialog.id.call_id)
         referral = Referral.in_dialog(dialog.id, refer_to("sip:dave@127.0.0.1"))
         with NotificationQueue(sender=referral) as queue:
             referral.send_refer()
@@ -563,6 +600,8 @@ async def test_a_refer_inside_a_dialog_made_through_the_usage_api(remote):
         await rwait(remote, "SIPReferralDidEnd")
         listener.close()
         assert engine.dialog_layer.get(dialog.id) is dialog
+        assert (await call.hang_up()).code == 200
+    await asyncio.to_thread(remote.call, "tests.support.calls:stop_answering")
 
 
 async def test_a_refer_for_no_dialog_is_refused():
@@ -571,56 +610,20 @@ async def test_a_refer_for_no_dialog_is_refused():
             Referral.in_dialog(("no-call", "no-tag", "none"), refer_to())
 
 
-# -- a dialog through the usage API (an INVITE without any media) ----------------------------
-
-
-async def invite(engine: Engine, port: int) -> Any:
-    """An INVITE dialog with the remote's INVITE handler (see ``answer_invites``)."""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    uri = SIPURI(user="bob", host=LOOPBACK, port=port)
-    request = SIPRequest(
-        "INVITE",
-        uri,
-        [
-            (
-                "From",
-                FromHeader(
-                    SIPURI(user="alice", host=LOOPBACK), parameters={"tag": engine.new_tag()}
-                ),
-            ),
-            ("To", ToHeader(uri)),
-            ("Call-ID", engine.new_call_id()),
-            ("CSeq", "1 INVITE"),
-            ("Contact", our_contact(engine)),
-        ],
-    )
-    dialog_set = engine.dialog_layer.create_dialog_set(request)
-
-    def on_response(client: Any, response: SIPResponse) -> None:
-        if 200 <= response.code < 300 and not done.done():
-            dialog = dialog_set.receive_response(response)
-            client.send_ack(dialog.create_ack(client.request.cseq.number))
-            done.set_result(dialog)
-        elif response.code >= 300 and not done.done():
-            done.set_exception(AssertionError(f"INVITE answered {response.code}"))
-
-    engine.send_request(request, on_response)
-    return await asyncio.wait_for(done, 5)
-
-
 # -- a raw UDP peer ---------------------------------------------------------------------------
 
 
 class RawPeer(asyncio.DatagramProtocol):
-    """A UDP socket on 127.0.0.1 that reads SIP messages into a queue."""
+    """A UDP socket on 127.0.0.1 that collects the SIP messages it receives; ``request``
+    and ``response`` take the oldest one that fits and leave the others."""
 
     _ids = itertools.count(1)
 
     def __init__(self) -> None:
-        self.messages: asyncio.Queue[tuple[Any, tuple[str, int]]] = asyncio.Queue()
+        self.messages: list[tuple[Any, tuple[str, int]]] = []
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
+        self._arrived = asyncio.Event()
         self._branches: set[str] = set()
 
     @classmethod
@@ -634,7 +637,8 @@ class RawPeer(asyncio.DatagramProtocol):
         self.port = transport.get_extra_info("sockname")[1]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.messages.put_nowait((parse_message(data), addr))
+        self.messages.append((parse_message(data), addr))
+        self._arrived.set()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -648,25 +652,33 @@ class RawPeer(asyncio.DatagramProtocol):
         assert self.transport is not None
         self.transport.sendto(bytes(message), address)
 
-    async def request(self, method: str, timeout: float = 5) -> tuple[SIPRequest, tuple[str, int]]:
-        """The next ``method`` request (retransmissions of earlier ones are skipped)."""
+    async def _take(self, fits: Any, timeout: float) -> tuple[Any, tuple[str, int]]:
         async with asyncio.timeout(timeout):
             while True:
-                message, source = await self.messages.get()
-                if (
-                    isinstance(message, SIPRequest)
-                    and message.method == method
-                    and message.top_via.branch not in self._branches
-                ):
-                    self._branches.add(message.top_via.branch)
-                    return message, source
+                for index, (message, source) in enumerate(self.messages):
+                    if fits(message):
+                        del self.messages[index]
+                        return message, source
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    async def request(self, method: str, timeout: float = 5) -> tuple[SIPRequest, tuple[str, int]]:
+        """The next ``method`` request (retransmissions of earlier ones are dropped)."""
+
+        def fits(message: Any) -> bool:
+            if not isinstance(message, SIPRequest) or message.method != method:
+                return False
+            new = message.top_via.branch not in self._branches
+            self._branches.add(message.top_via.branch)
+            return new
+
+        return await self._take(fits, timeout)
 
     async def response(self, code: int | None = None, timeout: float = 5) -> SIPResponse:
-        async with asyncio.timeout(timeout):
-            while True:
-                message, _ = await self.messages.get()
-                if isinstance(message, SIPResponse) and (code is None or message.code == code):
-                    return message
+        def fits(message: Any) -> bool:
+            return isinstance(message, SIPResponse) and (code is None or message.code == code)
+
+        return (await self._take(fits, timeout))[0]
 
     def _via(self) -> tuple[str, str]:
         return ("Via", f"SIP/2.0/UDP {LOOPBACK}:{self.port};branch=z9hG4bK-raw-{next(self._ids)}")
@@ -688,7 +700,9 @@ class RawPeer(asyncio.DatagramProtocol):
             ],
         )
 
-    def in_dialog(self, response: SIPResponse, method: str, headers: list[Any]) -> SIPRequest:
+    def in_dialog(
+        self, response: SIPResponse, method: str, headers: list[Any], cseq: int = 2
+    ) -> SIPRequest:
         """A request in the dialog our request made (the UAC side)."""
         target = response.contact[0].uri
         return SIPRequest(
@@ -699,7 +713,7 @@ class RawPeer(asyncio.DatagramProtocol):
                 ("From", response.from_header),
                 ("To", response.to_header),
                 ("Call-ID", response.call_id),
-                ("CSeq", f"{response.cseq.number + 1} {method}"),
+                ("CSeq", f"{cseq} {method}"),
                 ("Max-Forwards", "70"),
                 *self.contact,
                 *headers,
@@ -741,12 +755,10 @@ _policy: dict[str, Any] = {"policy": "accept"}
 
 
 def install() -> None:
-    """Observe new SUBSCRIBEs and REFERs, answered as ``serve`` says; INVITEs are
-    answered 200 and their dialogs listened to for REFERs."""
+    """Observe new SUBSCRIBEs and REFERs, answered as ``serve`` says."""
     center = NotificationCenter()
     center.add_observer(_on_subscribe, "SIPIncomingSubscriptionGotSubscribe")
     center.add_observer(_on_refer, "SIPIncomingReferralGotRefer")
-    Engine().register_request_handler("INVITE", _answer_invite)
 
 
 def serve(policy: str, **options: Any) -> None:
@@ -776,15 +788,11 @@ def _on_refer(notification: Any) -> None:
         referral.accept()
 
 
-def _answer_invite(server: ServerRequest) -> bool:
-    from sipsimple.core.subscription import local_contact
-
-    response = server.create_response(200, headers=[("Contact", local_contact(server))])
-    dialog = server.engine.dialog_layer.create_uas_dialog(server.request, response)
-    server.send_response(response)
+def listen_for_referrals(call_id: str) -> None:
+    """Listen for REFERs in the call ``tests.support.calls`` answered."""
+    dialog = next(a.calls[call_id] for a in calls._answerers if call_id in a.calls)
     _objects["dialog"] = dialog
     _objects["listener"] = ReferralListener(dialog.id)
-    return True
 
 
 def act(name: str, method: str, *args: Any, **kwargs: Any) -> Any:
