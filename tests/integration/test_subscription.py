@@ -352,6 +352,40 @@ async def test_a_notify_before_the_2xx_makes_the_dialog_and_forks_get_481():
             peer.close()
 
 
+async def test_malformed_notifies_get_400_and_change_nothing():
+    async with local_engine(udp_port=0, tcp_port=None):
+        peer = await RawPeer.open()
+        try:
+            subscription = subscription_to(peer.port)
+            with NotificationQueue(sender=subscription) as queue:
+                subscription.subscribe()
+                subscribe, source = await peer.request("SUBSCRIBE")
+                ok = subscribe.make_response(200, to_tag="t", headers=peer.contact)
+                peer.send(ok, source)
+                peer.send(peer.notify_for(subscribe, "t", "active", PIDF), source)
+                assert (await peer.response()).code == 200
+                await queue.wait_for("SIPSubscriptionGotNotify", timeout=2)
+                garbage = [
+                    ("Subscription-State", "active;expires=soon"),
+                    ("Subscription-State", None),
+                    ("Contact", "<sip:bob@;;>"),
+                    ("Content-Type", "not a type"),
+                    ("Event", "presence;;;"),
+                ]
+                for cseq, (name, value) in enumerate(garbage, 2):
+                    notify = peer.notify_for(subscribe, "t", "terminated", PIDF, cseq=cseq)
+                    del notify.headers[name]
+                    if value is not None:
+                        notify.headers.add(name, value)
+                    peer.send(notify, source)
+                    answer = await peer.response()
+                    assert answer.code == 400, (name, value, answer)
+                assert subscription.state == "ACTIVE"
+                await nothing(queue, "SIPSubscriptionGotNotify")
+        finally:
+            peer.close()
+
+
 async def test_no_notify_after_the_2xx_fails_after_timer_n():
     async with local_engine(udp_port=0, tcp_port=None, T1=0.05):
         peer = await RawPeer.open()
@@ -489,6 +523,11 @@ async def test_an_out_of_dialog_refer_and_its_sipfrag_notifies(remote):
             assert trying.data.content_type == "message/sipfrag"
             assert trying.data.event == "refer"
             assert trying.data.headers["Event"].id == "1"
+            assert referral.state == "ACTIVE"
+            referral.refresh()
+            await rwait(remote, "SIPIncomingReferralGotRefreshingSubscribe")
+            again = await queue.wait_for("SIPReferralGotNotify", timeout=5)
+            assert again.data.body == b"SIP/2.0 100 Trying\r\n"
             await rcall(remote, "act", "incoming_referral", "send_notify", 180)
             ringing = await queue.wait_for("SIPReferralGotNotify", timeout=5)
             assert ringing.data.body == b"SIP/2.0 180 Ringing\r\n"

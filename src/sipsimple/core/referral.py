@@ -60,7 +60,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from sipsimple.core.engine import Engine
-from sipsimple.core.errors import SIPParseError
 from sipsimple.core.request import (
     RequestStateError,
     extra_header_pairs,
@@ -86,6 +85,7 @@ from sipsimple.core.sip.message import REASON_PHRASES, SIPRequest, SIPResponse
 from sipsimple.core.subscription import (
     NotifierUsage,
     SubscriberUsage,
+    check_request,
     check_timeout,
     dialog_of,
     request_fields,
@@ -339,6 +339,10 @@ class IncomingReferral(NotifierUsage):
         if "REFER" not in server.engine.incoming_requests:
             return False
         request = server.request
+        problem = check_request(request)
+        if problem is not None:
+            server.answer(400, problem)
+            return True
         if not request.contact or request.contact[0].is_wildcard:
             server.answer(400, "Missing Contact header")
             return True
@@ -348,11 +352,11 @@ class IncomingReferral(NotifierUsage):
     @classmethod
     def _make(cls, server: ServerRequest, dialog: Dialog | None) -> None:
         request = server.request
-        try:
-            refer_to = request.get_header("Refer-To")
-        except SIPParseError:
-            server.answer(400, "Bad Refer-To header")
+        problem = check_request(request, "Refer-To")
+        if problem is not None:
+            server.answer(400, problem)
             return
+        refer_to = request.get_header("Refer-To")
         if refer_to is None:
             server.answer(400, "Missing Refer-To header")
             return

@@ -109,7 +109,8 @@ TERMINATED_REASONS = (
 
 
 def request_fields(request: SIPRequest) -> dict[str, Any]:
-    """The fields notifications about an incoming request carry."""
+    """The fields notifications about an incoming request carry (its Content-Type and
+    Event checked already: see :func:`check_request`)."""
     content_type = request.content_type if request.body else None
     event = request.get_header("Event")
     return {
@@ -121,6 +122,20 @@ def request_fields(request: SIPRequest) -> dict[str, Any]:
         "content_type": content_type.content_type if content_type is not None else None,
         "event": event.event if event is not None else None,
     }
+
+
+def check_request(request: SIPRequest, *names: str) -> str | None:
+    """Why a request that will be processed is malformed (the reason phrase of its
+    400), or None: Content-Type, Contact, Event and the headers ``names`` parse (with
+    the numbers of a Subscription-State)."""
+    for name in ("Content-Type", "Contact", "Event", *names):
+        try:
+            for value in request.get_headers(name):
+                if isinstance(value, FrozenSubscriptionStateHeader):
+                    _ = value.expires, value.retry_after  # parsed on first use
+        except SIPParseError:
+            return f"Bad {name} header"
+    return None
 
 
 def check_timeout(timeout: float | None) -> None:
@@ -443,6 +458,10 @@ class SubscriberUsage:
         request = server.request
         if request.method != "NOTIFY" or self.state == "TERMINATED":
             return False
+        problem = check_request(request, "Subscription-State")
+        if problem is not None:
+            server.answer(400, problem)
+            return True
         dialog = server.dialog
         owned = self._owns_dialog
         if not owned and (dialog is None or dialog is not self._dialog):
@@ -455,11 +474,7 @@ class SubscriberUsage:
         if dialog is not self._dialog:
             server.answer(481, "Subscription Does Not Exist")
             return True
-        try:
-            state = request.get_header("Subscription-State")
-        except SIPParseError as e:
-            server.answer(400, reason_phrase(f"Bad Subscription-State: {e}"))
-            return True
+        state = request.get_header("Subscription-State")
         if state is None:
             server.answer(400, "Missing Subscription-State header")
             return True
@@ -830,7 +845,7 @@ class NotifierUsage:
         return self._dialog.id if self._dialog is not None else None
 
     def _requested_expires(self, request: SIPRequest) -> int:
-        """The Expires a SUBSCRIBE asks for, capped (SIPParseError when malformed)."""
+        """The Expires a SUBSCRIBE asks for, capped."""
         expires = request.expires
         if expires is None:
             return self.default_expires
@@ -954,6 +969,10 @@ class NotifierUsage:
         request = server.request
         if request.method != "SUBSCRIBE" or server.dialog is not self._dialog:
             return False
+        problem = check_request(request, "Expires")
+        if problem is not None:
+            server.answer(400, problem)
+            return True
         if not _event_matches(request.get_header("Event"), self.event, self._event_id):
             if not self._owns_dialog:
                 return False
@@ -962,11 +981,7 @@ class NotifierUsage:
         if self.state == "terminated":
             server.answer(481, "Subscription Does Not Exist")
             return True
-        try:
-            expires = self._requested_expires(request)
-        except SIPParseError:
-            server.answer(400, "Bad Expires header")
-            return True
+        expires = self._requested_expires(request)
         fields = request_fields(request)
         response = server.create_response(200, headers=[("Expires", str(expires))])
         if self._dialog is not None and self._dialog.local_contact is not None:
@@ -1099,14 +1114,14 @@ class IncomingSubscription(NotifierUsage):
     def _received(cls, server: ServerRequest) -> bool:
         """The Engine's SUBSCRIBE handler: every new SUBSCRIBE it lets through."""
         request = server.request
+        problem = check_request(request, "Expires")
+        if problem is not None:
+            server.answer(400, problem)
+            return True
         if not request.contact or request.contact[0].is_wildcard:
             server.answer(400, "Missing Contact header")
             return True
-        try:
-            expires = request.expires
-        except SIPParseError:
-            server.answer(400, "Bad Expires header")
-            return True
+        expires = request.expires
         expires = cls.default_expires if expires is None else min(expires, cls.max_expires)
         subscription = cls(server, expires)
         subscription._post("GotSubscribe", **request_fields(request))
