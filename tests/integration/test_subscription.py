@@ -624,6 +624,7 @@ async def test_a_refer_inside_a_dialog_made_through_the_usage_api(remote):
             await queue.wait_for("SIPReferralDidEnd", timeout=5)
         unsubscribed = await rwait(remote, "SIPIncomingReferralGotUnsubscribe")
         assert unsubscribed.data["event"] == "refer"
+        assert unsubscribed.data["headers"]["Event"].id == trying.data.headers["Event"].id
         # and the remote refers us in the same dialog: our listener makes IncomingReferrals
         listener = ReferralListener(dialog.id)
         with NotificationQueue("SIPIncomingReferralGotRefer") as refers:

@@ -516,6 +516,9 @@ class SubscriberUsage:
         self._notified = True
         self._cancel_timer("timer_n")
         fields = request_fields(request)
+        event_id = request.get_header("Event").id
+        if self._event_id is None and event_id is not None:
+            self._event_id = event_id  # our SUBSCRIBEs name the subscription as it does
         accepted = self._engine.events.get(self.event, []) if self._engine else []  # type: ignore[union-attr]
         content_type = fields["content_type"]
         if content_type is None or _accepts(accepted, content_type):
