@@ -228,7 +228,6 @@ class SubscriberUsage:
         self._want_end = False
         self._expires_at: float | None = None
         self._granted: int | None = None
-        self._refresh_failure: dict[str, Any] | None = None
         self._interval_retried = False
         self._interval: int | None = None
 
@@ -421,19 +420,18 @@ class SubscriberUsage:
         code = response.code
         if 200 <= code < 300:
             self._interval_retried = False
-            self._refresh_failure = None
             self._schedule_refresh(self._granted_expires(response))
         elif code == 423 and self._retry_interval(response):
             self._request("refresh")
         elif code == 481:
             self._terminate(self._failure(response))
         else:
-            self._refresh_failure = self._failure(response)
+            failure = self._failure(response)
             left = (self._expires_at or 0) - self._loop.time()
             if left <= 0:
-                self._terminate(self._refresh_failure)
+                self._terminate(failure)
             else:
-                self._set_timer("expire", left, self._terminate, self._refresh_failure)
+                self._set_timer("expire", left, self._terminate, failure)
 
     def _granted_expires(self, response: SIPResponse) -> int:
         try:
