@@ -76,7 +76,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sipsimple.core.sip.auth import AuthenticationError, DigestAuthenticator
 from sipsimple.core.sip.dialog import Dialog
-from sipsimple.core.sip.headers import CSeq, FrozenViaHeader
+from sipsimple.core.sip.headers import CSeq
 from sipsimple.core.sip.message import SIPRequest, SIPResponse
 from sipsimple.core.sip.transaction import (
     ClientTransaction,
@@ -298,8 +298,7 @@ class ClientRequest:
         self._fail(503, self._last_error or "no destination", "transport")
 
     def _send(self, request: SIPRequest, destination: TransportAddress) -> bool:
-        via = FrozenViaHeader("UDP", "0.0.0.0", None, {"branch": self.engine.new_branch()})
-        request.headers.set("Via", via)
+        self.engine.new_via(request)
         self.request = request
         try:
             self.transaction = self.engine._start_client(request, destination, self)
