@@ -25,9 +25,10 @@ What the Engine answers by itself (RFC 3261 section 8.2): 505 to other SIP versi
 416 to Request-URIs that are not sip/sips, 482 to a loop when ``detect_sip_loops`` (a
 request with the From tag, Call-ID and CSeq of a server transaction in progress but
 another branch, section 8.2.2.2), 420 with Unsupported to a Require it does not
-support, 489 to SUBSCRIBE for an event not in ``incoming_events`` and NOTIFY for an
-event not in ``events``, 481 to requests for unknown dialogs (never to ACK), 200 to
-OPTIONS (Allow, Accept, Supported), 200 to an out-of-dialog MESSAGE
+support, 489 to an out-of-dialog SUBSCRIBE for an event not in ``incoming_events``
+(the usage of a dialog judges the SUBSCRIBEs in it: a refresh of the subscription of
+a REFER) and to NOTIFY for an event not in ``events``, 481 to requests for unknown
+dialogs (never to ACK), 200 to OPTIONS (Allow, Accept, Supported), 200 to an out-of-dialog MESSAGE
 (SIPEngineGotMessage), 405 with Allow to methods nobody handles. The transport
 answers 400 with a Warning to malformed requests. Methods listed in
 ``incoming_requests`` become :class:`~sipsimple.core.request.IncomingRequest` objects.
@@ -887,10 +888,12 @@ class Engine:
         if isinstance(transaction, ClientTransaction):
             self._clients.pop(transaction, None)
             return
-        self._servers.pop(transaction, None)
+        server = self._servers.pop(transaction, None)
         key = _loop_key(transaction.request)
         if self._ongoing.get(key) is transaction:
             del self._ongoing[key]
+        if server is not None and server.on_terminated is not None:
+            server.on_terminated(server)
 
     def _source_of(
         self, request: SIPRequest, transaction: ServerTransaction | None
@@ -943,7 +946,8 @@ class Engine:
             if event is None:
                 return 400, "Missing Event header", []
             known = self.incoming_events if method == "SUBSCRIBE" else self._options["events"]
-            if event.event not in known:
+            refresh = method == "SUBSCRIBE" and request.to_header.tag is not None  # type: ignore[union-attr]
+            if event.event not in known and not refresh:
                 allow = ", ".join(sorted(known))
                 return 489, None, [("Allow-Events", allow)] if allow else []
         return None, None, []
