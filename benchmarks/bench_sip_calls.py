@@ -83,16 +83,21 @@ def ceiling(start: float, maximum: float, duration: float) -> tuple[float, list[
         return ramp(place, start, maximum, duration)
 
 
-def install_invitation_answerer() -> None:
-    """Answer every incoming Invitation with 180 then 200 (the reference core API)."""
-    from sipsimple.core import Invitation, SDPSession  # noqa: F401  (fails without it)
+def install_invitation_answerer(engine: Engine) -> None:
+    """Answer every incoming Invitation with 180 then 200 (Invitation hangs up on BYE)."""
+    from sipsimple.core import SDPSession
+    from sipsimple.core.sip.headers import ContactHeader
+    from sipsimple.core.sip.uri import SIPURI
+
+    answer_sdp = SDPSession.parse(sdp())
+    contact = ContactHeader(SIPURI(user="answerer", host="127.0.0.1", port=engine.udp_port))
 
     def answer(notification) -> None:
         if notification.data.state != "incoming":
             return
         invitation = notification.sender
         invitation.send_response(180)
-        invitation.send_response(200, sdp=SDPSession.parse(sdp()))
+        invitation.send_response(200, contact_header=contact, sdp=answer_sdp)
 
     NotificationCenter().add_observer(answer, "SIPInvitationChangedState")
 
@@ -121,7 +126,7 @@ def main() -> None:
     engine.start(ip_address="127.0.0.1", udp_port=0, tcp_port=None).result(10)
     try:
         if answerer == "invitation":
-            install_invitation_answerer()
+            install_invitation_answerer(engine)
         else:
             install_usage_answerer()
 
