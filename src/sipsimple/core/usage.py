@@ -27,7 +27,11 @@ Sending
     (``"timeout"``: the transaction or ``timeout`` expired), 503 (``"transport"``:
     nothing could be sent, the reason phrase says why; ``"dns"``: no destination
     found; ``"stopped"``: the Engine stopped). ``client_request.cancel()`` cancels an
-    INVITE; ``client_request.abandon()`` stops reporting.
+    INVITE; ``client_request.abandon()`` stops reporting. ``client_request.request``
+    is the request as last sent: after a 401 its CSeq has moved on, so dialogs are made
+    from it (``create_dialog_set(client_request.request)``) when the responses come.
+    ``client_request.send_ack(dialog.create_ack(cseq))`` acknowledges a 2xx;
+    ``engine.send_ack(ack)`` does so without the INVITE's transaction.
 
 Receiving new requests
     ``engine.register_request_handler(method, handler)`` claims requests outside any
