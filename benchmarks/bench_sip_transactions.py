@@ -194,7 +194,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (best counts)")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (best counts)")
     parser.add_argument("--count", type=int, default=1000, help="transactions or calls per round")
     args = parser.parse_args()
 

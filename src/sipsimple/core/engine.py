@@ -43,6 +43,7 @@ import asyncio
 import concurrent.futures
 import logging
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -51,6 +52,7 @@ from typing import Any
 from sipsimple import __version__
 from sipsimple.core.errors import SIPParseError
 from sipsimple.core.sip.dialog import Dialog, DialogLayer
+from sipsimple.core.sip.headers import FrozenViaHeader
 from sipsimple.core.sip.message import SIPRequest, SIPResponse
 from sipsimple.core.sip.timers import TimerSettings
 from sipsimple.core.sip.transaction import (
@@ -88,7 +90,9 @@ from sipsimple.core.usage import (
     RequestHandler,
     ResponseCallback,
     ServerRequest,
+    request_target,
     route_destination,
+    uri_destination,
 )
 from sipsimple.notification import NotificationCenter, NotificationData
 from sipsimple.threading import SIPThread, is_sip_thread, sip_loop
@@ -277,13 +281,15 @@ class Engine:
     """The SIP core (a singleton); see the module docstring."""
 
     _instance: Engine | None = None
+    _instance_lock = threading.Lock()
 
     def __new__(cls) -> Engine:
-        if cls._instance is None:
-            instance = super().__new__(cls)
-            instance._init()
-            cls._instance = instance
-        return cls._instance
+        with cls._instance_lock:
+            if cls._instance is None:
+                instance = super().__new__(cls)
+                instance._init()
+                cls._instance = instance
+            return cls._instance
 
     def _init(self) -> None:
         self._state = "stopped"
@@ -331,9 +337,13 @@ class Engine:
             raise EngineError(f"the Engine is {self._state}: stop() it before starting again")
         self._state = "starting"
         self._options = checked
-        if not SIPThread().is_running:
-            SIPThread().start()
-        return self._on_sip_thread(self._start)
+        try:
+            if not SIPThread().is_running:
+                SIPThread().start()
+            return self._on_sip_thread(self._start)
+        except BaseException:
+            self._state = "stopped"
+            raise
 
     def stop(self) -> asyncio.Task[None] | concurrent.futures.Future[None]:
         """Stop; returns at once (a no-op when already stopped)."""
@@ -420,6 +430,7 @@ class Engine:
         self.transaction_layer = None
         self._clients.clear()
         self._servers.clear()
+        self._dialog_usages.clear()
         self._ongoing.clear()
         self._received = None
         self._state = "stopped"
@@ -579,6 +590,12 @@ class Engine:
     def new_branch(self) -> str:
         return self._layer.new_branch()
 
+    def new_via(self, request: SIPRequest) -> None:
+        """Give ``request`` a top Via of its own: a new branch (a new transaction); the
+        transport fills in the rest when it sends."""
+        via = FrozenViaHeader("UDP", "0.0.0.0", None, {"branch": self.new_branch()})
+        request.headers.set("Via", via)
+
     @property
     def _layer(self) -> TransactionLayer:
         layer = self.transaction_layer
@@ -662,17 +679,12 @@ class Engine:
     def send_ack(self, ack: SIPRequest, transaction: InviteClientTransaction | None = None) -> None:
         """Send an ACK for a 2xx (to its Route or Request-URI, IP addresses only: an ACK
         follows the INVITE's dialog, whose targets a usage has already resolved)."""
-        from sipsimple.core.sip.headers import FrozenViaHeader
-        from sipsimple.core.usage import request_target, uri_destination
-
         destination = uri_destination(request_target(ack), self.transports)
         if destination is None:
             if transaction is None:
                 raise ValueError("an ACK needs an IP address in its Route or Request-URI")
             destination = transaction.destination
-        ack.headers.set(
-            "Via", FrozenViaHeader("UDP", "0.0.0.0", None, {"branch": self.new_branch()})
-        )
+        self.new_via(ack)
         if "Max-Forwards" not in ack.headers:
             ack.headers.add("Max-Forwards", "70")
         actual = self._transport.prepare_request(ack, destination)
@@ -705,6 +717,8 @@ class Engine:
     def _start_client(
         self, request: SIPRequest, destination: TransportAddress, client: ClientRequest
     ) -> ClientTransaction:
+        if self._state != "started":
+            raise TransportError(TransportFailure.DISABLED, "the Engine is not running")
         actual = self._transport.prepare_request(request, destination)
         try:
             transaction = self._layer.send_request(
@@ -875,10 +889,12 @@ class Engine:
         if isinstance(transaction, ClientTransaction):
             self._clients.pop(transaction, None)
             return
-        self._servers.pop(transaction, None)
+        server = self._servers.pop(transaction, None)
         key = _loop_key(transaction.request)
         if self._ongoing.get(key) is transaction:
             del self._ongoing[key]
+        if server is not None and server.on_terminated is not None:
+            server.on_terminated(server)
 
     def _source_of(
         self, request: SIPRequest, transaction: ServerTransaction | None
