@@ -1,6 +1,11 @@
 """The SIP core: sans-IO protocol machines and the asyncio objects built on them."""
 
+from sipsimple.core.engine import Engine, EngineError
 from sipsimple.core.errors import SDPParseError, SIPCoreError, SIPParseError
+from sipsimple.core.publication import Publication
+from sipsimple.core.referral import IncomingReferral, Referral, ReferralListener
+from sipsimple.core.registration import Registration
+from sipsimple.core.request import IncomingRequest, Message, Request, RequestStateError
 from sipsimple.core.sdp import (
     FrozenSDPAttribute,
     FrozenSDPAttributeList,
@@ -91,6 +96,7 @@ from sipsimple.core.sip.transaction import (
     TransactionStateError,
 )
 from sipsimple.core.sip.uri import SIPURI, BaseSIPURI, FrozenSIPURI, OpaqueURI, parse_uri
+from sipsimple.core.subscription import IncomingSubscription, Subscription
 
 __all__ = [
     "SIPURI",
@@ -110,6 +116,8 @@ __all__ = [
     "DialogSet",
     "DialogState",
     "DigestAuthenticator",
+    "Engine",
+    "EngineError",
     "EventHeader",
     "FromHeader",
     "FrozenContactHeader",
@@ -137,16 +145,26 @@ __all__ = [
     "FrozenViaHeader",
     "FrozenWarningHeader",
     "Header",
+    "IncomingReferral",
+    "IncomingRequest",
+    "IncomingSubscription",
     "InvalidMessage",
     "KeepAlivePing",
     "KeepAlivePong",
     "MalformedSIPMessageError",
     "MediaCodec",
+    "Message",
     "OpaqueURI",
+    "Publication",
     "ReasonHeader",
     "RecordRouteHeader",
     "ReferToHeader",
+    "Referral",
+    "ReferralListener",
+    "Registration",
     "ReplacesHeader",
+    "Request",
+    "RequestStateError",
     "RetryAfterHeader",
     "RouteHeader",
     "SDPAttribute",
@@ -168,6 +186,7 @@ __all__ = [
     "SIPResponse",
     "SIPStreamFramer",
     "SubjectHeader",
+    "Subscription",
     "SubscriptionStateHeader",
     "TimerSettings",
     "ToHeader",

@@ -4,9 +4,10 @@ The :class:`TransactionLayer` is what the Engine drives. It owns every client an
 server transaction of a user agent and never touches a socket or a clock:
 
 - ``receive_message(message, source, transport, now)`` takes a parsed message from
-  the transport. Requests get ``received``/``rport`` stamped on their top Via (RFC
-  3261 section 18.2.1, RFC 3581), are matched to a server transaction (section 17.2.3,
-  with the RFC 2543 rules for branches without the magic cookie) or start a new one;
+  the transport, which has already stamped ``received``/``rport`` on the top Via of a
+  request (RFC 3261 section 18.2.1, RFC 3581). Requests are matched to a server
+  transaction (section 17.2.3, with the RFC 2543 rules for branches without the magic
+  cookie) or start a new one;
   responses are matched to a client transaction (section 17.1.3).
 - ``send_request(request, destination, reliable, now)`` starts a client transaction;
   ``send_response(transaction, response, now)`` answers through a server transaction;
@@ -56,7 +57,6 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from sipsimple.core.errors import SIPCoreError
-from sipsimple.core.sip.grammar import format_params
 from sipsimple.core.sip.headers import CSeq
 from sipsimple.core.sip.message import SIPRequest, SIPResponse
 from sipsimple.core.sip.timers import TimerSettings
@@ -334,37 +334,14 @@ def build_cancel(request: SIPRequest) -> SIPRequest:
     return SIPRequest("CANCEL", request.request_uri, pairs)
 
 
-def _stamp_via(
-    request: SIPRequest, via: Any, source: Address, transport: str
-) -> ResponseDestination:
-    """Add ``received`` and fill ``rport`` on the top Via (RFC 3261 section 18.2.1, RFC
-    3581 section 4), and say where the responses go (section 18.2.2, RFC 3581)."""
+def _response_destination(via: Any, source: Address, transport: str) -> ResponseDestination:
+    """Where the responses to a request go (RFC 3261 section 18.2.2, RFC 3581). The Via
+    is the transport's to stamp (it knows the source): the layer only reads it."""
     host, port = source
-    rport = False
-    maddr = None
-    parameters: dict[str, str | None] = {}
-    for name, value in via.parameters.items():
-        lower = name.lower()
-        if lower == "rport":
-            rport = True
-            parameters[name] = str(port)
-        elif lower != "received":
-            if lower == "maddr":
-                maddr = value
-            parameters[name] = value
-    if rport or via.host.lower() != host.lower():
-        parameters["received"] = host
-        sent_by = f"[{via.host}]" if ":" in via.host else via.host
-        if via.port is not None:
-            sent_by = f"{sent_by}:{via.port}"
-        # text, not a FrozenViaHeader: half the cost, and the layer has the parsed Via
-        stamped = f"{via.protocol}/{via.transport} {sent_by}{format_params(parameters)}"
-        vias = request.via
-        request.headers.set("Via", [stamped, *vias[1:]] if len(vias) > 1 else stamped)
     transport = transport.lower()
-    if maddr and transport == "udp":
-        host = maddr
-    if not rport:
+    if transport == "udp":
+        host = via.maddr or host
+    if via.rport is None:
         port = via.port or _default_port(via.transport)
     return ResponseDestination(transport, source, (host, port))
 
@@ -1039,7 +1016,7 @@ class TransactionLayer:
         self, request: SIPRequest, source: Address, transport: str, now: float
     ) -> None:
         via = request.top_via
-        destination = _stamp_via(request, via, source, transport)
+        destination = _response_destination(via, source, transport)
         method = request.method
         branch = via.branch
         if branch is not None and branch.startswith(MAGIC_COOKIE):

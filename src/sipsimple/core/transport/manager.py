@@ -231,6 +231,7 @@ class TransportManager:
             endpoint.close()
         for server in self._servers:
             await server.wait_closed()
+        await asyncio.sleep(0)  # closed transports release their sockets on the next turn
         if self._connecting:
             await asyncio.gather(*self._connecting.values(), return_exceptions=True)
         self._servers.clear()
