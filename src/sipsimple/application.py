@@ -300,7 +300,7 @@ class SIPApplication:
 
     def _settings_observer(self, notification: Notification) -> None:
         if is_sip_thread():
-            self._apply_settings(notification.data.modified)
+            asyncio.get_running_loop().create_task(self._apply_settings(notification.data.modified))
             return
         try:
             call_in_sip_thread(self._apply_settings, notification.data.modified)
