@@ -137,6 +137,7 @@ class SIPApplication:
                 instance._lock = threading.Lock()
                 instance._state = ApplicationState.STOPPED
                 instance._initialized = None
+                instance._tasks = set()
                 instance.storage = None
                 SIPApplication._instance = instance
             return SIPApplication._instance
@@ -144,6 +145,7 @@ class SIPApplication:
     _lock: threading.Lock
     _state: ApplicationState
     _initialized: asyncio.Event | None
+    _tasks: set[asyncio.Task[None]]
     storage: _Storage | ConfigurationBackend | None
 
     @property
@@ -300,7 +302,11 @@ class SIPApplication:
 
     def _settings_observer(self, notification: Notification) -> None:
         if is_sip_thread():
-            asyncio.get_running_loop().create_task(self._apply_settings(notification.data.modified))
+            task = asyncio.get_running_loop().create_task(
+                self._apply_settings(notification.data.modified)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
             return
         try:
             call_in_sip_thread(self._apply_settings, notification.data.modified)

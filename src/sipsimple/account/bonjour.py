@@ -39,6 +39,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import Engine, FrozenSIPURI, SIPCoreError
 from sipsimple.notification import NotificationCenter, NotificationData
+from sipsimple.threading import spawn
 
 if TYPE_CHECKING:
     from sipsimple.account import BonjourAccount
@@ -121,7 +122,7 @@ class BonjourServices:
     def update_registrations(self) -> None:
         """Publish the display name again (it is in the TXT records)."""
         if self._zeroconf is not None:
-            asyncio.get_running_loop().create_task(self._update())
+            spawn(self._update())
 
     # -- publishing
 
