@@ -16,6 +16,7 @@ from tests.unit.test_lookup import LoopbackDNSServer
 
 from sipsimple.account import AccountManager
 from sipsimple.account.registration import AccountRegistrar
+from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import Registration
 from sipsimple.notification import Notification, NotificationCenter, NotificationQueue
 from sipsimple.util import Route
@@ -326,3 +327,19 @@ async def test_stop_is_bounded_when_the_registrar_is_gone(monkeypatch):
     assert isinstance(not_ended.data.registration, Registration)
     await queue.wait_for("SIPApplicationDidEnd", timeout=1)
     queue.close()
+
+
+async def test_a_new_sip_port_registers_the_new_contact(registrar):
+    await serve(registrar, OK_60S)
+    with NotificationQueue() as queue:
+        async with running_application(storage(registrar.ports["udp"])):
+            account = AccountManager().get_account(ALICE)
+            first = await queue.wait_for("SIPAccountRegistrationDidSucceed", timeout=5)
+            settings = SIPSimpleSettings()
+            settings.sip.udp_port = free_udp_port()
+            settings.save()
+            await queue.wait_for("SIPAccountRegistrationDidEnd", timeout=5)
+            second = await queue.wait_for("SIPAccountRegistrationDidSucceed", timeout=5)
+            assert second.data.contact_header.uri.port == settings.sip.udp_port
+            assert first.data.contact_header.uri.port != settings.sip.udp_port
+            assert second.data.contact_header.uri == account.contact["udp"]
