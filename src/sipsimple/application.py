@@ -197,7 +197,7 @@ class SIPApplication:
             self._state = ApplicationState.STOPPING
         call_in_sip_thread(self._shutdown)
 
-    def _post(self, name: str, **data: object) -> None:
+    def _post(self, name: str, /, **data: object) -> None:
         NotificationCenter().post_notification(name, sender=self, data=NotificationData(**data))
 
     def _starting(self) -> bool:

@@ -59,7 +59,7 @@ _TRANSPORTS = ("udp", "tcp", "tls")
 Awaitable = asyncio.Task[None] | concurrent.futures.Future[None]
 
 
-def _post(sender: object, name: str, **data: Any) -> None:
+def _post(sender: object, name: str, /, **data: Any) -> None:
     NotificationCenter().post_notification(name, sender=sender, data=NotificationData(**data))
 
 
