@@ -31,6 +31,14 @@ from sipsimple.core.sip.auth import (
     CredentialsRejectedError,
     DigestAuthenticator,
 )
+from sipsimple.core.sip.dialog import (
+    Dialog,
+    DialogError,
+    DialogID,
+    DialogLayer,
+    DialogSet,
+    DialogState,
+)
 from sipsimple.core.sip.framer import InvalidMessage, KeepAlivePing, KeepAlivePong, SIPStreamFramer
 from sipsimple.core.sip.grammar import frozendict
 from sipsimple.core.sip.headers import (
@@ -78,6 +86,14 @@ from sipsimple.core.sip.message import (
     parse_message,
 )
 from sipsimple.core.sip.multipart import BodyPart, split_multipart
+from sipsimple.core.sip.timers import TimerSettings
+from sipsimple.core.sip.transaction import (
+    TransactionError,
+    TransactionLayer,
+    TransactionLimitError,
+    TransactionState,
+    TransactionStateError,
+)
 from sipsimple.core.sip.uri import SIPURI, BaseSIPURI, FrozenSIPURI, OpaqueURI, parse_uri
 
 __all__ = [
@@ -91,6 +107,12 @@ __all__ = [
     "ContentTypeHeader",
     "Credentials",
     "CredentialsRejectedError",
+    "Dialog",
+    "DialogError",
+    "DialogID",
+    "DialogLayer",
+    "DialogSet",
+    "DialogState",
     "DigestAuthenticator",
     "Engine",
     "EngineError",
@@ -159,7 +181,13 @@ __all__ = [
     "SIPStreamFramer",
     "SubjectHeader",
     "SubscriptionStateHeader",
+    "TimerSettings",
     "ToHeader",
+    "TransactionError",
+    "TransactionLayer",
+    "TransactionLimitError",
+    "TransactionState",
+    "TransactionStateError",
     "ViaHeader",
     "WarningHeader",
     "frozendict",

@@ -27,7 +27,11 @@ Sending
     (``"timeout"``: the transaction or ``timeout`` expired), 503 (``"transport"``:
     nothing could be sent, the reason phrase says why; ``"dns"``: no destination
     found; ``"stopped"``: the Engine stopped). ``client_request.cancel()`` cancels an
-    INVITE; ``client_request.abandon()`` stops reporting.
+    INVITE; ``client_request.abandon()`` stops reporting. ``client_request.request``
+    is the request as last sent: after a 401 its CSeq has moved on, so dialogs are made
+    from it (``create_dialog_set(client_request.request)``) when the responses come.
+    ``client_request.send_ack(dialog.create_ack(cseq))`` acknowledges a 2xx;
+    ``engine.send_ack(ack)`` does so without the INVITE's transaction.
 
 Receiving new requests
     ``engine.register_request_handler(method, handler)`` claims requests outside any
@@ -55,8 +59,10 @@ Answering
     one made for it (``server_request.to_tag``, the same for every response). Set
     ``on_cancel(server_request, cancel_request)`` on an INVITE to hear of its CANCEL
     (the Engine has answered the CANCEL with 200; the usage answers the INVITE with
-    487), and ``on_timeout(server_request, timer)`` to hear that its transaction gave
-    up ("H": no ACK for a non-2xx, "L": no ACK for a 2xx).
+    487), ``on_timeout(server_request, timer)`` to hear that its transaction gave
+    up ("H": no ACK for a non-2xx, "L": no ACK for a 2xx), and
+    ``on_terminated(server_request)`` to hear that it ended (an INVITE server
+    transaction's ``ack_received`` then says whether the ACK of a non-2xx came).
 
 Capabilities
     ``engine.add_allowed_methods(*methods)`` and ``engine.add_supported(*options)``
@@ -76,7 +82,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sipsimple.core.sip.auth import AuthenticationError, DigestAuthenticator
 from sipsimple.core.sip.dialog import Dialog
-from sipsimple.core.sip.headers import CSeq, FrozenViaHeader
+from sipsimple.core.sip.headers import CSeq
 from sipsimple.core.sip.message import SIPRequest, SIPResponse
 from sipsimple.core.sip.transaction import (
     ClientTransaction,
@@ -298,8 +304,7 @@ class ClientRequest:
         self._fail(503, self._last_error or "no destination", "transport")
 
     def _send(self, request: SIPRequest, destination: TransportAddress) -> bool:
-        via = FrozenViaHeader("UDP", "0.0.0.0", None, {"branch": self.engine.new_branch()})
-        request.headers.set("Via", via)
+        self.engine.new_via(request)
         self.request = request
         try:
             self.transaction = self.engine._start_client(request, destination, self)
@@ -419,6 +424,7 @@ class ServerRequest:
         "engine",
         "final_response",
         "on_cancel",
+        "on_terminated",
         "on_timeout",
         "request",
         "source",
@@ -441,6 +447,7 @@ class ServerRequest:
         self.final_response: SIPResponse | None = None
         self.on_cancel: Callable[[ServerRequest, SIPRequest], None] | None = None
         self.on_timeout: Callable[[ServerRequest, str], None] | None = None
+        self.on_terminated: Callable[[ServerRequest], None] | None = None
         self._to_tag: str | None = None
 
     def __repr__(self) -> str:
