@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from sipsimple import __version__
+from sipsimple.core.errors import SIPParseError
 from sipsimple.core.sip.dialog import Dialog, DialogLayer
 from sipsimple.core.sip.headers import FrozenViaHeader
 from sipsimple.core.sip.message import SIPRequest, SIPResponse
@@ -942,7 +943,10 @@ class Engine:
         if unsupported and method not in ("CANCEL", "ACK"):
             return 420, None, [("Unsupported", ", ".join(unsupported))]
         if method in ("SUBSCRIBE", "NOTIFY"):
-            event = request.get_header("Event")
+            try:
+                event = request.get_header("Event")
+            except SIPParseError:
+                return 400, "Bad Event header", []
             if event is None:
                 return 400, "Missing Event header", []
             known = self.incoming_events if method == "SUBSCRIBE" else self._options["events"]
