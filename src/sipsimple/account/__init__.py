@@ -35,6 +35,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, ClassVar
 
 from sipsimple.account.bonjour import BonjourServiceDescription, BonjourServices
+from sipsimple.account.mwi import MWISubscriber
 from sipsimple.account.registration import AccountRegistrar
 from sipsimple.account.settings import AccountSettings, BonjourAccountSettings
 from sipsimple.configuration import ConfigurationManager
@@ -240,10 +241,24 @@ class Account(_Activation, AccountSettings):
         )
     )
 
+    _MWI_SETTINGS: ClassVar[frozenset[str]] = frozenset(
+        (
+            "__id__",
+            "display_name",
+            "auth.username",
+            "auth.password",
+            "sip.always_use_my_proxy",
+            "sip.outbound_proxy",
+            "sip.subscribe_interval",
+            "message_summary.voicemail_uri",
+        )
+    )
+
     def __init__(self, id: str) -> None:
         self._init_activation()
         self._contact_user = _random_user()
         self._registrar = AccountRegistrar(self)
+        self._mwi = MWISubscriber(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.id)!r})"
@@ -286,9 +301,11 @@ class Account(_Activation, AccountSettings):
     def _activate(self) -> None:
         if self.registration.enabled:
             self._registrar.activate()
+        if self.message_summary.enabled:
+            self._mwi.activate()
 
     async def _deactivate(self) -> None:
-        await self._registrar.deactivate()
+        await asyncio.gather(self._mwi.deactivate(), self._registrar.deactivate())
 
     def _settings_changed(self, modified: dict[str, Any]) -> None:
         if "registration.enabled" in modified:
@@ -298,6 +315,13 @@ class Account(_Activation, AccountSettings):
                 spawn(self._registrar.deactivate())
         elif self.registration.enabled and self._REGISTRATION_SETTINGS.intersection(modified):
             self._registrar.reregister()
+        if "message_summary.enabled" in modified:
+            if self.message_summary.enabled:
+                self._mwi.activate()
+            else:
+                spawn(self._mwi.deactivate())
+        elif self.message_summary.enabled and self._MWI_SETTINGS.intersection(modified):
+            self._mwi.resubscribe()
 
 
 class BonjourAccount(_Activation, BonjourAccountSettings):
