@@ -327,9 +327,7 @@ class SIPApplication:
         if engine.is_running and (_TRANSPORT_SETTINGS | _TLS_SETTINGS).intersection(modified):
             await self._restart_transports(engine, settings)
             for account in AccountManager().iter_accounts():
-                account_reregister = getattr(account, "reregister", None)
-                if account_reregister is not None:
-                    account_reregister()
+                account._contact_changed()
 
     async def _restart_transports(self, engine: Engine, settings: SIPSimpleSettings) -> None:
         """Bring the Engine's transports in line with the settings, one change at a time

@@ -219,6 +219,11 @@ class _Activation:
     def _settings_changed(self, modified: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _contact_changed(self) -> None:
+        """The Engine's transports changed (SIPApplication calls it): our contact with
+        them. SIP thread only."""
+        raise NotImplementedError
+
 
 class Account(_Activation, AccountSettings):
     """A SIP account at a provider (spec: Account); ``Account(id)`` makes or finds it.
@@ -286,6 +291,14 @@ class Account(_Activation, AccountSettings):
     def _reregister(self) -> None:
         if self._active and self.registration.enabled:
             self._registrar.reregister()
+
+    def _contact_changed(self) -> None:
+        if not self._active:
+            return
+        if self.registration.enabled:
+            self._registrar.reregister()
+        if self.message_summary.enabled:
+            self._mwi.resubscribe()
 
     def delete(self) -> Awaitable | concurrent.futures.Future[None]:  # type: ignore[override]
         """Deactivate (unregistering), then remove the account from the configuration
@@ -369,6 +382,10 @@ class BonjourAccount(_Activation, BonjourAccountSettings):
     def _settings_changed(self, modified: dict[str, Any]) -> None:
         if "display_name" in modified:
             self._services.update_registrations()
+
+    def _contact_changed(self) -> None:
+        if self._active:
+            spawn(self._services.restart())
 
 
 AnyAccount = Account | BonjourAccount
