@@ -251,6 +251,10 @@ class SIPApplication:
         if dns.probe_domain is not None:
             manager.probe_domain = str(dns.probe_domain)
             manager.start()
+        else:
+            # Without probing the configured ones are used as they are: forget what an
+            # earlier probe chose (DNSManager has no public call for it yet).
+            manager._nameservers = None
 
     async def _start_engine(self, settings: SIPSimpleSettings) -> None:
         options = engine_options(settings)

@@ -223,3 +223,7 @@ async def test_the_dns_manager_probes_the_configured_nameservers():
     finally:
         server.close()
     assert ("probe.test", "NAPTR") in server.queries
+    # Started again without probing, the configured nameservers are used as they are.
+    async with running_application(loopback_storage(nameservers=["127.0.0.1:11"])):
+        assert DNSManager().nameservers is None
+        assert DNSManager().system_nameservers == ["127.0.0.1:11"]
