@@ -89,12 +89,6 @@ def _sip_task(coroutine_function: Callable[[], Coroutine[Any, Any, None]]) -> Aw
 _tasks: set[asyncio.Task[None]] = set()  # tasks nobody may be waiting for: kept alive here
 
 
-def _done() -> concurrent.futures.Future[None]:
-    future: concurrent.futures.Future[None] = concurrent.futures.Future()
-    future.set_result(None)
-    return future
-
-
 def _random_user() -> str:
     return "".join(random.sample(string.ascii_lowercase, 8))
 
