@@ -53,10 +53,9 @@ def recorder():
     yield recorder
     app = SIPApplication()
     if app.state is not ApplicationState.STOPPED:
+        ended = recorder.names.count("SIPApplicationDidEnd")
         app.stop()
-        recorder.wait_for(
-            "SIPApplicationDidEnd", count=recorder.names.count("SIPApplicationDidEnd") + 1
-        )
+        recorder.wait_for("SIPApplicationDidEnd", count=ended + 1)
     recorder.close()
 
 
