@@ -287,10 +287,12 @@ class SIPApplication:
             await run_in_worker(ConfigurationManager().stop)
         except Exception:
             log.exception("the configuration did not stop cleanly")
+        # The SIP thread is let go before the end is announced, so that an observer of
+        # SIPApplicationDidEnd can start the application again at once.
+        SIPThread().stop()
         with self._lock:
             self._state = ApplicationState.STOPPED
         self._post("SIPApplicationDidEnd")
-        SIPThread().stop()
 
     @staticmethod
     async def _bounded(stop: Any, timeout: float, what: str) -> None:
