@@ -5,6 +5,7 @@ the peer's real address; AudioTransport runs one audio stream over it: codecs, j
 buffer, RTCP, DTMF and a slot in the audio mixer.
 """
 
+from sipsimple.core.media.audiotransport import AudioTransport, AudioTransportError
 from sipsimple.core.media.rtptransport import (
     RTPReceiver,
     RTPTransport,
@@ -13,6 +14,8 @@ from sipsimple.core.media.rtptransport import (
 )
 
 __all__ = [
+    "AudioTransport",
+    "AudioTransportError",
     "RTPReceiver",
     "RTPTransport",
     "RTPTransportCounters",
