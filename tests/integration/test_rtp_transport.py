@@ -513,3 +513,49 @@ async def test_state_checks_and_bad_arguments():
     await transport.stop()
     await transport.stop()
     assert transport.state == "ENDED"
+
+
+async def test_a_later_exchange_moves_the_peer_and_keeps_our_keys():
+    offerer = await initialized(encryption="opportunistic")
+    call = await connect(offerer, await initialized(encryption="opportunistic"))
+    elsewhere = RawPeer()
+    try:
+        await exchange(call, rtcp=False)
+        # A re-offer describes what was agreed: the same key, one a=crypto line.
+        media = media_line()
+        offerer.update_local_media(media)
+        assert (
+            media.attributes.getall("crypto") == call.offer.media[0].attributes.getall("crypto")[:1]
+        )
+        # The answer to it moves the peer's media to another address (a transfer, say).
+        answer = call.answer.media[0]
+        answer.port = elsewhere.address[1]
+        await offerer.set_ESTABLISHED(session(media), session(answer), 0)
+        assert offerer.remote_rtp_port == elsewhere.address[1]
+        assert offerer.remote_rtp_port_received is None  # nothing from there yet
+        offerer.send_rtp(rtp(50, 0xA))
+        offered = CryptoAttribute.parse(call.offer.media[0].attributes.getfirst("crypto"))
+        answered = CryptoAttribute.parse(answer.attributes.getfirst("crypto"))
+        listener = SRTPSession(offerer.srtp_cipher, answered.key_salt, offered.key_salt)
+        assert RTPPacket.parse(listener.unprotect(await elsewhere.receive())).sequence_number == 50
+    finally:
+        elsewhere.close()
+        await call.close()
+
+
+async def test_without_ice_checks_the_stream_still_follows_the_peer():
+    offerer = await initialized(use_ice=True)
+    call = await connect(offerer, await initialized())
+    moved = RawPeer()
+    try:
+        await exchange(call, rtcp=False)
+        for seq in range(5, 8):
+            moved.send(rtp(seq, 0xB), offerer)
+        await call.a.wait(rtp=6)
+        await settle()
+        offerer.send_rtp(rtp(9, 0xA))
+        assert RTPPacket.parse(await moved.receive()).sequence_number == 9
+        assert offerer.counters.latch_changes == 1 and not offerer.ice_active
+    finally:
+        moved.close()
+        await call.close()

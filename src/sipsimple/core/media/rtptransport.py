@@ -221,6 +221,7 @@ class RTPTransport:
         self._ice: ICESession | None = None
         self._ice_connected = False  # a pair (checked or not) carries media
         self._ice_running = False  # the pairs ICE selected carry media
+        self._ice_sending_to: Address | None = None  # without ICE checks: the peer's address
         self._ice_peers: frozenset[Address] = frozenset()
         self._ice_backlog: deque[tuple[bytes, int]] = deque(maxlen=MAX_ICE_BACKLOG)
         self._ice_wakeup = asyncio.Event()
@@ -531,6 +532,7 @@ class RTPTransport:
         ice = self._ice
         if ice is None or self.state == "ENDED" or self._latch.address is None:
             return
+        self._ice_sending_to = self._latch.address
         await ice.start_without_ice(self._latch.address, self._rtcp_latch.address)
         self._ice_connected = True
         self._start_ice_reader()
@@ -742,7 +744,7 @@ class RTPTransport:
             logger.info("RTP now follows %s:%d (SSRC %08x)", address[0], address[1], ssrc)
         self._remote_ssrc = ssrc
         self._ssrc_candidate = None
-        if self._ice is not None and self._ice_connected:
+        if self._ice is not None and self._ice_connected and address != self._ice_sending_to:
             self._spawn(self._ice_fallback())
 
     def _rtcp_datagram(self, data: bytes, address: Address, now: float, *, muxed: bool) -> None:
