@@ -27,6 +27,7 @@ import asyncio
 import cProfile
 import io
 import multiprocessing
+import os
 import pstats
 import time
 from dataclasses import dataclass
@@ -43,10 +44,11 @@ from sipsimple.media.rtp import RTPPacket
 LOCAL = "127.0.0.1"
 PORTS = {"offerer": (20000, 29999), "answerer": (30000, 39999)}
 PTIME = 0.02
+MIXER_RATE = 48000
 LATENESS_LIMIT = 0.005
 WARMUP = 2.0
 DRAIN = 0.5
-DEFAULT_STEPS = {"PCMU": [50, 100, 150, 200, 250, 300], "opus": [20, 30, 40, 50, 60, 80]}
+DEFAULT_STEPS = {"PCMU": [25, 50, 75, 100, 150, 200], "opus": [10, 20, 30, 40, 50]}
 
 _lateness: list[float] | None = None  # collected during the window only
 
@@ -83,7 +85,15 @@ async def run_side(role: str, calls: int, codec: str, conn: Connection, bare: bo
     loop = asyncio.get_running_loop()
 
     async def receive() -> object:
-        return await loop.run_in_executor(None, conn.recv)
+        # A reader on the pipe, not a thread blocked in recv(): a waiting thread makes
+        # the loop's thread give up the GIL on a timer and stalls it for milliseconds.
+        ready = asyncio.Event()
+        loop.add_reader(conn.fileno(), ready.set)
+        try:
+            await ready.wait()
+        finally:
+            loop.remove_reader(conn.fileno())
+        return conn.recv()
 
     side = BareSide(calls) if bare else AudioSide(calls, codec, role)
     await side.setup()
@@ -109,7 +119,7 @@ class AudioSide:
     def __init__(self, calls: int, codec: str, role: str) -> None:
         self.codec = codec
         self.mixer = AudioMixer(
-            None, None, 48000, slot_count=calls + 1, device=DummyDevice(tone=440)
+            None, None, MIXER_RATE, slot_count=calls + 1, device=DummyDevice(tone=440)
         )
         self.rtps = [
             RTPTransport(local_address=LOCAL, port_range=PORTS[role]) for _ in range(calls)
@@ -234,8 +244,10 @@ class BareSide:
 
 
 def side_process(
-    role: str, calls: int, codec: str, conn: Connection, bare: bool, profile: bool
+    role: str, calls: int, codec: str, conn: Connection, bare: bool, profile: bool, rate: int
 ) -> None:
+    global MIXER_RATE
+    MIXER_RATE = rate
     coroutine = run_side(role, calls, codec, conn, bare)
     if not profile:
         asyncio.run(coroutine)
@@ -275,7 +287,7 @@ def trial(
         ours, theirs = context.Pipe()
         process = context.Process(
             target=side_process,
-            args=(role, calls, codec, theirs, bare, profile and role == "offerer"),
+            args=(role, calls, codec, theirs, bare, profile and role == "offerer", MIXER_RATE),
         )
         process.start()
         pipes[role] = ours
@@ -311,12 +323,16 @@ def trial(
 
 
 def main() -> None:
+    global MIXER_RATE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--codec", choices=["PCMU", "opus"], action="append")
     parser.add_argument("--calls", type=int, nargs="+")
     parser.add_argument("--window", type=float, default=6.0)
     parser.add_argument("--profile", type=int, metavar="N")
+    parser.add_argument("--mixer-rate", type=int, default=MIXER_RATE)
     args = parser.parse_args()
+    MIXER_RATE = args.mixer_rate
+    print(f"mixer at {MIXER_RATE} Hz; load average before: {os.getloadavg()[0]:.1f}")
     codecs = args.codec or ["PCMU", "opus"]
     if args.profile:
         for codec in codecs:

@@ -14,14 +14,16 @@ picks the codec the negotiation settled on and then runs the stream on the loop:
 * Notifications: RTPAudioStreamGotDTMF (digit) and RTPAudioTransportDidTimeout (no RTP
   for ``timeout`` seconds while we expect to receive).
 
-Each transport has its own clock, so the packets of many calls spread over the frame
-period instead of leaving in one burst at the mixer's tick.  Methods must be called on
+Each transport has its own clock, at its own phase against the mixer's, so the packets
+of many calls spread over the frame period instead of leaving in one burst at the
+mixer's tick.  Methods must be called on
 the loop that runs the transport (the SIP thread).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
@@ -65,6 +67,10 @@ MAX_BURST = 5  # frames sent at once to catch up after a late wake-up; later one
 # received audio queued for the mixer beyond this many frames is late: both are dropped.
 MAX_QUEUED_FRAMES = 2
 PORT_QUEUE = 0.1  # seconds of audio the MixerPort holds each way
+# Our ticks fall within this part of the mixer's frame period, after its tick.
+PHASE_LOW, PHASE_HIGH = 0.15, 0.85
+GOLDEN_RATIO = 0.6180339887498949
+_phases = itertools.count()
 
 
 class AudioTransportError(SIPCoreError):
@@ -435,9 +441,11 @@ class AudioTransport:
     def _frame_mixed(self) -> None:
         """The mixer's tick queued a frame for us (and took one frame of what we queued).
 
-        The first one puts our clock half a mixer frame after the mixer's, so that timer
-        jitter never swaps the order of our ticks and its ticks (which would add a frame
-        of delay each way every time it happened).
+        The first one sets our clock's phase against the mixer's: a fraction of a mixer
+        frame after its ticks, away from them so that timer jitter does not swap the order
+        of our ticks and its ticks (each swap would add a frame of delay), and different
+        for each transport (a golden-ratio sequence) so that the packets of many calls
+        spread over the frame period instead of leaving in one burst.
         """
         self._mixed_frames = min(self._mixed_frames + 1, round(PORT_QUEUE / PTIME))
         self._inbound = max(0, self._inbound - self.mixer.frame_samples)
@@ -446,8 +454,9 @@ class AudioTransport:
         self._in_phase = True
         loop = self._loop
         assert loop is not None and self._timer is not None
+        phase = PHASE_LOW + (PHASE_HIGH - PHASE_LOW) * (next(_phases) * GOLDEN_RATIO % 1.0)
         self._timer.cancel()
-        self._pacer.start(loop.time() + PTIME / 2 - self._pacer.period)
+        self._pacer.start(loop.time() + phase * PTIME - self._pacer.period)
         self._timer = loop.call_at(self._pacer.deadline, self._tick)
 
     def _play(self, now: float) -> None:

@@ -216,6 +216,9 @@ class RTPTransport:
         # plain sockets
         self._rtp_socket: asyncio.DatagramTransport | None = None
         self._rtcp_socket: asyncio.DatagramTransport | None = None
+        # The same sockets, written to directly: cheaper than the transports' sendto().
+        self._rtp_out: socket.socket | None = None
+        self._rtcp_out: socket.socket | None = None
         self._local_port = 0
         # ICE
         self._ice: ICESession | None = None
@@ -352,6 +355,7 @@ class RTPTransport:
             lambda: _SocketProtocol(self, rtcp=True), sock=rtcp_sock
         )
         self._local_port = rtp_sock.getsockname()[1]
+        self._rtp_out, self._rtcp_out = rtp_sock, rtcp_sock
 
     def _bind_pair(self, address: str) -> tuple[socket.socket, socket.socket]:
         """An even RTP port and the odd RTCP port after it, tried in random order."""
@@ -601,6 +605,7 @@ class RTPTransport:
             if sock is not None:
                 sock.close()
         self._rtp_socket = self._rtcp_socket = None
+        self._rtp_out = self._rtcp_out = None
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
@@ -620,12 +625,8 @@ class RTPTransport:
                 self.counters.srtp_errors += 1
                 return
         if self._ice is None:
-            address = self._latch.address
-            sock = self._rtp_socket
-            if address is None or sock is None:
-                self.counters.send_errors += 1
+            if not self._sendto(self._rtp_out, data, self._latch.address):
                 return
-            sock.sendto(data, address)
         elif not self._queue_ice(data, RTP_COMPONENT):
             return
         self.counters.rtp_sent += 1
@@ -641,16 +642,25 @@ class RTPTransport:
                 return
         if self._ice is None:
             if self.rtcp_mux:
-                address, sock = self._latch.address, self._rtp_socket
+                sent = self._sendto(self._rtp_out, data, self._latch.address)
             else:
-                address, sock = self._rtcp_latch.address, self._rtcp_socket
-            if address is None or sock is None:
-                self.counters.send_errors += 1
+                sent = self._sendto(self._rtcp_out, data, self._rtcp_latch.address)
+            if not sent:
                 return
-            sock.sendto(data, address)
         elif not self._queue_ice(data, RTP_COMPONENT if self.rtcp_mux else RTCP_COMPONENT):
             return
         self.counters.rtcp_sent += 1
+
+    def _sendto(self, sock: socket.socket | None, data: bytes, address: Address | None) -> bool:
+        if sock is None or address is None:
+            self.counters.send_errors += 1
+            return False
+        try:
+            sock.sendto(data, address)
+        except OSError:  # a full socket buffer, an ICMP error, an address of another family
+            self.counters.send_errors += 1
+            return False
+        return True
 
     def _queue_ice(self, data: bytes, component: int) -> bool:
         if not self._ice_connected:
