@@ -108,9 +108,10 @@ async def run_side(role: str, calls: int, codec: str, conn: Connection, bare: bo
     assert await receive() == "stop"
     cpu, wall = time.process_time() - cpu, loop.time() - wall
     lateness, _lateness = np.array(_lateness), None
+    late = side.late_frames()
     side.stop_sending()
     await asyncio.sleep(DRAIN)
-    sent, received, late = side.totals()
+    sent, received = side.totals()
     conn.send(SideResult(cpu, wall, sent, received, lateness, late))
     await side.close()
 
@@ -164,14 +165,17 @@ class AudioSide:
         for audio in self.audios:
             audio.update_direction("recvonly")
 
-    def totals(self) -> tuple[int, int, int]:
+    def totals(self) -> tuple[int, int]:
         sent = sum(rtp.counters.rtp_sent for rtp in self.rtps)
-        received = sum(rtp.counters.rtp_received for rtp in self.rtps)
-        late = 0
+        return sent, sum(rtp.counters.rtp_received for rtp in self.rtps)
+
+    def late_frames(self) -> int:
+        """Frames the jitter buffers had no packet for (late, lost or run dry)."""
+        total = 0
         for audio in self.audios:
             stats = audio.jitter_buffer_statistics
-            late += stats.late + stats.lost + stats.underruns
-        return sent, received, late
+            total += stats.late + stats.lost + stats.underruns
+        return total
 
     async def close(self) -> None:
         for audio in self.audios:
@@ -235,8 +239,11 @@ class BareSide:
     def stop_sending(self) -> None:
         self.sending = False
 
-    def totals(self) -> tuple[int, int, int]:
-        return self.sent, sum(protocol.received for _, protocol in self.sockets), 0
+    def totals(self) -> tuple[int, int]:
+        return self.sent, sum(protocol.received for _, protocol in self.sockets)
+
+    def late_frames(self) -> int:
+        return 0
 
     async def close(self) -> None:
         for transport, _ in self.sockets:
@@ -322,6 +329,15 @@ def trial(
     )
 
 
+def cpu_pressure() -> str:
+    """How much of the last 10 s runnable tasks waited for a CPU (Linux PSI), e.g. "35%"."""
+    try:
+        with open("/proc/pressure/cpu") as pressure:
+            return pressure.readline().split()[1].split("=")[1].split(".")[0] + "%"
+    except (OSError, IndexError):
+        return "?"
+
+
 def main() -> None:
     global MIXER_RATE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -333,6 +349,7 @@ def main() -> None:
     args = parser.parse_args()
     MIXER_RATE = args.mixer_rate
     print(f"mixer at {MIXER_RATE} Hz; load average before: {os.getloadavg()[0]:.1f}")
+    print("stall: CPU pressure during the trial (share of time a runnable task waited for a CPU)")
     codecs = args.codec or ["PCMU", "opus"]
     if args.profile:
         for codec in codecs:
@@ -341,18 +358,21 @@ def main() -> None:
         return
     print(
         f"{'codec':<6} {'calls':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'lost':>5} "
-        f"{'jb late':>7} {'%cpu/call':>9} {'busiest%':>8} {'bare%/call':>10} {'x bare':>6}"
+        f"{'jb late':>7} {'%cpu/call':>9} {'busiest%':>8} {'bare%/call':>10} {'x bare':>6} "
+        f"{'stall':>5}"
     )
     for codec in codecs:
         best = None
         for calls in args.calls or DEFAULT_STEPS[codec]:
             result = trial(calls, codec, args.window)
+            stall = cpu_pressure()
             floor = trial(calls, codec, args.window, bare=True)
             print(
                 f"{codec:<6} {calls:>5} {result.p50_ms:>7.2f} {result.p99_ms:>7.2f} "
                 f"{result.max_ms:>7.2f} {result.lost:>5} {result.late_frames:>7} "
                 f"{result.cpu_per_call:>9.2f} {result.busiest:>8.0f} "
-                f"{floor.cpu_per_call:>10.3f} {result.cpu_per_call / floor.cpu_per_call:>6.1f}"
+                f"{floor.cpu_per_call:>10.3f} {result.cpu_per_call / floor.cpu_per_call:>6.1f} "
+                f"{stall:>5}"
                 f"{'' if result.ok else '  <- misses'}",
                 flush=True,
             )

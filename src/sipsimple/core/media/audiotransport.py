@@ -249,8 +249,9 @@ class AudioTransport:
         rate = self.mixer.sample_rate
         self._send_samples = rate * info.ptime // 1000  # mixer samples per packet
         self._ticks_per_sample = info.clock_rate / info.sample_rate
-        self._to_codec = Resampler(rate, info.sample_rate)
-        self._from_codec = Resampler(info.sample_rate, rate)
+        # None where the codec runs at the mixer's rate (Opus at 48 kHz, G.711 at 8 kHz).
+        self._to_codec = Resampler(rate, info.sample_rate) if rate != info.sample_rate else None
+        self._from_codec = Resampler(info.sample_rate, rate) if rate != info.sample_rate else None
         self._packetizer = RTPPacketizer(info.payload_type)
         self._marker = True
         self._jitter = JitterBuffer(info.clock_rate, ptime=info.ptime)
@@ -404,7 +405,9 @@ class AudioTransport:
                 self._transmit(packet, now)
                 return
         try:
-            payload = self._codec.encode(self._to_codec.process(pcm))
+            if self._to_codec is not None:
+                pcm = self._to_codec.process(pcm)
+            payload = self._codec.encode(pcm)
         except (CodecError, ValueError):
             logger.exception("cannot encode a %s frame", self.codec)
             packetizer.advance(self._timestamp_step)
@@ -480,7 +483,8 @@ class AudioTransport:
             else:
                 pcm = codec.conceal()
             self._playout_debt -= max(len(pcm), round(frame.samples / self._ticks_per_sample))
-            pcm = self._from_codec.process(pcm)
+            if self._from_codec is not None:
+                pcm = self._from_codec.process(pcm)
             if self._inbound <= MAX_QUEUED_FRAMES * self.mixer.frame_samples:
                 self._inbound += len(pcm)
                 port.put_frame(pcm)
