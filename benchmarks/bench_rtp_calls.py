@@ -85,7 +85,14 @@ class SideResult:
 # -- one side of N calls ---------------------------------------------------------------------
 
 
-async def run_side(role: str, calls: int, codec: str, conn: Connection, bare: bool) -> None:
+async def run_side(
+    role: str,
+    calls: int,
+    codec: str,
+    conn: Connection,
+    bare: bool,
+    profiler: cProfile.Profile | None = None,
+) -> None:
     global _lateness
     loop = asyncio.get_running_loop()
 
@@ -110,7 +117,11 @@ async def run_side(role: str, calls: int, codec: str, conn: Connection, bare: bo
     assert await receive() == "go"
     _lateness = []
     cpu, wall = time.process_time(), loop.time()
+    if profiler is not None:
+        profiler.enable()
     assert await receive() == "stop"
+    if profiler is not None:
+        profiler.disable()
     cpu, wall = time.process_time() - cpu, loop.time() - wall
     lateness, _lateness = np.array(_lateness), None
     late = side.late_frames()
@@ -260,15 +271,12 @@ def side_process(
 ) -> None:
     global MIXER_RATE
     MIXER_RATE = rate
-    coroutine = run_side(role, calls, codec, conn, bare)
-    if not profile:
-        asyncio.run(coroutine)
-        return
-    profiler = cProfile.Profile()
-    profiler.runcall(asyncio.run, coroutine)
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(28)
-    conn.send(out.getvalue())
+    profiler = cProfile.Profile() if profile else None
+    asyncio.run(run_side(role, calls, codec, conn, bare, profiler))
+    if profiler is not None:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
+        conn.send(out.getvalue())
 
 
 # -- trials ------------------------------------------------------------------------------------

@@ -358,12 +358,13 @@ class RTPTransport:
         self._rtp_out, self._rtcp_out = rtp_sock, rtcp_sock
 
     def _bind_pair(self, address: str) -> tuple[socket.socket, socket.socket]:
-        """An even RTP port and the odd RTCP port after it, tried in random order."""
+        """An even RTP port and the odd RTCP port after it: from a random pair on, in turn."""
         low, high = self.port_range
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        ports = list(range(low + low % 2, high, 2))
-        random.shuffle(ports)
-        for port in ports:
+        ports = range(low + low % 2, high, 2)
+        first = random.randrange(len(ports)) if ports else 0
+        for index in range(len(ports)):
+            port = ports[(first + index) % len(ports)]
             pair = []
             try:
                 for offset in (0, 1):
