@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import random
@@ -48,6 +49,7 @@ from sipsimple.media.ice import (
     ICENegotiationDidSucceed,
     ICENegotiationStateDidChange,
     ICESession,
+    ICEStateError,
 )
 from sipsimple.media.latch import RTPLatch
 from sipsimple.media.rtp import RTPPacket
@@ -255,7 +257,7 @@ class RTPTransport:
     @property
     def local_rtp_address(self) -> str | None:
         if self._ice is not None and self.state not in ("NULL", "WAIT_STUN", "INVALID"):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(ICEError, ICEStateError):
                 return self._ice.default_candidate(RTP_COMPONENT).address
             return None
         return self._local_address if self._rtp_socket is not None else None
@@ -263,7 +265,7 @@ class RTPTransport:
     @property
     def local_rtp_port(self) -> int | None:
         if self._ice is not None and self.state not in ("NULL", "WAIT_STUN", "INVALID"):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(ICEError, ICEStateError):
                 return self._ice.default_candidate(RTP_COMPONENT).port
             return None
         return self._local_port if self._rtp_socket is not None else None
@@ -374,8 +376,8 @@ class RTPTransport:
             except OSError as exc:
                 for sock in pair:
                     sock.close()
-                if exc.errno not in (98, 13):  # EADDRINUSE, EACCES: try the next pair
-                    raise
+                if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                    raise  # not a taken (or reserved) port: trying the others will not help
                 continue
             for sock in pair:
                 sock.setblocking(False)
