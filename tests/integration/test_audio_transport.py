@@ -99,6 +99,7 @@ async def call(
     start_answerer: bool = True,
     offerer_options=None,
     answerer_options=None,
+    direction: str = "sendrecv",
     **transport_options,
 ) -> tuple[Side, Side]:
     """An offer/answer through two SDPNegotiators, then both AudioTransports started, each
@@ -106,7 +107,7 @@ async def call(
     a = await side(OFFERER_TONE, **(offerer_options or {}))
     b = await side(ANSWERER_TONE, **(answerer_options or {}))
     a.audio = AudioTransport(a.mixer, a.rtp, codecs=offerer_codecs, **transport_options)
-    offer = written(a.audio.get_local_media())
+    offer = written(a.audio.get_local_media(direction=direction))
     b.audio = AudioTransport(b.mixer, b.rtp, offer, 0, codecs=answerer_codecs, **transport_options)
     answer = written(b.audio.get_local_media(offer, 0))
     negotiators = SDPNegotiator.create_with_local_offer(offer), SDPNegotiator()
@@ -222,6 +223,18 @@ async def test_hold_stops_sending_and_resumes():
         assert b.rtp.counters.rtp_received > before + 10
         assert abs(dominant_frequency(b.recorder.recent(0.2)) - OFFERER_TONE) < 15
         assert a.audio.direction == "sendrecv"
+    finally:
+        await hang_up(a, b)
+
+
+async def test_a_hold_offer_makes_the_answerer_listen_only():
+    a, b = await call(offerer_codecs=["PCMU"], direction="sendonly")
+    try:
+        assert (a.audio.direction, b.audio.direction) == ("sendonly", "recvonly")
+        await asyncio.sleep(0.5)
+        assert b.rtp.counters.rtp_sent == 0 and a.rtp.counters.rtp_received == 0
+        assert abs(dominant_frequency(b.recorder.recent(0.2)) - OFFERER_TONE) < 15
+        assert rms(a.recorder.recent(0.2)) == 0
     finally:
         await hang_up(a, b)
 

@@ -38,6 +38,7 @@ from sipsimple.core.sdp import (
     SDPAttribute,
     SDPMediaStream,
     SDPNegotiationError,
+    answer_direction,
     answer_media,
     effective_direction,
 )
@@ -261,7 +262,7 @@ class AudioTransport:
             ptime=info.ptime,
         )
         self._dtmf_receiver = DTMFReceiver()
-        self.rtcp = RTCPSession(
+        self._rtcp = RTCPSession(
             self._packetizer.ssrc,
             secrets.token_urlsafe(12),
             info.clock_rate,
@@ -281,7 +282,13 @@ class AudioTransport:
         self._pacer = FramePacer(info.ptime / 1000, MAX_BURST)
         self._pacer.start(now)
         self._started = True
-        self.update_direction(local.direction if local.port else "inactive")
+        # What we may do: send if the peer receives, receive if it sends (RFC 3264 6.1).
+        self.update_direction(
+            answer_direction(
+                effective_direction(remote_sdp, sdp_index),
+                effective_direction(local_sdp, sdp_index),
+            )
+        )
         self.transport.receiver = self
         self._timer = loop.call_at(self._pacer.deadline, self._tick)
 
@@ -349,7 +356,7 @@ class AudioTransport:
             self._timer = None
         if self.transport.receiver is self:
             self.transport.receiver = None
-        self.transport.send_rtcp(self.rtcp.bye(self._loop.time()))  # type: ignore[union-attr]
+        self.transport.send_rtcp(self._rtcp.bye(self._loop.time()))  # type: ignore[union-attr]
         if self._port is not None:
             self._port.stop()
 
@@ -357,7 +364,7 @@ class AudioTransport:
     def statistics(self) -> StreamStatistics | None:
         """RTCP statistics: rx, tx (packets, octets, loss, jitter) and rtt_ms; None before
         start()."""
-        return self.rtcp.statistics if self._port is not None else None
+        return self._rtcp.statistics if self._port is not None else None
 
     @property
     def jitter_buffer_statistics(self) -> JitterBufferStatistics | None:
@@ -375,9 +382,9 @@ class AudioTransport:
             self._play(now)
         if skipped:  # the loop stalled: that stretch of time is not sent
             self._packetizer.advance(skipped * self._timestamp_step)
-        report_due = self.rtcp.get_timer()
+        report_due = self._rtcp.get_timer()
         if report_due is not None and now >= report_due:
-            report = self.rtcp.handle_timer(now)
+            report = self._rtcp.handle_timer(now)
             if report is not None:
                 self.transport.send_rtcp(report)
         silent = now - self._last_rtp
@@ -418,7 +425,7 @@ class AudioTransport:
         self._transmit(packet, now)
 
     def _transmit(self, packet: RTPPacket, now: float) -> None:
-        self.rtcp.rtp_sent(packet, now)
+        self._rtcp.rtp_sent(packet, now)
         self.transport.send_rtp(packet.serialize())
 
     def _mixed_audio(self) -> np.ndarray:
@@ -494,7 +501,7 @@ class AudioTransport:
     def rtp_received(self, packet: RTPPacket, now: float) -> None:
         self._last_rtp = now
         self._timed_out = False
-        self.rtcp.rtp_received(packet, now)
+        self._rtcp.rtp_received(packet, now)
         payload_type = packet.payload_type
         if payload_type in self._audio_types:
             if self._receiving:
@@ -508,7 +515,7 @@ class AudioTransport:
 
     def rtcp_received(self, data: bytes, now: float) -> None:
         try:
-            self.rtcp.receive(data, now)
+            self._rtcp.receive(data, now)
         except RTCPParseError as exc:
             logger.debug("dropping an RTCP packet: %s", exc)
             self.transport.counters.garbage += 1
