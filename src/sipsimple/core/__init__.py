@@ -91,9 +91,21 @@ from sipsimple.core.sip.transaction import (
     TransactionStateError,
 )
 from sipsimple.core.sip.uri import SIPURI, BaseSIPURI, FrozenSIPURI, OpaqueURI, parse_uri
+from sipsimple.media.devices import (
+    SoundDeviceError,
+    default_input_device,
+    default_output_device,
+    input_devices,
+    output_devices,
+    refresh_sound_devices,
+)
+from sipsimple.media.mixer import AudioMixer, MixerError, MixerPort
+from sipsimple.media.tones import ToneGenerator
+from sipsimple.media.wave import RecordingWaveFile, WaveFile, WaveFileError
 
 __all__ = [
     "SIPURI",
+    "AudioMixer",
     "AuthenticationError",
     "BaseHeader",
     "BaseSIPURI",
@@ -142,9 +154,12 @@ __all__ = [
     "KeepAlivePong",
     "MalformedSIPMessageError",
     "MediaCodec",
+    "MixerError",
+    "MixerPort",
     "OpaqueURI",
     "ReasonHeader",
     "RecordRouteHeader",
+    "RecordingWaveFile",
     "ReferToHeader",
     "ReplacesHeader",
     "RetryAfterHeader",
@@ -167,10 +182,12 @@ __all__ = [
     "SIPRequest",
     "SIPResponse",
     "SIPStreamFramer",
+    "SoundDeviceError",
     "SubjectHeader",
     "SubscriptionStateHeader",
     "TimerSettings",
     "ToHeader",
+    "ToneGenerator",
     "TransactionError",
     "TransactionLayer",
     "TransactionLimitError",
@@ -178,8 +195,15 @@ __all__ = [
     "TransactionStateError",
     "ViaHeader",
     "WarningHeader",
+    "WaveFile",
+    "WaveFileError",
+    "default_input_device",
+    "default_output_device",
     "frozendict",
+    "input_devices",
+    "output_devices",
     "parse_message",
     "parse_uri",
+    "refresh_sound_devices",
     "split_multipart",
 ]
