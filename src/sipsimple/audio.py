@@ -343,6 +343,8 @@ class AudioBridge:
 
     @property
     def consumer_slot(self) -> int | None:
+        """The relay that hands what the bridge hears to its members; the first read of
+        either slot takes the two relay slots (MixerError if the mixer is full)."""
         self._open_relays()
         return self._mesh.scatter_slot
 
