@@ -97,9 +97,21 @@ from sipsimple.core.sip.transaction import (
 )
 from sipsimple.core.sip.uri import SIPURI, BaseSIPURI, FrozenSIPURI, OpaqueURI, parse_uri
 from sipsimple.core.subscription import IncomingSubscription, Subscription
+from sipsimple.media.devices import (
+    SoundDeviceError,
+    default_input_device,
+    default_output_device,
+    input_devices,
+    output_devices,
+    refresh_sound_devices,
+)
+from sipsimple.media.mixer import AudioMixer, MixerError, MixerPort
+from sipsimple.media.tones import ToneGenerator
+from sipsimple.media.wave import RecordingWaveFile, WaveFile, WaveFileError
 
 __all__ = [
     "SIPURI",
+    "AudioMixer",
     "AuthenticationError",
     "BaseHeader",
     "BaseSIPURI",
@@ -154,10 +166,13 @@ __all__ = [
     "MalformedSIPMessageError",
     "MediaCodec",
     "Message",
+    "MixerError",
+    "MixerPort",
     "OpaqueURI",
     "Publication",
     "ReasonHeader",
     "RecordRouteHeader",
+    "RecordingWaveFile",
     "ReferToHeader",
     "Referral",
     "ReferralListener",
@@ -185,11 +200,13 @@ __all__ = [
     "SIPRequest",
     "SIPResponse",
     "SIPStreamFramer",
+    "SoundDeviceError",
     "SubjectHeader",
     "Subscription",
     "SubscriptionStateHeader",
     "TimerSettings",
     "ToHeader",
+    "ToneGenerator",
     "TransactionError",
     "TransactionLayer",
     "TransactionLimitError",
@@ -197,8 +214,15 @@ __all__ = [
     "TransactionStateError",
     "ViaHeader",
     "WarningHeader",
+    "WaveFile",
+    "WaveFileError",
+    "default_input_device",
+    "default_output_device",
     "frozendict",
+    "input_devices",
+    "output_devices",
     "parse_message",
     "parse_uri",
+    "refresh_sound_devices",
     "split_multipart",
 ]
