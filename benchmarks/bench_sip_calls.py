@@ -85,7 +85,7 @@ def sipp_uac(target: tuple[str, int], rate: float, duration: float) -> tuple[int
 
 
 def ceiling(start: float, maximum: float, duration: float) -> tuple[float, list[str]]:
-    with Sipp("uas") as uas:
+    with Sipp("uas", timeout=24 * 3600) as uas:  # SIPp's -timeout would end the uas
 
         def place(rate: float, seconds: float) -> tuple[int, int]:
             return sipp_uac(uas.address, rate, seconds)
