@@ -318,6 +318,17 @@ def test_a_malformed_request_gets_400_with_a_warning(udp):
     assert "Max-Forwards" in response.headers.get("Warning")
 
 
+def test_a_malformed_header_read_later_gets_400_with_a_warning(udp):
+    response = udp.exchange(udp.request("OPTIONS", headers=(("Require", "a b c"),)))
+    assert response.code == 400
+    assert "Require" in response.headers.get("Warning")
+
+
+def test_a_malformed_event_gets_400(udp):
+    response = udp.exchange(udp.request("SUBSCRIBE", headers=(("Event", "@@@"),)))
+    assert (response.code, response.reason) == (400, "Bad Event header")
+
+
 def test_a_tel_request_uri_gets_416(udp):
     assert udp.exchange(udp.request("OPTIONS", uri="tel:+15551234567")).code == 416
 

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from sipsimple import __version__
+from sipsimple.core.errors import SIPParseError
 from sipsimple.core.sip.dialog import Dialog, DialogLayer
 from sipsimple.core.sip.headers import FrozenViaHeader
 from sipsimple.core.sip.message import SIPRequest, SIPResponse
@@ -89,6 +90,7 @@ from sipsimple.core.usage import (
     RequestHandler,
     ResponseCallback,
     ServerRequest,
+    reason_phrase,
     request_target,
     route_destination,
     uri_destination,
@@ -781,6 +783,8 @@ class Engine:
                 if event is not None:
                     try:
                         self._dispatch(event)
+                    except SIPParseError as e:
+                        self._bad_request(event, e)
                     except Exception:
                         self._exception()
                         self._answer_after_exception(event)
@@ -798,6 +802,16 @@ class Engine:
                 self._timer.cancel()
             self._timer_deadline = deadline
             self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+
+    def _bad_request(self, event: TransactionEvent, error: SIPParseError) -> None:
+        """A header parsed on demand was malformed: 400 with a Warning saying which."""
+        log.info("bad request from the network: %s", error)
+        if isinstance(event, RequestReceived):
+            server = self._servers.get(event.transaction)
+            if server is not None and not server.answered:
+                agent = f"{server.source.local[0] if server.source.local else 'sipsimple'}"
+                warning = f'399 {agent} "{reason_phrase(str(error)).replace(chr(34), chr(39))}"'
+                server.answer(400, headers=[("Warning", warning)])
 
     def _answer_after_exception(self, event: TransactionEvent) -> None:
         """A request whose handling raised gets 500 rather than no answer at all."""
@@ -942,7 +956,10 @@ class Engine:
         if unsupported and method not in ("CANCEL", "ACK"):
             return 420, None, [("Unsupported", ", ".join(unsupported))]
         if method in ("SUBSCRIBE", "NOTIFY"):
-            event = request.get_header("Event")
+            try:
+                event = request.get_header("Event")
+            except SIPParseError:
+                return 400, "Bad Event header", []
             if event is None:
                 return 400, "Missing Event header", []
             known = self.incoming_events if method == "SUBSCRIBE" else self._options["events"]
