@@ -121,7 +121,8 @@ async def test_set_port_moves_a_transport_and_keeps_the_others():
 
 
 async def test_trace_and_connection_notifications_between_two_engines(remote):
-    async with local_engine(udp_port=0, tcp_port=0, trace_sip=True) as engine:
+    async with local_engine(udp_port=0, tcp_port=0) as engine:
+        engine.trace_sip = True
         with NotificationQueue(sender=engine) as queue:
             done = asyncio.get_running_loop().create_future()
             request = SIPRequest(

@@ -392,7 +392,7 @@ class Engine:
         return TransportManager(
             settings,
             self._on_message,
-            trace=self._on_trace,
+            trace=self._on_trace if options["trace_sip"] else None,
             on_connected=self._on_connected,
             on_disconnected=self._on_disconnected,
         )
@@ -530,6 +530,8 @@ class Engine:
     @trace_sip.setter
     def trace_sip(self, value: bool) -> None:
         self._options["trace_sip"] = _bool("trace_sip", value)
+        if self.transport is not None:  # no trace records are made while it is off
+            self.transport.trace = self._on_trace if value else None
 
     @property
     def detect_sip_loops(self) -> bool:
@@ -1043,17 +1045,16 @@ class Engine:
     # -- hooks of the transport ----------------------------------------------------
 
     def _on_trace(self, record: TraceRecord) -> None:
-        if self.trace_sip:
-            self._post(
-                "SIPEngineSIPTrace",
-                received=record.received,
-                source_ip=record.source_ip,
-                source_port=record.source_port,
-                destination_ip=record.destination_ip,
-                destination_port=record.destination_port,
-                data=record.data,
-                transport=record.transport,
-            )
+        self._post(
+            "SIPEngineSIPTrace",
+            received=record.received,
+            source_ip=record.source_ip,
+            source_port=record.source_port,
+            destination_ip=record.destination_ip,
+            destination_port=record.destination_port,
+            data=record.data,
+            transport=record.transport,
+        )
 
     def _on_connected(self, address: TransportAddress) -> None:
         self._post(
