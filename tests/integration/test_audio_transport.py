@@ -145,7 +145,8 @@ async def test_a_tone_crosses_each_codec_both_ways(codec):
             heard = peer.recorder.recent(0.4)
             assert len(heard) == 0.4 * RATE
             assert abs(dominant_frequency(heard) - tone) < 15, (codec, tone)
-            assert tone_purity(heard, tone) > 0.99  # no gaps, clicks or noise to speak of
+            # No gaps, clicks or noise to speak of (a frame lost to a busy machine costs ~1%).
+            assert tone_purity(heard, tone) > 0.97
             assert min(rms(frame) for frame in peer.recorder.frames[-20:]) > 1000
         stats = b.audio.statistics
         assert stats.rx.packets >= 30 and stats.rx.packets_lost == 0
@@ -257,7 +258,10 @@ async def test_rtcp_reports_give_round_trip_times_and_loss():
     try:
         # With 64 kbit/s of session bandwidth RFC 3550 spaces reports about 0.6 s apart.
         async with asyncio.timeout(6):
-            while min(a.audio.statistics.rtt_ms.count, b.audio.statistics.rtt_ms.count) < 1:
+            while not all(
+                p.audio.statistics.rtt_ms.count >= 1 and p.audio.statistics.tx.packets >= 50
+                for p in (a, b)
+            ):
                 await asyncio.sleep(0.1)
         for peer in (a, b):
             stats = peer.audio.statistics
