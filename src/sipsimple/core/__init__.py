@@ -2,6 +2,7 @@
 
 from sipsimple.core.engine import Engine, EngineError
 from sipsimple.core.errors import SDPParseError, SIPCoreError, SIPParseError
+from sipsimple.core.invitation import Invitation, InvitationStateError
 from sipsimple.core.publication import Publication
 from sipsimple.core.registration import Registration
 from sipsimple.core.request import IncomingRequest, Message, Request, RequestStateError
@@ -55,6 +56,8 @@ __all__ = [
     "FrozenSDPMediaStream",
     "FrozenSDPSession",
     "IncomingRequest",
+    "Invitation",
+    "InvitationStateError",
     "MalformedSIPMessageError",
     "MediaCodec",
     "Message",

@@ -852,10 +852,12 @@ class Engine:
         if isinstance(transaction, ClientTransaction):
             self._clients.pop(transaction, None)
             return
-        self._servers.pop(transaction, None)
+        server = self._servers.pop(transaction, None)
         key = _loop_key(transaction.request)
         if self._ongoing.get(key) is transaction:
             del self._ongoing[key]
+        if server is not None and server.on_terminated is not None:
+            server.on_terminated(server)
 
     def _source_of(
         self, request: SIPRequest, transaction: ServerTransaction | None

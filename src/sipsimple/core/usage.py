@@ -55,8 +55,10 @@ Answering
     one made for it (``server_request.to_tag``, the same for every response). Set
     ``on_cancel(server_request, cancel_request)`` on an INVITE to hear of its CANCEL
     (the Engine has answered the CANCEL with 200; the usage answers the INVITE with
-    487), and ``on_timeout(server_request, timer)`` to hear that its transaction gave
-    up ("H": no ACK for a non-2xx, "L": no ACK for a 2xx).
+    487), ``on_timeout(server_request, timer)`` to hear that its transaction gave
+    up ("H": no ACK for a non-2xx, "L": no ACK for a 2xx), and
+    ``on_terminated(server_request)`` to hear that it ended (an INVITE server
+    transaction's ``ack_received`` then says whether the ACK of a non-2xx came).
 
 Capabilities
     ``engine.add_allowed_methods(*methods)`` and ``engine.add_supported(*options)``
@@ -419,6 +421,7 @@ class ServerRequest:
         "engine",
         "final_response",
         "on_cancel",
+        "on_terminated",
         "on_timeout",
         "request",
         "source",
@@ -441,6 +444,7 @@ class ServerRequest:
         self.final_response: SIPResponse | None = None
         self.on_cancel: Callable[[ServerRequest, SIPRequest], None] | None = None
         self.on_timeout: Callable[[ServerRequest, str], None] | None = None
+        self.on_terminated: Callable[[ServerRequest], None] | None = None
         self._to_tag: str | None = None
 
     def __repr__(self) -> str:

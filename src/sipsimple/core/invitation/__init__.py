@@ -1,0 +1,28 @@
+"""The INVITE dialog usage: :class:`Invitation` (see :mod:`.invitation`), with RFC 4028
+session timers in :mod:`.timer`.
+
+Importing it makes the Engine take new INVITEs (each becomes an Invitation announced by
+SIPInvitationChangedState with state "incoming") and list INVITE, ACK, CANCEL, BYE,
+PRACK and UPDATE in Allow, and 100rel, replaces and timer in Supported.
+"""
+
+from sipsimple.core.engine import Engine
+from sipsimple.core.invitation.invitation import (
+    METHODS,
+    SUPPORTED,
+    Invitation,
+    InvitationSDP,
+    InvitationStateError,
+    incoming_invite,
+)
+
+__all__ = ["Invitation", "InvitationSDP", "InvitationStateError"]
+
+
+def _install(engine: Engine) -> None:
+    engine.register_request_handler("INVITE", incoming_invite)
+    engine.add_allowed_methods(*METHODS)
+    engine.add_supported(*SUPPORTED)
+
+
+_install(Engine())
