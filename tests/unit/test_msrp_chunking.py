@@ -153,3 +153,66 @@ def test_incoming_message_limits():
     assert error.value.code == 400
     with pytest.raises(MSRPParseError):
         message.finish(9)
+
+
+# -- fed pieces -------------------------------------------------------------------------
+
+
+def test_a_chunk_that_is_one_fed_piece_is_not_copied():
+    message = OutgoingMessage("msg1", "x/y", size=8, chunk_size=4)
+    first, second = b"abcd", b"efgh"
+    message.feed(first)
+    message.feed(second)
+    message.finish()
+    make = counter()
+    assert message.next_chunk([B], [A], make).data is first
+    assert message.next_chunk([B], [A], make).data is second
+    assert message.done and message.buffered == 0
+
+
+def test_extra_headers_are_checked_once_and_keep_their_place():
+    with pytest.raises(ValueError):
+        OutgoingMessage("msg1", "text/plain", b"x", headers={"X-Bad": "a\r\nb"})
+    with pytest.raises(ValueError):
+        OutgoingMessage("msg1", "text/plain\r\nX: y", b"x")
+    message = OutgoingMessage("msg1", "text/plain", b"x", headers={"content-disposition": "inline"})
+    raw = message.next_chunk([B], [A], counter()).encode()
+    names = [line.split(b":")[0] for line in raw.split(b"\r\n")[1:7]]
+    assert names == [
+        b"To-Path",
+        b"From-Path",
+        b"Message-ID",
+        b"Byte-Range",
+        b"Content-Disposition",
+        b"Content-Type",
+    ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.binary(min_size=0, max_size=40), max_size=12),
+    st.integers(1, 50),
+    st.data(),
+)
+def test_chunks_of_fed_pieces_rebuild_the_data(pieces, chunk_size, data):
+    whole = b"".join(pieces)
+    message = OutgoingMessage("msg1", "x/y", size=len(whole), chunk_size=chunk_size)
+    make = counter()
+    chunks = []
+    fed = 0
+    for piece in pieces:
+        message.feed(piece)
+        fed += len(piece)
+        assert message.buffered == fed - sum(len(c.data) for c in chunks)
+        while message.ready and data.draw(st.booleans()):
+            chunks.append(message.next_chunk([B], [A], make))
+    message.finish()
+    while message.ready:
+        chunks.append(message.next_chunk([B], [A], make))
+    assert b"".join(c.data for c in chunks) == whole
+    position = 1
+    for chunk in chunks:
+        assert chunk.byte_range == ByteRange(position, position + len(chunk.data) - 1, len(whole))
+        assert len(chunk.data) <= chunk_size
+        position += len(chunk.data)
+    assert [c.contflag for c in chunks] == ["+"] * (len(chunks) - 1) + ["$"]

@@ -458,3 +458,80 @@ def test_mutated_streams_only_give_documented_events(frame_list, data):
         MSRPData.parse(bytes(raw))
     except MSRPParseError:
         pass
+
+
+# -- how bodies leave the parser -------------------------------------------------------
+
+
+def _body_parser() -> tuple[MSRPParser, MSRPData]:
+    frame = send("abcd1234", b"")
+    frame.set_header("Byte-Range", ByteRange(1, None, None))
+    parser = MSRPParser()
+    assert [type(e) for e in parser.feed(frame.encode_start(with_body=True))] == [FrameStarted]
+    return parser, frame
+
+
+def test_a_read_that_is_all_body_is_passed_on_without_a_copy():
+    parser, _ = _body_parser()
+    block = bytes(range(256)) * 16
+    events = parser.feed(block)
+    assert len(events) == 1 and events[0].data is block and parser.buffered == 0
+
+
+@pytest.mark.parametrize(
+    ("tail", "held"),
+    [
+        (b"x", 0),
+        (b"\r", 1),
+        (b"\r\n", 2),
+        (b"\r\n-------abcd", 13),
+        (b"\r\n-------abcd1234", 17),
+        (b"\r\n-------abcX", 0),  # cannot become the end-line any more
+        (b"\r\n-------abcd1234\r", 1),
+        (b"\r\n\r\n--", 4),
+    ],
+)
+def test_only_a_possible_start_of_the_end_line_is_held_back(tail, held):
+    parser, _ = _body_parser()
+    events = parser.feed(b"body" + tail)
+    assert parser.buffered == held
+    assert b"".join(e.data for e in events) == (b"body" + tail)[: len(b"body" + tail) - held]
+
+
+def test_repeated_header_lines_parse_like_new_ones_and_the_cache_is_bounded():
+    parser = MSRPParser()
+    raw = b"".join(send(f"t{i:04d}", b"x", message_id=f"m{i:04d}").encode() for i in range(600))
+    frames = collect(parser.feed(raw))
+    assert [f[4]["Message-ID"] for f in frames] == [f"m{i:04d}" for i in range(600)]
+    assert all(f[4]["To-Path"] == str(B) for f in frames)
+    assert len(parser._lines) <= 256
+    # a line that was fine once is still checked against the frame it is in
+    again = send("t9999", b"x").encode().replace(b"Message-ID: m1234", b"Message-ID: m0599")
+    duplicate = again.replace(b"\r\n\r\n", b"\r\nMessage-ID: m0599\r\n\r\n", 1)
+    events = parser.feed(duplicate)
+    assert isinstance(events[0], FrameError) and "duplicate" in str(events[0].error)
+
+
+def test_make_id_alphabet_and_lengths():
+    for length in (4, 16, 32):
+        ident = make_id(length)
+        assert len(ident) == length and set(ident) <= set("abcdefghijklmnopqrstuvwxyz012345")
+
+
+def test_typed_values_from_cached_lines_are_not_shared_between_frames():
+    parser = MSRPParser()
+    raw = send("t0001", b"x").encode() + send("t0002", b"y").encode()
+    first, second = (e.frame for e in parser.feed(raw) if isinstance(e, FrameStarted))
+    assert first.to_path == second.to_path == [B]
+    first.to_path.append(A)
+    assert second.to_path == [B]
+    assert first.content_type == second.content_type == "application/octet-stream"
+
+
+def test_a_bad_value_on_a_cached_line_is_reported_every_time():
+    bad = send("t0001", b"x").encode().replace(b"\r\n\r\n", b"\r\nFailure-Report: maybe\r\n\r\n", 1)
+    parser = MSRPParser()
+    for tid in ("t0001", "t0002"):
+        events = parser.feed(bad.replace(b"t0001", tid.encode()))
+        assert isinstance(events[0], FrameError) and "Failure-Report" in str(events[0].error)
+        assert events[0].error.transaction_id == tid

@@ -408,3 +408,20 @@ def test_incomplete_messages_are_bounded():
         b.receive_data(first.encode(), 0)
     codes = [f.code for f in frames(b.data_to_send(0))]
     assert codes == [200, 200, 413]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "comment"),
+    [(b"hello", 200, "OK"), (b"", 415, "MIME Not Understood")],
+)
+def test_responses_are_what_the_frame_model_would_write(body, code, comment):
+    a, b = pair(b_options={"accept_types": ["text/*"]})
+    b.receive_data(a.data_to_send(0.0), 0.0)  # bind with the bodiless SEND
+    b.data_to_send(0.0)
+    content_type = "text/plain" if code == 200 else "image/png"
+    chunk = chunks_of(body or b"x", 100, content_type=content_type)[0]
+    b.receive_data(chunk.encode(), 0.0)
+    expected = MSRPData(chunk.transaction_id, code=code, comment=comment)
+    expected.set_header("To-Path", [A])
+    expected.set_header("From-Path", [B])
+    assert b.data_to_send(0.0) == expected.encode()

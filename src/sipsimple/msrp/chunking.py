@@ -9,10 +9,11 @@ out of order or twice) and, when asked to, keeps them in memory.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable, Iterator
 
 from sipsimple.msrp.errors import MSRPParseError
-from sipsimple.msrp.protocol import ByteRange, MSRPData
+from sipsimple.msrp.protocol import ByteRange, MSRPData, header_text, make_id
 from sipsimple.msrp.uri import MSRPURI
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "ByteRanges", "IncomingMessage", "OutgoingMessage"]
@@ -150,6 +151,9 @@ class OutgoingMessage:
     the announced total (None sends ``*``).  ``start`` (1-based) resumes a body
     from the middle.  Each ``next_chunk()`` frames up to ``chunk_size`` bytes;
     ``abort_chunk()`` ends the message with the ``#`` flag.
+
+    Fed data is kept as the pieces given: a chunk that is exactly one fed piece is
+    sent without a copy, and no buffer is ever shifted.
     """
 
     def __init__(
@@ -186,9 +190,25 @@ class OutgoingMessage:
         self.done = False
         self.aborted = False
         self.failed = False  # set by the session when a chunk got an error response
+        # The fixed headers of every chunk, checked once here (canonical name -> text).
+        fixed: list[tuple[str, str]] = []
+        if success_report != "no":
+            fixed.append(("Success-Report", success_report))
+        if failure_report != "yes":
+            fixed.append(("Failure-Report", failure_report))
+        fixed.extend(self.headers.items())
+        if content_type is not None:
+            fixed.append(("Content-Type", content_type))
+        self._message_id_text = header_text("Message-ID", message_id)[1]
+        self._fixed = [header_text(name, value) for name, value in fixed]
+        self._own_byte_range = all(name != "Byte-Range" for name, _ in self._fixed)
         self._finished = data is not None
-        self._pending = bytearray(data if data is not None else b"")
-        self._offset = 0
+        self._pieces: deque[bytes] = deque()
+        self._head = 0  # bytes of the first piece already taken
+        self._buffered = 0
+        if data:
+            self._pieces.append(bytes(data))
+            self._buffered = len(data)
         if data is not None:
             size = start - 1 + len(data)
         self.size = size
@@ -198,17 +218,16 @@ class OutgoingMessage:
     def feed(self, data: bytes) -> None:
         if self._finished:
             raise ValueError("feed() after finish() or on a message given whole")
-        if self._offset:
-            del self._pending[: self._offset]
-            self._offset = 0
-        self._pending += data
+        if data:
+            self._pieces.append(bytes(data))
+            self._buffered += len(data)
 
     def finish(self) -> None:
         self._finished = True
 
     @property
     def buffered(self) -> int:
-        return len(self._pending) - self._offset
+        return self._buffered
 
     @property
     def wants_data(self) -> bool:
@@ -232,20 +251,35 @@ class OutgoingMessage:
     ) -> MSRPData:
         if not self.ready:
             raise ValueError(f"message {self.message_id} has no chunk ready")
-        take = min(self.chunk_size, self.buffered)
-        body = bytes(self._pending[self._offset : self._offset + take])
-        self._offset += take
-        last = self._finished and self.buffered == 0
+        take = min(self.chunk_size, self._buffered)
+        body = self._take(take)
+        last = self._finished and self._buffered == 0
         if last and self.size is not None and self.position + take - 1 != self.size:
             raise ValueError(
                 f"message {self.message_id} was announced as {self.size} bytes "
                 f"but its data ends at byte {self.position + take - 1}"
             )
-        chunk = self._frame(to_path, from_path, make_transaction_id, body, "$" if last else "+")
-        if self._offset > 65536 and self._offset * 2 > len(self._pending):
-            del self._pending[: self._offset]
-            self._offset = 0
-        return chunk
+        return self._frame(to_path, from_path, make_transaction_id, body, "$" if last else "+")
+
+    def _take(self, size: int) -> bytes:
+        pieces = self._pieces
+        parts: list[bytes | memoryview] = []
+        self._buffered -= size
+        while size:
+            piece = pieces[0]
+            left = len(piece) - self._head
+            if left <= size:
+                parts.append(memoryview(piece)[self._head :] if self._head else piece)
+                pieces.popleft()
+                self._head = 0
+                size -= left
+            else:
+                parts.append(memoryview(piece)[self._head : self._head + size])
+                self._head += size
+                size = 0
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            return parts[0]  # type: ignore[return-value]
+        return b"".join(parts)
 
     def abort_chunk(
         self,
@@ -268,30 +302,33 @@ class OutgoingMessage:
         contflag: str,
     ) -> MSRPData:
         end = self.position + len(body) - 1
-        headers: dict[str, object] = {
-            "To-Path": to_path,
-            "From-Path": from_path,
-            "Message-ID": self.message_id,
-            "Byte-Range": ByteRange(self.position, end, self.size),
+        byte_range = ByteRange(self.position, end, self.size)
+        headers = {
+            "To-Path": header_text("To-Path", to_path)[1],
+            "From-Path": header_text("From-Path", from_path)[1],
+            "Message-ID": self._message_id_text,
+            "Byte-Range": str(byte_range),
         }
-        if self.success_report != "no":
-            headers["Success-Report"] = self.success_report
-        if self.failure_report != "yes":
-            headers["Failure-Report"] = self.failure_report
-        headers.update(self.headers)
-        if self.content_type is not None:
-            headers["Content-Type"] = self.content_type
+        headers.update(self._fixed)
         while True:
             transaction_id = make_transaction_id()
-            if ("-------" + transaction_id).encode() not in body:
+            # make_id() draws 80 random bits after the body is fixed: the chance that
+            # the body holds its end-line is below 2**-60, not worth a pass over the
+            # body.  Other generators may be predictable, so their ids are checked.
+            if make_transaction_id is make_id or (
+                ("-------" + transaction_id).encode() not in body
+            ):
                 break
-        frame = MSRPData(transaction_id, method="SEND", data=body, contflag=contflag)
-        for name, value in headers.items():
-            frame.set_header(name, value)
+        frame = MSRPData(transaction_id, method="SEND", contflag=contflag)
+        frame.headers = headers
+        frame.data = body
+        if self._own_byte_range:
+            frame._cache["Byte-Range"] = byte_range  # spares the session parsing it back
         self.position = end + 1
         self.chunks_sent += 1
         if contflag != "+":
             self.done = True
-            self._pending = bytearray()
-            self._offset = 0
+            self._pieces.clear()
+            self._head = 0
+            self._buffered = 0
         return frame

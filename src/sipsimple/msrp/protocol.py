@@ -11,10 +11,10 @@ continuation flag, and ``FrameError`` for malformed input.
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from os import urandom
 from typing import Any, NamedTuple
 
 from sipsimple.msrp.errors import MSRPParseError
@@ -54,14 +54,18 @@ REASONS: dict[int, str] = {
     506: "Session Already In Use",
 }
 
-_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+# Each random byte picks one of 32 characters (256 is a multiple of 32: no bias).
+_ID_TABLE = bytes(b"abcdefghijklmnopqrstuvwxyz012345"[i % 32] for i in range(256))
 
 
 def make_id(length: int = 16) -> str:
-    """A random ident (RFC 4975: 4 to 32 alphanumerics) for transaction and message ids."""
+    """A random ident (RFC 4975: 4 to 32 alphanumerics) for transaction and message ids.
+
+    Five random bits a character; one id is made per chunk, so it has to be cheap.
+    """
     if not 4 <= length <= 32:
         raise ValueError(f"an MSRP ident has 4 to 32 characters, not {length}")
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+    return urandom(length).translate(_ID_TABLE).decode("ascii")
 
 
 class ByteRange(NamedTuple):
@@ -115,6 +119,8 @@ _STATUS_RE = re.compile(r"[0-9]{3} ([0-9]{3})(?: ([^\r\n]*))?")
 _IDENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-+%=]{0,63}")
 _AUTH_PARAM_RE = re.compile(r'\s*([A-Za-z0-9_\-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]+)\s*(?:,|$)')
 _MEDIA_TYPE_RE = re.compile(r"[!#$%&'*+\-.^_`|~A-Za-z0-9]+/[!#$%&'*+\-.^_`|~A-Za-z0-9]+(?:\s*;.*)?")
+_BAD_VALUE_RE = re.compile(r"[\r\n\0]")
+_BAD_NAME_RE = re.compile(r"[: \r\n]")
 
 
 def parse_auth_params(text: str) -> tuple[str, dict[str, str]]:
@@ -156,6 +162,30 @@ def format_auth_params(scheme: str, params: dict[str, str]) -> str:
 def _parse_path_cached(text: str) -> tuple[MSRPURI, ...]:
     # Every frame of a session repeats the same paths: parse each text once.
     return tuple(MSRPURI.parse(item) for item in text.split())
+
+
+def header_text(name: str, value: object) -> tuple[str, str]:
+    """The canonical name and wire text of a header given as text or typed value.
+
+    Raises ValueError for a name or value that would break the framing.
+    """
+    if isinstance(value, list | tuple) and not isinstance(value, ByteRange | Status):
+        text = " ".join([str(item) for item in value])
+    else:
+        text = str(value)
+    if not name or _BAD_NAME_RE.search(name) or _BAD_VALUE_RE.search(text):
+        raise ValueError(f"invalid MSRP header {name!r}: {text!r}")
+    return _CANONICAL.get(name.lower(), name), text
+
+
+def _wire_order(name: str) -> tuple[bool, bool, bool, bool]:
+    # To-Path, From-Path, the others as set, Content-* headers, Content-Type last.
+    return (
+        name != "To-Path",
+        name != "From-Path",
+        name.startswith("Content-"),
+        name == "Content-Type",
+    )
 
 
 def _parse_path(text: str) -> list[MSRPURI]:
@@ -263,23 +293,45 @@ class MSRPData:
         for name, value in (headers or {}).items():
             self.set_header(name, value)
 
+    @classmethod
+    def _trusted(
+        cls,
+        transaction_id: str,
+        method: str | None,
+        code: int | None,
+        comment: str | None,
+        headers: dict[str, str],
+        data: bytes = b"",
+        contflag: str = "$",
+    ) -> MSRPData:
+        """A frame from parts already checked (by the parser, or canonical headers built
+        here): skips the per-header checks of __init__, which cost more than the
+        framing of a small chunk."""
+        frame = cls.__new__(cls)
+        frame.transaction_id = transaction_id
+        frame.method = method
+        frame.code = code
+        frame.comment = comment
+        frame.headers = headers
+        frame.data = data
+        frame.contflag = contflag
+        frame._cache = {}
+        return frame
+
     # -- headers -------------------------------------------------------------------
 
     def set_header(self, name: str, value: object) -> None:
         """Set a header from its text or typed value (a path list, ByteRange, int ...)."""
-        if isinstance(value, list | tuple) and not isinstance(value, ByteRange | Status):
-            text = " ".join(str(item) for item in value)
-        else:
-            text = str(value)
-        if any(c in text for c in "\r\n\0") or not name or any(c in name for c in ": \r\n"):
-            raise ValueError(f"invalid MSRP header {name!r}: {text!r}")
-        name = _CANONICAL.get(name.lower(), name)
+        name, text = header_text(name, value)
         self.headers[name] = text
         self._cache.pop(name, None)
 
     def get_header(self, name: str) -> Any:
         """The typed value of a header (its text for unknown ones), None when absent."""
-        name = _CANONICAL.get(name.lower(), name)
+        return self._typed(_CANONICAL.get(name.lower(), name))
+
+    def _typed(self, name: str) -> Any:
+        # get_header() for a canonical name: the properties below skip the lookup.
         try:
             return self._cache[name]
         except KeyError:
@@ -297,43 +349,43 @@ class MSRPData:
 
     @property
     def to_path(self) -> list[MSRPURI]:
-        return self.get_header("To-Path") or []
+        return self._typed("To-Path") or []
 
     @property
     def from_path(self) -> list[MSRPURI]:
-        return self.get_header("From-Path") or []
+        return self._typed("From-Path") or []
 
     @property
     def use_path(self) -> list[MSRPURI] | None:
-        return self.get_header("Use-Path")
+        return self._typed("Use-Path")
 
     @property
     def message_id(self) -> str | None:
-        return self.get_header("Message-ID")
+        return self._typed("Message-ID")
 
     @property
     def byte_range(self) -> ByteRange | None:
-        return self.get_header("Byte-Range")
+        return self._typed("Byte-Range")
 
     @property
     def status(self) -> Status | None:
-        return self.get_header("Status")
+        return self._typed("Status")
 
     @property
     def content_type(self) -> str | None:
-        return self.get_header("Content-Type")
+        return self._typed("Content-Type")
 
     @property
     def success_report(self) -> str:
-        return self.get_header("Success-Report") or "no"
+        return self._typed("Success-Report") or "no"
 
     @property
     def failure_report(self) -> str:
-        return self.get_header("Failure-Report") or "yes"
+        return self._typed("Failure-Report") or "yes"
 
     @property
     def expires(self) -> int | None:
-        return self.get_header("Expires")
+        return self._typed("Expires")
 
     @property
     def size(self) -> int:
@@ -347,9 +399,10 @@ class MSRPData:
         for name in ("To-Path", "From-Path"):
             if name not in self.headers:
                 raise MSRPParseError(f"missing {name} header", transaction_id=self.transaction_id)
+        cache = self._cache
         for name in self.headers:
-            if name in _HEADER_PARSERS:
-                self.get_header(name)
+            if name in _HEADER_PARSERS and name not in cache:
+                self._typed(name)
         if self.method in ("SEND", "REPORT") and "Message-ID" not in self.headers:
             raise MSRPParseError(
                 f"{self.method} without a Message-ID header", transaction_id=self.transaction_id
@@ -374,16 +427,7 @@ class MSRPData:
             if self.comment:
                 lines[0] += f" {self.comment}"
         headers = self.headers
-        order = sorted(
-            headers,
-            key=lambda n: (
-                n != "To-Path",
-                n != "From-Path",
-                n.startswith("Content-"),
-                n == "Content-Type",
-            ),
-        )
-        lines.extend(f"{name}: {headers[name]}" for name in order)
+        lines.extend(f"{name}: {headers[name]}" for name in sorted(headers, key=_wire_order))
         if with_body is None:
             with_body = self.method is not None and (bool(self.data) or "Content-Type" in headers)
         return ("\r\n".join(lines) + ("\r\n\r\n" if with_body else "\r\n")).encode()
@@ -395,13 +439,18 @@ class MSRPData:
 
     def encode(self) -> bytes:
         """The whole frame.  Raises ValueError when the body contains the end-line."""
+        return b"".join(self._encode_parts(check_body=True))
+
+    def _encode_parts(self, *, check_body: bool) -> tuple[bytes, bytes, bytes]:
+        # Start, body and end, for a writer that joins them with other frames in one
+        # copy; ``check_body`` False when the transaction id was picked to avoid the body.
         with_body = self.method is not None and (bool(self.data) or "Content-Type" in self.headers)
-        if with_body and (b"-------" + self.transaction_id.encode()) in self.data:
+        if check_body and with_body and (b"-------" + self.transaction_id.encode()) in self.data:
             raise ValueError("the body contains this transaction's end-line: pick another id")
         return (
-            self.encode_start(with_body=with_body)
-            + (self.data if with_body else b"")
-            + self.encode_end(with_body=with_body)
+            self.encode_start(with_body=with_body),
+            self.data if with_body else b"",
+            self.encode_end(with_body=with_body),
         )
 
     @classmethod
@@ -489,7 +538,9 @@ ParserEvent = FrameStarted | FrameData | FrameEnded | FrameError
 
 _START_RE = re.compile(rb"MSRP ([A-Za-z0-9][A-Za-z0-9.\-+%=]{0,63}) ")
 _REST_RE = re.compile(rb"(?:([A-Z]+)|([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?)")
+_START_LINE_RE = re.compile(_START_RE.pattern + _REST_RE.pattern)
 _HEADER_LINE_RE = re.compile(r"([A-Za-z][!#$%&'*+\-.^_`|~A-Za-z0-9]*):[ \t]*([^\0\r\n]*?)[ \t]*")
+_LINE_CACHE_SIZE = 256
 
 _START, _HEADERS, _BODY, _SKIP, _DEAD = range(5)
 
@@ -501,20 +552,26 @@ class MSRPParser:
     ``max_headers`` header lines.  A frame breaking them, or with a malformed header,
     gives a FrameError (not fatal: its body is skipped up to its end-line); a
     malformed or overlong start line is fatal.
+
+    The unparsed input is kept as ``bytes`` and body pieces are slices of it: a read
+    that is all body comes out as the very object that was fed, and only a possible
+    beginning of the end-line is held back for the next read.  Header lines seen
+    before (the paths, Message-ID and Content-Type repeat in every chunk) are looked
+    up instead of parsed again.
     """
 
     def __init__(self, *, max_header_size: int = 16384, max_headers: int = 64) -> None:
         self.max_header_size = max_header_size
         self.max_headers = max_headers
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
         self._state = _START
         self._frame: MSRPData | None = None
         self._frame_start = 0
-        self._header_count = 0
         self._marker = b""
         self._search_from = 0
         self._at_body_start = False
+        self._lines: dict[bytes, tuple[str, str]] = {}
 
     @property
     def buffered(self) -> int:
@@ -524,25 +581,26 @@ class MSRPParser:
     def feed(self, data: bytes) -> list[ParserEvent]:
         if self._state == _DEAD:
             return []
-        self._buf += data
+        if type(data) is not bytes:
+            data = bytes(data)
+        pos = self._pos
+        self._buf = data if pos >= len(self._buf) else self._buf[pos:] + data
+        self._pos = 0
+        self._search_from -= pos
+        self._frame_start -= pos
         events: list[ParserEvent] = []
         while True:
             state = self._state
             if state == _START:
                 progressed = self._parse_start(events)
             elif state == _HEADERS:
-                progressed = self._parse_header(events)
+                progressed = self._parse_headers(events)
             elif state == _DEAD:
                 break
             else:
                 progressed = self._parse_body(events)
             if not progressed:
                 break
-        if self._pos > 65536 and self._pos * 2 > len(self._buf):
-            del self._buf[: self._pos]
-            self._search_from -= self._pos
-            self._frame_start -= self._pos
-            self._pos = 0
         return events
 
     def _fail(self, events: list[ParserEvent], message: str, tid: str | None = None) -> bool:
@@ -553,7 +611,7 @@ class MSRPParser:
         events.append(FrameError(MSRPParseError(message, transaction_id=tid, fatal=fatal), frame))
         if fatal:
             self._state = _DEAD
-            self._buf = bytearray()
+            self._buf = b""
             self._pos = 0
             return False
         self._state = _SKIP
@@ -563,75 +621,104 @@ class MSRPParser:
 
     def _parse_start(self, events: list[ParserEvent]) -> bool:
         buf = self._buf
-        while buf.startswith(b"\r\n", self._pos):
-            self._pos += 2
-        end = buf.find(b"\r\n", self._pos, self._pos + self.max_header_size)
+        pos = self._pos
+        while buf.startswith(b"\r\n", pos):
+            pos += 2
+        self._pos = pos
+        end = buf.find(b"\r\n", pos, pos + self.max_header_size)
         if end < 0:
-            if len(buf) - self._pos >= self.max_header_size:
+            if len(buf) - pos >= self.max_header_size:
                 return self._fail(events, "start line longer than the header size limit")
-            if len(buf) - self._pos >= 5 and not buf.startswith(b"MSRP ", self._pos):
+            if len(buf) - pos >= 5 and not buf.startswith(b"MSRP ", pos):
                 return self._fail(events, "data that does not start with 'MSRP '")
             return False
-        match = _START_RE.match(buf, self._pos, end)
+        line = _START_LINE_RE.fullmatch(buf, pos, end)
+        match = line or _START_RE.match(buf, pos, end)
         if match is None:
-            return self._fail(events, f"invalid start line {bytes(buf[self._pos : end])[:80]!r}")
+            return self._fail(events, f"invalid start line {buf[pos:end][:80]!r}")
         tid = match[1].decode()
-        rest = _REST_RE.fullmatch(buf, match.end(), end)
-        self._frame_start = self._pos
-        self._pos = end + 2
-        self._header_count = 0
+        self._frame_start = pos
+        self._pos = end  # the CRLF: the header block search starts on it
         self._marker = b"\r\n-------" + match[1]
         self._frame = None
-        if rest is None:
-            line = bytes(buf[self._frame_start : end])[:80]
-            return self._fail(events, f"invalid start line {line!r}", tid)
-        method, code, comment = rest.groups()
+        if line is None:
+            return self._fail(events, f"invalid start line {buf[pos:end][:80]!r}", tid)
+        _, method, code, comment = line.groups()
         try:
-            self._frame = MSRPData(
+            self._frame = MSRPData._trusted(
                 tid,
-                method=method.decode() if method else None,
-                code=int(code) if code else None,
-                comment=comment.decode() if comment is not None else None,
+                method.decode() if method else None,
+                int(code) if code else None,
+                comment.decode() if comment is not None else None,
+                {},
             )
         except UnicodeDecodeError:
             return self._fail(events, "start line comment is not UTF-8", tid)
         self._state = _HEADERS
         return True
 
-    def _parse_header(self, events: list[ParserEvent]) -> bool:
+    def _parse_headers(self, events: list[ParserEvent]) -> bool:
+        # The header block ends at the blank line (a body follows) or at the end-line
+        # (no body); it is parsed once it is all in, so the outcome never depends on
+        # how the input was split.
         buf = self._buf
         frame = self._frame
         assert frame is not None
+        marker = self._marker
+        start = self._pos  # the start line's CRLF: a frame may have no header
         limit = self._frame_start + self.max_header_size
-        end_line = self._marker[2:]
-        headers = frame.headers
-        while True:
-            end = buf.find(b"\r\n", self._pos, limit)
-            if end < 0:
-                if len(buf) >= limit:
-                    return self._fail(events, "headers longer than the header size limit")
+        blank = buf.find(b"\r\n\r\n", start, limit)
+        end_line = buf.find(marker, start, limit if blank < 0 else blank)
+        if end_line >= 0:
+            block_end = end_line
+            flag_at = end_line + len(marker)
+            if len(buf) < flag_at + 3:
                 return False
-            line = bytes(buf[self._pos : end])
-            self._pos = end + 2
-            if not line:
-                return self._start_frame(events, frame, body=True)
-            if len(line) == len(end_line) + 1 and line.startswith(end_line) and line[-1] in b"$+#":
-                return self._start_frame(events, frame, body=False, contflag=chr(line[-1]))
-            self._header_count += 1
-            if self._header_count > self.max_headers:
+            bodiless = _is_end(buf, flag_at)
+        elif blank >= 0:
+            block_end = blank
+            bodiless = False
+        else:
+            if len(buf) >= limit:
+                return self._fail(events, "headers longer than the header size limit")
+            return False
+        self._pos = block_end
+        if block_end > start:
+            lines = buf[start + 2 : block_end]
+            if lines.count(b"\r\n") >= self.max_headers:
                 return self._fail(events, f"more than {self.max_headers} headers")
-            try:
-                text = line.decode()
-            except UnicodeDecodeError:
-                return self._fail(events, "header line is not UTF-8")
-            match = _HEADER_LINE_RE.fullmatch(text)
-            if match is None:
-                return self._fail(events, f"invalid header line {text[:80]!r}")
-            name, value = match.groups()
-            canonical = _CANONICAL.get(name.lower(), name)
-            if canonical in headers:
-                return self._fail(events, f"duplicate {canonical} header")
-            headers[canonical] = value
+            headers = frame.headers
+            typed = frame._cache
+            known = self._lines
+            for line in lines.split(b"\r\n"):
+                header = known.get(line)
+                if header is None:
+                    try:
+                        text = line.decode()
+                    except UnicodeDecodeError:
+                        return self._fail(events, "header line is not UTF-8")
+                    match = _HEADER_LINE_RE.fullmatch(text)
+                    if match is None:
+                        return self._fail(events, f"invalid header line {text[:80]!r}")
+                    name, value = match.groups()
+                    header = _known_header(_CANONICAL.get(name.lower(), name), value)
+                    if header[0] != "Byte-Range":  # the one that changes with every chunk
+                        if len(known) >= _LINE_CACHE_SIZE:
+                            known.clear()
+                        known[line] = header
+                canonical, value, parsed = header
+                if canonical in headers:
+                    return self._fail(events, f"duplicate {canonical} header")
+                headers[canonical] = value
+                if parsed is not None:
+                    typed[canonical] = list(parsed) if type(parsed) is tuple else parsed
+        if end_line >= 0 and not bodiless:
+            return self._fail(events, "invalid header line: a broken end-line")
+        if bodiless:
+            self._pos = block_end + len(marker) + 3
+            return self._start_frame(events, frame, body=False, contflag=chr(buf[flag_at]))
+        self._pos = block_end + 4
+        return self._start_frame(events, frame, body=True)
 
     def _start_frame(
         self, events: list[ParserEvent], frame: MSRPData, *, body: bool, contflag: str = "$"
@@ -662,52 +749,83 @@ class MSRPParser:
 
     def _parse_body(self, events: list[ParserEvent]) -> bool:
         buf = self._buf
-        frame = self._frame
         marker = self._marker
-        target = frame if self._state == _BODY else None  # None: skipping a bad frame
+        target = self._frame if self._state == _BODY else None  # None: skipping a bad frame
+        pos = self._pos
         if self._at_body_start:
             # Lenient: an empty body whose end-line follows the blank line directly.
             line = marker[2:]
-            head = bytes(buf[self._pos : self._pos + len(line) + 3])
+            head = buf[pos : pos + len(line) + 3]
             if len(head) < len(line) + 3 and _could_be_end_line(head, line):
                 return False
-            if head.startswith(line) and _is_end(buf, self._pos + len(line)):
-                return self._end_frame(events, target, self._pos, self._pos + len(line))
+            if head.startswith(line) and _is_end(buf, pos + len(line)):
+                return self._end_frame(events, target, pos, pos + len(line))
             self._at_body_start = False
+        search = self._search_from
         while True:
-            index = buf.find(marker, self._search_from)
+            index = buf.find(marker, search)
             if index < 0:
-                safe = len(buf) - len(marker) + 1
-                if safe > self._pos:
+                keep = _marker_prefix_start(buf, marker, max(pos, len(buf) - len(marker) + 1))
+                if keep > pos:
                     if target is not None:
-                        events.append(FrameData(target, bytes(buf[self._pos : safe])))
-                    self._pos = safe
+                        events.append(FrameData(target, buf[pos:keep]))
+                    self._pos = keep
                 self._search_from = self._pos
                 return False
             after = index + len(marker)
-            if len(buf) < after + 3:
-                if index > self._pos:
+            if len(buf) < after + 3 and _could_be_end_line(buf[index + 2 :], marker[2:]):
+                if index > pos:
                     if target is not None:
-                        events.append(FrameData(target, bytes(buf[self._pos : index])))
+                        events.append(FrameData(target, buf[pos:index]))
                     self._pos = index
                 self._search_from = index
                 return False
             if _is_end(buf, after):
                 return self._end_frame(events, target, index, after)
-            self._search_from = index + 1
+            search = index + 1
 
     def _end_frame(
         self, events: list[ParserEvent], frame: MSRPData | None, index: int, after: int
     ) -> bool:
+        buf = self._buf
         if frame is not None:
             if index > self._pos:
-                events.append(FrameData(frame, bytes(self._buf[self._pos : index])))
-            frame.contflag = chr(self._buf[after])
+                events.append(FrameData(frame, buf[self._pos : index]))
+            frame.contflag = chr(buf[after])
             events.append(FrameEnded(frame))
         self._pos = after + 3
         self._state = _START
         self._frame = None
         return True
+
+
+_SHAREABLE = frozenset(
+    {"Message-ID", "Success-Report", "Failure-Report", "Content-Type", "Status", "Expires"}
+)
+_PATHS = frozenset({"To-Path", "From-Path", "Use-Path"})
+
+
+def _known_header(name: str, value: str) -> tuple[str, str, Any]:
+    # A header line as the parser caches it: with its typed value when that value
+    # can be shared between frames (a path as a tuple, copied into each frame).
+    parsed = None
+    try:
+        if name in _PATHS:
+            parsed = _parse_path_cached(value) or None
+        elif name in _SHAREABLE:
+            parsed = _HEADER_PARSERS[name](value)
+    except MSRPParseError:
+        pass  # validate() reports it, with the frame's transaction id
+    return name, value, parsed
+
+
+def _marker_prefix_start(buf: bytes, marker: bytes, start: int) -> int:
+    # Where the tail of ``buf`` (from ``start`` on) begins to be a prefix of
+    # ``marker``: the bytes before it are body for sure.  The marker starts with CR.
+    index = buf.find(b"\r", start)
+    while index >= 0 and not marker.startswith(buf[index:]):
+        index = buf.find(b"\r", index + 1)
+    return len(buf) if index < 0 else index
 
 
 def _could_be_end_line(head: bytes, line: bytes) -> bool:
@@ -718,5 +836,5 @@ def _could_be_end_line(head: bytes, line: bytes) -> bool:
     return not tail or (tail[0] in b"$+#" and b"\r\n".startswith(tail[1:]))
 
 
-def _is_end(buf: bytearray, at: int) -> bool:
+def _is_end(buf: bytes, at: int) -> bool:
     return len(buf) >= at + 3 and buf[at] in b"$+#" and buf[at + 1 : at + 3] == b"\r\n"

@@ -322,7 +322,7 @@ class MSRPSession:
                 self._queue.append(message)
                 continue
             chunk = message.next_chunk(self.to_path, [self.local_uri], self.make_transaction_id)
-            out.append(chunk.encode())
+            out += chunk._encode_parts(check_body=False)  # its id was picked to avoid the body
             self._start_transaction(chunk, message.message_id, message.failure_report, now)
             if message.done:
                 self._events.append(MessageSent(message.message_id, chunk))
@@ -440,14 +440,14 @@ class MSRPSession:
         from_path = request.from_path
         if not from_path:
             return
-        response = MSRPData(
-            request.transaction_id,
-            code=code,
-            comment=(comment or REASONS.get(code, "")).replace("\r", " ").replace("\n", " "),
+        # Formatted directly (what MSRPData.encode() gives): one per chunk received.
+        tid = request.transaction_id
+        comment = (comment or REASONS.get(code, "")).replace("\r", " ").replace("\n", " ")
+        start = f"MSRP {tid} {code:03d} {comment}" if comment else f"MSRP {tid} {code:03d}"
+        self._control.append(
+            f"{start}\r\nTo-Path: {from_path[0]}\r\nFrom-Path: {self.local_uri}\r\n"
+            f"-------{tid}$\r\n".encode()
         )
-        response.set_header("To-Path", from_path[:1])
-        response.set_header("From-Path", [self.local_uri])
-        self._control.append(response.encode())
 
     def _handle_request(self, frame: MSRPData) -> None:
         self._current = _IncomingChunk(frame, None, 1, skip=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from urllib.parse import unquote
 
 from sipsimple.msrp.errors import MSRPParseError
@@ -38,6 +39,9 @@ class MSRPURI:
     compare case-insensitively, the session-id case-sensitively, the user part and
     the other parameters are ignored, and a URI with an explicit port never equals
     one without (``effective_port`` gives the port to connect to).
+
+    The text and the comparison key are computed once: every chunk of a session
+    writes and compares the same few URIs.
     """
 
     host: str
@@ -98,6 +102,10 @@ class MSRPURI:
         )
 
     def __str__(self) -> str:
+        return self._text
+
+    @cached_property
+    def _text(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         parts = [self.scheme, "://"]
         if self.user is not None:
@@ -115,6 +123,7 @@ class MSRPURI:
     def __repr__(self) -> str:
         return f"MSRPURI({str(self)!r})"
 
+    @cached_property
     def _key(self) -> tuple[object, ...]:
         host = unquote(self.host).lower()
         try:
@@ -126,7 +135,7 @@ class MSRPURI:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MSRPURI):
             return NotImplemented
-        return self._key() == other._key()
+        return self._key == other._key
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        return hash(self._key)
