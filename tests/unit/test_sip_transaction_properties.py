@@ -195,8 +195,8 @@ TORTURE = sorted(DATA.glob("*/*.dat"))
 
 @pytest.mark.parametrize("path", TORTURE, ids=lambda path: path.stem)
 def test_torture_messages_go_through_the_layer(path):
-    """Every RFC 4475/5118 message that parses is taken by the layer without an error;
-    a request's stamped Via still parses, and its transaction can answer it."""
+    """Every RFC 4475/5118 message that parses is taken by the layer without an error,
+    and a request's transaction can answer it (the transport stamps the Via)."""
     try:
         message = parse_message(path.read_bytes())
     except SIPParseError:
@@ -209,7 +209,6 @@ def test_torture_messages_go_through_the_layer(path):
     if not isinstance(message, SIPRequest):
         assert [type(e).__name__ for e in events] == ["StrayResponse", "StrayResponse"]
         return
-    assert message.via and message.top_via.received == source[0]
     for event in events:
         if isinstance(event, RequestReceived | CancelReceived):
             answer = event.request.make_response(500, to_tag="t")
