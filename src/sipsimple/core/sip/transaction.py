@@ -335,13 +335,15 @@ def build_cancel(request: SIPRequest) -> SIPRequest:
 
 
 def _response_destination(
-    request: SIPRequest, source: Address, transport: str
+    via: Any, rport: bool, source: Address, transport: str
 ) -> ResponseDestination:
-    via = request.top_via
-    port = source[1] if via.rport is not None else via.port or _default_port(via.transport)
-    host = source[0]
-    if not is_reliable(transport) and via.maddr:
-        host = via.maddr
+    host, port = source
+    if not rport:
+        port = via.port or _default_port(via.transport)
+    if not is_reliable(transport):
+        maddr = via.maddr
+        if maddr:
+            host = maddr
     return ResponseDestination(transport.lower(), source, (host, port))
 
 
@@ -1015,7 +1017,7 @@ class TransactionLayer:
         self, request: SIPRequest, source: Address, transport: str, now: float
     ) -> None:
         via = request.top_via
-        destination = _response_destination(request, source, transport)
+        rport = via.rport is not None
         method = request.method
         branch = via.branch
         if branch is not None and branch.startswith(MAGIC_COOKIE):
@@ -1031,6 +1033,7 @@ class TransactionLayer:
         if method == "ACK":
             self._receive_ack(request)
             return
+        destination = _response_destination(via, rport, source, transport)
         if self._count >= self.max_transactions:
             self._reject(request, destination, source)
             return
