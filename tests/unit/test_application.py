@@ -3,12 +3,13 @@ import os
 import threading
 
 import pytest
+from tests.support.application import loopback_file_storage, loopback_storage
 
 from sipsimple.application import ApplicationState, SIPApplication, SIPApplicationError
 from sipsimple.configuration import ConfigurationError
 from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.notification import NotificationCenter, NotificationQueue
-from sipsimple.storage import FileStorage, MemoryStorage
+from sipsimple.storage import FileStorage
 from sipsimple.threading import SIPThread, is_sip_thread
 
 LIFECYCLE = [
@@ -66,7 +67,7 @@ def test_is_a_singleton():
 def test_start_stop_and_start_again(recorder):
     app = SIPApplication()
     for round_ in (1, 2):
-        app.start(MemoryStorage())
+        app.start(loopback_storage())
         assert app.running
         recorder.wait_for("SIPApplicationDidStart", count=round_)
         assert app.state is ApplicationState.STARTED
@@ -82,15 +83,15 @@ def test_start_stop_and_start_again(recorder):
 
 def test_start_while_running_is_refused(recorder):
     app = SIPApplication()
-    app.start(MemoryStorage())
+    app.start(loopback_storage())
     with pytest.raises(SIPApplicationError, match="stop"):
-        app.start(MemoryStorage())
+        app.start(loopback_storage())
     recorder.wait_for("SIPApplicationDidStart")
 
 
 def test_stop_right_after_start_still_ends_cleanly(recorder):
     app = SIPApplication()
-    app.start(MemoryStorage())
+    app.start(loopback_storage())
     app.stop()
     app.stop()  # a second stop is harmless
     recorder.wait_for("SIPApplicationDidEnd")
@@ -114,19 +115,19 @@ def test_broken_configuration_raises_and_leaves_it_startable(tmp_path, recorder)
     with open(config, "rb") as f:
         assert f.read() == broken  # reported, never overwritten
     os.unlink(config)
-    app.start(FileStorage(tmp_path))
+    app.start(loopback_file_storage(tmp_path))
     recorder.wait_for("SIPApplicationDidStart")
 
 
 def test_instance_id_is_generated_once_and_kept(tmp_path, recorder):
     app = SIPApplication()
-    app.start(FileStorage(tmp_path))
+    app.start(loopback_file_storage(tmp_path))
     recorder.wait_for("SIPApplicationDidStart")
     first = SIPSimpleSettings().instance_id
     assert first.startswith("urn:uuid:")
     app.stop()
     recorder.wait_for("SIPApplicationDidEnd")
-    app.start(FileStorage(tmp_path))
+    app.start(loopback_file_storage(tmp_path))
     recorder.wait_for("SIPApplicationDidStart", count=2)
     assert SIPSimpleSettings().instance_id == first
 
@@ -134,7 +135,7 @@ def test_instance_id_is_generated_once_and_kept(tmp_path, recorder):
 async def test_runs_on_the_applications_own_loop(recorder):
     app = SIPApplication()
     with NotificationQueue(sender=app) as queue:
-        app.start(MemoryStorage(), loop=asyncio.get_running_loop())
+        app.start(loopback_storage(), loop=asyncio.get_running_loop())
         assert not SIPThread().owns_loop
         await queue.wait_for("SIPApplicationDidStart", timeout=5)
         app.stop()
