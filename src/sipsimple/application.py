@@ -12,7 +12,7 @@ settings (an instance id is generated on first start), the DNSManager (with
 SIPSimpleSettings.dns), the Engine (with SIPSimpleSettings: local_ip, the SIP
 ports of the transports in sip.transport_list, tls, user_agent, logs.trace_sip,
 rtp.port_range and rtp.audio_codec_list), the AccountManager (the accounts load
-and activate), the SessionManager (its own issue), SIPApplicationDidStart.  When
+and activate), the SessionManager (incoming sessions), SIPApplicationDidStart.  When
 TLS cannot start (a bad certificate or CA file, its port taken) the Engine starts
 without it and SIPApplicationFailedToStartTLS carries the error; any other failure
 to start stops the application again (SIPApplicationWillEnd, SIPApplicationDidEnd).
@@ -45,6 +45,7 @@ from sipsimple.core import Engine
 from sipsimple.core.transport import TLSError, TransportError, TransportFailure
 from sipsimple.lookup import DNSManager
 from sipsimple.notification import Notification, NotificationCenter, NotificationData
+from sipsimple.session import SessionManager
 from sipsimple.threading import SIPThread, call_in_sip_thread, is_sip_thread, run_in_worker
 
 __all__ = ["ApplicationState", "SIPApplication", "SIPApplicationError"]
@@ -113,12 +114,14 @@ def _is_tls_failure(error: BaseException) -> bool:
 class SIPApplication:
     """The singleton that owns the SDK's subsystems (spec: SIPApplication).
 
-    ``accounts_stop_timeout`` and ``engine_stop_timeout`` bound those steps of stop().
+    ``sessions_stop_timeout``, ``accounts_stop_timeout`` and ``engine_stop_timeout``
+    bound those steps of stop().
     """
 
     _instance: SIPApplication | None = None
     _instance_lock = threading.Lock()
 
+    sessions_stop_timeout = 10.0
     accounts_stop_timeout = 10.0
     engine_stop_timeout = 10.0
 
@@ -215,8 +218,8 @@ class SIPApplication:
                 await self._start_engine(settings)
             if self._starting():
                 await AccountManager().start()
-            # The SessionManager starts here (after the accounts, so that incoming
-            # sessions find theirs): SessionManager().start().
+            if self._starting():
+                SessionManager().start()  # after the accounts: incoming sessions find theirs
         except Exception:
             log.exception("SIPApplication failed to start")
             with self._lock:
@@ -270,8 +273,8 @@ class SIPApplication:
         NotificationCenter().discard_observer(
             self._settings_observer, name="CFGSettingsObjectDidChange"
         )
-        # The SessionManager stops here (first: sessions end before the accounts
-        # unregister): SessionManager().stop().
+        # Sessions end first, before the accounts unregister.
+        await self._bounded(SessionManager().stop, self.sessions_stop_timeout, "the sessions")
         await self._bounded(AccountManager().stop, self.accounts_stop_timeout, "the accounts")
         engine = Engine()
         if engine.state == "started":
