@@ -140,6 +140,7 @@ class SIPApplication:
                 instance._lock = threading.Lock()
                 instance._state = ApplicationState.STOPPED
                 instance._initialized = None
+                instance._tasks = set()
                 instance.storage = None
                 SIPApplication._instance = instance
             return SIPApplication._instance
@@ -147,6 +148,7 @@ class SIPApplication:
     _lock: threading.Lock
     _state: ApplicationState
     _initialized: asyncio.Event | None
+    _tasks: set[asyncio.Task[None]]
     storage: _Storage | ConfigurationBackend | None
 
     @property
@@ -198,7 +200,7 @@ class SIPApplication:
             self._state = ApplicationState.STOPPING
         call_in_sip_thread(self._shutdown)
 
-    def _post(self, name: str, **data: object) -> None:
+    def _post(self, name: str, /, **data: object) -> None:
         NotificationCenter().post_notification(name, sender=self, data=NotificationData(**data))
 
     def _starting(self) -> bool:
@@ -303,7 +305,11 @@ class SIPApplication:
 
     def _settings_observer(self, notification: Notification) -> None:
         if is_sip_thread():
-            self._apply_settings(notification.data.modified)
+            task = asyncio.get_running_loop().create_task(
+                self._apply_settings(notification.data.modified)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
             return
         try:
             call_in_sip_thread(self._apply_settings, notification.data.modified)

@@ -42,7 +42,7 @@ from sipsimple.configuration.datatypes import SIPAddress
 from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import SIPURI, Credentials, Engine
 from sipsimple.notification import Notification, NotificationCenter, NotificationData
-from sipsimple.threading import SIPThread, call_in_sip_thread, is_sip_thread, sip_loop
+from sipsimple.threading import SIPThread, call_in_sip_thread, is_sip_thread, sip_loop, spawn
 
 __all__ = [
     "Account",
@@ -59,7 +59,7 @@ _TRANSPORTS = ("udp", "tcp", "tls")
 Awaitable = asyncio.Task[None] | concurrent.futures.Future[None]
 
 
-def _post(sender: object, name: str, **data: Any) -> None:
+def _post(sender: object, name: str, /, **data: Any) -> None:
     NotificationCenter().post_notification(name, sender=sender, data=NotificationData(**data))
 
 
@@ -78,8 +78,14 @@ def _on_sip_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> N
 def _sip_task(coroutine_function: Callable[[], Coroutine[Any, Any, None]]) -> Awaitable:
     """Run a coroutine on the SIP thread: a Task there, a Future from elsewhere."""
     if is_sip_thread():
-        return sip_loop().create_task(coroutine_function())
+        task = sip_loop().create_task(coroutine_function())
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+        return task
     return asyncio.run_coroutine_threadsafe(coroutine_function(), sip_loop())
+
+
+_tasks: set[asyncio.Task[None]] = set()  # tasks nobody may be waiting for: kept alive here
 
 
 def _done() -> concurrent.futures.Future[None]:
@@ -289,7 +295,7 @@ class Account(_Activation, AccountSettings):
             if self.registration.enabled:
                 self._registrar.activate()
             else:
-                sip_loop().create_task(self._registrar.deactivate())
+                spawn(self._registrar.deactivate())
         elif self.registration.enabled and self._REGISTRATION_SETTINGS.intersection(modified):
             self._registrar.reregister()
 
@@ -468,32 +474,30 @@ class AccountManager:
 
     @default_account.setter
     def default_account(self, account: AnyAccount | None) -> None:
+        self._set_default(account, self.default_account)
+
+    def _set_default(self, account: AnyAccount | None, old: AnyAccount | None) -> None:
         with self._lock:
             if account is not None:
                 if self._accounts.get(account.id) is not account:
                     raise ValueError(f"{account!r} is not an account of the AccountManager")
                 if not account.enabled:
                     raise ValueError(f"{account!r} is not enabled: it cannot be the default")
-            old = self.default_account
-            if account is old:
-                return
             settings = SIPSimpleSettings()
-            settings.default_account = account.id if account is not None else None
+            new_id = account.id if account is not None else None
+            if settings.default_account == new_id and account is old:
+                return
+            settings.default_account = new_id
             settings.save()
-        _on_sip_thread(
-            _post,
-            self,
-            "SIPAccountManagerDidChangeDefaultAccount",
-            old_account=old,
-            account=account,
-        )
+        name = "SIPAccountManagerDidChangeDefaultAccount"
+        _on_sip_thread(_post, self, name, old_account=old, account=account)
 
-    def _choose_default(self) -> None:
+    def _choose_default(self, old: AnyAccount | None = None) -> None:
         """Make the first enabled account the default (None when there is none)."""
         with self._lock:
             enabled = [account for account in self._accounts.values() if account.enabled]
             enabled.sort(key=lambda account: isinstance(account, BonjourAccount))
-            self.default_account = enabled[0] if enabled else None
+            self._set_default(enabled[0] if enabled else None, old or self.default_account)
 
     # -- reacting to the configuration
 
@@ -522,7 +526,7 @@ class AccountManager:
     def _announce(self, account: AnyAccount) -> None:
         _post(self, "SIPAccountManagerDidAddAccount", account=account)
         if self._started and not self._loading and SIPThread().is_running:
-            sip_loop().create_task(account._start())
+            spawn(account._start())
 
     def _remove(self, account: AnyAccount) -> None:
         with self._lock:
@@ -534,10 +538,10 @@ class AccountManager:
 
     def _forget(self, account: AnyAccount, was_default: bool) -> None:
         if SIPThread().is_running:
-            sip_loop().create_task(account._stop())
+            spawn(account._stop())
         _post(self, "SIPAccountManagerDidRemoveAccount", account=account)
         if was_default:
-            self._choose_default()
+            self._choose_default(account)
 
     def _changed(self, account: AnyAccount, modified: dict[str, Any]) -> None:
         renamed = modified.get("__id__")

@@ -39,6 +39,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import Engine, FrozenSIPURI, SIPCoreError
 from sipsimple.notification import NotificationCenter, NotificationData
+from sipsimple.threading import spawn
 
 if TYPE_CHECKING:
     from sipsimple.account import BonjourAccount
@@ -86,7 +87,12 @@ class BonjourServices:
 
     def activate(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._start())
+            self._task = self._run(self._start())
+
+    def _run(self, coroutine: Any) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        task.add_done_callback(_log_failure)
+        return task
 
     async def deactivate(self) -> None:
         task, self._task = self._task, None
@@ -121,7 +127,7 @@ class BonjourServices:
     def update_registrations(self) -> None:
         """Publish the display name again (it is in the TXT records)."""
         if self._zeroconf is not None:
-            asyncio.get_running_loop().create_task(self._update())
+            spawn(self._update())
 
     # -- publishing
 
@@ -193,7 +199,7 @@ class BonjourServices:
     def _register_again(self) -> None:
         self._retry = None
         if self._zeroconf is not None and self._task is not None:
-            self._task = asyncio.get_running_loop().create_task(self._register())
+            self._task = self._run(self._register())
 
     async def _update(self) -> None:
         zeroconf = self._zeroconf
@@ -244,7 +250,7 @@ class BonjourServices:
             if self.neighbours.pop(description, None) is not None:
                 self._post("BonjourAccountDidRemoveNeighbour", service_description=description)
             return
-        task = asyncio.get_running_loop().create_task(self._resolve(description))
+        task = self._run(self._resolve(description))
         self._resolving.add(task)
         task.add_done_callback(self._resolving.discard)
 
@@ -295,7 +301,12 @@ class BonjourServices:
         except KeyError:
             return False
 
-    def _post(self, name: str, **data: Any) -> None:
+    def _post(self, name: str, /, **data: Any) -> None:
         NotificationCenter().post_notification(
             name, sender=self.account, data=NotificationData(**data)
         )
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("Bonjour services failed", exc_info=task.exception())

@@ -382,7 +382,7 @@ class AccountRegistrar:
             self._ending = None
             self._forget_registration()
 
-    def _post(self, name: str, **data: Any) -> None:
+    def _post(self, name: str, /, **data: Any) -> None:
         NotificationCenter().post_notification(
             name, sender=self.account, data=NotificationData(**data)
         )
