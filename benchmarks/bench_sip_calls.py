@@ -2,10 +2,10 @@
 the ceiling, in the same run.
 
 SIPp's uac places calls (INVITE, 180/200, ACK, a short pause, BYE) at a fixed rate
-for ``DURATION`` seconds (at least 30 s per rate); the rate doubles from
-``START_RATE`` until a run has a failed call, and the figure is the highest rate with
-none. The answering Engine runs in this process on its own SIP thread and answers
-every INVITE with 180 then 200 and an SDP answer:
+for ``--duration`` seconds (30 s by default: at least 30 s per rate); the rate doubles
+from ``--start-rate`` until a rate fails twice in a row, and the figure is the highest
+rate that ran without a failed call. The answering Engine runs in this process on its
+own SIP thread and answers every INVITE with 180 then 200 and an SDP answer:
 
 - with Invitation (sipsimple.core.Invitation) when it exists: the figure for the
   whole core the middleware uses;
@@ -47,12 +47,22 @@ def ramp(
     maximum: float,
     duration: float,
 ) -> tuple[float, list[str]]:
-    """The highest rate (calls/s) whose run had no failed call, and a line per run."""
+    """The highest rate (calls/s) whose run had no failed call, and a line per run.
+
+    A run with failures is tried once more before the ramp stops: the machine is
+    shared, and one busy moment should not decide the figure.
+    """
     best, lines, rate = 0.0, [], start
     while rate <= maximum:
-        successful, failed = place_calls(rate, duration)
-        lines.append(f"    {rate:7.0f} calls/s: {successful} successful, {failed} failed")
-        if failed or successful == 0:
+        for attempt in (1, 2):
+            successful, failed = place_calls(rate, duration)
+            retry = " (second try)" if attempt == 2 else ""
+            lines.append(
+                f"    {rate:7.0f} calls/s: {successful} successful, {failed} failed{retry}"
+            )
+            if not failed and successful:
+                break
+        else:
             break
         best = rate
         rate *= 2
@@ -83,16 +93,21 @@ def ceiling(start: float, maximum: float, duration: float) -> tuple[float, list[
         return ramp(place, start, maximum, duration)
 
 
-def install_invitation_answerer() -> None:
-    """Answer every incoming Invitation with 180 then 200 (the reference core API)."""
-    from sipsimple.core import Invitation, SDPSession  # noqa: F401  (fails without it)
+def install_invitation_answerer(engine: Engine) -> None:
+    """Answer every incoming Invitation with 180 then 200 (Invitation hangs up on BYE)."""
+    from sipsimple.core import SDPSession
+    from sipsimple.core.sip.headers import ContactHeader
+    from sipsimple.core.sip.uri import SIPURI
+
+    answer_sdp = SDPSession.parse(sdp())
+    contact = ContactHeader(SIPURI(user="answerer", host="127.0.0.1", port=engine.udp_port))
 
     def answer(notification) -> None:
         if notification.data.state != "incoming":
             return
         invitation = notification.sender
         invitation.send_response(180)
-        invitation.send_response(200, sdp=SDPSession.parse(sdp()))
+        invitation.send_response(200, contact_header=contact, sdp=answer_sdp)
 
     NotificationCenter().add_observer(answer, "SIPInvitationChangedState")
 
@@ -121,7 +136,7 @@ def main() -> None:
     engine.start(ip_address="127.0.0.1", udp_port=0, tcp_port=None).result(10)
     try:
         if answerer == "invitation":
-            install_invitation_answerer()
+            install_invitation_answerer(engine)
         else:
             install_usage_answerer()
 

@@ -10,7 +10,7 @@ from sipsimple.configuration import ConfigurationError
 from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.notification import NotificationCenter, NotificationQueue
 from sipsimple.storage import FileStorage
-from sipsimple.threading import SIPThread, is_sip_thread
+from sipsimple.threading import SIPThread
 
 LIFECYCLE = [
     "SIPApplicationWillStart",
@@ -33,7 +33,7 @@ class Recorder:
     def handle_notification(self, notification):
         with self._condition:
             self.names.append(notification.name)
-            self.on_sip_thread.append(is_sip_thread())
+            self.on_sip_thread.append(threading.current_thread().name == "SIPThread")
             self.timestamps.append(notification.data.timestamp)
             self._condition.notify_all()
 
@@ -53,10 +53,9 @@ def recorder():
     yield recorder
     app = SIPApplication()
     if app.state is not ApplicationState.STOPPED:
+        ended = recorder.names.count("SIPApplicationDidEnd")
         app.stop()
-        recorder.wait_for(
-            "SIPApplicationDidEnd", count=recorder.names.count("SIPApplicationDidEnd") + 1
-        )
+        recorder.wait_for("SIPApplicationDidEnd", count=ended + 1)
     recorder.close()
 
 

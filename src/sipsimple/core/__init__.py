@@ -4,6 +4,7 @@ from sipsimple.core.engine import Engine, EngineError
 from sipsimple.core.errors import SDPParseError, SIPCoreError, SIPParseError
 from sipsimple.core.invitation import Invitation, InvitationStateError
 from sipsimple.core.publication import Publication
+from sipsimple.core.referral import IncomingReferral, Referral, ReferralListener
 from sipsimple.core.registration import Registration
 from sipsimple.core.request import IncomingRequest, Message, Request, RequestStateError
 from sipsimple.core.sdp import (
@@ -96,9 +97,22 @@ from sipsimple.core.sip.transaction import (
     TransactionStateError,
 )
 from sipsimple.core.sip.uri import SIPURI, BaseSIPURI, FrozenSIPURI, OpaqueURI, parse_uri
+from sipsimple.core.subscription import IncomingSubscription, Subscription
+from sipsimple.media.devices import (
+    SoundDeviceError,
+    default_input_device,
+    default_output_device,
+    input_devices,
+    output_devices,
+    refresh_sound_devices,
+)
+from sipsimple.media.mixer import AudioMixer, MixerError, MixerPort
+from sipsimple.media.tones import ToneGenerator
+from sipsimple.media.wave import RecordingWaveFile, WaveFile, WaveFileError
 
 __all__ = [
     "SIPURI",
+    "AudioMixer",
     "AuthenticationError",
     "BaseHeader",
     "BaseSIPURI",
@@ -144,7 +158,9 @@ __all__ = [
     "FrozenViaHeader",
     "FrozenWarningHeader",
     "Header",
+    "IncomingReferral",
     "IncomingRequest",
+    "IncomingSubscription",
     "InvalidMessage",
     "Invitation",
     "InvitationStateError",
@@ -153,11 +169,16 @@ __all__ = [
     "MalformedSIPMessageError",
     "MediaCodec",
     "Message",
+    "MixerError",
+    "MixerPort",
     "OpaqueURI",
     "Publication",
     "ReasonHeader",
     "RecordRouteHeader",
+    "RecordingWaveFile",
     "ReferToHeader",
+    "Referral",
+    "ReferralListener",
     "Registration",
     "ReplacesHeader",
     "Request",
@@ -182,10 +203,13 @@ __all__ = [
     "SIPRequest",
     "SIPResponse",
     "SIPStreamFramer",
+    "SoundDeviceError",
     "SubjectHeader",
+    "Subscription",
     "SubscriptionStateHeader",
     "TimerSettings",
     "ToHeader",
+    "ToneGenerator",
     "TransactionError",
     "TransactionLayer",
     "TransactionLimitError",
@@ -193,8 +217,15 @@ __all__ = [
     "TransactionStateError",
     "ViaHeader",
     "WarningHeader",
+    "WaveFile",
+    "WaveFileError",
+    "default_input_device",
+    "default_output_device",
     "frozendict",
+    "input_devices",
+    "output_devices",
     "parse_message",
     "parse_uri",
+    "refresh_sound_devices",
     "split_multipart",
 ]

@@ -1,0 +1,414 @@
+"""Concurrent calls: how many AudioTransport pairs one machine carries with every packet on time.
+
+Two processes, one per side of every call, each with one AudioMixer (a dummy device whose
+microphone plays a tone, connected to every call both ways) and N RTPTransport +
+AudioTransport pairs on loopback, media flowing both ways.  For each N the script runs
+the calls for a while and measures, in a window after a warm-up:
+
+* send lateness: when each RTP packet was handed to the socket, after its deadline
+  (t0 + n * ptime) - p50, p99 and max over every packet of both sides;
+* loss: packets sent minus packets received, both directions, once sending stopped;
+* CPU: each process's CPU time over the window, per call (percent of one core) and per
+  packet sent or received (us/pkt, which stays honest when a starved process skips frames).
+
+Every N of the list is tried (on a shared machine one noisy trial should not end the
+search) until a side saturates its core; the CPU-bound capacity is what the median CPU
+per packet allows at 70 % of one core per side.  The peer, measured in
+the same run at the same N, is the floor of the job: bare asyncio UDP sockets sending a
+172-byte datagram every 20 ms from the same kind of absolute-deadline timer and
+receiving without looking at it; "x bare" is our CPU per packet over the bare one.
+
+Usage: bench_rtp_calls.py [--codec PCMU|opus] [--calls N ...] [--window S] [--mixer-rate R]
+       bench_rtp_calls.py --profile N --codec opus   (cProfile of one side)
+The "stall" column is the machine's CPU pressure during the trial (Linux PSI: the share of
+time some runnable task waited for a CPU): where it is high, lateness says more about the
+other tenants than about us.
+Run it in a loopback-only namespace (scripts/bench.sh does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import multiprocessing
+import os
+import pstats
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+from sipsimple.core.media import AudioTransport, RTPTransport
+from sipsimple.core.sdp import SDPConnection, SDPSession
+from sipsimple.media.devices import DummyDevice
+from sipsimple.media.mixer import AudioMixer
+from sipsimple.media.rtp import RTPPacket
+
+LOCAL = "127.0.0.1"
+PORTS = {"offerer": (20000, 29999), "answerer": (30000, 39999)}
+PTIME = 0.02
+MIXER_RATE = 48000
+LATENESS_LIMIT = 0.005
+WARMUP = 2.0
+DRAIN = 0.5
+DEFAULT_STEPS = {"PCMU": [25, 50, 75, 100, 150, 200], "opus": [10, 20, 30, 40, 50]}
+
+_lateness: list[float] | None = None  # collected during the window only
+
+
+class MeasuredAudioTransport(AudioTransport):
+    """Notes when each packet leaves, against the deadline of its frame."""
+
+    def _tick(self) -> None:
+        self._due = self._pacer.deadline
+        super()._tick()
+
+    def _transmit(self, packet: RTPPacket, now: float) -> None:
+        super()._transmit(packet, now)
+        if _lateness is not None:
+            _lateness.append(self._loop.time() - self._due)  # type: ignore[union-attr]
+        self._due += self._pacer.period
+
+
+@dataclass
+class SideResult:
+    cpu: float  # seconds of CPU in the window
+    window: float
+    sent: int
+    received: int
+    moved: int  # packets sent plus packets received in the window
+    lateness: np.ndarray
+    late_frames: int  # frames the jitter buffers found late or lost
+
+
+# -- one side of N calls ---------------------------------------------------------------------
+
+
+async def run_side(
+    role: str,
+    calls: int,
+    codec: str,
+    conn: Connection,
+    bare: bool,
+    profiler: cProfile.Profile | None = None,
+) -> None:
+    global _lateness
+    loop = asyncio.get_running_loop()
+
+    async def receive() -> object:
+        # A reader on the pipe, not a thread blocked in recv(): a waiting thread makes
+        # the loop's thread give up the GIL on a timer and stalls it for milliseconds.
+        ready = asyncio.Event()
+        loop.add_reader(conn.fileno(), ready.set)
+        try:
+            await ready.wait()
+        finally:
+            loop.remove_reader(conn.fileno())
+        return conn.recv()
+
+    side = BareSide(calls) if bare else AudioSide(calls, codec, role)
+    await side.setup()
+    if role == "offerer":
+        conn.send(side.offers())
+        side.start(await receive())
+    else:
+        conn.send(side.answer(await receive()))
+    assert await receive() == "go"
+    _lateness = []
+    moved = sum(side.totals())
+    cpu, wall = time.process_time(), loop.time()
+    if profiler is not None:
+        profiler.enable()
+    assert await receive() == "stop"
+    if profiler is not None:
+        profiler.disable()
+    cpu, wall = time.process_time() - cpu, loop.time() - wall
+    moved = sum(side.totals()) - moved
+    lateness, _lateness = np.array(_lateness), None
+    late = side.late_frames()
+    side.stop_sending()
+    await asyncio.sleep(DRAIN)
+    sent, received = side.totals()
+    conn.send(SideResult(cpu, wall, sent, received, moved, lateness, late))
+    await side.close()
+
+
+class AudioSide:
+    def __init__(self, calls: int, codec: str, role: str) -> None:
+        self.codec = codec
+        self.mixer = AudioMixer(
+            None, None, MIXER_RATE, slot_count=calls + 1, device=DummyDevice(tone=440)
+        )
+        self.rtps = [
+            RTPTransport(local_address=LOCAL, port_range=PORTS[role]) for _ in range(calls)
+        ]
+        self.audios: list[AudioTransport] = []
+
+    async def setup(self) -> None:
+        self.mixer.start()
+        await asyncio.gather(*(rtp.set_INIT() for rtp in self.rtps))
+
+    def offers(self) -> list[str]:
+        self.audios = [
+            MeasuredAudioTransport(self.mixer, rtp, codecs=[self.codec]) for rtp in self.rtps
+        ]
+        self._offers = [self._sdp(audio.get_local_media()) for audio in self.audios]
+        return self._offers
+
+    def start(self, answers: list[str]) -> None:
+        for audio, offer, answer in zip(self.audios, self._offers, answers, strict=True):
+            self._start(audio, offer, answer)
+
+    def answer(self, offers: list[str]) -> list[str]:
+        answers = []
+        for rtp, offer in zip(self.rtps, offers, strict=True):
+            remote = SDPSession.parse(offer)
+            audio = MeasuredAudioTransport(self.mixer, rtp, remote, 0, codecs=[self.codec])
+            self.audios.append(audio)
+            answers.append(self._sdp(audio.get_local_media(remote, 0)))
+            self._start(audio, answers[-1], offer)
+        return answers
+
+    def _start(self, audio: AudioTransport, local: str, remote: str) -> None:
+        audio.start(SDPSession.parse(local), SDPSession.parse(remote), 0)
+        self.mixer.connect_slots(0, audio.slot)
+        self.mixer.connect_slots(audio.slot, 0)
+
+    @staticmethod
+    def _sdp(media: object) -> str:
+        return str(SDPSession(LOCAL, connection=SDPConnection(LOCAL), media=[media]))
+
+    def stop_sending(self) -> None:
+        for audio in self.audios:
+            audio.update_direction("recvonly")
+
+    def totals(self) -> tuple[int, int]:
+        sent = sum(rtp.counters.rtp_sent for rtp in self.rtps)
+        return sent, sum(rtp.counters.rtp_received for rtp in self.rtps)
+
+    def late_frames(self) -> int:
+        """Frames the jitter buffers had no packet for (late, lost or run dry)."""
+        total = 0
+        for audio in self.audios:
+            stats = audio.jitter_buffer_statistics
+            total += stats.late + stats.lost + stats.underruns
+        return total
+
+    async def close(self) -> None:
+        for audio in self.audios:
+            audio.stop()
+        await asyncio.gather(*(rtp.stop() for rtp in self.rtps))
+        self.mixer.close()
+
+
+class _BareProtocol(asyncio.DatagramProtocol):
+    received = 0
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.received += 1
+
+
+class BareSide:
+    """The floor: a UDP socket per call, a datagram every 20 ms each way, nothing else."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+        self.payload = bytes(172)
+        self.sending = True
+        self.sent = 0
+
+    async def setup(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.sockets = [
+            await loop.create_datagram_endpoint(_BareProtocol, local_addr=(LOCAL, 0))
+            for _ in range(self.calls)
+        ]
+
+    def offers(self) -> list[int]:
+        return [transport.get_extra_info("sockname")[1] for transport, _ in self.sockets]
+
+    def start(self, ports: list[int]) -> None:
+        for (transport, _), port in zip(self.sockets, ports, strict=True):
+            self._run(transport, (LOCAL, port), self.loop.time())
+
+    def answer(self, ports: list[int]) -> list[int]:
+        mine = self.offers()
+        self.start(ports)
+        return mine
+
+    def _run(self, transport: asyncio.DatagramTransport, peer: tuple[str, int], t0: float) -> None:
+        state = {"n": 1}
+
+        def tick() -> None:
+            if not self.sending:
+                return
+            due = t0 + state["n"] * PTIME
+            transport.sendto(self.payload, peer)
+            self.sent += 1
+            if _lateness is not None:
+                _lateness.append(self.loop.time() - due)
+            state["n"] += 1
+            self.loop.call_at(t0 + state["n"] * PTIME, tick)
+
+        self.loop.call_at(t0 + PTIME, tick)
+
+    def stop_sending(self) -> None:
+        self.sending = False
+
+    def totals(self) -> tuple[int, int]:
+        return self.sent, sum(protocol.received for _, protocol in self.sockets)
+
+    def late_frames(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        for transport, _ in self.sockets:
+            transport.close()
+
+
+def side_process(
+    role: str, calls: int, codec: str, conn: Connection, bare: bool, profile: bool, rate: int
+) -> None:
+    global MIXER_RATE
+    MIXER_RATE = rate
+    profiler = cProfile.Profile() if profile else None
+    asyncio.run(run_side(role, calls, codec, conn, bare, profiler))
+    if profiler is not None:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
+        conn.send(out.getvalue())
+
+
+# -- trials ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Trial:
+    calls: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    lost: int
+    late_frames: int
+    cpu_per_call: float  # percent of one core, mean of the two sides
+    busiest: float  # the busier process, percent of one core
+    us_per_packet: float  # CPU per packet sent or received, both sides
+
+    @property
+    def ok(self) -> bool:
+        return self.p99_ms < LATENESS_LIMIT * 1000 and self.lost == 0
+
+
+def trial(
+    calls: int, codec: str, window: float, bare: bool = False, profile: bool = False
+) -> Trial:
+    context = multiprocessing.get_context("spawn")
+    pipes, processes = {}, []
+    for role in ("offerer", "answerer"):
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=side_process,
+            args=(role, calls, codec, theirs, bare, profile and role == "offerer", MIXER_RATE),
+        )
+        process.start()
+        pipes[role] = ours
+        processes.append(process)
+    offers = pipes["offerer"].recv()
+    pipes["answerer"].send(offers)
+    pipes["offerer"].send(pipes["answerer"].recv())
+    time.sleep(WARMUP)
+    for pipe in pipes.values():
+        pipe.send("go")
+    time.sleep(window)
+    for pipe in pipes.values():
+        pipe.send("stop")
+    results: list[SideResult] = [pipes[role].recv() for role in ("offerer", "answerer")]
+    if profile:
+        print(pipes["offerer"].recv())
+    for process in processes:
+        process.join(timeout=30)
+    lateness = np.concatenate([r.lateness for r in results]) * 1000
+    a, b = results
+    lost = max(0, a.sent - b.received) + max(0, b.sent - a.received)
+    loads = [r.cpu / r.window * 100 for r in results]
+    return Trial(
+        calls,
+        float(np.percentile(lateness, 50)) if len(lateness) else 0.0,
+        float(np.percentile(lateness, 99)) if len(lateness) else 0.0,
+        float(lateness.max()) if len(lateness) else 0.0,
+        lost,
+        a.late_frames + b.late_frames,
+        sum(loads) / 2 / calls,
+        max(loads),
+        sum(r.cpu for r in results) / max(1, sum(r.moved for r in results)) * 1e6,
+    )
+
+
+def cpu_pressure() -> str:
+    """How much of the last 10 s runnable tasks waited for a CPU (Linux PSI), e.g. "35%"."""
+    try:
+        with open("/proc/pressure/cpu") as pressure:
+            return pressure.readline().split()[1].split("=")[1].split(".")[0] + "%"
+    except (OSError, IndexError):
+        return "?"
+
+
+def main() -> None:
+    global MIXER_RATE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--codec", choices=["PCMU", "opus"], action="append")
+    parser.add_argument("--calls", type=int, nargs="+")
+    parser.add_argument("--window", type=float, default=6.0)
+    parser.add_argument("--profile", type=int, metavar="N")
+    parser.add_argument("--mixer-rate", type=int, default=MIXER_RATE)
+    args = parser.parse_args()
+    MIXER_RATE = args.mixer_rate
+    print(f"mixer at {MIXER_RATE} Hz; load average before: {os.getloadavg()[0]:.1f}")
+    print("stall: CPU pressure during the trial (share of time a runnable task waited for a CPU)")
+    codecs = args.codec or ["PCMU", "opus"]
+    if args.profile:
+        for codec in codecs:
+            print(f"cProfile of the offering side, {args.profile} {codec} calls:")
+            trial(args.profile, codec, args.window, profile=True)
+        return
+    print(
+        f"{'codec':<6} {'calls':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'lost':>5} "
+        f"{'jb late':>7} {'%cpu/call':>9} {'busiest%':>8} {'us/pkt':>6} {'bare':>5} "
+        f"{'x bare':>6} {'stall':>5}"
+    )
+    for codec in codecs:
+        best, costs = None, []
+        for calls in args.calls or DEFAULT_STEPS[codec]:
+            result = trial(calls, codec, args.window)
+            stall = cpu_pressure()
+            floor = trial(calls, codec, args.window, bare=True)
+            costs.append(result.us_per_packet)
+            print(
+                f"{codec:<6} {calls:>5} {result.p50_ms:>7.2f} {result.p99_ms:>7.2f} "
+                f"{result.max_ms:>7.2f} {result.lost:>5} {result.late_frames:>7} "
+                f"{result.cpu_per_call:>9.2f} {result.busiest:>8.0f} "
+                f"{result.us_per_packet:>6.0f} {floor.us_per_packet:>5.0f} "
+                f"{result.us_per_packet / floor.us_per_packet:>6.1f} {stall:>5}"
+                f"{'' if result.ok else '  <- misses'}",
+                flush=True,
+            )
+            if result.ok and (best is None or calls > best):
+                best = calls
+            if result.busiest > 95:  # saturated: more calls cannot be on time
+                break
+        # What the CPU cost alone allows: each side's process at 70 % of one core, a call
+        # moving 100 packets a second (50 out, 50 in).
+        capacity = int(0.7e6 / (100 * float(np.median(costs))))
+        print(
+            f"{codec}: largest N on time (p99 < 5 ms, no loss): {best}; "
+            f"CPU-bound capacity at 70 % of a core per side: {capacity} calls",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,524 @@
+"""AudioTransport: one audio stream over an RTPTransport, with a slot in the audio mixer.
+
+It describes our codecs in SDP (rtpmap/fmtp in preference order, telephone-event, ptime),
+picks the codec the negotiation settled on and then runs the stream on the loop:
+
+* Sending: every ptime, on an absolute-deadline clock (frame n at ``t0 + n * ptime``, so
+  wake-up jitter never accumulates), it takes what the mixer mixed for our slot, resamples
+  it to the codec's rate, encodes and sends it - or sends the telephone-event packet of a
+  DTMF digit in its place.
+* Receiving: RTP packets go to the jitter buffer (or to the DTMF receiver); at the same
+  clock the buffer says what to play, which is decoded (or concealed), resampled to the
+  mixer's rate and queued in our slot for the mixer's next tick.
+* RTCP: reports at the RFC 3550 interval and statistics (RTCPSession), BYE on stop().
+* Notifications: RTPAudioStreamGotDTMF (digit) and RTPAudioTransportDidTimeout (no RTP
+  for ``timeout`` seconds while we expect to receive).
+
+Each transport has its own clock, at its own phase against the mixer's, so the packets
+of many calls spread over the frame period instead of leaving in one burst at the
+mixer's tick.  Methods must be called on
+the loop that runs the transport (the SIP thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from sipsimple.core.errors import SIPCoreError
+from sipsimple.core.media.rtptransport import RTPTransport
+from sipsimple.core.sdp import (
+    DIRECTIONS,
+    SDPAttribute,
+    SDPMediaStream,
+    SDPNegotiationError,
+    answer_direction,
+    answer_media,
+    effective_direction,
+)
+from sipsimple.core.sdp.model import BaseSDPMediaStream, BaseSDPSession
+from sipsimple.media.codecs import AudioCodec, CodecInfo, available_codecs, codec_info, create_codec
+from sipsimple.media.dtmf import TELEPHONE_EVENT_FMTP, DTMFReceiver, DTMFSender
+from sipsimple.media.errors import CodecError, RTCPParseError
+from sipsimple.media.jitterbuffer import FrameKind, JitterBuffer, JitterBufferStatistics
+from sipsimple.media.mixer import PTIME, AudioMixer, FramePacer, MixerPort
+from sipsimple.media.resample import Resampler
+from sipsimple.media.rtcpsession import RTCPSession, StreamStatistics
+from sipsimple.media.rtp import RTPPacket, RTPPacketizer
+from sipsimple.notification import NotificationCenter, NotificationData
+
+__all__ = ["AudioTransport", "AudioTransportError"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PTIME = 20
+DEFAULT_TIMEOUT = 30.0
+# telephone-event at 8000 Hz goes with every codec (baresip, Asterisk, most gateways); at
+# 48000 Hz it is what RFC 4733 asks for next to Opus (WebRTC offers both).
+TELEPHONE_EVENTS = ((101, 8000), (110, 48000))
+COMFORT_NOISE = 13
+MAX_BURST = 5  # frames sent at once to catch up after a late wake-up; later ones skipped
+# Mixed frames waiting in our slot beyond this many are stale (the mixer caught up), and
+# received audio queued for the mixer beyond this many frames is late: both are dropped.
+MAX_QUEUED_FRAMES = 2
+PORT_QUEUE = 0.1  # seconds of audio the MixerPort holds each way
+# Our ticks fall within this part of the mixer's frame period, after its tick.
+PHASE_LOW, PHASE_HIGH = 0.15, 0.85
+GOLDEN_RATIO = 0.6180339887498949
+_phases = itertools.count()
+
+
+class AudioTransportError(SIPCoreError):
+    """A method was called in a state that does not allow it, or with a bad argument."""
+
+
+def _codec_list(codecs: Sequence[str] | None) -> list[CodecInfo]:
+    if codecs is None:
+        return [codec_info(name) for name in available_codecs()]
+    infos = [codec_info(name) for name in codecs]  # CodecError names an unknown codec
+    usable = [info for info in infos if info.name in available_codecs()]
+    if not usable:
+        raise AudioTransportError(f"none of the codecs {list(codecs)} is available")
+    return list(dict.fromkeys(usable))
+
+
+def _matches(info: CodecInfo, media: BaseSDPMediaStream, fmt: str) -> bool:
+    codec = media.rtpmap(fmt)
+    return (
+        codec is not None
+        and codec.name.lower() == info.name.lower()
+        and codec.rate == info.clock_rate
+    )
+
+
+def _telephone_events(media: BaseSDPMediaStream) -> dict[str, int]:
+    """telephone-event payload types of ``media`` and their clock rates."""
+    found = {}
+    for fmt in media.formats:
+        codec = media.rtpmap(fmt)
+        if codec is not None and codec.name.lower() == "telephone-event":
+            found[fmt] = codec.rate
+    return found
+
+
+def _ptime(media: BaseSDPMediaStream) -> int | None:
+    value = media.attributes.getfirst("ptime")
+    if value is None:
+        return None
+    try:
+        ptime = round(float(value))
+    except ValueError:
+        return None
+    return ptime if 10 <= ptime <= 120 and ptime % 10 == 0 else None
+
+
+class AudioTransport:
+    """An audio stream: codecs and SDP, then media between the network and a mixer slot.
+
+    ``remote_sdp`` is the peer's offer when we answer (None when we offer); ``codecs`` our
+    codec names in order of preference (default: all available); ``timeout`` the seconds
+    without RTP after which RTPAudioTransportDidTimeout is posted (0: never);
+    ``rtcp_interval`` the RTCP report interval's minimum (RFC 3550: 5 s).  Creating the
+    transport moves the RTPTransport (which must be initialized) to LOCAL or REMOTE, so an
+    offer whose security we cannot meet raises SDPNegotiationError here.
+    """
+
+    def __init__(
+        self,
+        mixer: AudioMixer,
+        rtp_transport: RTPTransport,
+        remote_sdp: BaseSDPSession | None = None,
+        sdp_index: int = 0,
+        codecs: Sequence[str] | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        ptime: int = DEFAULT_PTIME,
+        rtcp_interval: float = 5.0,
+    ) -> None:
+        if not timeout >= 0:
+            raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
+        if ptime not in (10, 20, 30, 40, 60):
+            raise ValueError(f"ptime must be 10, 20, 30, 40 or 60 ms, got {ptime!r}")
+        if rtp_transport.state not in ("INIT", "ESTABLISHED"):
+            raise AudioTransportError(
+                f"the RTPTransport must be initialized (INIT) or ESTABLISHED, "
+                f"not {rtp_transport.state}"
+            )
+        self.mixer = mixer
+        self.transport = rtp_transport
+        self.timeout = timeout
+        self.ptime = ptime
+        self.rtcp_interval = rtcp_interval
+        self._codecs = _codec_list(codecs)
+        self._is_offer = remote_sdp is None
+        if rtp_transport.state == "INIT":
+            if remote_sdp is None:
+                rtp_transport.set_LOCAL()
+            else:
+                rtp_transport.set_REMOTE(remote_sdp, sdp_index)
+        self.direction: str | None = None
+        self.codec: str | None = None
+        self.sample_rate: int | None = None
+        self._started = False
+        self._port: MixerPort | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sending = self._receiving = False
+        self.decode_errors = 0
+        self.unexpected_payloads = 0  # RTP packets of a payload type we did not choose
+
+    def __repr__(self) -> str:
+        state = "started" if self._started else "idle"
+        return f"<AudioTransport {state} {self.codec or ''} slot={self.slot}>"
+
+    @property
+    def slot(self) -> int | None:
+        """Our slot in the mixer while started."""
+        return self._port.slot if self._port is not None else None
+
+    @property
+    def is_started(self) -> bool:
+        return self._started
+
+    # -- SDP --------------------------------------------------------------------------------
+
+    def get_local_media(
+        self, remote_sdp: BaseSDPSession | None = None, index: int = 0, direction: str = "sendrecv"
+    ) -> SDPMediaStream:
+        """Our m= line: the offer when ``remote_sdp`` is None, else the answer to its line
+        ``index`` (the codecs both know, in our order, with the offer's payload types)."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}")
+        formats, attributes = [], []
+        taken = {info.payload_type for info in self._codecs}
+        for info in self._codecs:
+            formats.append(str(info.payload_type))
+            attributes.append(SDPAttribute("rtpmap", f"{info.payload_type} {info.rtpmap}"))
+            if info.fmtp:
+                attributes.append(SDPAttribute("fmtp", f"{info.payload_type} {info.fmtp}"))
+        rates = {info.clock_rate for info in self._codecs}
+        for payload_type, rate in TELEPHONE_EVENTS:
+            if (rate == 8000 or rate in rates) and payload_type not in taken:
+                formats.append(str(payload_type))
+                attributes.append(SDPAttribute("rtpmap", f"{payload_type} telephone-event/{rate}"))
+                attributes.append(SDPAttribute("fmtp", f"{payload_type} {TELEPHONE_EVENT_FMTP}"))
+        attributes.append(SDPAttribute("ptime", str(self.ptime)))
+        media = SDPMediaStream("audio", 0, "RTP/AVP", formats=formats, attributes=attributes)
+        self.transport.update_local_media(media)
+        media.direction = direction
+        if remote_sdp is None:
+            return media
+        if not 0 <= index < len(remote_sdp.media):
+            raise AudioTransportError(f"the remote SDP has no m= line {index}")
+        offer = remote_sdp.media[index]
+        answer = answer_media(offer, media, effective_direction(remote_sdp, index))
+        if answer.port == 0:
+            raise SDPNegotiationError(f"no audio codec in common with the offer ({offer})")
+        return answer
+
+    # -- running ----------------------------------------------------------------------------
+
+    def start(self, local_sdp: BaseSDPSession, remote_sdp: BaseSDPSession, sdp_index: int) -> None:
+        """Start the stream as ``local_sdp`` and ``remote_sdp`` (the negotiated pair) say."""
+        if self._started:
+            raise AudioTransportError("the AudioTransport was already started")
+        for sdp, which in ((local_sdp, "local"), (remote_sdp, "remote")):
+            if not 0 <= sdp_index < len(sdp.media):
+                raise AudioTransportError(f"the {which} SDP has no m= line {sdp_index}")
+        local, remote = local_sdp.media[sdp_index], remote_sdp.media[sdp_index]
+        codec, receive_types = self._choose_codec(local, remote)
+        events = _telephone_events(remote)
+        event_rates = sorted(events.items(), key=lambda e: (e[1] != codec.info.clock_rate, e[1]))
+        self._event_type = int(event_rates[0][0]) if event_rates else None
+        self._event_types = {int(fmt) for fmt in (*events, *_telephone_events(local))}
+        self._audio_types = receive_types
+        self.transport.set_ESTABLISHED(local_sdp, remote_sdp, sdp_index)
+
+        loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        info = codec.info
+        self._codec = codec
+        self.codec = info.name
+        self.sample_rate = info.sample_rate
+        self._timestamp_step = info.timestamp_increment
+        rate = self.mixer.sample_rate
+        self._send_samples = rate * info.ptime // 1000  # mixer samples per packet
+        self._ticks_per_sample = info.clock_rate / info.sample_rate
+        # None where the codec runs at the mixer's rate (Opus at 48 kHz, G.711 at 8 kHz).
+        self._to_codec = Resampler(rate, info.sample_rate) if rate != info.sample_rate else None
+        self._from_codec = Resampler(info.sample_rate, rate) if rate != info.sample_rate else None
+        self._packetizer = RTPPacketizer(info.payload_type)
+        self._marker = True
+        self._jitter = JitterBuffer(info.clock_rate, ptime=info.ptime)
+        self._playout_debt = 0.0  # codec samples the playout still owes the mixer
+        self._dtmf_sender = DTMFSender(
+            events[str(self._event_type)] if self._event_type is not None else 8000,
+            ptime=info.ptime,
+        )
+        self._dtmf_receiver = DTMFReceiver()
+        self._rtcp = RTCPSession(
+            self._packetizer.ssrc,
+            secrets.token_urlsafe(12),
+            info.clock_rate,
+            now,
+            wallclock_offset=time.time() - now,
+            min_interval=self.rtcp_interval,
+        )
+        self._pending = np.zeros(0, dtype=np.int16)  # mixed audio not yet sent
+        self._silence = np.zeros(self.mixer.frame_samples, dtype=np.int16)
+        self._mixed_frames = 0  # frames the mixer queued in our slot, not yet taken
+        self._inbound = 0  # samples we queued for the mixer, not yet mixed
+        self._in_phase = False
+        self._last_rtp = now
+        self._timed_out = False
+        self._port = MixerPort(self.mixer, on_frame=self._frame_mixed, max_delay=PORT_QUEUE)
+        self._port.start()
+        self._pacer = FramePacer(info.ptime / 1000, MAX_BURST)
+        self._pacer.start(now)
+        self._started = True
+        # What we may do: send if the peer receives, receive if it sends (RFC 3264 6.1).
+        self.update_direction(
+            answer_direction(
+                effective_direction(remote_sdp, sdp_index),
+                effective_direction(local_sdp, sdp_index),
+            )
+        )
+        self.transport.receiver = self
+        self._timer = loop.call_at(self._pacer.deadline, self._tick)
+
+    def _choose_codec(
+        self, local: BaseSDPMediaStream, remote: BaseSDPMediaStream
+    ) -> tuple[AudioCodec, frozenset[int]]:
+        """The first codec of the answer that we have, set up to send what the peer wants.
+
+        We send with the peer's payload type and ptime and encode as its fmtp asks; we
+        accept that codec under its payload type in either description.
+        """
+        answer = local if not self._is_offer else remote
+        for fmt in answer.formats:
+            for info in self._codecs:
+                if not _matches(info, answer, fmt):
+                    continue
+                remote_fmt = next((f for f in remote.formats if _matches(info, remote, f)), None)
+                if remote_fmt is None:
+                    continue
+                local_types = {int(f) for f in local.formats if _matches(info, local, f)}
+                codec = create_codec(
+                    info.name,
+                    payload_type=int(remote_fmt),
+                    ptime=_ptime(remote) or self.ptime,
+                    fmtp=remote.fmtp(remote_fmt) or "",
+                )
+                return codec, frozenset({int(remote_fmt), *local_types})
+        raise SDPNegotiationError(
+            f"no codec in common: we have {', '.join(i.name for i in self._codecs)}, the "
+            f"peer {' '.join(str(remote.rtpmap(f) or f) for f in remote.formats)}"
+        )
+
+    def update_direction(self, direction: str) -> None:
+        """The direction now negotiated for us: we send in sendrecv and sendonly, we play
+        (and expect RTP) in sendrecv and recvonly.  RTCP goes on either way."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}")
+        if not self._started:
+            raise AudioTransportError("update_direction() needs a started AudioTransport")
+        receiving = direction in ("sendrecv", "recvonly")
+        if receiving and not self._receiving:
+            self._last_rtp = self._loop.time()  # type: ignore[union-attr]
+            self._timed_out = False
+        self._sending = direction in ("sendrecv", "sendonly")
+        self._receiving = receiving
+        if not self._sending:
+            self._marker = True  # the first packet after the pause starts a talkspurt
+        self.direction = direction
+
+    def send_dtmf(self, digit: str) -> None:
+        """Send a DTMF digit (0-9, *, #, A-D) as RFC 4733 telephone-event packets."""
+        if not self._started:
+            raise AudioTransportError("send_dtmf() needs a started AudioTransport")
+        if self._event_type is None:
+            raise AudioTransportError("the peer did not accept telephone-event: no DTMF")
+        self._dtmf_sender.send(digit)
+
+    def stop(self) -> None:
+        """Send RTCP BYE, leave the mixer and stop the clock; the RTPTransport stays."""
+        if not self._started:
+            return
+        self._started = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport.receiver is self:
+            self.transport.receiver = None
+        self.transport.send_rtcp(self._rtcp.bye(self._loop.time()))  # type: ignore[union-attr]
+        if self._port is not None:
+            self._port.stop()
+
+    @property
+    def statistics(self) -> StreamStatistics | None:
+        """RTCP statistics: rx, tx (packets, octets, loss, jitter) and rtt_ms; None before
+        start()."""
+        return self._rtcp.statistics if self._port is not None else None
+
+    @property
+    def jitter_buffer_statistics(self) -> JitterBufferStatistics | None:
+        return self._jitter.statistics if self._port is not None else None
+
+    # -- the clock --------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        frames, skipped = self._pacer.advance(now)
+        for _ in range(frames):
+            self._send(now)
+            self._play(now)
+        if skipped:  # the loop stalled: that stretch of time is not sent
+            self._packetizer.advance(skipped * self._timestamp_step)
+        report_due = self._rtcp.get_timer()
+        if report_due is not None and now >= report_due:
+            report = self._rtcp.handle_timer(now)
+            if report is not None:
+                self.transport.send_rtcp(report)
+        silent = now - self._last_rtp
+        if self._receiving and self.timeout and not self._timed_out and silent >= self.timeout:
+            self._timed_out = True
+            self._post("RTPAudioTransportDidTimeout")
+        self._timer = loop.call_at(self._pacer.deadline, self._tick)
+
+    def _send(self, now: float) -> None:
+        pcm = self._mixed_audio()
+        packetizer = self._packetizer
+        if not self._sending:
+            packetizer.advance(self._timestamp_step)
+            return
+        if self._event_type is not None:
+            event = self._dtmf_sender.tick(packetizer.timestamp)
+            if event is not None:
+                packet = packetizer.next_packet(
+                    event.payload,
+                    marker=event.marker,
+                    payload_type=self._event_type,
+                    timestamp=event.timestamp,
+                )
+                packetizer.advance(self._timestamp_step)
+                self._transmit(packet, now)
+                return
+        try:
+            if self._to_codec is not None:
+                pcm = self._to_codec.process(pcm)
+            payload = self._codec.encode(pcm)
+        except (CodecError, ValueError):
+            logger.exception("cannot encode a %s frame", self.codec)
+            packetizer.advance(self._timestamp_step)
+            return
+        packet = packetizer.next_packet(payload, marker=self._marker)
+        self._marker = False
+        packetizer.advance(self._timestamp_step)
+        self._transmit(packet, now)
+
+    def _transmit(self, packet: RTPPacket, now: float) -> None:
+        self._rtcp.rtp_sent(packet, now)
+        self.transport.send_rtp(packet.serialize())
+
+    def _mixed_audio(self) -> np.ndarray:
+        """One packet's worth of what the mixer mixed for our slot (silence if nothing)."""
+        port = self._port
+        assert port is not None
+        need = self._send_samples
+        pending = self._pending
+        while len(pending) < need:
+            frame = None
+            if self._mixed_frames:
+                self._mixed_frames -= 1
+                frame = port.get_frame()
+            if frame is None:
+                frame = self._silence
+            pending = frame if not len(pending) else np.concatenate((pending, frame))
+        while self._mixed_frames > MAX_QUEUED_FRAMES:
+            self._mixed_frames -= 1
+            port.get_frame()
+        self._pending = pending[need:]
+        return pending[:need]
+
+    def _frame_mixed(self) -> None:
+        """The mixer's tick queued a frame for us (and took one frame of what we queued).
+
+        The first one sets our clock's phase against the mixer's: a fraction of a mixer
+        frame after its ticks, away from them so that timer jitter does not swap the order
+        of our ticks and its ticks (each swap would add a frame of delay), and different
+        for each transport (a golden-ratio sequence) so that the packets of many calls
+        spread over the frame period instead of leaving in one burst.
+        """
+        self._mixed_frames = min(self._mixed_frames + 1, round(PORT_QUEUE / PTIME))
+        self._inbound = max(0, self._inbound - self.mixer.frame_samples)
+        if self._in_phase or not self._started:
+            return
+        self._in_phase = True
+        loop = self._loop
+        assert loop is not None and self._timer is not None
+        phase = PHASE_LOW + (PHASE_HIGH - PHASE_LOW) * (next(_phases) * GOLDEN_RATIO % 1.0)
+        self._timer.cancel()
+        self._pacer.start(loop.time() + phase * PTIME - self._pacer.period)
+        self._timer = loop.call_at(self._pacer.deadline, self._tick)
+
+    def _play(self, now: float) -> None:
+        """Move one packet interval of received audio from the jitter buffer to the mixer."""
+        if not self._receiving:
+            return
+        codec, port = self._codec, self._port
+        assert port is not None
+        self._playout_debt += codec.info.samples_per_frame
+        while self._playout_debt > 0:
+            frame = self._jitter.get(now)
+            if frame is None:  # nothing under way: silence
+                self._playout_debt = 0
+                return
+            if frame.kind is FrameKind.AUDIO:
+                try:
+                    pcm = codec.decode(frame.packet.payload)  # type: ignore[union-attr]
+                except CodecError:
+                    self.decode_errors += 1
+                    pcm = codec.conceal()
+            else:
+                pcm = codec.conceal()
+            self._playout_debt -= max(len(pcm), round(frame.samples / self._ticks_per_sample))
+            if self._from_codec is not None:
+                pcm = self._from_codec.process(pcm)
+            if self._inbound <= MAX_QUEUED_FRAMES * self.mixer.frame_samples:
+                self._inbound += len(pcm)
+                port.put_frame(pcm)
+
+    # -- from the RTPTransport --------------------------------------------------------------
+
+    def rtp_received(self, packet: RTPPacket, now: float) -> None:
+        self._last_rtp = now
+        self._timed_out = False
+        self._rtcp.rtp_received(packet, now)
+        payload_type = packet.payload_type
+        if payload_type in self._audio_types:
+            if self._receiving:
+                self._jitter.put(packet, now)
+        elif payload_type in self._event_types:
+            event = self._dtmf_receiver.receive(packet)
+            if event is not None:
+                self._post("RTPAudioStreamGotDTMF", digit=event.digit)
+        elif payload_type != COMFORT_NOISE:
+            self.unexpected_payloads += 1
+
+    def rtcp_received(self, data: bytes, now: float) -> None:
+        try:
+            self._rtcp.receive(data, now)
+        except RTCPParseError as exc:
+            logger.debug("dropping an RTCP packet: %s", exc)
+            self.transport.counters.garbage += 1
+
+    def _post(self, name: str, **fields: object) -> None:
+        NotificationCenter().post_notification(name, sender=self, data=NotificationData(**fields))

@@ -1,0 +1,285 @@
+"""Two AudioTransports between two mixers over loopback: tones, DTMF, hold, timeout, RTCP.
+
+Each side has its own AudioMixer on a dummy sound device whose microphone plays a tone;
+what arrives from the network is recorded in memory and its frequency found by FFT.
+
+Run inside a private network namespace:
+  unshare -n sh -c 'ip link set lo up; PYTHONPATH=src python -m pytest \\
+      tests/integration/test_audio_transport.py'
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from sipsimple.core.media import AudioTransport, AudioTransportError, RTPTransport
+from sipsimple.core.sdp import SDPConnection, SDPNegotiator, SDPSession
+from sipsimple.media.codecs import available_codecs
+from sipsimple.media.devices import DummyDevice
+from sipsimple.media.mixer import AudioMixer, SlotPort
+from sipsimple.notification import NotificationQueue
+
+pytestmark = pytest.mark.timeout(30)
+
+LOCAL = "127.0.0.1"
+RATE = 48000
+# Tones each codec carries well (G.711 stops at 3.4 kHz).
+OFFERER_TONE, ANSWERER_TONE = 1000.0, 1500.0
+
+
+class Recorder(SlotPort):
+    """Keeps every frame the mixer gives it."""
+
+    produces = False
+
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray] = []
+
+    def consume(self, frame: np.ndarray | None) -> None:
+        if frame is not None:
+            self.frames.append(frame.copy())
+
+    def recent(self, seconds: float) -> np.ndarray:
+        count = round(seconds * 50)
+        return np.concatenate(self.frames[-count:]) if self.frames else np.zeros(0)
+
+
+def dominant_frequency(samples: np.ndarray, rate: int = RATE) -> float:
+    window = samples.astype(float) * np.hanning(len(samples))
+    spectrum = np.abs(np.fft.rfft(window))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[np.argmax(spectrum)])
+
+
+def tone_purity(samples: np.ndarray, tone: float, rate: int = RATE) -> float:
+    """The share of the energy within 30 Hz of ``tone``."""
+    spectrum = np.abs(np.fft.rfft(samples.astype(float) * np.hanning(len(samples)))) ** 2
+    near = np.abs(np.fft.rfftfreq(len(samples), 1 / rate) - tone) < 30
+    return float(spectrum[near].sum() / spectrum.sum())
+
+
+def rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(samples.astype(float) ** 2))) if len(samples) else 0.0
+
+
+@dataclass
+class Side:
+    mixer: AudioMixer
+    rtp: RTPTransport
+    audio: AudioTransport | None = None
+    recorder: Recorder | None = None
+
+    async def close(self) -> None:
+        if self.audio is not None:
+            self.audio.stop()
+        self.mixer.close()
+        await self.rtp.stop()
+
+
+async def side(tone: float, **options) -> Side:
+    mixer = AudioMixer(None, None, RATE, device=DummyDevice(tone=tone))
+    mixer.start()
+    rtp = RTPTransport(local_address=LOCAL, **options)
+    await rtp.set_INIT()
+    assert rtp.state == "INIT"
+    return Side(mixer, rtp)
+
+
+def written(media) -> SDPSession:
+    """A description around ``media`` as the peer would parse it off the wire."""
+    return SDPSession.parse(str(SDPSession(LOCAL, connection=SDPConnection(LOCAL), media=[media])))
+
+
+async def call(
+    offerer_codecs=None,
+    answerer_codecs=None,
+    start_answerer: bool = True,
+    offerer_options=None,
+    answerer_options=None,
+    direction: str = "sendrecv",
+    **transport_options,
+) -> tuple[Side, Side]:
+    """An offer/answer through two SDPNegotiators, then both AudioTransports started, each
+    mixer's microphone (slot 0) connected to the network and the network to a recorder."""
+    a = await side(OFFERER_TONE, **(offerer_options or {}))
+    b = await side(ANSWERER_TONE, **(answerer_options or {}))
+    a.audio = AudioTransport(a.mixer, a.rtp, codecs=offerer_codecs, **transport_options)
+    offer = written(a.audio.get_local_media(direction=direction))
+    b.audio = AudioTransport(b.mixer, b.rtp, offer, 0, codecs=answerer_codecs, **transport_options)
+    answer = written(b.audio.get_local_media(offer, 0))
+    negotiators = SDPNegotiator.create_with_local_offer(offer), SDPNegotiator()
+    negotiators[1].set_remote_offer(offer)
+    negotiators[1].set_local_answer(answer)
+    negotiators[0].set_remote_answer(answer)
+    for negotiator in negotiators:
+        negotiator.negotiate()
+    for peer, negotiator in zip((a, b), negotiators, strict=True):
+        if peer is b and not start_answerer:
+            continue
+        peer.audio.start(negotiator.active_local, negotiator.active_remote, 0)
+        peer.recorder = Recorder()
+        recorder_slot = peer.mixer.add_port(peer.recorder)
+        peer.mixer.connect_slots(0, peer.audio.slot)
+        peer.mixer.connect_slots(peer.audio.slot, recorder_slot)
+    return a, b
+
+
+async def hang_up(*sides: Side) -> None:
+    for peer in sides:
+        await peer.close()
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA", "G722", "opus"])
+async def test_a_tone_crosses_each_codec_both_ways(codec):
+    if codec not in available_codecs():
+        pytest.fail(f"{codec} is not available in this installation")
+    a, b = await call(offerer_codecs=[codec])
+    try:
+        assert a.audio.codec == b.audio.codec == codec
+        assert a.audio.sample_rate == {"G722": 16000, "opus": 48000}.get(codec, 8000)
+        await asyncio.sleep(0.8)
+        for peer, tone in ((b, OFFERER_TONE), (a, ANSWERER_TONE)):
+            heard = peer.recorder.recent(0.4)
+            assert len(heard) == 0.4 * RATE
+            assert abs(dominant_frequency(heard) - tone) < 15, (codec, tone)
+            assert tone_purity(heard, tone) > 0.99  # no gaps, clicks or noise to speak of
+            assert min(rms(frame) for frame in peer.recorder.frames[-20:]) > 1000
+        stats = b.audio.statistics
+        assert stats.rx.packets >= 30 and stats.rx.packets_lost == 0
+        assert a.rtp.counters.rtp_sent >= 30 and b.rtp.counters.garbage == 0
+    finally:
+        await hang_up(a, b)
+
+
+async def test_codec_choice_follows_the_answer_and_the_sdp_lists_telephone_event():
+    a, b = await call(offerer_codecs=["opus", "PCMA"], answerer_codecs=["PCMA", "opus"])
+    try:
+        offer = a.audio.get_local_media()
+        names = [str(offer.rtpmap(fmt)) for fmt in offer.formats]
+        assert names == [
+            "opus/48000/2",
+            "PCMA/8000",
+            "telephone-event/8000",
+            "telephone-event/48000",
+        ]
+        assert offer.fmtp("111") == "maxplaybackrate=48000;stereo=0;useinbandfec=0"
+        assert offer.fmtp("101") == "0-16"
+        assert offer.attributes.getfirst("ptime") == "20" and offer.direction == "sendrecv"
+        # The answerer prefers PCMA: both send PCMA.
+        assert a.audio.codec == b.audio.codec == "PCMA"
+        assert b.audio.get_local_media(direction="sendonly").direction == "sendonly"
+    finally:
+        await hang_up(a, b)
+
+
+async def test_srtp_audio():
+    options = {"encryption": "opportunistic"}
+    a, b = await call(offerer_codecs=["PCMU"], offerer_options=options, answerer_options=options)
+    try:
+        assert a.rtp.srtp_active and b.rtp.srtp_active
+        await asyncio.sleep(0.6)
+        assert abs(dominant_frequency(b.recorder.recent(0.3)) - OFFERER_TONE) < 15
+        assert b.rtp.counters.srtp_authentication_failures == 0
+    finally:
+        await hang_up(a, b)
+
+
+async def test_dtmf_both_ways():
+    a, b = await call(offerer_codecs=["opus"])
+    try:
+        with NotificationQueue("RTPAudioStreamGotDTMF") as queue:
+            a.audio.send_dtmf("5")
+            a.audio.send_dtmf("*")
+            b.audio.send_dtmf("#")
+            got = [await queue.get(timeout=2) for _ in range(3)]
+        by_sender = {}
+        for notification in got:
+            by_sender.setdefault(notification.sender, []).append(notification.data.digit)
+        assert by_sender == {b.audio: ["5", "*"], a.audio: ["#"]}
+        with pytest.raises(ValueError, match="DTMF digit"):
+            a.audio.send_dtmf("x")
+    finally:
+        await hang_up(a, b)
+
+
+async def test_hold_stops_sending_and_resumes():
+    a, b = await call(offerer_codecs=["PCMU"])
+    try:
+        await asyncio.sleep(0.3)
+        a.audio.update_direction("recvonly")  # the peer put itself on hold: we stop
+        await asyncio.sleep(0.1)
+        before = b.rtp.counters.rtp_received
+        sent = a.rtp.counters.rtp_sent
+        await asyncio.sleep(0.4)
+        assert b.rtp.counters.rtp_received == before
+        assert a.rtp.counters.rtp_sent == sent
+        assert a.rtp.counters.rtp_received > 20  # a still receives what b sends
+        assert rms(b.recorder.recent(0.2)) == 0
+        a.audio.update_direction("sendrecv")
+        await asyncio.sleep(0.4)
+        assert b.rtp.counters.rtp_received > before + 10
+        assert abs(dominant_frequency(b.recorder.recent(0.2)) - OFFERER_TONE) < 15
+        assert a.audio.direction == "sendrecv"
+    finally:
+        await hang_up(a, b)
+
+
+async def test_a_hold_offer_makes_the_answerer_listen_only():
+    a, b = await call(offerer_codecs=["PCMU"], direction="sendonly")
+    try:
+        assert (a.audio.direction, b.audio.direction) == ("sendonly", "recvonly")
+        await asyncio.sleep(0.5)
+        assert b.rtp.counters.rtp_sent == 0 and a.rtp.counters.rtp_received == 0
+        assert abs(dominant_frequency(b.recorder.recent(0.2)) - OFFERER_TONE) < 15
+        assert rms(a.recorder.recent(0.2)) == 0
+    finally:
+        await hang_up(a, b)
+
+
+async def test_a_peer_that_sends_nothing_times_out():
+    with NotificationQueue("RTPAudioTransportDidTimeout") as queue:
+        a, b = await call(offerer_codecs=["PCMU"], start_answerer=False, timeout=0.3)
+        try:
+            notification = await queue.get(timeout=2)
+            assert notification.sender is a.audio
+            assert a.rtp.counters.rtp_received == 0
+            await asyncio.sleep(0.4)
+            assert len(queue._items) == 0  # posted once
+        finally:
+            await hang_up(a, b)
+
+
+async def test_rtcp_reports_give_round_trip_times_and_loss():
+    a, b = await call(offerer_codecs=["PCMU"], rtcp_interval=0.2)
+    try:
+        # With 64 kbit/s of session bandwidth RFC 3550 spaces reports about 0.6 s apart.
+        async with asyncio.timeout(6):
+            while min(a.audio.statistics.rtt_ms.count, b.audio.statistics.rtt_ms.count) < 1:
+                await asyncio.sleep(0.1)
+        for peer in (a, b):
+            stats = peer.audio.statistics
+            assert stats.rtt_ms.count >= 1 and 0 <= stats.rtt_ms.mean < 50
+            assert stats.tx.packets >= 50 and stats.tx.packets_lost == 0
+            assert stats.rx.fraction_lost == 0 and stats.rx.jitter_ms < 20
+            assert peer.rtp.counters.rtcp_received >= 1
+        assert a.audio.jitter_buffer_statistics.played >= 40
+    finally:
+        await hang_up(a, b)
+
+
+async def test_state_checks():
+    a = await side(OFFERER_TONE)
+    try:
+        transport = AudioTransport(a.mixer, a.rtp, codecs=["PCMU"])
+        with pytest.raises(AudioTransportError, match="started"):
+            transport.send_dtmf("1")
+        with pytest.raises(AudioTransportError, match="INIT"):
+            AudioTransport(a.mixer, a.rtp)  # the RTPTransport is LOCAL now
+        with pytest.raises(ValueError, match="ptime"):
+            AudioTransport(a.mixer, RTPTransport(), ptime=25)
+        assert transport.statistics is None and transport.slot is None
+    finally:
+        await hang_up(a)
