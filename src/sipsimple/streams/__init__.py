@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MEDIA_STREAM_NOTIFICATIONS",
+    "AudioStream",
+    "AudioStreamError",
     "IMediaStream",
     "InvalidStreamError",
     "MediaStreamRegistrar",
@@ -213,3 +215,7 @@ class MediaStreamRegistrar(ABCMeta):
         super().__init__(name, bases, namespace)
         if namespace.get("type") is not None:
             MediaStreamRegistry().add(cls)  # type: ignore[arg-type]
+
+
+# The SDK's own streams, importable from here (spec) and registered on import.
+from sipsimple.streams.rtp import AudioStream, AudioStreamError  # noqa: E402
