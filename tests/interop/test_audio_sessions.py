@@ -64,7 +64,10 @@ def media_settings(codec: str, srtp: bool, ice: str, stun: tuple[str, int] | Non
     return {
         "rtp": {
             "audio_codec_list": [codec],
-            "encryption": {"enabled": "true" if srtp else "false", "key_negotiation": "sdes_mandatory"},
+            "encryption": {
+                "enabled": "true" if srtp else "false",
+                "key_negotiation": "sdes_mandatory",
+            },
         },
         "nat_traversal": nat,
     }
@@ -84,6 +87,52 @@ def coturn() -> Iterator[Coturn]:
         yield server
 
 
+class StunNAT(asyncio.DatagramProtocol):
+    """STUN between its clients and ``server`` through one outside port per client, as a
+    NAT does: the server sees, and reports back, the outside address, so a client's
+    server reflexive candidate differs from its host candidate (on loopback they would
+    be equal, and left out of the SDP). Only the server's answers come back in."""
+
+    def __init__(self, server: tuple[str, int]) -> None:
+        self.server = server
+        self.requests = 0
+        self._inside: asyncio.DatagramTransport | None = None
+        self._outside: dict[tuple[str, int], asyncio.Task[asyncio.DatagramTransport]] = {}
+
+    async def start(self) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self._inside, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=("127.0.0.1", 0)
+        )
+        return self._inside.get_extra_info("sockname")[:2]
+
+    def datagram_received(self, data: bytes, client: tuple[str, int]) -> None:
+        self.requests += 1
+        if client not in self._outside:
+            self._outside[client] = asyncio.ensure_future(self._open(client))
+        self._outside[client].add_done_callback(lambda task: task.result().sendto(data))
+
+    async def _open(self, client: tuple[str, int]) -> asyncio.DatagramTransport:
+        nat = self
+
+        class Outside(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, source: tuple[str, int]) -> None:
+                if source == nat.server and nat._inside is not None:
+                    nat._inside.sendto(data, client)
+
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            Outside, local_addr=("127.0.0.1", 0), remote_addr=self.server
+        )
+        return transport
+
+    def close(self) -> None:
+        for task in self._outside.values():
+            if task.done() and not task.cancelled():
+                task.result().close()
+        if self._inside is not None:
+            self._inside.close()
+
+
 @pytest.fixture(scope="module")
 def bob(proxy) -> Iterator[RemoteSDK]:
     with RemoteSDK(call_timeout=20) as remote:
@@ -98,20 +147,18 @@ def bob(proxy) -> Iterator[RemoteSDK]:
         remote.call(f"{AUDIO}:stop_audio_endpoint")
 
 
-async def start_alice(proxy: Kamailio, **extra: Any) -> Any:
-    """The context manager of Alice's application (timeout 2 s) with her account."""
-    storage = loopback_storage(accounts=account(proxy, "alice", **extra), settings={"rtp": {"timeout": "2"}})
-    return running_application(storage)
-
-
 @pytest.fixture
-async def alice(proxy, bob) -> AsyncIterator[Any]:
+async def alice(request, proxy, bob) -> AsyncIterator[Any]:
+    """Alice's application; ``request.param`` (when parametrized indirectly) holds her
+    account's extra settings."""
+    extra = getattr(request, "param", None) or {}
     bob.clear()
     await bob.async_call(f"{SESSIONS}:answer_mode", "accept", "accept")
+    storage = loopback_storage(
+        accounts=account(proxy, "alice", **extra), settings={"rtp": {"timeout": "2"}}
+    )
     with NotificationQueue(name="SIPAccountRegistrationDidSucceed") as registered:
-        async with running_application(
-            loopback_storage(accounts=account(proxy, "alice"), settings={"rtp": {"timeout": "2"}})
-        ):
+        async with running_application(storage):
             await registered.wait_for("SIPAccountRegistrationDidSucceed", timeout=10)
             yield AccountManager().get_account(f"alice@{DOMAIN}")
 
@@ -125,8 +172,9 @@ async def call_bob(alice: Any) -> tuple[Session, AudioStream, SessionLog]:
     return session, stream, log
 
 
-async def bob_session() -> str:
-    return "in1"
+async def hang_up(session: Session, log: SessionLog) -> None:
+    session.end()
+    await log.wait("SIPSessionDidEnd")
 
 
 def assert_hears(analysis: dict[str, Any], tone: float, who: str) -> None:
@@ -134,16 +182,88 @@ def assert_hears(analysis: dict[str, Any], tone: float, who: str) -> None:
     assert analysis["share"][tone] >= MIN_SHARE, f"{who} heard {analysis}"
 
 
-async def test_a_pcmu_call_carries_both_tones(alice, bob):
-    device = install_device(tone=ALICE_TONE)
-    session, stream, log = await call_bob(alice)
-    assert stream.codec == "PCMU" or stream.codec
-    await asyncio.sleep(SETTLE + LISTEN)
-    assert_hears(heard(device, LISTEN, (BOB_TONE,)), BOB_TONE, "alice")
-    name = await bob.async_call(f"{SESSIONS}:latest_incoming")
-    bob_heard = await bob.async_call(f"{AUDIO}:listen", LISTEN, (ALICE_TONE,))
+async def set_bob(bob: RemoteSDK, **changes: Any) -> None:
+    await bob.async_call(f"{SESSIONS}:set_account", f"bob@{DOMAIN}", **changes)
+
+
+async def bob_defaults(bob: RemoteSDK) -> None:
+    await set_bob(
+        bob,
+        rtp__audio_codec_list=None,
+        rtp__encryption__enabled=True,
+        rtp__encryption__key_negotiation="opportunistic",
+        nat_traversal__use_ice=False,
+        nat_traversal__stun_server_list=[],
+    )
+
+
+# Every codec with and without SRTP, every ICE mode with and without SRTP, every codec
+# with every ICE mode: 12 calls cover each pair of values (a covering array).
+MATRIX = [
+    (codec, ice, srtp)
+    for codec, srtps in (
+        ("opus", (False, True, False)),
+        ("G722", (True, False, True)),
+        ("PCMU", (False, True, False)),
+        ("PCMA", (True, False, True)),
+    )
+    for ice, srtp in zip(("off", "host", "stun"), srtps, strict=True)
+]
+RATES = {"opus": 48000, "G722": 16000, "PCMU": 8000, "PCMA": 8000}
+
+
+@pytest.mark.parametrize(("codec", "ice", "srtp"), MATRIX)
+async def test_tones_cross_both_ways(proxy, coturn, bob, codec, ice, srtp):
+    stun = coturn.address
+    nat = StunNAT(stun)
+    media = media_settings(codec, srtp, ice, await nat.start())
+    await bob_defaults(bob)
+    await set_bob(
+        bob,
+        rtp__audio_codec_list=[codec],
+        rtp__encryption__enabled=srtp,
+        rtp__encryption__key_negotiation="sdes_mandatory",
+        nat_traversal__use_ice=ice != "off",
+        nat_traversal__stun_server_list=[f"{stun[0]}:{stun[1]}"] if ice == "stun" else [],
+    )
+    bob.clear()
+    await bob.async_call(f"{SESSIONS}:answer_mode", "accept", "accept")
+    storage = loopback_storage(
+        accounts=account(proxy, "alice", **media), settings={"rtp": {"timeout": "2"}}
+    )
+    with NotificationQueue(name="SIPAccountRegistrationDidSucceed") as registered:
+        async with running_application(storage):
+            await registered.wait_for("SIPAccountRegistrationDidSucceed", timeout=10)
+            alice = AccountManager().get_account(f"alice@{DOMAIN}")
+            device = install_device(tone=ALICE_TONE)
+            session, stream, log = await call_bob(alice)
+            name = await bob.async_call(f"{SESSIONS}:latest_incoming")
+            await asyncio.sleep(SETTLE + LISTEN)
+            alice_heard = heard(device, LISTEN, (BOB_TONE,))
+            bob_heard = await bob.async_call(f"{AUDIO}:listen", LISTEN, (ALICE_TONE,))
+            info = await bob.async_call(f"{AUDIO}:stream_info", name)
+            mine = {
+                "codec": stream.codec,
+                "sample_rate": stream.sample_rate,
+                "srtp_active": stream.srtp_active,
+                "ice_active": stream.ice_active,
+                "local_rtp_candidate_type": stream.local_rtp_candidate_type,
+            }
+            sdp = session._invitation.sdp.active_local
+            await hang_up(session, log)
+    nat.close()
+    assert_hears(alice_heard, BOB_TONE, "alice")
     assert_hears(bob_heard, ALICE_TONE, "bob")
-    info = await bob.async_call(f"{AUDIO}:stream_info", name)
-    assert info["codec"] == stream.codec
-    session.end()
-    await log.wait("SIPSessionDidEnd")
+    for side in (mine, info):
+        assert side["codec"] == codec and side["sample_rate"] == RATES[codec], side
+        assert side["srtp_active"] is srtp, side
+        assert side["ice_active"] is (ice != "off"), side
+        assert side["local_rtp_candidate_type"] == (None if ice == "off" else "host"), side
+    offered = str(sdp)
+    assert ("a=crypto:" in offered) is srtp
+    assert ("a=ice-ufrag:" in offered) is (ice != "off")
+    if ice == "stun":  # Alice's STUN server is coturn behind the NAT
+        assert nat.requests > 0
+        assert "typ srflx raddr 127.0.0.1" in offered, offered
+    else:
+        assert "typ srflx" not in offered and nat.requests == 0
