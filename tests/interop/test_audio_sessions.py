@@ -16,22 +16,25 @@ loopback-only network namespace:
 from __future__ import annotations
 
 import asyncio
+import wave
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from tests.interop.peers import Kamailio
 from tests.interop.peers.coturn import Coturn
 from tests.support.application import loopback_storage, running_application
-from tests.support.audio import heard, install_device
+from tests.support.audio import analyse, heard, install_device
 from tests.support.remote import RemoteSDK
 from tests.support.sessions import SessionLog
 
 from sipsimple.account import AccountManager
 from sipsimple.core import SIPURI, ToHeader
+from sipsimple.core.sdp import effective_direction
 from sipsimple.notification import NotificationQueue
 from sipsimple.session import Session
-from sipsimple.streams import AudioStream
+from sipsimple.streams import AudioStream, AudioStreamError
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]
 
@@ -267,3 +270,169 @@ async def test_tones_cross_both_ways(proxy, coturn, bob, codec, ice, srtp):
         assert "typ srflx raddr 127.0.0.1" in offered, offered
     else:
         assert "typ srflx" not in offered and nat.requests == 0
+
+
+async def next_of(log: SessionLog, name: str, originator: str) -> Any:
+    """The next ``name`` notification of ``log`` whose originator is ``originator``."""
+    while True:
+        notification = await log.wait(name)
+        if notification.data.originator == originator:
+            return notification
+
+
+def direction(sdp: Any) -> str:
+    return effective_direction(sdp, 0)
+
+
+async def bob_name(bob: RemoteSDK) -> str:
+    return await bob.async_call(f"{SESSIONS}:latest_incoming")
+
+
+async def test_hold_changes_the_direction_stops_media_and_recording(alice, bob, tmp_path):
+    device = install_device(tone=ALICE_TONE)
+    session, stream, log = await call_bob(alice)
+    name = await bob_name(bob)
+    stream_log = SessionLog(stream)
+    invitation = session._invitation
+    recording = tmp_path / "call.wav"
+    stream.start_recording(str(recording))
+    started = await stream_log.wait("AudioStreamDidStartRecordingAudio")
+    assert started.data.filename == str(recording) == stream.recording_filename
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await asyncio.sleep(SETTLE + LISTEN)
+    assert_hears(heard(device, LISTEN, (BOB_TONE,)), BOB_TONE, "alice before hold")
+
+    # Alice holds: she offers sendonly, Bob answers recvonly and sends nothing.
+    session.hold()
+    t1 = loop.time()
+    change = await stream_log.wait("AudioStreamDidChangeHoldState")
+    assert (change.data.originator, change.data.on_hold) == ("local", True)
+    held = await log.wait("SIPSessionDidChangeHoldState")
+    assert (held.data.originator, held.data.on_hold) == ("local", True)
+    assert direction(invitation.sdp.active_local) == "sendonly"
+    assert direction(invitation.sdp.active_remote) == "recvonly"
+    assert stream.on_hold_by_local and not stream.on_hold_by_remote and stream not in stream.bridge
+    info = await bob.async_call(f"{AUDIO}:stream_info", name)
+    assert info["on_hold_by_remote"] and not info["in_bridge"]
+    await asyncio.sleep(0.3)  # what was under way arrives
+    received = stream.transport_counters.rtp_received
+    await asyncio.sleep(0.8)
+    assert stream.transport_counters.rtp_received == received  # Bob stopped sending
+    assert heard(device, 0.6)["rms"] == 0  # nothing played
+    bob_heard = await bob.async_call(f"{AUDIO}:listen", 0.6, (ALICE_TONE,))
+    assert bob_heard["rms"] < 50, bob_heard  # Alice's microphone is not sent
+
+    session.unhold()
+    t2 = loop.time()
+    unheld = await log.wait("SIPSessionDidChangeHoldState")
+    assert unheld.data.on_hold is False
+    change = await stream_log.wait("AudioStreamDidChangeHoldState")
+    assert (change.data.originator, change.data.on_hold) == ("local", False)
+    assert direction(invitation.sdp.active_local) == "sendrecv"
+    await asyncio.sleep(SETTLE + LISTEN)
+    assert stream.transport_counters.rtp_received > received
+    assert_hears(heard(device, LISTEN, (BOB_TONE,)), BOB_TONE, "alice after unhold")
+    bob_heard = await bob.async_call(f"{AUDIO}:listen", LISTEN, (ALICE_TONE,))
+    assert_hears(bob_heard, ALICE_TONE, "bob after unhold")
+
+    # Bob holds Alice; then Alice holds too, and offers inactive (RFC 3264 8.4).
+    await bob.async_call(f"{SESSIONS}:act", name, "hold")
+    t3 = loop.time()
+    change = await stream_log.wait("AudioStreamDidChangeHoldState")
+    assert (change.data.originator, change.data.on_hold) == ("remote", True)
+    assert direction(invitation.sdp.active_remote) == "sendonly"
+    assert direction(invitation.sdp.active_local) == "recvonly"
+    assert stream.on_hold_by_remote and stream not in stream.bridge
+    session.hold()
+    await next_of(log, "SIPSessionDidChangeHoldState", "local")
+    assert direction(invitation.sdp.active_local) == "inactive"
+    session.unhold()
+    await next_of(log, "SIPSessionDidChangeHoldState", "local")
+    await bob.async_call(f"{SESSIONS}:act", name, "unhold")
+    for on_hold in (True, False):
+        change = await stream_log.wait("AudioStreamDidChangeHoldState")
+        assert (change.data.originator, change.data.on_hold) == ("local", on_hold)
+    change = await stream_log.wait("AudioStreamDidChangeHoldState")
+    assert (change.data.originator, change.data.on_hold) == ("remote", False)
+    t4 = loop.time()
+    await asyncio.sleep(SETTLE)
+
+    stream.stop_recording()
+    t5 = loop.time()
+    assert stream.recording_filename is None
+    await stream_log.wait("AudioStreamWillStopRecordingAudio")
+    stopped = await stream_log.wait("AudioStreamDidStopRecordingAudio")
+    assert stopped.data.filename == str(recording)
+    await hang_up(session, log)
+
+    with wave.open(str(recording)) as wav:
+        rate = wav.getframerate()
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    seconds = len(samples) / rate
+    expected = (t1 - t0) + (t3 - t2) + (t5 - t4)  # the time off hold
+    assert abs(seconds - expected) < 0.3, (seconds, expected, t5 - t0)
+    both = analyse(samples, rate, (ALICE_TONE, BOB_TONE))["share"]
+    assert both[ALICE_TONE] > 0.2 and both[BOB_TONE] > 0.2, both  # both parties
+
+
+async def test_dtmf_both_ways(alice, bob):
+    session, stream, log = await call_bob(alice)
+    name = await bob_name(bob)
+    stream_log = SessionLog(stream)
+    for digit in "5#":
+        stream.send_dtmf(digit)
+        got = await bob.async_wait_for("AudioStreamGotDTMF", timeout=5)
+        assert got.data["digit"] == digit
+    for digit in "*7":
+        await bob.async_call(f"{AUDIO}:stream_call", name, "send_dtmf", digit)
+        got = await stream_log.wait("AudioStreamGotDTMF")
+        assert got.data.digit == digit
+    with pytest.raises(ValueError):
+        stream.send_dtmf("55")
+    await hang_up(session, log)
+    with pytest.raises(AudioStreamError):
+        stream.send_dtmf("1")
+
+
+async def test_a_new_codec_restarts_the_media(alice, bob):
+    device = install_device(tone=ALICE_TONE)
+    session, stream, log = await call_bob(alice)
+    name = await bob_name(bob)
+    assert stream.codec == "opus"
+    stream_log = SessionLog(stream)
+    old_slot = stream.consumer_slot
+    alice.rtp.audio_codec_list = ["PCMA"]
+    alice.save()
+    session.hold()  # the re-offers now carry PCMA alone
+    await log.wait("SIPSessionDidChangeHoldState")
+    slots = await stream_log.wait("AudioPortDidChangeSlots")
+    await stream_log.wait("AudioStreamDidChangeRTPParameters")
+    assert slots.data.old_consumer_slot == old_slot
+    assert slots.data.new_consumer_slot == stream.consumer_slot
+    session.unhold()
+    await log.wait("SIPSessionDidChangeHoldState")
+    assert stream.codec == "PCMA" and stream.sample_rate == 8000
+    info = await bob.async_call(f"{AUDIO}:stream_info", name)
+    assert info["codec"] == "PCMA"
+    await bob.async_wait_for("AudioStreamDidChangeRTPParameters", timeout=5)
+    await asyncio.sleep(SETTLE + LISTEN)
+    assert_hears(heard(device, LISTEN, (BOB_TONE,)), BOB_TONE, "alice")
+    bob_heard = await bob.async_call(f"{AUDIO}:listen", LISTEN, (ALICE_TONE,))
+    assert_hears(bob_heard, ALICE_TONE, "bob")
+    await hang_up(session, log)
+
+
+async def test_a_peer_that_sends_no_media_times_out(alice, bob):
+    session, stream, log = await call_bob(alice)
+    name = await bob_name(bob)
+    stream_log = SessionLog(stream)
+    await asyncio.sleep(0.5)
+    await bob.async_call(f"{AUDIO}:stop_sending", name)
+    loop = asyncio.get_running_loop()
+    silent_since = loop.time()
+    timeout = await stream_log.wait("AudioStreamDidTimeout", timeout=6)
+    assert timeout.data.timeout == 2  # SIPSimpleSettings.rtp.timeout
+    assert loop.time() - silent_since >= 1.5
+    assert session.state == "connected"  # the application decides
+    await hang_up(session, log)

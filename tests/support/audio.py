@@ -33,6 +33,7 @@ from sipsimple.audio import create_application_audio
 from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import SIPURI, ToHeader
 from sipsimple.media.devices import DummyDevice
+from sipsimple.media.rtp import RTPPacket
 from sipsimple.session import Session
 from sipsimple.streams import AudioStream
 from sipsimple.util import Route
@@ -44,8 +45,12 @@ __all__ = [
     "connect_audio",
     "heard",
     "install_device",
+    "listen",
+    "send_stray_rtp",
+    "set_tone",
     "start_audio_endpoint",
     "stop_audio_endpoint",
+    "stop_sending",
     "stream_call",
     "stream_info",
     "write_tone",
@@ -165,7 +170,9 @@ def set_tone(tone: float | None) -> None:
     _device = install_device(tone=tone)
 
 
-def connect_audio(name: str, account_id: str, target: str, route: tuple[str, int, str] | None) -> None:
+def connect_audio(
+    name: str, account_id: str, target: str, route: tuple[str, int, str] | None
+) -> None:
     """Session ``name`` from ``account_id`` to ``target`` with one AudioStream."""
     account = AccountManager().get_account(account_id)
     session = Session(account)
@@ -210,3 +217,19 @@ def stream_info(name: str) -> dict[str, Any]:
 def stream_call(name: str, method: str, *args: Any) -> Any:
     """Call an AudioStream method of session ``name`` (send_dtmf, start_recording...)."""
     return getattr(audio_stream(name), method)(*args)
+
+
+def stop_sending(name: str) -> None:
+    """Make session ``name``'s stream send no RTP while its SDP still says it does: a
+    peer that sends no media."""
+    audio_stream(name)._audio.update_direction("recvonly")  # type: ignore[union-attr]
+
+
+def send_stray_rtp(name: str, count: int, payload_type: int = 0) -> None:
+    """Send ``count`` RTP packets of a foreign SSRC from session ``name``'s own RTP socket
+    (through its RTPTransport, so SRTP-protected when SRTP is on)."""
+    rtp = audio_stream(name)._rtp
+    assert rtp is not None
+    for index in range(count):
+        packet = RTPPacket(payload_type, 1000 + index, 160 * index, 0x5EEDF00D, b"\xff" * 160)
+        rtp.send_rtp(packet.serialize())

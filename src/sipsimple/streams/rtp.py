@@ -56,6 +56,7 @@ import os
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sipsimple.audio import AudioBridge, AudioDevice, WaveRecorder
@@ -671,12 +672,9 @@ class AudioStream(IMediaStream, metaclass=MediaStreamRegistrar):
         if recorder in self.bridge:
             self.bridge.remove(recorder)
         done = recorder.stop()
+        stopped = partial(_post, self, "AudioStreamDidStopRecordingAudio", filename=filename)
         loop = asyncio.get_running_loop()
-        done.add_done_callback(
-            lambda _: loop.call_soon_threadsafe(
-                _post, self, "AudioStreamDidStopRecordingAudio", None, filename=filename
-            )
-        )
+        done.add_done_callback(lambda _: loop.call_soon_threadsafe(stopped))
 
     def send_dtmf(self, digit: str) -> None:
         """Send one DTMF digit (0-9, A-D, * or #) as RFC 4733 telephone-events."""
