@@ -16,6 +16,8 @@ loopback-only network namespace:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import socket
 import wave
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -32,6 +34,7 @@ from tests.support.sessions import SessionLog
 from sipsimple.account import AccountManager
 from sipsimple.core import SIPURI, ToHeader
 from sipsimple.core.sdp import effective_direction
+from sipsimple.media.rtp import RTPPacket
 from sipsimple.notification import NotificationQueue
 from sipsimple.session import Session
 from sipsimple.streams import AudioStream, AudioStreamError
@@ -435,4 +438,95 @@ async def test_a_peer_that_sends_no_media_times_out(alice, bob):
     assert timeout.data.timeout == 2  # SIPSimpleSettings.rtp.timeout
     assert loop.time() - silent_since >= 1.5
     assert session.state == "connected"  # the application decides
+    await hang_up(session, log)
+
+
+@pytest.mark.parametrize(
+    ("alice", "bob_changes", "reason"),
+    [
+        (
+            {"rtp": {"audio_codec_list": ["PCMU"]}},
+            {"rtp__audio_codec_list": ["PCMA"]},
+            "no codec in common",
+        ),
+        (
+            {"rtp": {"encryption": {"key_negotiation": "sdes_mandatory"}}},
+            {"rtp__encryption__enabled": False},
+            "SRTP required by the caller, off at the callee",
+        ),
+        (
+            {"rtp": {"encryption": {"enabled": "false"}}},
+            {"rtp__encryption__key_negotiation": "sdes_mandatory"},
+            "SRTP required by the callee, off at the caller",
+        ),
+    ],
+    indirect=["alice"],
+    ids=["codec", "srtp-caller", "srtp-callee"],
+)
+async def test_an_offer_that_cannot_be_met_gets_488(alice, bob, bob_changes, reason):
+    await set_bob(bob, **bob_changes)
+    try:
+        session = Session(alice)
+        log = SessionLog(session)
+        session.connect(ToHeader(SIPURI(user="bob", host=DOMAIN)), None, [AudioStream(alice)])
+        failed = await log.wait("SIPSessionDidFail", timeout=10)
+    finally:
+        await bob_defaults(bob)
+    assert (failed.data.originator, failed.data.code) == ("remote", 488), reason
+    assert not [n for n in bob.notifications if n.name == "SIPSessionNewIncoming"]
+
+
+async def test_bad_media_input_is_counted_and_dropped(alice, bob):
+    """Garbage, RTP from a stranger, RTP of a foreign SSRC from the peer's own socket, and
+    SRTP packets that fail authentication: each is counted, none stops the call."""
+    device = install_device(tone=ALICE_TONE)
+    session, stream, log = await call_bob(alice)
+    name = await bob_name(bob)
+    assert stream.srtp_active  # opportunistic SRTP on both sides
+    await asyncio.sleep(SETTLE)
+    target = (stream.local_rtp_address, stream.local_rtp_port)
+    before = dataclasses.replace(stream.transport_counters)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.1", 0))
+    with stranger:
+        for size in (0, 1, 11, 40, 1400):  # not RTP: too short, or version 0
+            stranger.sendto(bytes(size), target)
+        for index in range(20):  # well-formed RTP, but not SRTP-authenticated
+            packet = RTPPacket(0, index, 160 * index, 0xBADC0DE, b"\x7f" * 160)
+            stranger.sendto(packet.serialize() + bytes(10), target)
+        # Bob's own socket, Bob's SRTP keys, another SSRC: authenticated, from the right
+        # address, and still not Bob's stream until it persists.
+        await bob.async_call(f"{AUDIO}:send_stray_rtp", name, 2)
+        await asyncio.sleep(SETTLE + LISTEN)
+    after = stream.transport_counters
+    assert after.garbage - before.garbage == 5
+    assert after.srtp_authentication_failures - before.srtp_authentication_failures == 20
+    assert after.wrong_ssrc - before.wrong_ssrc == 2
+    assert_hears(heard(device, LISTEN, (BOB_TONE,)), BOB_TONE, "alice after the attack")
+    assert session.state == "connected" and stream.state == "ESTABLISHED"
+    await hang_up(session, log)
+
+
+@pytest.mark.parametrize(
+    "alice", [{"rtp": {"encryption": {"enabled": "false"}}}], indirect=True, ids=["plain-rtp"]
+)
+async def test_rtp_from_a_stranger_is_not_followed(alice, bob):
+    device = install_device(tone=ALICE_TONE)
+    session, stream, log = await call_bob(alice)
+    assert not stream.srtp_active
+    await asyncio.sleep(SETTLE)
+    peer = (stream.remote_rtp_address_received, stream.remote_rtp_port_received)
+    target = (stream.local_rtp_address, stream.local_rtp_port)
+    before = dataclasses.replace(stream.transport_counters)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.bind(("127.0.0.1", 0))
+        for index in range(10):  # a silent stream from elsewhere
+            packet = RTPPacket(0, index, 160 * index, 0xBADC0DE, b"\xff" * 160)
+            stranger.sendto(packet.serialize(), target)
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(SETTLE + LISTEN)
+    after = stream.transport_counters
+    assert after.wrong_address - before.wrong_address == 10
+    assert (stream.remote_rtp_address_received, stream.remote_rtp_port_received) == peer
+    assert_hears(heard(device, LISTEN, (BOB_TONE,)), BOB_TONE, "alice")
     await hang_up(session, log)
