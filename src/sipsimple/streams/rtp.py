@@ -85,6 +85,7 @@ __all__ = ["AudioStream", "AudioStreamError"]
 log = logging.getLogger(__name__)
 
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+_PROFILES = ("RTP/AVP", "RTP/SAVP", "RTP/AVPF", "RTP/SAVPF")  # not DTLS-SRTP (UDP/TLS/...)
 _SECURE_PROFILES = ("RTP/SAVP", "RTP/SAVPF")
 _ICE_NOTIFICATIONS = {
     "RTPTransportICENegotiationStateDidChange": "AudioStreamICENegotiationStateDidChange",
@@ -141,7 +142,7 @@ def _acceptable(account: Any, session: BaseSDPSession, index: int) -> bool:
     return (
         media.media == "audio"
         and media.port != 0
-        and media.is_rtp
+        and media.transport.upper() in _PROFILES
         and _has_codec(media, _codecs(account))
         and _security_met(media, _encryption(account))
     )
@@ -159,25 +160,25 @@ def _does_ice(session: BaseSDPSession, index: int) -> bool:
     return session.media[index].has_ice_attributes or session.has_ice_attributes
 
 
-def _media_key(local: BaseSDPSession, remote: BaseSDPSession, index: int) -> tuple[Any, ...]:
-    """What a running AudioTransport depends on, beyond the direction: the peer's
-    address, the codec (first in the answer's order, as the negotiated local line has
-    it) with its payload type and parameters, the packet time and the keys."""
+def _codec_key(local: BaseSDPSession, remote: BaseSDPSession, index: int) -> tuple[Any, ...]:
+    """What the codec an AudioTransport runs depends on: the first codec in the answer's
+    order (which the negotiated local line has), the peer's payload type and parameters
+    for it, and the peer's packet time."""
     ours, theirs = local.media[index], remote.media[index]
-    connection = theirs.connection if theirs.connection is not None else remote.connection
-    address = connection.address if connection is not None else None
-    codec = next((ours.rtpmap(fmt) for fmt in ours.formats), None)
-    return (
-        address,
-        theirs.port,
-        tuple(theirs.formats),
-        codec,
-        tuple(theirs.attributes.getall("fmtp")),
-        theirs.attributes.getfirst("ptime"),
-        theirs.attributes.getfirst("rtcp"),
-        tuple(theirs.attributes.getall("crypto")),
-        tuple(ours.attributes.getall("crypto")),
-    )
+    for fmt in ours.formats:
+        codec = ours.rtpmap(fmt)
+        if codec is None or codec.name.lower() in ("telephone-event", "cn"):
+            continue
+        peer = next((f for f in theirs.formats if theirs.rtpmap(f) == codec), None)
+        fmtp = theirs.fmtp(peer) if peer is not None else None
+        return (codec, peer, fmtp, theirs.attributes.getfirst("ptime"))
+    return ()
+
+
+def _peer_address(remote: BaseSDPSession, index: int) -> tuple[str | None, int]:
+    media = remote.media[index]
+    connection = media.connection if media.connection is not None else remote.connection
+    return (connection.address if connection is not None else None), media.port
 
 
 def _post(sender: object, name: str, data: NotificationData | None = None, **fields: Any) -> None:
@@ -222,7 +223,8 @@ class AudioStream(IMediaStream, metaclass=MediaStreamRegistrar):
         self._offer: tuple[BaseSDPSession, int] | None = None  # the peer's, when it offered
         self._rtp: RTPTransport | None = None
         self._audio: AudioTransport | None = None
-        self._key: tuple[Any, ...] | None = None
+        self._codec_key: tuple[Any, ...] = ()
+        self._peer: tuple[str | None, int] | None = None
         self._recorder: WaveRecorder | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps tasks weakly
         self._rtp_failure: str | None = None
@@ -469,7 +471,8 @@ class AudioStream(IMediaStream, metaclass=MediaStreamRegistrar):
                 self._fail(str(error))
                 return
             self._offer = None
-            self._key = _media_key(local_sdp, remote_sdp, stream_index)
+            self._codec_key = _codec_key(local_sdp, remote_sdp, stream_index)
+            self._peer = _peer_address(remote_sdp, stream_index)
             wait_for_ice = rtp.use_ice and _does_ice(remote_sdp, stream_index)
             self.state = "WAIT_ICE" if wait_for_ice else "ESTABLISHED"
             self._follow_remote_hold(remote_sdp, stream_index)
@@ -484,7 +487,7 @@ class AudioStream(IMediaStream, metaclass=MediaStreamRegistrar):
             if not 0 <= stream_index < len(remote_sdp.media):
                 return False
             media = remote_sdp.media[stream_index]
-            if media.media != "audio" or not media.is_rtp:
+            if media.media != "audio" or media.transport.upper() not in _PROFILES:
                 return False
             if not _has_codec(media, _codecs(self.account)):
                 return False
@@ -494,17 +497,22 @@ class AudioStream(IMediaStream, metaclass=MediaStreamRegistrar):
     def update(
         self, local_sdp: FrozenSDPSession, remote_sdp: FrozenSDPSession, stream_index: int
     ) -> None:
-        restarted = False
         with self._lock:
-            audio = self._audio
-            if audio is None or self.state not in ("WAIT_ICE", "ESTABLISHED"):
+            audio, rtp = self._audio, self._rtp
+            if audio is None or rtp is None or self.state not in ("WAIT_ICE", "ESTABLISHED"):
                 return
-            key = _media_key(local_sdp, remote_sdp, stream_index)
-            if key != self._key:
+            try:  # new keys, a new peer address: the RTPTransport follows them
+                rtp.set_ESTABLISHED(local_sdp, remote_sdp, stream_index)
+            except SDPNegotiationError as error:
+                self._fail(f"cannot apply the new media parameters: {error}")
+                return
+            codec_key = _codec_key(local_sdp, remote_sdp, stream_index)
+            peer = _peer_address(remote_sdp, stream_index)
+            changed = codec_key != self._codec_key or peer != self._peer
+            if codec_key != self._codec_key:
                 if not self._restart(local_sdp, remote_sdp, stream_index):
                     return
-                self._key = key
-                restarted = True
+                self._codec_key = codec_key
             else:
                 audio.update_direction(
                     answer_direction(
@@ -512,9 +520,10 @@ class AudioStream(IMediaStream, metaclass=MediaStreamRegistrar):
                         effective_direction(local_sdp, stream_index),
                     )
                 )
+            self._peer = peer
             self._follow_remote_hold(remote_sdp, stream_index)
             self._rewire()
-        if restarted:
+        if changed:
             _post(self, "AudioStreamDidChangeRTPParameters")
 
     def _restart(
