@@ -253,13 +253,14 @@ class AudioStream(IMediaStream, metaclass=MediaStreamRegistrar):
 
     @property
     def codec(self) -> str | None:
+        """The codec negotiated (kept after the end, as the statistics are)."""
         audio = self._audio
-        return audio.codec if audio is not None and audio.is_started else None
+        return audio.codec if audio is not None else None
 
     @property
     def sample_rate(self) -> int | None:
         audio = self._audio
-        return audio.sample_rate if audio is not None and audio.is_started else None
+        return audio.sample_rate if audio is not None else None
 
     @property
     def srtp_active(self) -> bool:
@@ -589,8 +590,8 @@ class AudioStream(IMediaStream, metaclass=MediaStreamRegistrar):
             if self.state == "ENDED":
                 return
             self.state = "ENDED"
-            audio, self._audio = self._audio, None
-            rtp, self._rtp = self._rtp, None
+            # The transports stay, stopped: codec, statistics... can be read after the end.
+            audio, rtp = self._audio, self._rtp
             recorder, self._recorder = self._recorder, None
         _post(self, "MediaStreamWillEnd")
         if recorder is not None:
@@ -696,7 +697,7 @@ class AudioStream(IMediaStream, metaclass=MediaStreamRegistrar):
         self._on_sip_thread(self._send_dtmf, audio, digit.upper())
 
     def _send_dtmf(self, audio: AudioTransport, digit: str) -> None:
-        if audio is self._audio:
+        if audio is self._audio and self.state == "ESTABLISHED":
             try:
                 audio.send_dtmf(digit)
             except AudioTransportError as error:
