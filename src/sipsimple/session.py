@@ -1390,7 +1390,7 @@ class Session:
         negotiator now holds and, for add_stream, tell of a refusal at once (before
         anything the peer sends next), then wake the operation."""
         operation = self._ops[0] if self._ops else None
-        if operation is not None and operation.kind == "add" and code != 491:
+        if operation is not None and operation.kind == "add":
             stream = operation.stream
             assert stream is not None
             if stream in self._new:  # refused, or no answer came: its line is not there
@@ -1399,7 +1399,7 @@ class Session:
                     self._slots.pop()
                 elif stream in self._slots:
                     self._slots[self._slots.index(stream)] = None
-            if code >= 300 or stream in self._rejected:
+            if code != 491 and (code >= 300 or stream in self._rejected):  # 491: sent again
                 self._rejected.discard(stream)
                 operation.withdrawn = True
                 self._end_stream(stream)

@@ -619,6 +619,48 @@ async def test_the_callee_adds_a_stream_alice_accepts_then_rejects(endpoints):
         "originator": "local",
         "code": 488,
     }
+    # Bob takes away the stream he added.
+    added = session.streams[1]
+    await bob_act(remote, "remove_stream", 1)
+    removed = await log.wait("SIPSessionDidRenegotiateStreams")
+    assert fields(removed) == {"action": "remove", "streams": [added]}
+    assert added.calls[-2:] == ["deactivate", "end"] and len(session.streams) == 1
+    session.end()
+    await log.wait("SIPSessionDidEnd")
+
+
+async def test_both_propose_at_once_and_one_gives_way(endpoints):
+    account, remote, ports = endpoints
+    session, log = await call_bob(account, remote, ports, proposals="accept")
+    session.glare_backoff = {"outgoing": (0.3, 0.6), "incoming": (0.0, 0.2)}
+    mine = DatagramStream(account)
+    await bob_act(remote, "add_stream")
+    try:
+        session.add_stream(mine)
+    except IllegalStateError:  # Bob's proposal is here already: no race after all
+        mine = None
+    # Whoever's re-INVITE is out first (or, after a 491 each, sent again first) wins;
+    # the other proposal is rejected with 491 to its application, never retried.
+    gave_way = False
+    while True:
+        notification = await log.wait_any(
+            "SIPSessionGotProposal", "SIPSessionGotAcceptProposal", "SIPSessionGotRejectProposal"
+        )
+        data = notification.data
+        if notification.name == "SIPSessionGotProposal" and data.originator == "remote":
+            session.accept_proposal(data.streams)
+        elif notification.name == "SIPSessionGotRejectProposal":
+            assert (data.originator, data.code, data.streams) == ("local", 491, [mine])
+            gave_way = True
+        elif notification.name == "SIPSessionGotAcceptProposal":
+            break
+    won = data.originator == "local"
+    assert won == (mine is not None and not gave_way)
+    if won:
+        rejected = await remote.async_wait_for("SIPSessionGotRejectProposal", timeout=8)
+        assert (rejected.data["originator"], rejected.data["code"]) == ("local", 491)
+    await until(lambda: _has_streams(remote, 2), timeout=8)
+    assert len(session.streams) == 2 and session.state == "connected"
     session.end()
     await log.wait("SIPSessionDidEnd")
 

@@ -226,17 +226,20 @@ class SessionLog:
         return [n.name for n in self.notifications]
 
     async def wait(self, name: str, timeout: float = 5.0) -> Notification:
+        return await self.wait_any(name, timeout=timeout)
+
+    async def wait_any(self, *names: str, timeout: float = 5.0) -> Notification:
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     for index in range(self._taken, len(self.notifications)):
-                        if self.notifications[index].name == name:
+                        if self.notifications[index].name in names:
                             self._taken = index + 1
                             return self.notifications[index]
                     self._event.clear()
                     await self._event.wait()
         except TimeoutError:
-            raise TimeoutError(f"no {name} within {timeout} s; got {self.names}") from None
+            raise TimeoutError(f"no {names} within {timeout} s; got {self.names}") from None
 
 
 # -- driving sessions in a child ----------------------------------------------------------
