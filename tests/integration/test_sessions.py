@@ -63,6 +63,15 @@ async def endpoints(bob) -> AsyncIterator[tuple[Any, RemoteSDK, dict[str, int]]]
     storage = loopback_storage(accounts={ALICE: ACCOUNT}, settings={"sip": {"invite_timeout": "5"}})
     async with running_application(storage):
         yield AccountManager().get_account(ALICE), remote, ports
+    # Bob's sessions are over (stopping Alice's application ended them): what he posted
+    # about them is not left for the next test.
+    await until(lambda: _bob_idle(remote))
+    await asyncio.sleep(0.1)
+    remote.clear()
+
+
+async def _bob_idle(remote: RemoteSDK) -> bool:
+    return await remote.async_call(f"{SESSIONS}:active_sessions") == 0
 
 
 def bob_uri(ports: dict[str, int]) -> ToHeader:

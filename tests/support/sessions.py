@@ -361,6 +361,10 @@ def send(name: str, index: int, data: bytes) -> bool:
     return _sessions[name].streams[index].send(data)
 
 
+def active_sessions() -> int:
+    return len(SessionManager().sessions)
+
+
 def names() -> list[str]:
     return list(_sessions)
 
