@@ -90,7 +90,12 @@ from sipsimple.core.request import (
     with_tag,
     without_tag,
 )
-from sipsimple.core.sdp import FrozenSDPSession, SDPNegotiationError, SDPNegotiator
+from sipsimple.core.sdp import (
+    FrozenSDPMediaStream,
+    FrozenSDPSession,
+    SDPNegotiationError,
+    SDPNegotiator,
+)
 from sipsimple.core.sdp.model import BaseSDPSession
 from sipsimple.core.sip.auth import Credentials
 from sipsimple.core.sip.dialog import Dialog, DialogID, DialogSet, DialogState, RAck
@@ -209,6 +214,7 @@ class _Proposal:
     client: ClientRequest | None = None
     cancelled: bool = False
     retried_422: bool = False
+    base_lines: int = 0  # the m-lines of the session when it was proposed
 
 
 @dataclass(eq=False)
@@ -1247,6 +1253,7 @@ class Invitation:
 
     def _reinvite(self, server: ServerRequest) -> None:
         request = server.request
+        server.on_terminated = self._on_server_terminated  # a refusal is reported there
         if self.state == "disconnecting":
             self._answer(server, 487)
             return
@@ -1411,6 +1418,8 @@ class Invitation:
             return
         self._set_sub_state("sent_proposal", originator="local", method="INVITE")
         proposal = _Proposal("proposal", "INVITE", contact, sdp, extra)
+        active = self._negotiator.active_local
+        proposal.base_lines = len(active.media) if active is not None else 0
         if self._invite_busy() or self._negotiator.state != "done":
             self._queued = proposal
             return
@@ -1424,7 +1433,8 @@ class Invitation:
         if proposal.method == "INVITE":
             sdp = proposal.sdp if proposal.sdp is not None else negotiator.active_local
             if sdp is not None and negotiator.state == "done":
-                body = _sdp_bytes(negotiator.set_local_offer(_rebase(sdp, negotiator)))
+                sdp = _rebase(sdp, negotiator.active_local, proposal.base_lines)
+                body = _sdp_bytes(negotiator.set_local_offer(sdp))
         headers: list[tuple[str, Any]] = [("Supported", _SUPPORTED)]
         if proposal.method == "INVITE":
             headers.append(("Allow", self._allow))
@@ -1765,16 +1775,21 @@ def _unchanged(offer: FrozenSDPSession, active: FrozenSDPSession | None) -> bool
     )
 
 
-def _rebase(sdp: BaseSDPSession, negotiator: SDPNegotiator) -> BaseSDPSession:
-    """An offer made before the peer added m-lines (an offer retried after glare) keeps
-    the lines the peer added instead of disabling them."""
-    active = negotiator.active_local
-    if active is None or len(sdp.media) >= len(active.media):
+def _rebase(
+    sdp: BaseSDPSession, active: FrozenSDPSession | None, base_lines: int
+) -> BaseSDPSession:
+    """An offer made when the session had ``base_lines`` m-lines, sent after the peer
+    added some (a retry after glare): the lines it added are kept, not disabled."""
+    if active is None or len(active.media) <= base_lines or len(sdp.media) >= len(active.media):
         return sdp
     session = FrozenSDPSession.new(sdp)
+    kept = [
+        FrozenSDPMediaStream(m.media, 0, m.transport, formats=m.formats)
+        for m in active.media[len(session.media) : base_lines]
+    ]
     fields = {name: getattr(session, name) for name in FrozenSDPSession._FIELDS}
-    fields["media"] = (*session.media, *active.media[len(session.media) :])
-    return FrozenSDPSession(**fields)  # type: ignore[arg-type]
+    fields["media"] = (*session.media, *kept, *active.media[max(base_lines, len(session.media)) :])
+    return FrozenSDPSession(**fields)
 
 
 def _min_se_of(response: SIPResponse) -> int | None:
