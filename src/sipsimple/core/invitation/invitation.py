@@ -917,6 +917,11 @@ class Invitation:
     ) -> SIPResponse:
         if 101 <= code < 300:
             headers = [("Contact", self.local_contact_header), *headers]
+            if server is self._invite_server:
+                # RFC 3261 section 12.1.1: a response that makes the dialog carries the
+                # request's Record-Route, so that the caller learns the route set
+                routes = server.request.headers.getall("Record-Route")
+                headers = [*(("Record-Route", route) for route in routes), *headers]
         if body:
             headers.append(("Content-Type", _SDP))
         return server.create_response(code, reason, headers=headers, body=body)
