@@ -272,6 +272,26 @@ async def test_tcp_response_reopens_a_connection_when_the_first_is_gone() -> Non
         assert response.code == 200
 
 
+async def test_response_routed_by_via_alone_and_bytes_resent_as_they_are() -> None:
+    async with Peer(tls_port=None) as a, Peer(tls_port=None) as b:
+        used = await a.manager.send(make_request("::1"), b.address("udp", "::1"))
+        request, _ = await b.receive()
+        # No source given: the Via (received, rport) alone says where the response goes.
+        back = await b.manager.send(request.make_response(180), None)
+        assert (back.transport, back.host, back.port) == ("udp", "::1", used.local[1])  # type: ignore[index]
+        response, _ = await a.receive()
+        assert response.code == 180
+        # A retransmission: the same bytes to the same place, no Via processing.
+        data = bytes(request.make_response(200))
+        assert await b.manager.send(data, back) == back
+        response, _ = await a.receive()
+        assert response.code == 200
+        with pytest.raises(ValueError):
+            await b.manager.send(data)
+        with pytest.raises(TypeError):
+            await b.manager.send("text", back)  # type: ignore[arg-type]
+
+
 async def test_response_with_foreign_via_is_dropped() -> None:
     """18.1.2: a response whose top Via sent-by is not ours never reaches on_message."""
     async with Peer(tls_port=None) as a:
@@ -436,15 +456,15 @@ async def test_keepalive_pings_keep_a_live_peer_and_drop_a_dead_one() -> None:
 
 
 async def test_idle_connections_are_closed() -> None:
-    async with Peer(tls_port=None, idle_timeout=0.3) as a, Peer(tls_port=None) as b:
+    async with Peer(tls_port=None, idle_timeout=0.6) as a, Peer(tls_port=None) as b:
         used = await a.manager.send(make_request(), b.address("tcp"))
         await b.receive()
         assert used.connection is not None
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(0.3)
         await a.manager.send(make_request(), b.address("tcp"))  # activity postpones it
-        await asyncio.sleep(0.2)
-        assert used.connection.is_open
         await asyncio.sleep(0.4)
+        assert used.connection.is_open
+        await asyncio.sleep(0.8)
         assert not used.connection.is_open and used.connection.error is None
         assert a.manager.connections == []
 

@@ -24,6 +24,10 @@ authenticated Listener with a random key):
   timeout)`` returns (and consumes) the first one collected that matches;
   ``remote.notifications`` lists all of them; ``clear()`` forgets them.
 
+A test whose own Engine runs on the test's loop (``local_engine``) must not block
+that loop while the child talks to it: it uses ``await remote.async_call(...)`` and
+``await remote.async_wait_for(...)``, the same calls run in a worker thread.
+
 Life cycle: ``start()`` returns when the child is connected and its SIP thread
 runs; ``stop()`` asks it to stop its Engine and SIP thread and exit, waits
 ``stop_timeout`` seconds, then kills it. Use it as a context manager. A child whose
@@ -44,6 +48,7 @@ Run the child with ``python -m tests.support.remote`` only through this class.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import os
@@ -290,6 +295,26 @@ class RemoteSDK:
                         f"no {name} from the remote SDK within {timeout} s; got {seen}"
                     )
                 self._condition.wait(left)
+
+    async def async_wait_for(
+        self,
+        name: str,
+        condition: Callable[[RemoteNotification], bool] | None = None,
+        timeout: float = 10.0,
+    ) -> RemoteNotification:
+        """wait_for() in a worker thread, for tests whose own loop must keep running."""
+        return await asyncio.to_thread(self.wait_for, name, condition, timeout)
+
+    async def async_call(
+        self,
+        function: str | Callable[..., Any],
+        /,
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """call() in a worker thread, for tests whose own loop must keep running."""
+        return await asyncio.to_thread(self.call, function, *args, timeout=timeout, **kwargs)
 
     def clear(self) -> None:
         with self._condition:

@@ -28,6 +28,7 @@ from sipsimple.core import (
     Message,
     Publication,
     Registration,
+    Request,
 )
 from sipsimple.core.sip.headers import ContactHeader, FromHeader, RouteHeader, ToHeader
 from sipsimple.core.sip.message import SIPResponse, parse_message
@@ -43,6 +44,7 @@ __all__ = [
     "register",
     "route_to",
     "send_message",
+    "send_request",
     "serve",
     "served",
     "set_packet_loss",
@@ -123,6 +125,12 @@ def send_message(
     ).send()
 
 
+def send_request(method: str, uri: str, sender: str = "sip:bob@example.test") -> None:
+    """Send a generic out-of-dialog Request of ``method`` to ``uri`` (an IP address)."""
+    target = SIPURI.parse(uri)
+    Request(method, target, FromHeader(SIPURI.parse(sender)), ToHeader(target), None).send()
+
+
 def register(
     name: str,
     aor: str,
@@ -176,35 +184,39 @@ def attribute(name: str, attribute: str) -> Any:
 
 
 _served: dict[str, list[dict[str, Any]]] = {}
+_scripts: dict[str, list[tuple[int, list[tuple[str, str]]]]] = {}
 
 
 def serve(method: str, script: list[tuple[int, list[tuple[str, str]]]]) -> None:
     """Answer incoming ``method`` requests from a script of (code, headers), in turn.
 
-    The last entry answers every request after it. ``{contact}`` in a header value is
+    The last entry answers every request after it; a new script for a method replaces
+    the old one and forgets what was served. ``{contact}`` in a header value is
     replaced by the request's first Contact value. What was received is kept for
     :func:`served`.
     """
-    from sipsimple.core.sip.headers import Header
     from sipsimple.notification import NotificationCenter
 
     Engine().add_incoming_request(method)
-    remaining = list(script)
+    _scripts[method] = list(script)
     _served[method] = []
+    NotificationCenter().add_observer(_answer, "SIPIncomingRequestGotRequest")
 
-    def answer(notification: Any) -> None:
-        data = notification.data
-        if data.method != method:
-            return
-        headers = {name: _text(value) for name, value in data.headers.items()}
-        _served[method].append({"headers": headers, "body": data.body})
-        code, extra = remaining.pop(0) if len(remaining) > 1 else remaining[0]
-        contact = headers.get("Contact", "").split(",")[0]
-        notification.sender.answer(
-            code, extra_headers=[Header(n, v.replace("{contact}", contact)) for n, v in extra]
-        )
 
-    NotificationCenter().add_observer(answer, "SIPIncomingRequestGotRequest")
+def _answer(notification: Any) -> None:
+    from sipsimple.core.sip.headers import Header
+
+    data = notification.data
+    script = _scripts.get(data.method)
+    if not script:
+        return
+    headers = {name: _text(value) for name, value in data.headers.items()}
+    _served[data.method].append({"headers": headers, "body": data.body})
+    code, extra = script.pop(0) if len(script) > 1 else script[0]
+    contact = headers.get("Contact", "").split(",")[0]
+    notification.sender.answer(
+        code, extra_headers=[Header(n, v.replace("{contact}", contact)) for n, v in extra]
+    )
 
 
 def served(method: str) -> list[dict[str, Any]]:

@@ -318,3 +318,31 @@ def test_semantic_equality_ignores_header_order_and_content_length() -> None:
     c = parse_message(with_headers("X-B: 2", "X-A: 9"))
     assert a != c
     assert a != parse_message(INVITE)
+
+
+def test_values_shared_between_messages_cannot_leak_changes() -> None:
+    first, second = parse_message(INVITE), parse_message(INVITE)
+    assert first.top_via is second.top_via  # the same text: one shared Frozen value
+    first.via.append(first.top_via)
+    first.headers.set("Via", "SIP/2.0/TCP elsewhere;branch=z9hG4bKx")
+    assert len(second.via) == 1 and second.top_via.host == "192.0.2.1"
+    assert second.contact[0].uri == first.contact[0].uri
+
+
+def test_memo_is_bounded() -> None:
+    from sipsimple.core.sip.grammar import Memo
+
+    class Small(Memo):
+        limit = 3
+
+    memo = Small()
+    for n in range(10):
+        memo.remember(str(n), n)
+        assert len(memo) <= 3
+    assert memo["9"] == 9
+
+
+def test_folded_start_line_is_rejected() -> None:
+    data = INVITE.replace(b"SIP/2.0\r\nVia", b"SIP/2.0\r\n continued\r\nVia")
+    with pytest.raises(SIPParseError, match="invalid header line"):
+        parse_message(data)

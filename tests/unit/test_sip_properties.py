@@ -23,12 +23,13 @@ CORPUS = [
     path.read_bytes()
     for path in sorted((DATA / "4475").glob("*.dat")) + sorted((DATA / "5118").glob("*.dat"))
 ]
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 tokens = st.text(TOKEN_CHARS, min_size=1, max_size=12)
+labels = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=8)
 hosts = st.one_of(
-    st.from_regex(r"[a-z][a-z0-9\-]{0,10}(\.[a-z]{2,5}){0,2}", fullmatch=True),
+    st.lists(labels, min_size=1, max_size=3).map(".".join),
     st.ip_addresses().map(str),
 )
 # any text a URI component or display name may carry (no CR/LF): escaped when written
@@ -76,7 +77,7 @@ def requests(draw: st.DrawFn) -> SIPRequest:
         for uri, name in draw(st.lists(st.tuples(uris, st.none() | texts), max_size=2))
     ]
     extra = st.tuples(
-        st.from_regex(r"X-[A-Za-z0-9\-]{1,8}", fullmatch=True),
+        st.text(TOKEN_CHARS, min_size=1, max_size=8).map("X-".__add__),
         st.text(
             st.characters(
                 min_codepoint=32, blacklist_categories=("Cs",), blacklist_characters="\r\n\x7f"
@@ -90,7 +91,7 @@ def requests(draw: st.DrawFn) -> SIPRequest:
     return SIPRequest(method, uri, headers, draw(st.binary(max_size=40)))
 
 
-@FAST
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests())
 def test_serialize_then_parse_gives_the_same_message(request: SIPRequest) -> None:
     parsed = parse_message(bytes(request))
@@ -147,7 +148,7 @@ mutations = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.sampled_from(CORPUS), mutations)
 def test_mutated_messages_raise_only_parse_errors(
     data: bytes, edits: list[tuple[str, int, bytes]]
@@ -170,7 +171,7 @@ def test_mutated_messages_raise_only_parse_errors(
     _exercise(message)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_raise_only_parse_errors(data: bytes) -> None:
     try:
@@ -180,7 +181,7 @@ def test_random_bytes_raise_only_parse_errors(data: bytes) -> None:
     _exercise(message)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.lists(st.text(max_size=30), max_size=8))
 def test_random_header_lines_raise_only_parse_errors(lines: list[str]) -> None:
     data = "\r\n".join(["OPTIONS sip:a@b SIP/2.0", *lines, "", ""]).encode("utf-8", "surrogatepass")

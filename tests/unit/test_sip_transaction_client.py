@@ -202,6 +202,26 @@ def test_accepted_passes_retransmitted_and_forked_2xx_up_and_resends_the_tus_ack
     assert layer.messages_to_send() == []  # no ACK yet for the new fork
     (event,) = drain(layer)
     assert event.retransmission is False and event.response.to_header.tag == "fork2"
+    ack2 = SIPRequest(
+        "ACK",
+        "sip:bob@192.0.2.8",
+        [
+            ("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKack2"),
+            ("From", request.headers["From"]),
+            ("To", "<sip:bob@example.com>;tag=fork2"),
+            ("Call-ID", request.call_id),
+            ("CSeq", "7 ACK"),
+        ],
+    )
+    layer.send_ack(txn, ack2, ("192.0.2.8", 5060))
+    layer.messages_to_send()
+    layer.receive_message(respond(request, 200, "fork2"), PEER, "udp", 2.2)
+    layer.receive_message(respond(request, 200, "fork1"), PEER, "udp", 2.3)
+    assert layer.messages_to_send() == [  # each fork's ACK goes where its dialog leads
+        Transmission(bytes(ack2), ("192.0.2.8", 5060), None),
+        Transmission(bytes(ack), ("192.0.2.9", 5060), None),
+    ]
+    assert [e.retransmission for e in drain(layer)] == [True, True]
     layer.receive_message(respond(request, 180, "fork3"), PEER, "udp", 2.5)
     layer.receive_message(respond(request, 486, "fork3"), PEER, "udp", 2.6)
     assert drain(layer) == [] and layer.messages_to_send() == []

@@ -2,15 +2,19 @@
 raises, reports each thing once, and ends terminated with the layer empty."""
 
 import random
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sipsimple.core.errors import SIPParseError
 from sipsimple.core.sip.headers import ViaHeader
 from sipsimple.core.sip.message import SIPRequest, parse_message
 from sipsimple.core.sip.timers import TimerSettings
 from sipsimple.core.sip.transaction import (
     AckReceived,
+    CancelReceived,
     RequestReceived,
     ResponseReceived,
     TransactionLayer,
@@ -183,3 +187,33 @@ def test_server_transactions_always_end(method, transport, steps):
     drain(layer)
     assert txn.state is TransactionState.TERMINATED
     assert len(layer) == 0 and layer.get_timer() is None
+
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "sip"
+TORTURE = sorted(DATA.glob("*/*.dat"))
+
+
+@pytest.mark.parametrize("path", TORTURE, ids=lambda path: path.stem)
+def test_torture_messages_go_through_the_layer(path):
+    """Every RFC 4475/5118 message that parses is taken by the layer without an error;
+    a request's Via is left as it came (the transport stamps it), and its transaction
+    can answer it."""
+    try:
+        message = parse_message(path.read_bytes())
+    except SIPParseError:
+        return
+    layer = TransactionLayer(rng=random.Random(0))
+    source = ("2001:db8::9", 6000) if "5118" in str(path) else ("198.51.100.9", 6000)
+    vias = message.headers.getall("Via")
+    for transport in ("udp", "tcp"):
+        layer.receive_message(message, source, transport, 0.0)
+    events = drain(layer)
+    if not isinstance(message, SIPRequest):
+        assert [type(e).__name__ for e in events] == ["StrayResponse", "StrayResponse"]
+        return
+    assert message.via and message.headers.getall("Via") == vias
+    for event in events:
+        if isinstance(event, RequestReceived | CancelReceived):
+            answer = event.request.make_response(500, to_tag="t")
+            layer.send_response(event.transaction, answer, 0.0)
+            assert parse_message(layer.messages_to_send()[-1].data).code == 500

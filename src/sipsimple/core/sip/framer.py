@@ -31,7 +31,6 @@ from sipsimple.core.sip.message import (
     SIPRequest,
     SIPResponse,
     _build,
-    _decode_head,
     _split_head,
 )
 
@@ -144,7 +143,7 @@ class SIPStreamFramer:
 
     def _read_head(self, head: bytes, body_start: int) -> tuple[str, SIPHeaders, int, int]:
         try:
-            start, headers = _split_head(_decode_head(head))
+            start, headers = _split_head(head)
         except SIPParseError as e:
             raise self._fail(str(e)) from None
         lengths = headers._values.get("content-length")

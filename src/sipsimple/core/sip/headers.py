@@ -15,6 +15,10 @@ inside the angle brackets belong to the URI, the ones after it to the header; in
 addr-spec form (``sip:a@b;tag=x``) every parameter belongs to the header (RFC 3261
 section 20.10).
 
+Frozen name-addr headers parsed from text check their URI at once but build the URI
+object the first time ``uri`` is read. Frozen values parsed by the message layer are
+shared between messages whose header text is the same (immutable, so safe to share).
+
 This module also holds the tables the message layer works from: canonical names,
 compact forms, which headers are comma-separated lists, and the parser of each typed
 header (:data:`TYPED_HEADERS`).
@@ -32,12 +36,14 @@ from sipsimple.core.sip.grammar import (
     QSTRING,
     TOKEN,
     WS,
+    Memo,
     check_text,
     fail,
     format_params,
     frozendict,
     get_param,
     is_token,
+    params_dict,
     parse_params,
     quote_string,
     split_commas,
@@ -104,7 +110,7 @@ URI = BaseSIPURI | OpaqueURI
 
 def _params(text: str) -> frozendict:
     """Header parameters from text already validated against PARAMS by the caller's regex."""
-    return frozendict(parse_params(text)) if text else _EMPTY
+    return params_dict(text)
 
 
 def _uint(what: str, text: str, maximum: int = _MAX_UINT32) -> int:
@@ -252,9 +258,19 @@ class _Mutable:
 def _param_property(
     name: str, doc: str, parse: Callable[[str | None], Any] | None = None
 ) -> property:
-    def getter(self: Any) -> Any:
-        value = get_param(self.parameters, name)
-        return value if parse is None else parse(value)
+    if parse is None:
+
+        def getter(self: Any) -> Any:
+            params = self.parameters
+            value = params.get(name)
+            if value is None and params and name not in params:
+                value = get_param(params, name)
+            return value
+
+    else:
+
+        def getter(self: Any) -> Any:
+            return parse(get_param(self.parameters, name))
 
     return property(getter, doc=doc)
 
@@ -345,63 +361,85 @@ class FrozenHeader(_Frozen, _GenericHeader):
 
 _NAME_ADDR = re.compile(
     rf"""{WS}(?:
-        (?:({QSTRING})|({TOKEN}(?:[ \t]+{TOKEN})*))?{WS}<([^<>\s]*)>
-        |([^\s;,<>"?]+)
+        (?:({QSTRING})|({TOKEN}(?:[ \t]++{TOKEN})*+))?{WS}<([^<>\s]*+)>
+        |([^\s;,<>"?]++)
     )({PARAMS}){WS}""",
     re.X,
 )
 
 
-def _name_addr_values(m: re.Match[str], what: str) -> tuple[Any, Any, Any]:
-    """(uri text, display name, parameters): the URI is checked now and built on first use."""
-    quoted, tokens, bracketed, bare, params = m.groups()
-    uri = bracketed if bracketed is not None else bare
-    if not is_valid_uri(uri):
-        raise SIPParseError(f"invalid {what} header: invalid URI {uri!r}")
-    display_name = unquote_string(quoted) if quoted is not None else tokens
-    return uri, display_name, _params(params)
+def _parse_name_addrs(cls: Any, text: str, single: bool) -> list[Any]:
+    """The name-addr / addr-spec values of one header line (hot path: kept flat).
+
+    The URI is checked here (one regex call) and built when ``uri`` is first read.
+    Frozen results are memoized by text (see :class:`Memo`).
+    """
+    if cls._frozen:
+        memo = cls._memo
+        cached = memo.get(text)
+        if cached is None:
+            cached = memo.remember(text, tuple(_scan_name_addrs(cls, text, single)))
+        return list(cached)
+    return _scan_name_addrs(cls, text, single)
 
 
-def _make_name_addr(cls: Any, values: tuple[Any, Any, Any], body: str) -> Any:
-    if not cls._frozen:
-        return cls(*values)
-    self = _new(cls)
-    _s_uri(self, values[0])
-    _s_display_name(self, values[1])
-    _s_parameters(self, values[2])
-    _s_body(self, body)
-    return self
-
-
-def _parse_name_addr(cls: Any, text: str) -> Any:
-    m = _NAME_ADDR.match(text)
-    if m is None or m.end() != len(text):
-        fail(f"{cls.name} header", text)
-    return _make_name_addr(cls, _name_addr_values(m, cls.name), text.strip(" \t"))
-
-
-def _parse_name_addr_list(cls: Any, text: str) -> list[Any]:
+def _scan_name_addrs(cls: Any, text: str, single: bool) -> list[Any]:
     values = []
     pos, end = 0, len(text)
+    match = _NAME_ADDR.match
+    frozen = cls._frozen
     while True:
-        m = _NAME_ADDR.match(text, pos)
+        m = match(text, pos)
         if m is None:
             fail(f"{cls.name} header", text)
-        values.append(
-            _make_name_addr(
-                cls, _name_addr_values(m, cls.name), text[m.start() : m.end()].strip(" \t")
-            )
-        )
+        quoted, tokens, uri, bare, params = m.groups()
+        if uri is None:
+            uri = bare
+        if not is_valid_uri(uri):
+            raise SIPParseError(f"invalid {cls.name} header: invalid URI {uri!r}")
+        if quoted is not None:
+            tokens = unquote_string(quoted)
+        params = params_dict(params)
         pos = m.end()
+        if frozen:
+            value = _new(cls)
+            _s_uri(value, uri)
+            _s_display_name(value, tokens)
+            _s_parameters(value, params)
+            if single:
+                _s_body(value, text)
+        else:
+            value = cls(uri, tokens, params)
+        values.append(value)
         if pos == end:
             return values
-        if text[pos] != ",":
+        if single or text[pos] != ",":
             fail(f"{cls.name} header", text)
         pos += 1
 
 
+def _parse_name_addr(cls: Any, text: str) -> Any:
+    return _parse_name_addrs(cls, text, True)[0]
+
+
+def _parse_name_addr_list(cls: Any, text: str) -> list[Any]:
+    return _parse_name_addrs(cls, text, False)
+
+
+def _make_star(cls: Any) -> Any:
+    if not cls._frozen:
+        return cls(None)
+    value = _new(cls)
+    _s_uri(value, None)
+    _s_display_name(value, None)
+    _s_parameters(value, _EMPTY)
+    _s_body(value, "*")
+    return value
+
+
 class _NameAddrHeader(BaseHeader):
     __slots__ = ("_uri", "display_name", "parameters")
+    _memo: ClassVar[Memo]
     _fields = ("uri", "display_name", "parameters")
 
     display_name: str | None
@@ -476,6 +514,7 @@ class FromHeader(_Mutable, _MutableNameAddr, _MutableTagged, _TaggedHeader):
 
 class FrozenFromHeader(_Frozen, _TaggedHeader):
     __slots__ = ()
+    _memo = Memo()
     name = "From"
     _family = "From"
 
@@ -490,6 +529,7 @@ class ToHeader(_Mutable, _MutableNameAddr, _MutableTagged, _TaggedHeader):
 
 class FrozenToHeader(_Frozen, _TaggedHeader):
     __slots__ = ()
+    _memo = Memo()
     name = "To"
     _family = "To"
 
@@ -522,7 +562,7 @@ class _ContactHeader(_NameAddrHeader):
     @classmethod
     def parse(cls, text: str) -> Any:
         if text.strip(" \t") == "*":
-            return _make_name_addr(cls, (None, None, _EMPTY), "*")
+            return _make_star(cls)
         return _parse_name_addr(cls, text)
 
 
@@ -541,14 +581,23 @@ class ContactHeader(_Mutable, _MutableNameAddr, _ContactHeader):
 
 class FrozenContactHeader(_Frozen, _ContactHeader):
     __slots__ = ()
+    _memo = Memo()
     name = "Contact"
     _family = "Contact"
 
 
 def _parse_contacts(text: str) -> list[FrozenContactHeader]:
-    if text.strip(" \t") == "*":
-        return [_make_name_addr(FrozenContactHeader, (None, None, _EMPTY), "*")]
-    return _parse_name_addr_list(FrozenContactHeader, text)
+    if text == "*" or text.strip(" \t") == "*":
+        return [_make_star(FrozenContactHeader)]
+    return _parse_name_addrs(FrozenContactHeader, text, False)
+
+
+def _parse_routes(text: str) -> list[FrozenRouteHeader]:
+    return _parse_name_addrs(FrozenRouteHeader, text, False)
+
+
+def _parse_record_routes(text: str) -> list[FrozenRecordRouteHeader]:
+    return _parse_name_addrs(FrozenRecordRouteHeader, text, False)
 
 
 class RouteHeader(_Mutable, _MutableNameAddr, _NameAddrHeader):
@@ -561,6 +610,7 @@ class RouteHeader(_Mutable, _MutableNameAddr, _NameAddrHeader):
 
 class FrozenRouteHeader(_Frozen, _NameAddrHeader):
     __slots__ = ()
+    _memo = Memo()
     name = "Route"
     _family = "Route"
 
@@ -575,6 +625,7 @@ class RecordRouteHeader(_Mutable, _MutableNameAddr, _NameAddrHeader):
 
 class FrozenRecordRouteHeader(_Frozen, _NameAddrHeader):
     __slots__ = ()
+    _memo = Memo()
     name = "Record-Route"
     _family = "Record-Route"
 
@@ -589,6 +640,7 @@ class ReferToHeader(_Mutable, _MutableNameAddr, _NameAddrHeader):
 
 class FrozenReferToHeader(_Frozen, _NameAddrHeader):
     __slots__ = ()
+    _memo = Memo()
     name = "Refer-To"
     _family = "Refer-To"
 
@@ -596,8 +648,8 @@ class FrozenReferToHeader(_Frozen, _NameAddrHeader):
 # -- Via ---------------------------------------------------------------------------------
 
 _VIA = re.compile(
-    rf"""{WS}({TOKEN}){WS}/{WS}({TOKEN}){WS}/{WS}({TOKEN})[ \t]+
-    (?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9\-_.]+))
+    rf"""{WS}({TOKEN}){WS}/{WS}({TOKEN}){WS}/{WS}({TOKEN})[ \t]++
+    (?:\[([0-9A-Fa-f:.]++)\]|([A-Za-z0-9\-_.]++))
     (?:{WS}:{WS}([0-9]{{1,5}}))?
     ({PARAMS}){WS}""",
     re.X,
@@ -664,8 +716,20 @@ class _ViaHeader(BaseHeader):
         return values[0]
 
 
+_VIA_MEMO = Memo()
+
+
 def _parse_vias(text: str, cls: Any = None) -> list[Any]:
-    cls = cls or FrozenViaHeader
+    """The Via values of one header line; Frozen ones memoized by text."""
+    if cls is None:
+        cached = _VIA_MEMO.get(text)
+        if cached is None:
+            cached = _VIA_MEMO.remember(text, tuple(_scan_vias(text, FrozenViaHeader)))
+        return list(cached)
+    return _scan_vias(text, cls)
+
+
+def _scan_vias(text: str, cls: Any) -> list[Any]:
     values = []
     pos, end = 0, len(text)
     while True:
@@ -679,15 +743,13 @@ def _parse_vias(text: str, cls: Any = None) -> list[Any]:
                 fail("Via header", text)
         transport = transport.upper()
         protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name}/{version}"
-        body = text[m.start() : m.end()].strip(" \t")
         if cls._frozen:
             via = _new(cls)
             _s_via_transport(via, transport)
             _s_via_host(via, host or host6)
             _s_via_port(via, port)
-            _s_via_parameters(via, _params(params))
+            _s_via_parameters(via, params_dict(params))
             _s_via_protocol(via, protocol)
-            _s_body(via, body)
         else:
             via = cls(transport, host or host6, port, dict(_params(params)), protocol)
         values.append(via)
@@ -1192,6 +1254,8 @@ class FrozenRetryAfterHeader(_Frozen, _RetryAfterHeader):
 # -- CSeq and the scalar headers ---------------------------------------------------------
 
 _CSEQ = re.compile(rf"{WS}([0-9]+)[ \t]+({TOKEN}){WS}")
+_tuple_new = tuple.__new__
+_CSEQ_MEMO = Memo()
 
 
 class CSeq(NamedTuple):
@@ -1209,17 +1273,28 @@ class CSeq(NamedTuple):
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
+        cached = _CSEQ_MEMO.get(text)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
         m = _CSEQ.fullmatch(text)
         if m is None:
             fail("CSeq header", text)
-        return cls(_uint("CSeq header", m.group(1)), m.group(2))
+        number, method = m.groups()
+        if len(number) > 9 and int(number) > _MAX_UINT32:
+            raise SIPParseError(f"invalid CSeq header: {number!r} is larger than {_MAX_UINT32}")
+        return _CSEQ_MEMO.remember(text, _tuple_new(cls, (int(number), method)))  # type: ignore[no-any-return]
+
+
+_CALL_ID_MEMO = Memo()
 
 
 def _parse_call_id(text: str) -> str:
+    if text in _CALL_ID_MEMO:
+        return text
     text = text.strip(" \t")
     if _CALL_ID.fullmatch(text) is None:
         fail("Call-ID header", text)
-    return text
+    return _CALL_ID_MEMO.remember(text, text)  # type: ignore[no-any-return]
 
 
 def _parse_tokens(what: str) -> Callable[[str], list[str]]:
@@ -1378,8 +1453,8 @@ def _one(parse: Callable[[str], Any]) -> Callable[[str], list[Any]]:
 TYPED_HEADERS: dict[str, tuple[bool, Callable[[str], list[Any]]]] = {
     "via": (True, _parse_vias),
     "contact": (True, _parse_contacts),
-    "route": (True, lambda text: _parse_name_addr_list(FrozenRouteHeader, text)),
-    "record-route": (True, lambda text: _parse_name_addr_list(FrozenRecordRouteHeader, text)),
+    "route": (True, _parse_routes),
+    "record-route": (True, _parse_record_routes),
     "warning": (True, _parse_warnings),
     "reason": (True, _parse_reasons),
     "allow": (True, _parse_tokens("Allow")),

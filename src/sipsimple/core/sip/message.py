@@ -4,21 +4,26 @@ Parsing
     :func:`parse_message` takes one complete message (a UDP datagram, or what the
     stream framer in :mod:`sipsimple.core.sip.framer` cut out of a TCP/TLS stream) and
     returns a :class:`SIPRequest` or :class:`SIPResponse`. The header section is split
-    from the body once and decoded once (UTF-8; other bytes raise SIPParseError), folded
-    lines are unfolded, and every header line is stored as raw text under its canonical
-    key (compact forms expanded, names case-insensitive). Nothing else is parsed except
-    what a message must have to be usable by the transaction layer, which is validated
-    eagerly:
+    from the body once and decoded once (UTF-8; other bytes raise SIPParseError; bare
+    LF line ends are accepted), folded lines are unfolded, and every header line is
+    stored as raw text under its canonical key (compact forms expanded, names
+    case-insensitive). What a message must have to be usable by the transaction layer
+    is validated eagerly:
 
-    - the start line (method, Request-URI, version / version, code, reason);
+    - the start line: method, Request-URI (a valid URI without URI headers), version /
+      version, code (100-699), reason;
     - Via (all values), From, To, Call-ID, CSeq (exactly one each), CSeq's method equal
-      to the request method, Max-Forwards when present;
+      to the request method, Max-Forwards when present (0-255);
     - Content-Length when present: one value, no larger than the body received (a longer
       body is cut to it: the rest of a datagram is noise, RFC 3261 section 18.3).
 
     Any other header stays raw text until it is asked for; a malformed one raises
     SIPParseError then, and only then (``message.contact`` on ``Contact: ;;;``), so the
-    rest of the message stays usable. The typed values are cached per message.
+    rest of the message stays usable. URIs inside headers (and the Request-URI) are
+    checked with the header but built on first use. Typed values are cached per
+    message, and immutable ones are shared between messages with the same header text
+    (see :class:`~sipsimple.core.sip.grammar.Memo`): SIP repeats Via, From, To,
+    Call-ID and CSeq verbatim between a request and its responses.
 
     Errors are :class:`~sipsimple.core.errors.SIPParseError` whose text says what is
     wrong (``missing CSeq header``, ``invalid Via header: '...'``), fit for the Warning
@@ -46,7 +51,8 @@ Building and sending
     names, headers grouped by name in order of first appearance (RFC 3261 section 7.3.1
     makes the order of different names insignificant) and Content-Length set from the
     body. :meth:`SIPRequest.make_response` copies Via, From, To, Call-ID and CSeq as
-    RFC 3261 section 8.2.6.2 says.
+    RFC 3261 section 8.2.6.2 says. Messages compare equal when their start lines,
+    header values (Content-Length aside) and bodies are equal.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from sipsimple.core.errors import SIPParseError
-from sipsimple.core.sip.grammar import is_token, iter_pairs, split_commas
+from sipsimple.core.sip.grammar import Memo, is_token, iter_pairs, split_commas
 from sipsimple.core.sip.headers import (
     CANONICAL_NAMES,
     COMPACT_FORMS,
@@ -72,10 +78,18 @@ from sipsimple.core.sip.headers import (
     FrozenToHeader,
     FrozenViaHeader,
     _parse_call_id,
+    _parse_name_addrs,
     _parse_vias,
     _uint,
 )
-from sipsimple.core.sip.uri import SIPURI, BaseSIPURI, FrozenSIPURI, OpaqueURI, parse_uri
+from sipsimple.core.sip.uri import (
+    SIPURI,
+    BaseSIPURI,
+    FrozenSIPURI,
+    OpaqueURI,
+    check_request_uri,
+    parse_uri,
+)
 
 __all__ = [
     "REASON_PHRASES",
@@ -147,20 +161,13 @@ REASON_PHRASES: dict[int, str] = {
     606: "Not Acceptable",
 }
 
-_UNFOLD = re.compile(r"\r\n(?=[ \t])")
 _REQUEST_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+) ([^ ]+) ([Ss][Ii][Pp]/[0-9]+\.[0-9]+)")
 _STATUS_LINE = re.compile(
     r"([Ss][Ii][Pp]/[0-9]+\.[0-9]+) ([1-6][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?"
 )
+_START_MEMO = Memo()
+_UINT_MEMO = Memo()
 _REASON = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
-_EAGER = (
-    ("from", "From", FrozenFromHeader.parse),
-    ("to", "To", FrozenToHeader.parse),
-    ("call-id", "Call-ID", _parse_call_id),
-    ("cseq", "CSeq", CSeq.parse),
-    ("max-forwards", "Max-Forwards", lambda text: _uint("Max-Forwards header", text, 255)),
-)
-
 # Header name as written -> key. Holds only known names, so a hit needs no display name;
 # unknown names are checked and lowered every time (they are the rare case).
 _KEYS: dict[str, str] = {}
@@ -183,7 +190,7 @@ def _header_key(name: str) -> tuple[str, str]:
     key = COMPACT_FORMS.get(key, key)
     canonical = CANONICAL_NAMES.get(key)
     if canonical is not None:
-        if len(_KEYS) < 4096:
+        if len(_KEYS) < 4096 and name[:1] not in (" ", "\t"):
             _KEYS[name] = key
         return key, canonical
     return key, stripped
@@ -345,7 +352,9 @@ class SIPHeaders:
         ...), unknown ones a FrozenHeader per line. Raises SIPParseError when the header
         is malformed, or repeated where only one is allowed.
         """
-        key = _KEYS.get(name) or _api_key(name)[0]
+        key = _KEYS.get(name)
+        if key is None:
+            key = _api_key(name)[0]
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -358,10 +367,11 @@ class SIPHeaders:
             result = [FrozenHeader(display, _entry_text(entry)) for entry in entries]
         else:
             is_list, parse = spec
-            if not is_list and len(entries) > 1:
-                raise SIPParseError(f"multiple {self._display(key)} headers")
             if len(entries) == 1:
-                result = parse(_entry_text(entries[0]))
+                entry = entries[0]
+                result = parse(entry if type(entry) is str else entry.body)
+            elif not is_list:
+                raise SIPParseError(f"multiple {self._display(key)} headers")
             else:
                 result = [value for entry in entries for value in parse(_entry_text(entry))]
         self._cache[key] = result
@@ -379,26 +389,37 @@ class SIPHeaders:
         return lines
 
 
-def _parse_header_lines(lines: list[str], start: int = 0) -> SIPHeaders:
-    """SIPHeaders from unfolded ``Name: value`` lines (the hot loop of parsing)."""
+def _parse_header_lines(lines: list[str]) -> SIPHeaders:
+    """SIPHeaders from ``Name: value`` lines (the hot loop of parsing).
+
+    A line starting with whitespace continues the one before (RFC 3261 section 7.3.1):
+    its CRLF is dropped, its whitespace kept. Checking this here, only for lines whose
+    name is not a known one, is cheaper than searching the whole text for folds first.
+    """
     headers = SIPHeaders.__new__(SIPHeaders)
     values: dict[str, list[Any]] = {}
     names: dict[str, str] = {}
     keys = _KEYS
-    for index in range(start, len(lines)):
-        line = lines[index]
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise SIPParseError(f"invalid header line: {line!r}")
+    entries = None
+    for line in lines:
+        name, _, value = line.partition(": ")
         key = keys.get(name)
         if key is None:
+            if line[:1] in (" ", "\t"):
+                if entries is None:
+                    raise SIPParseError(f"invalid header line: {line!r}")
+                entries[-1] = (entries[-1] + line).strip(" \t")
+                continue
+            name, colon, value = line.partition(":")
+            if not colon:
+                raise SIPParseError(f"invalid header line: {line!r}")
             key, display = _header_key(name)
             if key not in CANONICAL_NAMES and key not in names:
                 names[key] = display
         value = value.strip(" \t")
         entries = values.get(key)
         if entries is None:
-            values[key] = [value]
+            values[key] = entries = [value]
         else:
             entries.append(value)
     headers._values = values
@@ -407,25 +428,27 @@ def _parse_header_lines(lines: list[str], start: int = 0) -> SIPHeaders:
     return headers
 
 
-def _split_head(head: str) -> tuple[str, SIPHeaders]:
-    """(start line, headers) from the decoded header section (no final empty line)."""
-    if "\r\n " in head or "\r\n\t" in head:
-        head = _UNFOLD.sub("", head)
-    lines = head.split("\r\n")
-    return lines[0], _parse_header_lines(lines, 1)
-
-
-def _decode_head(head: bytes) -> str:
+def _head_lines(head: bytes) -> list[str]:
+    """The lines of a header section: UTF-8, CRLF (or bare LF) line ends, no stray CR."""
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SIPParseError(f"header section is not valid UTF-8 (byte {e.start})") from None
-    n = text.count("\n")
-    if n != text.count("\r") or n != text.count("\r\n"):
+    lines = text.split("\r\n")
+    n = len(lines) - 1
+    if n != text.count("\n") or n != text.count("\r"):
         if "\r" in text.replace("\r\n", ""):
             raise SIPParseError("header section contains a CR that does not end a line")
-        text = text.replace("\r\n", "\n").replace("\n", "\r\n")
-    return text
+        lines = text.replace("\r\n", "\n").split("\n")
+    return lines
+
+
+def _split_head(head: bytes) -> tuple[str, SIPHeaders]:
+    """(start line, headers) from the header section (without its final empty line)."""
+    lines = _head_lines(head)
+    start = lines[0]
+    del lines[0]
+    return start, _parse_header_lines(lines)
 
 
 class MalformedSIPMessageError(SIPParseError):
@@ -557,8 +580,13 @@ class SIPMessage:
         return values[0] if values else None
 
     def _list(self, key: str) -> Any:
-        values = self.headers._cache.get(key)
-        return values if values is not None else self.headers.typed(key)
+        headers = self.headers
+        values = headers._cache.get(key)
+        if values is None:
+            if key not in headers._values:
+                return []
+            values = headers.typed(key)
+        return values
 
     # -- typed accessors -------------------------------------------------------------
 
@@ -570,30 +598,48 @@ class SIPMessage:
     @property
     def top_via(self) -> FrozenViaHeader:
         """The topmost Via value; SIPParseError if there is none."""
-        vias = self._list("via")
-        if not vias:
-            raise SIPParseError("missing Via header")
-        return vias[0]  # type: ignore[no-any-return]
+        try:
+            return self.headers._cache["via"][0]  # type: ignore[no-any-return]
+        except (KeyError, IndexError):
+            vias = self._list("via")
+            if not vias:
+                raise SIPParseError("missing Via header") from None
+            return vias[0]  # type: ignore[no-any-return]  # type: ignore[no-any-return]
 
     @property
     def from_header(self) -> FrozenFromHeader | None:
-        return self._single("from")  # type: ignore[no-any-return]
+        try:
+            return self.headers._cache["from"][0]
+        except (KeyError, IndexError):
+            return self._single("from")
 
     @property
     def to_header(self) -> FrozenToHeader | None:
-        return self._single("to")  # type: ignore[no-any-return]
+        try:
+            return self.headers._cache["to"][0]
+        except (KeyError, IndexError):
+            return self._single("to")
 
     @property
     def call_id(self) -> str | None:
-        return self._single("call-id")  # type: ignore[no-any-return]
+        try:
+            return self.headers._cache["call-id"][0]
+        except (KeyError, IndexError):
+            return self._single("call-id")
 
     @property
     def cseq(self) -> CSeq | None:
-        return self._single("cseq")  # type: ignore[no-any-return]
+        try:
+            return self.headers._cache["cseq"][0]
+        except (KeyError, IndexError):
+            return self._single("cseq")
 
     @property
     def max_forwards(self) -> int | None:
-        return self._single("max-forwards")  # type: ignore[no-any-return]
+        try:
+            return self.headers._cache["max-forwards"][0]
+        except (KeyError, IndexError):
+            return self._single("max-forwards")
 
     @property
     def contact(self) -> list[FrozenContactHeader]:
@@ -686,10 +732,9 @@ class SIPMessage:
 class SIPRequest(SIPMessage):
     """A SIP request: method, request_uri (FrozenSIPURI or OpaqueURI), headers, body."""
 
-    __slots__ = ("method", "request_uri")
+    __slots__ = ("_request_uri", "method")
 
     method: str
-    request_uri: FrozenSIPURI | OpaqueURI
 
     def __init__(
         self,
@@ -709,10 +754,28 @@ class SIPRequest(SIPMessage):
             raise TypeError(f"request_uri must be a URI, not {type(request_uri).__name__}")
         super().__init__(headers, body, version)
         self.method = method
-        self.request_uri = request_uri
+        self._request_uri: FrozenSIPURI | OpaqueURI | str = request_uri
+
+    @property
+    def request_uri(self) -> FrozenSIPURI | OpaqueURI:
+        """The Request-URI (checked at parse, built on first use)."""
+        uri = self._request_uri
+        if type(uri) is str:
+            uri = self._request_uri = parse_uri(uri)
+        return uri  # type: ignore[return-value]
+
+    @request_uri.setter
+    def request_uri(self, uri: BaseSIPURI | OpaqueURI | str) -> None:
+        if isinstance(uri, str):
+            uri = parse_uri(uri)
+        elif isinstance(uri, SIPURI):
+            uri = FrozenSIPURI.new(uri)
+        elif not isinstance(uri, FrozenSIPURI | OpaqueURI):
+            raise TypeError(f"request_uri must be a URI, not {type(uri).__name__}")
+        self._request_uri = uri
 
     def _start_line(self) -> str:
-        return f"{self.method} {self.request_uri} {self.version}"
+        return f"{self.method} {self._request_uri} {self.version}"
 
     def _start(self) -> tuple[Any, ...]:
         return (self.method, self.request_uri, self.version)
@@ -773,44 +836,75 @@ class SIPResponse(SIPMessage):
         return f"<SIPResponse {self.code} {self.reason}>"
 
 
+def _start_line(start: str) -> tuple[Any, ...]:
+    """(method, Request-URI text, version) or (None, code, reason, version), memoized.
+
+    Start lines repeat (every "SIP/2.0 200 OK", every request to the same target).
+    """
+    parsed = _START_MEMO.get(start)
+    if parsed is not None:
+        return parsed  # type: ignore[no-any-return]
+    if start[:4].upper() == "SIP/":
+        m = _STATUS_LINE.fullmatch(start)
+        if m is None:
+            raise SIPParseError(f"invalid status line: {start!r}")
+        version, code, reason = m.groups()
+        parsed = (None, int(code), reason or "", version.upper())
+    else:
+        m = _REQUEST_LINE.fullmatch(start)
+        if m is None:
+            raise SIPParseError(f"invalid request line: {start!r}")
+        method, uri_text, version = m.groups()
+        try:
+            check_request_uri(uri_text)
+        except SIPParseError as e:
+            raise SIPParseError(f"invalid Request-URI: {e}") from None
+        parsed = (method, uri_text, version.upper())
+    return _START_MEMO.remember(start, parsed)  # type: ignore[no-any-return]
+
+
 def _build(start: str, headers: SIPHeaders, body: bytes) -> SIPRequest | SIPResponse:
     """The message for a start line and headers, with the eager checks done."""
     message: SIPRequest | SIPResponse
     method = None
     try:
-        if start[:4].upper() == "SIP/":
-            m = _STATUS_LINE.fullmatch(start)
-            if m is None:
-                raise SIPParseError(f"invalid status line: {start!r}")
+        parsed = _start_line(start)
+        method = parsed[0]
+        if method is None:
             message = SIPResponse.__new__(SIPResponse)
-            message.version = m.group(1).upper()
-            message.code = int(m.group(2))
-            message.reason = m.group(3) or ""
+            message.code = parsed[1]
+            message.reason = parsed[2]
+            message.version = parsed[3]
         else:
-            m = _REQUEST_LINE.fullmatch(start)
-            if m is None:
-                raise SIPParseError(f"invalid request line: {start!r}")
-            method, uri_text, version = m.groups()
-            try:
-                uri = parse_uri(uri_text)
-            except SIPParseError as e:
-                raise SIPParseError(f"invalid Request-URI: {e}") from None
-            if isinstance(uri, FrozenSIPURI) and uri.headers:
-                raise SIPParseError(
-                    f"invalid Request-URI: headers are not allowed in a Request-URI: {uri_text!r}"
-                )
             message = SIPRequest.__new__(SIPRequest)
-            message.version = version.upper()
             message.method = method
-            message.request_uri = uri
+            message._request_uri = parsed[1]
+            message.version = parsed[2]
         message.headers = headers
         message.body = body
         _validate(message, headers)
     except MalformedSIPMessageError:
         raise
     except SIPParseError as e:
-        raise MalformedSIPMessageError(str(e), headers, method) from None
+        raise MalformedSIPMessageError(str(e), headers, method or _method_of(start)) from None
     return message
+
+
+def _number(text: str, what: str) -> int:
+    """A non-negative integer header value (up to 2**32-1), memoized: they repeat."""
+    value = _UINT_MEMO.get(text)
+    if value is None:
+        value = _UINT_MEMO.remember(text, _uint(what, text))
+    return value  # type: ignore[no-any-return]
+
+
+def _single_entry(values: dict[str, list[Any]], key: str, display: str) -> str:
+    entries = values.get(key)
+    if entries is None:
+        raise SIPParseError(f"missing {display} header")
+    if len(entries) > 1:
+        raise SIPParseError(f"multiple {display} headers")
+    return entries[0]  # type: ignore[no-any-return]
 
 
 def _validate(message: SIPRequest | SIPResponse, headers: SIPHeaders) -> None:
@@ -824,21 +918,34 @@ def _validate(message: SIPRequest | SIPResponse, headers: SIPHeaders) -> None:
         cache["via"] = _parse_vias(entries[0])
     else:
         cache["via"] = [via for entry in entries for via in _parse_vias(entry)]
-    for key, display, parse in _EAGER:
-        entries = values.get(key)
-        if entries is None:
-            if key == "max-forwards":
-                continue
-            raise SIPParseError(f"missing {display} header")
-        if len(entries) > 1:
-            raise SIPParseError(f"multiple {display} headers")
-        cache[key] = [parse(entries[0])]
-    if type(message) is SIPRequest:
-        cseq_method = cache["cseq"][0].method
-        if cseq_method != message.method:
-            raise SIPParseError(
-                f"CSeq method {cseq_method} does not match request method {message.method}"
-            )
+    entries = values.get("from")
+    if entries is None or len(entries) > 1:
+        _single_entry(values, "from", "From")
+    cache["from"] = _parse_name_addrs(FrozenFromHeader, entries[0], True)  # type: ignore[index]
+    entries = values.get("to")
+    if entries is None or len(entries) > 1:
+        _single_entry(values, "to", "To")
+    cache["to"] = _parse_name_addrs(FrozenToHeader, entries[0], True)  # type: ignore[index]
+    entries = values.get("call-id")
+    if entries is None or len(entries) > 1:
+        _single_entry(values, "call-id", "Call-ID")
+    cache["call-id"] = [_parse_call_id(entries[0])]  # type: ignore[index]
+    entries = values.get("cseq")
+    if entries is None or len(entries) > 1:
+        _single_entry(values, "cseq", "CSeq")
+    cseq = CSeq.parse(entries[0])  # type: ignore[index]
+    cache["cseq"] = [cseq]
+    if "max-forwards" in values:
+        value = _number(
+            _single_entry(values, "max-forwards", "Max-Forwards"), "Max-Forwards header"
+        )
+        if value > 255:
+            raise SIPParseError(f"invalid Max-Forwards header: {value} is larger than 255")
+        cache["max-forwards"] = [value]
+    if type(message) is SIPRequest and cseq.method != message.method:
+        raise SIPParseError(
+            f"CSeq method {cseq.method} does not match request method {message.method}"
+        )
 
 
 def parse_message(data: bytes) -> SIPRequest | SIPResponse:
@@ -862,12 +969,17 @@ def parse_message(data: bytes) -> SIPRequest | SIPResponse:
         head, body = data[:end], data[end + 4 :]
     else:
         raise SIPParseError("incomplete message: no empty line after the header section")
-    start, headers = _split_head(_decode_head(head))
-    if "content-length" in headers._values:
+    start, headers = _split_head(head)
+    lengths = headers._values.get("content-length")
+    if lengths is not None:
         try:
-            length = headers.typed("content-length")[0]
+            length = _number(
+                _single_entry(headers._values, "content-length", "Content-Length"),
+                "Content-Length header",
+            )
         except SIPParseError as e:
             raise MalformedSIPMessageError(str(e), headers, _method_of(start)) from None
+        headers._cache["content-length"] = [length]
         if length > len(body):
             raise MalformedSIPMessageError(
                 f"Content-Length {length} is larger than the {len(body)} bytes of body received",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sipsimple.core.errors import SIPParseError
 from sipsimple.core.sip.headers import FrozenContentTypeHeader
-from sipsimple.core.sip.message import _UNFOLD, SIPHeaders, _decode_head, _parse_header_lines
+from sipsimple.core.sip.message import SIPHeaders, _head_lines, _parse_header_lines
 
 __all__ = ["BodyPart", "split_multipart"]
 
@@ -64,7 +64,4 @@ def _part(data: bytes) -> BodyPart:
         return BodyPart(SIPHeaders(), data[2:])
     end = data.find(b"\r\n\r\n")
     head, body = (data, b"") if end < 0 else (data[:end], data[end + 4 :])
-    text = _decode_head(head)
-    if "\r\n " in text or "\r\n\t" in text:
-        text = _UNFOLD.sub("", text)
-    return BodyPart(_parse_header_lines(text.split("\r\n")), body)
+    return BodyPart(_parse_header_lines(_head_lines(head)), body)

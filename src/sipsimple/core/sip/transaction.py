@@ -34,7 +34,11 @@ the TU's ACK when a 2xx is retransmitted, keep an answered INVITE server transac
 Accepted for 64*T1 (timer L) so that retransmitted INVITEs are absorbed. Acting for the
 UA core, the layer also retransmits a 2xx to an INVITE until its ACK arrives (RFC 3261
 section 13.3.1.4: T1 doubling to T2, on every transport) and reports a missing ACK when
-timer L fires.
+timer L fires. An INVITE client transaction in the proceeding state has no timer of
+its own (RFC 3261 section 17.1.1.2): the TU ends it with ``cancel`` when its patience
+runs out, or sets ``timer_c`` in the TimerSettings.
+
+Every match is a dict lookup; ``max_transactions`` bounds what the layer holds.
 
 Following RFC 6026 section 8.8, a transport error in a server transaction is reported
 to the TU but leaves the transaction in its state (its timers end it); a client
@@ -330,15 +334,16 @@ def build_cancel(request: SIPRequest) -> SIPRequest:
     return SIPRequest("CANCEL", request.request_uri, pairs)
 
 
-def _response_destination(
-    request: SIPRequest, source: Address, transport: str
-) -> ResponseDestination:
-    via = request.top_via
-    port = source[1] if via.rport is not None else via.port or _default_port(via.transport)
-    host = source[0]
-    if not is_reliable(transport) and via.maddr:
-        host = via.maddr
-    return ResponseDestination(transport.lower(), source, (host, port))
+def _response_destination(via: Any, source: Address, transport: str) -> ResponseDestination:
+    """Where the responses to a request go (RFC 3261 section 18.2.2, RFC 3581). The Via
+    is the transport's to stamp (it knows the source): the layer only reads it."""
+    host, port = source
+    transport = transport.lower()
+    if transport == "udp":
+        host = via.maddr or host
+    if via.rport is None:
+        port = via.port or _default_port(via.transport)
+    return ResponseDestination(transport, source, (host, port))
 
 
 def _tag(header: Any) -> str | None:
@@ -365,9 +370,6 @@ class Transaction:
         "request",
         "state",
     )
-
-    is_invite = False
-    is_client = False
 
     def __init__(self, layer: TransactionLayer, request: SIPRequest, reliable: bool) -> None:
         self._layer = layer
@@ -421,8 +423,6 @@ class ClientTransaction(Transaction):
 
     __slots__ = ("_data", "destination", "internal", "last_response")
 
-    is_client = True
-
     def __init__(
         self,
         layer: TransactionLayer,
@@ -459,17 +459,14 @@ class InviteClientTransaction(ClientTransaction):
     ``cancelled`` is True once the TU (or timer C) asked to cancel it.
     """
 
-    __slots__ = ("_ack", "_ack_destination", "_acks", "_cancel_pending", "_tags", "cancelled")
-
-    is_invite = True
+    __slots__ = ("_ack", "_acks", "_cancel_pending", "_tags", "cancelled")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.cancelled = False
         self._cancel_pending = False
         self._ack: bytes | None = None
-        self._acks: dict[str | None, bytes] = {}
-        self._ack_destination: Any = None
+        self._acks: dict[str | None, tuple[bytes, Any]] = {}
         self._tags: set[str | None] = set()
 
     def _start(self, now: float) -> None:
@@ -545,7 +542,7 @@ class InviteClientTransaction(ClientTransaction):
                 if seen:
                     ack = self._acks.get(tag)
                     if ack is not None:
-                        layer._transmit(ack, self._ack_destination, None)
+                        layer._transmit(ack[0], ack[1], None)
                 else:
                     self._tags.add(tag)
                 layer._emit_for(self, ResponseReceived(self, response, seen))
@@ -554,8 +551,7 @@ class InviteClientTransaction(ClientTransaction):
 
     def _remember_ack(self, ack: SIPRequest, data: bytes, destination: Any) -> None:
         if self.state is _ACCEPTED:
-            self._acks[_tag(ack.to_header)] = data
-            self._ack_destination = destination
+            self._acks[_tag(ack.to_header)] = (data, destination)
 
     def _cancel(self, now: float) -> bool:
         if self.cancelled or self.state not in (_CALLING, _PROCEEDING):
@@ -684,8 +680,6 @@ class InviteServerTransaction(ServerTransaction):
     """
 
     __slots__ = ("_accepted_key", "_provisional", "_received_at", "ack_received")
-
-    is_invite = True
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -1021,8 +1015,9 @@ class TransactionLayer:
     def _receive_request(
         self, request: SIPRequest, source: Address, transport: str, now: float
     ) -> None:
-        method = request.method
         via = request.top_via
+        destination = _response_destination(via, source, transport)
+        method = request.method
         branch = via.branch
         if branch is not None and branch.startswith(MAGIC_COOKIE):
             port = via.port or _default_port(via.transport)
@@ -1038,11 +1033,10 @@ class TransactionLayer:
             self._receive_ack(request)
             return
         if self._count >= self.max_transactions:
-            self._reject(request, source, transport)
+            self._reject(request, destination, source)
             return
         key = (base, method)
         target_key = None if method == "CANCEL" else base
-        destination = _response_destination(request, source, transport)
         cls = InviteServerTransaction if method == "INVITE" else NonInviteServerTransaction
         transaction = cls(self, request, source, transport, destination, key, target_key)
         self._servers[key] = transaction
@@ -1100,9 +1094,10 @@ class TransactionLayer:
         else:
             self._events.append(AckReceived(ack, None))
 
-    def _reject(self, request: SIPRequest, source: Address, transport: str) -> None:
+    def _reject(
+        self, request: SIPRequest, destination: ResponseDestination, source: Address
+    ) -> None:
         response = request.make_response(503)
-        destination = _response_destination(request, source, transport)
         self._transmit(bytes(response), destination, None)
         self._events.append(RequestRejected(request, response, source))
 

@@ -13,7 +13,9 @@
   names kept as received; URI headers (``?a=b``) a dict of name -> value.
 - A FrozenSIPURI parsed from text serializes back to exactly that text.
 - Any other scheme (``tel:``, ``http:``, ...) is an :class:`OpaqueURI`: scheme plus the
-  rest, kept as received. :func:`parse_uri` returns either kind.
+  rest, kept as received. :func:`parse_uri` returns either kind (and, both being
+  immutable, shares the object between equal texts); :func:`is_valid_uri` checks a
+  text with one regex call, for headers that build their URI only when it is read.
 """
 
 from __future__ import annotations
@@ -24,28 +26,34 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
 from sipsimple.core.errors import SIPParseError
-from sipsimple.core.sip.grammar import check_text, escape, fail, frozendict, unescape
+from sipsimple.core.sip.grammar import Memo, check_text, escape, fail, frozendict, unescape
 
-__all__ = ["SIPURI", "BaseSIPURI", "FrozenSIPURI", "OpaqueURI", "parse_uri"]
+__all__ = [
+    "SIPURI",
+    "BaseSIPURI",
+    "FrozenSIPURI",
+    "OpaqueURI",
+    "check_request_uri",
+    "is_valid_uri",
+    "parse_uri",
+]
 
-# A text matching these patterns always parses: the port range and the shape of
-# parameters and headers are in the patterns, so that a URI can be validated with one
-# regex call now and turned into an object later (headers build theirs on first use).
-_URI_TAIL = r"""
-    (?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9\-_.]+))
-    (?::0*((?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])))?
-    ((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]*)?)*)
-    (?:\?([^\s<>"&=]+=[^\s<>"&]*(?:&[^\s<>"&=]+=[^\s<>"&]*)*))?
+# A text matching _URI always parses: the port range and the shape of parameters and
+# headers are in the pattern, so that a URI can be validated with one regex call now
+# and turned into an object later (headers build theirs on first use). The userinfo
+# is possessive: without an "@" after it, it is dropped at once instead of backtracking.
+_SIP_PATTERN = r"""
+    ([Ss][Ii][Pp][Ss]?):
+    (?:([A-Za-z0-9\-_.!~*'()&=+$,;?/%]++)(?::([A-Za-z0-9\-_.!~*'()&=+$,%]*+))?@)?
+    (?:\[([0-9A-Fa-f:.]++)\]|([A-Za-z0-9\-_.]++))
+    (?::0*+((?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])))?
+    ((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]++(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]*+)?)*+)
+    (?:\?([^\s<>"&=]++=[^\s<>"&]*+(?:&[^\s<>"&=]++=[^\s<>"&]*+)*+))?
 """
-# Two patterns, chosen by whether the text has an "@": without one there is no
-# userinfo, and trying one would make the regex backtrack over the whole URI.
-_SIP_URI_USER = re.compile(
-    r"""([Ss][Ii][Pp][Ss]?):([A-Za-z0-9\-_.!~*'()&=+$,;?/%]+)(?::([A-Za-z0-9\-_.!~*'()&=+$,%]*))?@"""
-    + _URI_TAIL,
-    re.X,
-)
-_SIP_URI_HOST = re.compile(r"([Ss][Ii][Pp][Ss]?):()()" + _URI_TAIL, re.X)
-_OPAQUE_URI = re.compile(r"""([A-Za-z][A-Za-z0-9+\-.]*):([^\s<>"]+)""")
+_OPAQUE_PATTERN = r"""([A-Za-z][A-Za-z0-9+\-.]*+):([^\s<>"]++)"""
+_SIP_URI = re.compile(_SIP_PATTERN, re.X)
+_URI = re.compile(rf"{_SIP_PATTERN}|(?![Ss][Ii][Pp][Ss]?:){_OPAQUE_PATTERN}", re.X)
+_OPAQUE_URI = re.compile(_OPAQUE_PATTERN)
 _HOST = re.compile(r"[A-Za-z0-9\-_.]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
 
 # Characters that may appear unescaped in each component (RFC 3261 section 25.1,
@@ -67,45 +75,42 @@ def _parse_components(text: str) -> tuple[Any, ...]:
 
     The mappings are frozendicts; the mutable SIPURI copies them.
     """
-    if "@" in text:
-        m = _SIP_URI_USER.fullmatch(text)
-        if m is None:
-            # "@" may also appear (unescaped, as some agents send it) in URI headers
-            m = _SIP_URI_HOST.fullmatch(text)
-    else:
-        m = _SIP_URI_HOST.fullmatch(text)
+    m = _SIP_URI.fullmatch(text)
     if m is None:
         fail("SIP URI", text)
-    scheme, user, password, host6, host, port, params, headers = m.groups()
-    if True:
-        if user:
-            if "%" in user:
-                user = unescape(user)
-            if password is not None and "%" in password:
-                password = unescape(password)
-        else:
-            user = password = None
-        if host is None:
-            host = host6
-        if port is not None:
-            port = int(port)
-        parameters = _EMPTY
-        if params:
-            pairs = []
-            for item in params[1:].split(";"):
-                name, eq, value = item.partition("=")
-                if "%" in item:
-                    name = unescape(name)
-                    value = unescape(value)
-                pairs.append((name, value if eq else None))
-            parameters = frozendict(pairs)
-        hdrs = _EMPTY
-        if headers:
-            pairs = []
-            for item in headers.split("&"):
-                name, _, value = item.partition("=")
-                pairs.append((unescape(name), unescape(value)))
-            hdrs = frozendict(pairs)
+    return _components(m.groups())
+
+
+def _components(groups: tuple[Any, ...]) -> tuple[Any, ...]:
+    scheme, user, password, host6, host, port, params, headers = groups[:8]
+    if user:
+        if "%" in user:
+            user = unescape(user)
+        if password is not None and "%" in password:
+            password = unescape(password)
+    else:
+        user = password = None
+    if host is None:
+        host = host6
+    if port is not None:
+        port = int(port)
+    parameters = _EMPTY
+    if params:
+        pairs = []
+        for item in params[1:].split(";"):
+            name, eq, value = item.partition("=")
+            if "%" in item:
+                name = unescape(name)
+                value = unescape(value)
+            pairs.append((name, value if eq else None))
+        parameters = frozendict(pairs)
+    hdrs = _EMPTY
+    if headers:
+        pairs = []
+        for item in headers.split("&"):
+            name, _, value = item.partition("=")
+            pairs.append((unescape(name), unescape(value)))
+        hdrs = frozendict(pairs)
     return len(scheme) == 4, user, password, host, port, parameters, hdrs
 
 
@@ -317,7 +322,11 @@ class FrozenSIPURI(BaseSIPURI):
     @classmethod
     def parse(cls, text: str) -> FrozenSIPURI:
         """Parse a sip: or sips: URI; str() of the result gives ``text`` back."""
-        secure, user, password, host, port, parameters, headers = _parse_components(text)
+        return cls._from_components(_parse_components(text), text)
+
+    @classmethod
+    def _from_components(cls, components: tuple[Any, ...], text: str) -> FrozenSIPURI:
+        secure, user, password, host, port, parameters, headers = components
         self = _new(cls)
         _s_secure(self, secure)
         _s_user(self, user)
@@ -414,17 +423,42 @@ class OpaqueURI:
 
 def is_valid_uri(text: str) -> bool:
     """Whether :func:`parse_uri` would accept ``text`` (one regex call, nothing built)."""
-    scheme = text[:5].lower()
-    if scheme.startswith("sip:") or scheme == "sips:":
-        if "@" in text and _SIP_URI_USER.fullmatch(text) is not None:
-            return True
-        return _SIP_URI_HOST.fullmatch(text) is not None
-    return _OPAQUE_URI.fullmatch(text) is not None
+    return _URI.fullmatch(text) is not None
+
+
+_REQUEST_URI_MEMO = Memo()
+_URI_MEMO = Memo()
+
+
+def check_request_uri(text: str) -> None:
+    """Raise SIPParseError unless ``text`` is a URI fit for a Request-URI (no URI headers)."""
+    if text in _REQUEST_URI_MEMO:
+        return
+    m = _URI.fullmatch(text)
+    if m is None:
+        scheme = text[:5].lower()
+        what = "SIP URI" if scheme.startswith("sip:") or scheme == "sips:" else "URI"
+        fail(what, text)
+    if m.group(8) is not None:
+        raise SIPParseError(f"headers are not allowed in a Request-URI: {text!r}")
+    _REQUEST_URI_MEMO.remember(text, True)
 
 
 def parse_uri(text: str) -> FrozenSIPURI | OpaqueURI:
-    """A FrozenSIPURI for sip:/sips:, an OpaqueURI for any other scheme."""
-    scheme = text[:5].lower()
-    if scheme.startswith("sip:") or scheme == "sips:":
-        return FrozenSIPURI.parse(text)
-    return OpaqueURI.parse(text)
+    """A FrozenSIPURI for sip:/sips:, an OpaqueURI for any other scheme (memoized by text)."""
+    cached = _URI_MEMO.get(text)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    m = _URI.fullmatch(text)
+    if m is None:
+        scheme = text[:5].lower()
+        what = "SIP URI" if scheme.startswith("sip:") or scheme == "sips:" else "URI"
+        fail(what, text)
+    groups = m.groups()
+    if groups[0] is None:
+        uri = _new(OpaqueURI)
+        _set(uri, "scheme", groups[8])
+        _set(uri, "rest", groups[9])
+    else:
+        uri = FrozenSIPURI._from_components(_components(groups), text)
+    return _URI_MEMO.remember(text, uri)  # type: ignore[no-any-return]

@@ -28,6 +28,7 @@ sees every datagram and stream chunk sent and received, ``on_connected`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -587,16 +588,12 @@ class TransportManager:
 
     def _reject(self, error: MalformedSIPMessageError, source: TransportAddress) -> None:
         """Answer a malformed request with 400 and a Warning, or drop it."""
-        agent_host = self._hosts[0] if len(self._hosts) == 1 else None
-        if source.local is not None:
-            agent_host = canonical_ip(source.local[0]) or agent_host
-        if agent_host in (None, *_WILDCARDS):
-            try:
-                agent_host = self._local_host(source)
-            except TransportError:
-                agent_host = "sipsimple.invalid"
-        agent = format_hostport(agent_host, self._ports.get(source.transport, 0))  # type: ignore[arg-type]
-        response = None
+        assert source.local is not None  # set on everything we received
+        host, port = source.local
+        if host in _WILDCARDS:
+            with contextlib.suppress(TransportError):
+                host = self._local_host(source)
+        agent = format_hostport(host, port)
         try:
             response = error.make_response(400, warning_agent=agent)
             if response is not None:
