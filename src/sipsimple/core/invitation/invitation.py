@@ -63,7 +63,7 @@ import logging
 import random
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -282,8 +282,7 @@ class Invitation:
         self._end_reason = "user request"
         self._bye_client: ClientRequest | None = None
         self._session_timer: SessionTimer | None = None
-        self._peer_supports_timer = False
-        self._peer_allows_update = False
+        self._capabilities: SIPRequest | SIPResponse | None = None
         self._allow = ""
 
     def __repr__(self) -> str:
@@ -744,17 +743,15 @@ class Invitation:
         if to is not None:
             self.remote_identity = to
         self._learn_contact(response)
-        try:
-            self._peer_allows_update = "UPDATE" in response.allow
-            self._peer_supports_timer = "timer" in response.supported or (
-                "timer" in response.require
-            )
+        self._capabilities = response
+        if self.session_expires is not None or "Session-Expires" in response.headers:
             asked = None
             if self.session_expires is not None:
                 asked = SessionTimer(max(self.session_expires, self.min_se), True, self.min_se)
-            self._session_timer = timer_of_response(response.headers, asked, None, self.min_se)
-        except SIPCoreError as e:
-            log.info("%s: ignoring malformed session timer headers: %s", self, e)
+            try:
+                self._session_timer = timer_of_response(response.headers, asked, None, self.min_se)
+            except SIPCoreError as e:
+                log.info("%s: ignoring malformed session timer headers: %s", self, e)
         self._change("connecting", originator="remote", message=response)
         if response.body:
             self._take_answer(response)
@@ -869,15 +866,10 @@ class Invitation:
         self._learn_contact(request)
         self._learn_user_agent(request)
         self.local_contact_header = _default_contact(engine, server)
-        try:
-            self._peer_supports_timer = "timer" in request.supported
-            self._peer_allows_update = "UPDATE" in request.allow
-            require_100rel = "100rel" in request.require
-            self._reliable_mode = require_100rel or (
-                self.require_100rel and "100rel" in request.supported
-            )
-        except SIPCoreError:
-            self._reliable_mode = False
+        self._capabilities = request
+        self._reliable_mode = self._peer_has("require", "100rel") or (
+            self.require_100rel and self._peer_has("supported", "100rel")
+        )
         if offer is not None:
             self._negotiator.set_remote_offer(offer)
         server.on_cancel = self._on_cancel
@@ -990,16 +982,18 @@ class Invitation:
         negotiated: bool,
     ) -> None:
         request = server.request
-        try:
-            timer, timer_headers = timer_of_request(
-                request.headers,
-                self._peer_supports_timer,
-                self.session_expires,
-                self.min_se,
-                None,
-            )
-        except SIPCoreError:
-            timer, timer_headers = None, []
+        timer, timer_headers = None, []
+        if self.session_expires is not None or "Session-Expires" in request.headers:
+            try:
+                timer, timer_headers = timer_of_request(
+                    request.headers,
+                    self._peer_has("supported", "timer"),
+                    self.session_expires,
+                    self.min_se,
+                    None,
+                )
+            except SIPCoreError:
+                pass
         self._session_timer = timer
         response = self._response(server, code, reason, headers + timer_headers, body)
         dialog = self._ensure_dialog(server, response)
@@ -1363,7 +1357,6 @@ class Invitation:
             )
         except SIPCoreError:
             return []
-        self._peer_supports_timer = self._peer_supports_timer or supports
         self._session_timer = timer
         self._restart_session_timer()
         return headers
@@ -1585,7 +1578,7 @@ class Invitation:
         self._timers.pop("refresh", None)
         if self.state != "connected" or self._invite_busy() or self._proposal is not None:
             return  # the transaction under way refreshes the session
-        method = "UPDATE" if self._peer_allows_update else "INVITE"
+        method = "UPDATE" if self._peer_has("allow", "UPDATE") else "INVITE"
         if method == "INVITE" and self._negotiator.state != "done":
             return
         self._start_proposal(_Proposal("refresh", method))
@@ -1716,6 +1709,15 @@ class Invitation:
             name = "User-Agent" if isinstance(message, SIPRequest) else "Server"
             self.remote_user_agent = message.headers.get(name)
 
+    def _peer_has(self, header: str, token: str) -> bool:
+        """Whether the peer's INVITE (or 2xx to ours) lists ``token`` in Supported,
+        Require or Allow (read when needed: most calls never ask)."""
+        message = self._capabilities
+        try:
+            return message is not None and token in getattr(message, header)
+        except SIPCoreError:
+            return False
+
     def _learn_contact(self, message: SIPRequest | SIPResponse) -> None:
         try:
             contacts = message.contact
@@ -1764,9 +1766,40 @@ def _message_fields(message: SIPRequest | SIPResponse) -> dict[str, Any]:
         head: dict[str, Any] = {"method": message.method, "request_uri": message.request_uri}
     else:
         head = {"code": message.code, "reason": message.reason}
-    head["headers"] = message.header_dict()
+    head["headers"] = MessageHeaders(message)
     head["body"] = message.body
     return head
+
+
+class MessageHeaders(Mapping[str, Any]):
+    """The ``headers`` of a notification: ``message.header_dict()``, made when first read
+    (typing every header of every message costs, and most observers never look)."""
+
+    __slots__ = ("_dict", "_message")
+
+    def __init__(self, message: SIPRequest | SIPResponse) -> None:
+        self._message = message
+        self._dict: dict[str, Any] | None = None
+
+    def _headers(self) -> dict[str, Any]:
+        if self._dict is None:
+            self._dict = self._message.header_dict()
+        return self._dict
+
+    def __getitem__(self, name: str) -> Any:
+        return self._headers()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers())
+
+    def __len__(self) -> int:
+        return len(self._headers())
+
+    def __repr__(self) -> str:
+        return repr(self._headers())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (self._headers(),))
 
 
 def _unchanged(offer: FrozenSDPSession, active: FrozenSDPSession | None) -> bool:
@@ -1833,7 +1866,12 @@ def _default_contact(engine: Engine, server: ServerRequest) -> FrozenContactHead
         host = engine.ip_address or "127.0.0.1"
         port = getattr(engine, f"{source.transport}_port") or 5060
     user = getattr(server.request.request_uri, "user", None)
-    parameters = {} if source.transport == "udp" else {"transport": source.transport}
+    return _contact(host, port, source.transport, user)
+
+
+@functools.lru_cache(maxsize=256)
+def _contact(host: str, port: int, transport: str, user: str | None) -> FrozenContactHeader:
+    parameters = {} if transport == "udp" else {"transport": transport}
     return FrozenContactHeader(FrozenSIPURI(host, user, None, port, False, parameters))
 
 
