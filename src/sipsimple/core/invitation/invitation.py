@@ -280,7 +280,6 @@ class Invitation:
         self._bye_extra: list[tuple[str, Any]] = []
         self._sub_state_before: str | None = None
         self._end_reason = "user request"
-        self._bye_client: ClientRequest | None = None
         self._session_timer: SessionTimer | None = None
         self._capabilities: SIPRequest | SIPResponse | None = None
         self._allow = ""
@@ -334,9 +333,7 @@ class Invitation:
         receiver = frozen_header(FrozenToHeader, to_header, "to_header")
         route = frozen_header(FrozenRouteHeader, route_header, "route_header", optional=True)
         contact = frozen_header(FrozenContactHeader, contact_header, "contact_header")
-        if not isinstance(sdp, BaseSDPSession):
-            raise TypeError(f"sdp must be an SDPSession (the offer), not {sdp!r}")
-        _check_sdp(sdp)
+        sdp = _snapshot(sdp)
         authenticator = authenticator_for(credentials)
         extra = extra_header_pairs(extra_headers)
         _check_timeout(timeout)
@@ -362,12 +359,12 @@ class Invitation:
         if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 699:
             raise ValueError(f"code must be a SIP status code, not {code!r}")
         if reason is not None:
-            reason_phrase(reason)
+            SIPResponse(code, reason)  # ValueError for a reason that is no reason phrase
         contact = frozen_header(
             FrozenContactHeader, contact_header, "contact_header", optional=True
         )
         if sdp is not None:
-            _check_sdp(sdp)
+            sdp = _snapshot(sdp)
         extra = extra_header_pairs(extra_headers)
         with self._lock:
             initial = self.direction == "incoming" and self.state in ("incoming", "early")
@@ -392,7 +389,7 @@ class Invitation:
             FrozenContactHeader, contact_header, "contact_header", optional=True
         )
         if sdp is not None:
-            _check_sdp(sdp)
+            sdp = _snapshot(sdp)
         extra = extra_header_pairs(extra_headers)
         with self._lock:
             if self.state != "connected" or self.sub_state != "normal":
@@ -565,9 +562,16 @@ class Invitation:
             if offer is None:
                 return b"", False, "no SDP to offer"
             return _sdp_bytes(negotiator.set_local_offer(offer)), False, None
-        if state == "done" and not self._needs_offer:
+        if state == "done" and not self._needs_offer and not self._reliable_mode:
+            # an answer sent in an unreliable 18x is repeated (RFC 3261 section 13.2.1);
+            # one a PRACK acknowledged is not
             return _sdp_bytes(negotiator.active_local), False, None
         return b"", False, None
+
+    def _drop_pending_offer(self) -> None:
+        """Forget an exchange that will not complete (rejected, cancelled)."""
+        if self._negotiator.state not in ("null", "done"):
+            self._negotiator.cancel_offer()
 
     @property
     def _needs_offer(self) -> bool:
@@ -732,6 +736,7 @@ class Invitation:
             self._send_ack(client, dialog)
             if dialog is dialog_set.primary and self.state == "disconnecting":
                 self._dialog = dialog
+                self._transaction_done("local", "INVITE", response.code, response.reason)
                 self._send_bye(self._bye_extra)
             else:
                 self._end_fork(dialog, client, response)
@@ -809,8 +814,7 @@ class Invitation:
         if code == 422 and self._retry_422(client, response):
             return
         self._cancel_timer("invite")
-        if self._negotiator.state != "null":
-            self._negotiator.cancel_offer()
+        self._drop_pending_offer()
         self._transaction_done("local", "INVITE", code, response.reason)
         if client.failure is not None:
             reason = "timeout" if client.failure == "timeout" else _failure_reason(client)
@@ -1021,8 +1025,7 @@ class Invitation:
         self._send(server, response)
         if self._dialog is not None:
             self._dialog.response_sent(server.request, response)
-        if self._negotiator.state not in ("null", "done"):
-            self._negotiator.cancel_offer()
+        self._drop_pending_offer()
         self._disconnect("local", self._end_reason, code, response.reason)
 
     def _send(self, server: ServerRequest, response: SIPResponse) -> bool:
@@ -1057,7 +1060,7 @@ class Invitation:
     def _retransmit_reliable(self) -> None:
         self._timers.pop("100rel", None)
         unacked, server = self._unacked, self._invite_server
-        if unacked is None or server is None or (server.answered and not self._held):
+        if unacked is None or server is None or server.answered:
             return
         engine = self._engine
         assert engine is not None
@@ -1220,8 +1223,7 @@ class Invitation:
             self._disconnect("remote", "user request", 487, response.reason, cancel)
         elif server is self._reinvite_server:
             self._send(server, server.create_response(487))
-            if self._negotiator.state not in ("null", "done"):
-                self._negotiator.cancel_offer()
+            self._drop_pending_offer()
             self._reinvite_finished(originator="remote", message=cancel)
 
     @_entry
@@ -1635,11 +1637,11 @@ class Invitation:
             self._disconnect("local", self._end_reason, None, None)
             return
         bye = dialog.create_request("BYE", headers=extra or [])
-        self._bye_client = self._send_request(bye, self._on_bye_response, dialog)
+        self._send_request(bye, self._on_bye_response, dialog)
 
     @_entry
     def _on_bye_response(self, client: ClientRequest, response: SIPResponse) -> None:
-        if response.code < 200 or client is not self._bye_client:
+        if response.code < 200:
             return
         self._transaction_done("local", "BYE", response.code, response.reason)
         if self.state == "disconnecting":
@@ -1747,14 +1749,17 @@ def _check_timeout(timeout: float | None) -> None:
         raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
 
 
-def _check_sdp(sdp: Any) -> None:
-    """An SDP argument must be a session description that can be written out."""
+def _snapshot(sdp: Any) -> FrozenSDPSession:
+    """An SDP argument as it is now (the work happens later, maybe on another thread);
+    TypeError for something else, ValueError for one that cannot be written out."""
     if not isinstance(sdp, BaseSDPSession):
         raise TypeError(f"sdp must be an SDPSession or None, not {sdp!r}")
+    frozen = FrozenSDPSession.new(sdp)
     try:
-        str(sdp)
+        str(frozen)
     except (TypeError, ValueError) as e:
         raise ValueError(f"sdp cannot be sent: {e}") from None
+    return frozen
 
 
 def _sdp_bytes(sdp: BaseSDPSession | None) -> bytes:
