@@ -1,5 +1,6 @@
 """The INVITE dialog usage: :class:`Invitation` (see :mod:`.invitation`), with RFC 4028
-session timers in :mod:`.timer`.
+session timers in :mod:`.timer`, its SDP handling in :mod:`.sdp` and what its
+notifications carry of a message in :mod:`.messages`.
 
 Importing it makes the Engine take new INVITEs (each becomes an Invitation announced by
 SIPInvitationChangedState with state "incoming") and list INVITE, ACK, CANCEL, BYE,
@@ -11,10 +12,10 @@ from sipsimple.core.invitation.invitation import (
     METHODS,
     SUPPORTED,
     Invitation,
-    InvitationSDP,
     InvitationStateError,
     incoming_invite,
 )
+from sipsimple.core.invitation.sdp import InvitationSDP
 
 __all__ = ["Invitation", "InvitationSDP", "InvitationStateError"]
 

@@ -63,12 +63,23 @@ import logging
 import random
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from sipsimple.core.engine import Engine, EngineError
-from sipsimple.core.errors import SDPParseError, SIPCoreError
+from sipsimple.core.errors import SIPCoreError
+from sipsimple.core.invitation.messages import message_fields
+from sipsimple.core.invitation.sdp import (
+    SDP_TYPE,
+    BadBody,
+    InvitationSDP,
+    rebase,
+    sdp_bytes,
+    sdp_of,
+    snapshot,
+    unchanged,
+)
 from sipsimple.core.invitation.timer import (
     SessionTimer,
     parse_min_se,
@@ -91,7 +102,6 @@ from sipsimple.core.request import (
     without_tag,
 )
 from sipsimple.core.sdp import (
-    FrozenSDPMediaStream,
     FrozenSDPSession,
     SDPNegotiationError,
     SDPNegotiator,
@@ -111,13 +121,12 @@ from sipsimple.core.sip.uri import FrozenSIPURI
 from sipsimple.core.transport import TransportAddress
 from sipsimple.core.usage import ClientRequest, ServerRequest, reason_phrase
 
-__all__ = ["Invitation", "InvitationSDP", "InvitationStateError", "incoming_invite"]
+__all__ = ["METHODS", "SUPPORTED", "Invitation", "InvitationStateError", "incoming_invite"]
 
 log = logging.getLogger("sipsimple.core.invitation")
 
 SUPPORTED = ("100rel", "replaces", "timer")
 METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "PRACK", "UPDATE")
-_SDP = "application/sdp"
 _AUTH_HEADERS = ("Authorization", "Proxy-Authorization")
 _random = random.Random()
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -126,33 +135,6 @@ _UNSET: Any = object()
 
 class InvitationStateError(RequestStateError):
     """An Invitation method called in a state that does not allow it."""
-
-
-class _BadBody(Exception):
-    """A body we cannot take: the response to answer with."""
-
-    def __init__(self, code: int, reason: str, headers: list[tuple[str, str]] | None = None):
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-        self.headers = headers or []
-
-
-def _sdp_of(message: SIPRequest | SIPResponse) -> FrozenSDPSession | None:
-    """The session description a message carries, None without a body; _BadBody
-    (415 or 400) for another type of body or an SDP that does not parse."""
-    if not message.body:
-        return None
-    try:
-        content_type = message.content_type
-    except SIPCoreError:
-        content_type = None
-    if content_type is None or content_type.content_type != _SDP:
-        raise _BadBody(415, "Unsupported Media Type", [("Accept", _SDP)])
-    try:
-        return FrozenSDPSession.parse(message.body)
-    except SDPParseError as e:
-        raise _BadBody(400, reason_phrase(f"Bad SDP: {e}")) from None
 
 
 def _is_reliable(response: SIPResponse) -> bool:
@@ -173,33 +155,6 @@ def _entry(method: _F) -> _F:
             self._flush()
 
     return wrapper  # type: ignore[return-value]
-
-
-class InvitationSDP:
-    """The SDP of an Invitation: ``proposed_local``, ``proposed_remote`` (the pending
-    offer or answer of each side, None when there is none) and ``active_local``,
-    ``active_remote`` (the last negotiated descriptions), FrozenSDPSessions."""
-
-    __slots__ = ("_negotiator",)
-
-    def __init__(self, negotiator: SDPNegotiator) -> None:
-        self._negotiator = negotiator
-
-    @property
-    def proposed_local(self) -> FrozenSDPSession | None:
-        return self._negotiator.proposed_local
-
-    @property
-    def proposed_remote(self) -> FrozenSDPSession | None:
-        return self._negotiator.proposed_remote
-
-    @property
-    def active_local(self) -> FrozenSDPSession | None:
-        return self._negotiator.active_local
-
-    @property
-    def active_remote(self) -> FrozenSDPSession | None:
-        return self._negotiator.active_remote
 
 
 @dataclass(eq=False)
@@ -333,7 +288,7 @@ class Invitation:
         receiver = frozen_header(FrozenToHeader, to_header, "to_header")
         route = frozen_header(FrozenRouteHeader, route_header, "route_header", optional=True)
         contact = frozen_header(FrozenContactHeader, contact_header, "contact_header")
-        sdp = _snapshot(sdp)
+        sdp = snapshot(sdp)
         authenticator = authenticator_for(credentials)
         extra = extra_header_pairs(extra_headers)
         _check_timeout(timeout)
@@ -364,7 +319,7 @@ class Invitation:
             FrozenContactHeader, contact_header, "contact_header", optional=True
         )
         if sdp is not None:
-            sdp = _snapshot(sdp)
+            sdp = snapshot(sdp)
         extra = extra_header_pairs(extra_headers)
         with self._lock:
             initial = self.direction == "incoming" and self.state in ("incoming", "early")
@@ -389,7 +344,7 @@ class Invitation:
             FrozenContactHeader, contact_header, "contact_header", optional=True
         )
         if sdp is not None:
-            sdp = _snapshot(sdp)
+            sdp = snapshot(sdp)
         extra = extra_header_pairs(extra_headers)
         with self._lock:
             if self.state != "connected" or self.sub_state != "normal":
@@ -457,7 +412,7 @@ class Invitation:
             self.state = state
             self.sub_state = sub_state if state == "connected" else None
         if message is not None:
-            fields.update(_message_fields(message))
+            fields.update(message_fields(message))
         self._notify(
             "SIPInvitationChangedState",
             prev_state=prev_state,
@@ -511,8 +466,8 @@ class Invitation:
         """The peer's answer to our pending offer, if the message carries one."""
         negotiator = self._negotiator
         try:
-            sdp = _sdp_of(message)
-        except _BadBody as e:
+            sdp = sdp_of(message)
+        except BadBody as e:
             if negotiator.state == "local_offer":
                 negotiator.cancel_offer()
                 self._sdp_update(e.reason)
@@ -554,18 +509,18 @@ class Invitation:
                 negotiator.negotiate()
             except SDPNegotiationError as e:
                 return b"", False, str(e)
-            return _sdp_bytes(negotiator.active_local), True, None
+            return sdp_bytes(negotiator.active_local), True, None
         if state == "local_offer":
             return b"", False, None  # our offer went in a reliable 1xx: PRACK answers it
         if self._needs_offer and may_offer:
             offer = sdp if sdp is not None else negotiator.active_local
             if offer is None:
                 return b"", False, "no SDP to offer"
-            return _sdp_bytes(negotiator.set_local_offer(offer)), False, None
+            return sdp_bytes(negotiator.set_local_offer(offer)), False, None
         if state == "done" and not self._needs_offer and not self._reliable_mode:
             # an answer sent in an unreliable 18x is repeated (RFC 3261 section 13.2.1);
             # one a PRACK acknowledged is not
-            return _sdp_bytes(negotiator.active_local), False, None
+            return sdp_bytes(negotiator.active_local), False, None
         return b"", False, None
 
     def _drop_pending_offer(self) -> None:
@@ -620,8 +575,8 @@ class Invitation:
             headers.append(("Require", "100rel"))
         headers += request_headers(None, self.session_expires, self.min_se)
         headers += extra
-        headers.append(("Content-Type", _SDP))
-        request = SIPRequest("INVITE", uri, headers, _sdp_bytes(self._offer))
+        headers.append(("Content-Type", SDP_TYPE))
+        request = SIPRequest("INVITE", uri, headers, sdp_bytes(self._offer))
         engine.register_dialog_usage(self.call_id, self._local_tag, self)  # type: ignore[arg-type]
         self._start_invite(request)
         self._change("outgoing", originator="local", method="INVITE")
@@ -919,7 +874,7 @@ class Invitation:
                 routes = server.request.headers.getall("Record-Route")
                 headers = [*(("Record-Route", route) for route in routes), *headers]
         if body:
-            headers.append(("Content-Type", _SDP))
+            headers.append(("Content-Type", SDP_TYPE))
         return server.create_response(code, reason, headers=headers, body=body)
 
     def _ensure_dialog(self, server: ServerRequest, response: SIPResponse) -> Dialog | None:
@@ -1147,7 +1102,7 @@ class Invitation:
         body: bytes = b"",
     ) -> SIPResponse | None:
         if body:
-            headers = [*(headers or []), ("Content-Type", _SDP)]
+            headers = [*(headers or []), ("Content-Type", SDP_TYPE)]
         try:
             return server.answer(code, reason, headers=headers, body=body)
         except SIPCoreError as e:
@@ -1270,11 +1225,11 @@ class Invitation:
             self._answer(server, 491)  # our UPDATE offer is out
             return
         try:
-            offer = _sdp_of(request)
+            offer = sdp_of(request)
             if too_small(request.headers, self.min_se):
                 self._answer(server, 422, None, [("Min-SE", str(self.min_se))])
                 return
-        except _BadBody as e:
+        except BadBody as e:
             self._answer(server, e.code, e.reason, e.headers)
             return
         except SIPCoreError as e:
@@ -1291,7 +1246,7 @@ class Invitation:
         server.on_terminated = self._on_server_terminated
         self._reinvite_server = server
         self._sub_state_before = self.sub_state
-        if offer is not None and _unchanged(offer, negotiator.active_remote):
+        if offer is not None and unchanged(offer, negotiator.active_remote):
             self._answer_reinvite(server, 200, None, None, [], quietly=True)
             return
         sub_state = "received_proposal" if offer is not None else "received_proposal_request"
@@ -1369,11 +1324,11 @@ class Invitation:
         request = server.request
         negotiator = self._negotiator
         try:
-            offer = _sdp_of(request)
+            offer = sdp_of(request)
             if too_small(request.headers, self.min_se):
                 self._answer(server, 422, None, [("Min-SE", str(self.min_se))])
                 return
-        except _BadBody as e:
+        except BadBody as e:
             self._answer(server, e.code, e.reason, e.headers)
             return
         except SIPCoreError as e:
@@ -1397,7 +1352,7 @@ class Invitation:
                 self._answer(server, 488, None, [("Warning", f'399 - "{str(e)[:150]}"')])
                 self._transaction_done("remote", "UPDATE", 488, "Not Acceptable Here")
                 return
-            body = _sdp_bytes(negotiator.active_local)
+            body = sdp_bytes(negotiator.active_local)
         headers = [("Contact", self.local_contact_header), *self._refresh_answer(request)]
         response = self._answer(server, 200, None, headers, body)
         if response is not None and self._dialog is not None:
@@ -1433,15 +1388,15 @@ class Invitation:
         if proposal.method == "INVITE":
             sdp = proposal.sdp if proposal.sdp is not None else negotiator.active_local
             if sdp is not None and negotiator.state == "done":
-                sdp = _rebase(sdp, negotiator.active_local, proposal.base_lines)
-                body = _sdp_bytes(negotiator.set_local_offer(sdp))
+                sdp = rebase(sdp, negotiator.active_local, proposal.base_lines)
+                body = sdp_bytes(negotiator.set_local_offer(sdp))
         headers: list[tuple[str, Any]] = [("Supported", _SUPPORTED)]
         if proposal.method == "INVITE":
             headers.append(("Allow", self._allow))
         headers += request_headers(self._session_timer, self.session_expires, self.min_se)
         headers += proposal.extra
         if body:
-            headers.append(("Content-Type", _SDP))
+            headers.append(("Content-Type", SDP_TYPE))
         contact = proposal.contact
         if contact is not None:
             self.local_contact_header = contact
@@ -1681,7 +1636,7 @@ class Invitation:
                 engine.remove_dialog(dialog)
         fields: dict[str, Any] = {"disconnect_reason": reason, "code": code, "reason": phrase}
         if message is not None:
-            fields.update(_message_fields(message))
+            fields.update(message_fields(message))
             fields["code"], fields["reason"] = code, phrase
         self._change("disconnected", originator=originator, **fields)
 
@@ -1749,92 +1704,6 @@ def _check_timeout(timeout: float | None) -> None:
         raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
 
 
-def _snapshot(sdp: Any) -> FrozenSDPSession:
-    """An SDP argument as it is now (the work happens later, maybe on another thread);
-    TypeError for something else, ValueError for one that cannot be written out."""
-    if not isinstance(sdp, BaseSDPSession):
-        raise TypeError(f"sdp must be an SDPSession or None, not {sdp!r}")
-    frozen = FrozenSDPSession.new(sdp)
-    try:
-        str(frozen)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"sdp cannot be sent: {e}") from None
-    return frozen
-
-
-def _sdp_bytes(sdp: BaseSDPSession | None) -> bytes:
-    return str(sdp).encode() if sdp is not None else b""
-
-
-def _message_fields(message: SIPRequest | SIPResponse) -> dict[str, Any]:
-    if isinstance(message, SIPRequest):
-        head: dict[str, Any] = {"method": message.method, "request_uri": message.request_uri}
-    else:
-        head = {"code": message.code, "reason": message.reason}
-    head["headers"] = MessageHeaders(message)
-    head["body"] = message.body
-    return head
-
-
-class MessageHeaders(Mapping[str, Any]):
-    """The ``headers`` of a notification: ``message.header_dict()``, made when first read
-    (typing every header of every message costs, and most observers never look)."""
-
-    __slots__ = ("_dict", "_message")
-
-    def __init__(self, message: SIPRequest | SIPResponse) -> None:
-        self._message = message
-        self._dict: dict[str, Any] | None = None
-
-    def _headers(self) -> dict[str, Any]:
-        if self._dict is None:
-            self._dict = self._message.header_dict()
-        return self._dict
-
-    def __getitem__(self, name: str) -> Any:
-        return self._headers()[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._headers())
-
-    def __len__(self) -> int:
-        return len(self._headers())
-
-    def __repr__(self) -> str:
-        return repr(self._headers())
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (dict, (self._headers(),))
-
-
-def _unchanged(offer: FrozenSDPSession, active: FrozenSDPSession | None) -> bool:
-    """Whether a re-offer repeats the peer's active description (RFC 3264 section 8: the
-    same o= line version means no change): a session refresh."""
-    return (
-        active is not None
-        and offer.id == active.id
-        and offer.version == active.version
-        and offer.address == active.address
-    )
-
-
-def _rebase(
-    sdp: BaseSDPSession, active: FrozenSDPSession | None, base_lines: int
-) -> BaseSDPSession:
-    """An offer made when the session had ``base_lines`` m-lines, sent after the peer
-    added some (a retry after glare): the lines it added are kept, not disabled."""
-    if active is None or len(active.media) <= base_lines or len(sdp.media) >= len(active.media):
-        return sdp
-    session = FrozenSDPSession.new(sdp)
-    kept = [
-        FrozenSDPMediaStream(m.media, 0, m.transport, formats=m.formats)
-        for m in active.media[len(session.media) : base_lines]
-    ]
-    fields = {name: getattr(session, name) for name in FrozenSDPSession._FIELDS}
-    fields["media"] = (*session.media, *kept, *active.media[max(base_lines, len(session.media)) :])
-    return FrozenSDPSession(**fields)
-
-
 def _min_se_of(response: SIPResponse) -> int | None:
     try:
         return parse_min_se(response.headers.get("Min-SE", ""))
@@ -1891,12 +1760,12 @@ def incoming_invite(server: ServerRequest) -> bool:
         server.answer(400, "Missing Contact")
         return True
     try:
-        offer = _sdp_of(request)
+        offer = sdp_of(request)
         min_se = Invitation.min_se
         if too_small(request.headers, min_se):
             server.answer(422, headers=[("Min-SE", str(min_se))])
             return True
-    except _BadBody as e:
+    except BadBody as e:
         server.answer(e.code, e.reason, headers=e.headers)
         return True
     except SIPCoreError as e:
