@@ -280,3 +280,34 @@ async def test_a_bad_sdp_or_body_type_is_refused_before_any_invitation():
                     await queue.get(0.2)  # no Invitation was announced
         finally:
             peer.close()
+
+
+async def test_options_lists_the_invite_methods_and_extensions():
+    async with local_engine(udp_port=0, tcp_port=None) as engine:
+        peer = RawPeer()
+        try:
+            options = request_to_engine(peer, engine, "OPTIONS", cseq=1)
+            await peer.send(options, (LOOPBACK, engine.udp_port))
+            response = await peer.response()
+            assert response.code == 200
+            assert {"INVITE", "ACK", "CANCEL", "BYE", "PRACK", "UPDATE"} <= set(response.allow)
+            assert {"100rel", "replaces", "timer"} <= set(response.supported)
+        finally:
+            peer.close()
+
+
+async def test_stopping_the_engine_disconnects_the_calls_left():
+    async with local_engine(udp_port=0, tcp_port=None) as engine:
+        peer = RawPeer()
+        try:
+            with NotificationQueue() as queue:
+                invitation = place_call(engine, peer)
+                invite = await peer.receive("INVITE")
+                await peer.send(peer.answer(invite, 200, body=SDP))
+                assert (await changed(queue, "connected")).originator == "local"
+                await engine.stop()
+                gone = await changed(queue, "disconnected")
+                assert (gone.originator, gone.disconnect_reason) == ("local", "engine stopped")
+                assert invitation.state == "disconnected"
+        finally:
+            peer.close()

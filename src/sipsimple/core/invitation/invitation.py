@@ -121,7 +121,14 @@ from sipsimple.core.sip.uri import FrozenSIPURI
 from sipsimple.core.transport import TransportAddress
 from sipsimple.core.usage import ClientRequest, ServerRequest, reason_phrase
 
-__all__ = ["METHODS", "SUPPORTED", "Invitation", "InvitationStateError", "incoming_invite"]
+__all__ = [
+    "METHODS",
+    "SUPPORTED",
+    "Invitation",
+    "InvitationStateError",
+    "engine_stopped",
+    "incoming_invite",
+]
 
 log = logging.getLogger("sipsimple.core.invitation")
 
@@ -578,6 +585,7 @@ class Invitation:
         headers.append(("Content-Type", SDP_TYPE))
         request = SIPRequest("INVITE", uri, headers, sdp_bytes(self._offer))
         engine.register_dialog_usage(self.call_id, self._local_tag, self)  # type: ignore[arg-type]
+        _live.add(self)
         self._start_invite(request)
         self._change("outgoing", originator="local", method="INVITE")
         if timeout is not None:
@@ -597,7 +605,7 @@ class Invitation:
             self._invite_client = engine.send_request(
                 request, self._on_invite_response, authenticator=self._authenticator
             )
-        except (SIPCoreError, ValueError) as e:
+        except (SIPCoreError, EngineError, ValueError) as e:
             self._invite_client = _failed_client(engine, request, str(e))
         finally:
             self._invite_sending = False
@@ -724,8 +732,7 @@ class Invitation:
         self._transaction_done("local", "INVITE", response.code, response.reason)
         self._restart_session_timer()
         if len(dialog_set.dialogs) > 1:
-            timers = self._engine.transaction_layer.timers  # type: ignore[union-attr]
-            self._set_timer("forks", timers.timeout, self._end_early_forks)
+            self._set_timer("forks", 64 * self._t1, self._end_early_forks)
 
     def _send_ack(self, client: ClientRequest, dialog: Dialog) -> None:
         request = client.request
@@ -835,6 +842,7 @@ class Invitation:
         server.on_timeout = self._on_server_timeout
         server.on_terminated = self._on_server_terminated
         engine.register_dialog_usage(self.call_id, self._local_tag, self)  # type: ignore[arg-type]
+        _live.add(self)
         self._change("incoming", originator="remote", message=request)
 
     @_entry
@@ -999,7 +1007,7 @@ class Invitation:
             return
         engine = self._engine
         assert engine is not None
-        t1 = engine.transaction_layer.timers.t1  # type: ignore[union-attr]
+        t1 = self._t1
         self._unacked = _Reliable(
             response,
             int(response.headers["RSeq"]),
@@ -1019,7 +1027,7 @@ class Invitation:
             return
         engine = self._engine
         assert engine is not None
-        limit = 64 * engine.transaction_layer.timers.t1  # type: ignore[union-attr]
+        limit = 64 * self._t1
         if engine.loop.time() - unacked.sent_at >= limit:
             self._stop_reliable()
             if not server.answered:
@@ -1625,6 +1633,7 @@ class Invitation:
         self._unacked = None
         self._held.clear()
         self._queued = None
+        _live.discard(self)
         engine = self._engine
         if engine is not None:
             if self.call_id is not None and self._local_tag is not None:
@@ -1656,10 +1665,20 @@ class Invitation:
             return engine.send_request(
                 request, callback, authenticator=self._authenticator, dialog=dialog
             )
-        except (SIPCoreError, ValueError) as e:
+        except (SIPCoreError, EngineError, ValueError) as e:
             client = _failed_client(engine, request, str(e))
             callback(client, client.final_response)  # type: ignore[arg-type]
             return client
+
+    @property
+    def _t1(self) -> float:
+        """RFC 3261's T1 as the Engine runs it (timer values derive from it)."""
+        return float(self._engine.T1)  # type: ignore[union-attr]
+
+    @_entry
+    def _engine_stopped(self) -> None:
+        if self.state not in (None, "disconnected"):
+            self._disconnect("local", "engine stopped", None, None)
 
     def _learn_user_agent(self, message: SIPRequest | SIPResponse) -> None:
         if self.remote_user_agent is None:
@@ -1697,6 +1716,15 @@ class Invitation:
 
 
 _SUPPORTED = ", ".join(SUPPORTED)
+_live: set[Invitation] = set()
+"""The Invitations not yet disconnected: what ends when the Engine stops."""
+
+
+def engine_stopped(notification: Any) -> None:
+    """SIPEngineDidEnd: the dialogs left (those with no request in flight, which the
+    Engine failed already) are disconnected, disconnect_reason "engine stopped"."""
+    for invitation in list(_live):
+        invitation._engine_stopped()
 
 
 def _check_timeout(timeout: float | None) -> None:
