@@ -699,3 +699,20 @@ async def test_an_interval_below_our_min_se_gets_422_and_the_caller_retries(bob,
             await changed(queue, "connected")
             invitation.end()
             await changed(queue, "disconnected")
+
+
+async def test_methods_called_from_another_thread_run_on_the_sip_thread(bob):
+    async with local_engine(udp_port=0, tcp_port=None) as engine:
+        with NotificationQueue() as queue:
+            target = f"sip:bob@{LOOPBACK}:{engine.udp_port}"
+            bob.call(f"{SUPPORT}:call", "c1", target, offer(("audio", 4000, "sendrecv")))
+            invitation = await _sender(queue, await changed(queue, "incoming"))
+            answer = SDPSession.parse(offer(("audio", 3000, "sendrecv")))
+            await asyncio.to_thread(invitation.send_response, 180)
+            await changed(queue, "early")
+            await asyncio.to_thread(invitation.send_response, 200, sdp=answer)
+            answer.media[0].port = 1  # the Invitation took a snapshot
+            await changed(queue, "connected")
+            assert invitation.sdp.active_local.media[0].port == 3000
+            await asyncio.to_thread(invitation.end)
+            await changed(queue, "disconnected")
