@@ -311,3 +311,29 @@ async def test_stopping_the_engine_disconnects_the_calls_left():
                 assert invitation.state == "disconnected"
         finally:
             peer.close()
+
+
+async def test_a_reinvite_that_times_out_is_reported_as_408_and_ends_the_call():
+    async with local_engine(udp_port=0, tcp_port=None, T1=0.02, T2=0.1) as engine:
+        peer = RawPeer()
+        try:
+            with NotificationQueue() as queue:
+                invitation = place_call(engine, peer)
+                invite = await peer.receive("INVITE")
+                await peer.send(peer.answer(invite, 200, body=SDP))
+                await changed(queue, "connected")
+                invitation.send_reinvite(sdp=SDPSession.parse(offer(("audio", 3000, "sendonly"))))
+                await peer.receive("INVITE")  # and never answered
+                done = await changed(queue, "connected", "normal")
+                assert (done.code, done.reason, done.originator) == (
+                    408,
+                    "Request Timeout",
+                    "local",
+                )
+                assert invitation.sdp.active_local.media[0].direction == "sendrecv"
+                bye = await peer.receive("BYE")
+                await peer.send(bye.make_response(200))
+                gone = await changed(queue, "disconnected")
+                assert gone.disconnect_reason == "timeout"
+        finally:
+            peer.close()

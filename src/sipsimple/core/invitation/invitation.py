@@ -1484,7 +1484,10 @@ class Invitation:
                 self._start_proposal(proposal)
                 return
         if proposal.kind == "proposal":
-            self._set_sub_state("normal", originator="remote", message=response)
+            if client.failure is None:
+                self._set_sub_state("normal", originator="remote", message=response)
+            else:
+                self._set_sub_state("normal", originator="local", code=code, reason=response.reason)
         if code in (408, 481) and (client.failure == "timeout" or client.failure is None):
             # RFC 3261 section 14.1 (and RFC 4028 section 10 for refreshes)
             self._start_bye("timeout" if code == 408 else "dialog gone", [])
