@@ -19,8 +19,9 @@ Notifications:
 SIPInvitationChangedState
     prev_state, state, prev_sub_state, sub_state, originator ("local" / "remote") and the
     message that caused it: ``method`` for a request, ``code`` and ``reason`` for a
-    response, with ``headers`` (the dict of :meth:`SIPMessage.header_dict`) and ``body``
-    when it came from the peer. "disconnected" also has ``code``, ``reason`` (the final
+    response, with ``headers`` (a mapping with the content of
+    :meth:`SIPMessage.header_dict`, made when first read) and ``body`` when it came from
+    the peer. "disconnected" also has ``code``, ``reason`` (the final
     response that ended it: of the INVITE, of the BYE, the 487 of a CANCEL...) and
     ``disconnect_reason``: "user request", "timeout", "missing ACK", "missing PRACK",
     "session expired", "dialog gone", the reason phrase of a rejection, or what a local
@@ -42,7 +43,10 @@ Protocol behaviour: CANCEL before a final response (a 2xx crossing it is acknowl
 ended with BYE); 2xx retransmitted until the ACK, and a missing ACK (timer L) ends the call
 with BYE; a second 2xx from another fork is acknowledged and ended with BYE; 491 on glare
 with the RFC 3261 section 14.1 back-off (2.1-4 s for the owner of the Call-ID, else 0-2 s)
-and an automatic retry; a re-INVITE or BYE answered 408/481 ends the dialog; reliable
+and an automatic retry (meanwhile sub_state stays "sent_proposal"; the peer's re-INVITE
+is taken, and ours follows once it is answered; cancel_reinvite() drops it); a re-INVITE
+answered 408 or 481, or timing out, ends the dialog with BYE; the callee's BYE waits for
+the ACK of its 2xx (RFC 3261 section 15); reliable
 provisional responses when the peer requires them or we do (``require_100rel``), sent
 with RSeq, retransmitted until their PRACK and matched by RAck; UPDATE from the peer is
 answered at once (an offer gets the answer our active description makes); session timers
