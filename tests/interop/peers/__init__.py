@@ -40,7 +40,10 @@ Kamailio 5.6 - registrar and record-routing proxy for one domain:
   "valid" | "expired" | "wrong_name", certificates=make_certificates(...)
   to share one CA, debug=2 (Kamailio's log level).  DNS is off; usrloc is
   memory only.  Features are switched in templates/kamailio.cfg by #!define
-  lines (self.defines): add new ones there the same way.
+  lines (self.defines): add new ones there the same way.  presence=True
+  (WITH_PRESENCE) adds the presence server: PUBLISH and SUBSCRIBE for the
+  domain's AORs (presence, presence.winfo; every watcher authorized; tables in
+  the same SQLite file), in-dialog SUBSCRIBEs to the server itself.
 
 SIPp 3.6.1 - one run of a scenario:
 

@@ -29,6 +29,9 @@ class Kamailio(PeerProcess):
     auth=True asks digest credentials (realm = domain) for REGISTER and for
     requests From a local user; users come from add_user().  server_cert picks
     the TLS certificate shown: "valid", "expired" or "wrong_name" (see certs.py).
+    presence=True makes it the domain's presence server too (PUBLISH and SUBSCRIBE
+    for its users' AORs, the presence and presence.winfo events, every watcher
+    authorized).
     """
 
     name = "kamailio"
@@ -42,6 +45,7 @@ class Kamailio(PeerProcess):
         certificates: Certificates | None = None,
         server_cert: str = "valid",
         debug: int = 2,
+        presence: bool = False,
         start_timeout: float = 10.0,
     ) -> None:
         super().__init__(start_timeout=start_timeout)
@@ -51,7 +55,8 @@ class Kamailio(PeerProcess):
         self.auth = auth
         self.workers = workers
         self.debug = debug
-        self.defines = ("WITH_AUTH",) if auth else ()
+        self.presence = presence
+        self.defines = (("WITH_AUTH",) if auth else ()) + (("WITH_PRESENCE",) if presence else ())
         self.certificates = certificates or make_certificates(self.directory / "certs", domain)
         self.server_cert = self.certificates.server_pair(server_cert)
         self.sip_port = free_port()
@@ -194,7 +199,7 @@ class Kamailio(PeerProcess):
         return reply.startswith(b"SIP/2.0 200 ")
 
     def _create_database(self) -> None:
-        schemas = ["standard", "auth_db"]
+        schemas = ["standard", "auth_db"] + (["presence"] if self.presence else [])
         with sqlite3.connect(self.database_path) as db:
             for schema in schemas:
                 db.executescript((SCHEMA_DIR / f"{schema}-create.sql").read_text())
