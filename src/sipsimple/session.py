@@ -699,16 +699,13 @@ class Session:
                 if future is not None and not future.done():
                     future.set_exception(failure)
                     waited = True
-            if (
-                not waited
-                and stream in self._streams
-                and self._state
-                not in (
-                    "terminating",
-                    "terminated",
-                )
-            ):
-                self._streams.remove(stream)
+            if waited or self._state in ("terminating", "terminated"):
+                return
+            with self._lock:
+                broke = stream in self._streams
+                if broke:
+                    self._streams.remove(stream)
+            if broke:  # in use: it leaves the session
                 self._remove_stream(stream, failure.failure_reason)
         elif name == "MediaStreamDidEnd":
             self._watched.discard(stream)
@@ -771,8 +768,9 @@ class Session:
                 except _Failure:
                     pass
         if removed:
+            with self._lock:
+                self._streams = [s for s in self._streams if s not in removed]
             for stream in removed:
-                self._streams.remove(stream)
                 try:
                     stream.deactivate()
                 except Exception:

@@ -699,6 +699,25 @@ async def test_cancel_a_proposal(endpoints):
     await log.wait("SIPSessionDidEnd")
 
 
+async def test_a_stream_that_breaks_leaves_the_session_and_the_last_one_ends_it(endpoints):
+    account, remote, ports = endpoints
+    session, log = await call_bob(account, remote, ports, streams=2)
+    first, second = session.streams
+    first.break_down("the peer went away")
+    removed = await log.wait("SIPSessionDidRenegotiateStreams")
+    assert fields(removed) == {"action": "remove", "streams": [first]}
+    assert session.streams == [second] and first.calls[-2:] == ["deactivate", "end"]
+    bob_removed = await remote_wait(remote, "SIPSessionDidRenegotiateStreams")
+    assert bob_removed.data["action"] == "remove"
+    second.break_down("that one too")
+    ended = await log.wait("SIPSessionDidEnd")
+    assert fields(ended) == {
+        "originator": "local",
+        "end_reason": "media stream failed: that one too",
+    }
+    await remote_wait(remote, "SIPSessionDidEnd")
+
+
 async def test_a_proposal_whose_stream_fails_to_initialize(endpoints):
     account, remote, ports = endpoints
     session, log = await call_bob(account, remote, ports, proposals="accept")

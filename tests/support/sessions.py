@@ -183,6 +183,10 @@ class DatagramStream(IMediaStream, metaclass=MediaStreamRegistrar):
             self._transport.close()
         self._post("MediaStreamDidEnd")
 
+    def break_down(self, reason: str) -> None:
+        """Fail while in use (as a transport closed by the peer would)."""
+        self._post("MediaStreamDidFail", reason=reason)
+
     def send(self, data: bytes) -> bool:
         """Send a datagram to the peer unless on hold or not started."""
         if self._transport is None or self.remote is None or self.on_hold:
