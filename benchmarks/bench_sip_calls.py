@@ -3,8 +3,9 @@ the ceiling, in the same run.
 
 SIPp's uac places calls (INVITE, 180/200, ACK, a short pause, BYE) at a fixed rate
 for ``--duration`` seconds (30 s by default: at least 30 s per rate); the rate doubles
-from ``--start-rate`` until a rate fails twice in a row, and the figure is the highest
-rate that ran without a failed call. The answering Engine runs in this process on its
+from ``--start-rate`` until a rate fails twice in a row, two halvings of the last
+interval narrow it down, and the figure is the highest rate that ran without a failed
+call. The answering Engine runs in this process on its
 own SIP thread and answers every INVITE with 180 then 200 and an SDP answer:
 
 - with Invitation (sipsimple.core.Invitation) when it exists: the figure for the
@@ -39,6 +40,7 @@ from sipsimple.notification import NotificationCenter
 from sipsimple.threading import run_in_sip_thread
 
 CALL_DURATION_MS = 100
+REFINE = 2
 
 
 def ramp(
@@ -49,11 +51,15 @@ def ramp(
 ) -> tuple[float, list[str]]:
     """The highest rate (calls/s) whose run had no failed call, and a line per run.
 
-    A run with failures is tried once more before the ramp stops: the machine is
-    shared, and one busy moment should not decide the figure.
+    The rate doubles until a run fails; then REFINE halvings of the interval between
+    the last rate that passed and the first that failed narrow the figure (a doubling
+    ramp alone would say 200 for an endpoint that does 390). A run with failures is
+    tried once more before it counts as failed: the machine is shared, and one busy
+    moment should not decide the figure.
     """
-    best, lines, rate = 0.0, [], start
-    while rate <= maximum:
+    lines: list[str] = []
+
+    def passes(rate: float) -> bool:
         for attempt in (1, 2):
             successful, failed = place_calls(rate, duration)
             retry = " (second try)" if attempt == 2 else ""
@@ -61,11 +67,19 @@ def ramp(
                 f"    {rate:7.0f} calls/s: {successful} successful, {failed} failed{retry}"
             )
             if not failed and successful:
-                break
+                return True
+        return False
+
+    best, rate = 0.0, start
+    while rate <= maximum and passes(rate):
+        best, rate = rate, rate * 2
+    failing = rate
+    for _ in range(REFINE if best and failing <= maximum else 0):
+        middle = round((best + failing) / 2)
+        if passes(middle):
+            best = middle
         else:
-            break
-        best = rate
-        rate *= 2
+            failing = middle
     return best, lines
 
 
@@ -85,7 +99,8 @@ def sipp_uac(target: tuple[str, int], rate: float, duration: float) -> tuple[int
 
 
 def ceiling(start: float, maximum: float, duration: float) -> tuple[float, list[str]]:
-    with Sipp("uas") as uas:
+    # SIPp ends itself after -timeout seconds: the uas must outlive the whole ramp
+    with Sipp("uas", timeout=24 * 3600) as uas:
 
         def place(rate: float, seconds: float) -> tuple[int, int]:
             return sipp_uac(uas.address, rate, seconds)

@@ -699,16 +699,13 @@ class Session:
                 if future is not None and not future.done():
                     future.set_exception(failure)
                     waited = True
-            if (
-                not waited
-                and stream in self._streams
-                and self._state
-                not in (
-                    "terminating",
-                    "terminated",
-                )
-            ):
-                self._streams.remove(stream)
+            if waited or self._state in ("terminating", "terminated"):
+                return
+            with self._lock:
+                broke = stream in self._streams
+                if broke:
+                    self._streams.remove(stream)
+            if broke:  # in use: it leaves the session
                 self._remove_stream(stream, failure.failure_reason)
         elif name == "MediaStreamDidEnd":
             self._watched.discard(stream)
@@ -771,8 +768,9 @@ class Session:
                 except _Failure:
                     pass
         if removed:
+            with self._lock:
+                self._streams = [s for s in self._streams if s not in removed]
             for stream in removed:
-                self._streams.remove(stream)
                 try:
                     stream.deactivate()
                 except Exception:
@@ -1390,7 +1388,7 @@ class Session:
         negotiator now holds and, for add_stream, tell of a refusal at once (before
         anything the peer sends next), then wake the operation."""
         operation = self._ops[0] if self._ops else None
-        if operation is not None and operation.kind == "add" and code != 491:
+        if operation is not None and operation.kind == "add":
             stream = operation.stream
             assert stream is not None
             if stream in self._new:  # refused, or no answer came: its line is not there
@@ -1399,7 +1397,7 @@ class Session:
                     self._slots.pop()
                 elif stream in self._slots:
                     self._slots[self._slots.index(stream)] = None
-            if code >= 300 or stream in self._rejected:
+            if code != 491 and (code >= 300 or stream in self._rejected):  # 491: sent again
                 self._rejected.discard(stream)
                 operation.withdrawn = True
                 self._end_stream(stream)

@@ -121,7 +121,8 @@ async def test_set_port_moves_a_transport_and_keeps_the_others():
 
 
 async def test_trace_and_connection_notifications_between_two_engines(remote):
-    async with local_engine(udp_port=0, tcp_port=0, trace_sip=True) as engine:
+    async with local_engine(udp_port=0, tcp_port=0) as engine:
+        engine.trace_sip = True
         with NotificationQueue(sender=engine) as queue:
             done = asyncio.get_running_loop().create_future()
             request = SIPRequest(
@@ -306,9 +307,9 @@ def test_a_subscribe_without_event_gets_400(udp):
 
 
 def test_an_unknown_require_gets_420_with_unsupported(udp):
-    response = udp.exchange(udp.request("OPTIONS", headers=(("Require", "foo, 100rel"),)))
+    response = udp.exchange(udp.request("OPTIONS", headers=(("Require", "foo, bar"),)))
     assert response.code == 420
-    assert response.unsupported == ["foo", "100rel"]
+    assert response.unsupported == ["foo", "bar"]
 
 
 def test_a_malformed_request_gets_400_with_a_warning(udp):
@@ -316,6 +317,17 @@ def test_a_malformed_request_gets_400_with_a_warning(udp):
     response = udp.exchange(data)
     assert response.code == 400
     assert "Max-Forwards" in response.headers.get("Warning")
+
+
+def test_a_malformed_header_read_later_gets_400_with_a_warning(udp):
+    response = udp.exchange(udp.request("OPTIONS", headers=(("Require", "a b c"),)))
+    assert response.code == 400
+    assert "Require" in response.headers.get("Warning")
+
+
+def test_a_malformed_event_gets_400(udp):
+    response = udp.exchange(udp.request("SUBSCRIBE", headers=(("Event", "@@@"),)))
+    assert (response.code, response.reason) == (400, "Bad Event header")
 
 
 def test_a_tel_request_uri_gets_416(udp):

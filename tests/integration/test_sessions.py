@@ -63,6 +63,15 @@ async def endpoints(bob) -> AsyncIterator[tuple[Any, RemoteSDK, dict[str, int]]]
     storage = loopback_storage(accounts={ALICE: ACCOUNT}, settings={"sip": {"invite_timeout": "5"}})
     async with running_application(storage):
         yield AccountManager().get_account(ALICE), remote, ports
+    # Bob's sessions are over (stopping Alice's application ended them): what he posted
+    # about them is not left for the next test.
+    await until(lambda: _bob_idle(remote))
+    await asyncio.sleep(0.1)
+    remote.clear()
+
+
+async def _bob_idle(remote: RemoteSDK) -> bool:
+    return await remote.async_call(f"{SESSIONS}:active_sessions") == 0
 
 
 def bob_uri(ports: dict[str, int]) -> ToHeader:
@@ -619,6 +628,48 @@ async def test_the_callee_adds_a_stream_alice_accepts_then_rejects(endpoints):
         "originator": "local",
         "code": 488,
     }
+    # Bob takes away the stream he added.
+    added = session.streams[1]
+    await bob_act(remote, "remove_stream", 1)
+    removed = await log.wait("SIPSessionDidRenegotiateStreams")
+    assert fields(removed) == {"action": "remove", "streams": [added]}
+    assert added.calls[-2:] == ["deactivate", "end"] and len(session.streams) == 1
+    session.end()
+    await log.wait("SIPSessionDidEnd")
+
+
+async def test_both_propose_at_once_and_one_gives_way(endpoints):
+    account, remote, ports = endpoints
+    session, log = await call_bob(account, remote, ports, proposals="accept")
+    session.glare_backoff = {"outgoing": (0.3, 0.6), "incoming": (0.0, 0.2)}
+    mine = DatagramStream(account)
+    await bob_act(remote, "add_stream")
+    try:
+        session.add_stream(mine)
+    except IllegalStateError:  # Bob's proposal is here already: no race after all
+        mine = None
+    # Whoever's re-INVITE is out first (or, after a 491 each, sent again first) wins;
+    # the other proposal is rejected with 491 to its application, never retried.
+    gave_way = False
+    while True:
+        notification = await log.wait_any(
+            "SIPSessionGotProposal", "SIPSessionGotAcceptProposal", "SIPSessionGotRejectProposal"
+        )
+        data = notification.data
+        if notification.name == "SIPSessionGotProposal" and data.originator == "remote":
+            session.accept_proposal(data.streams)
+        elif notification.name == "SIPSessionGotRejectProposal":
+            assert (data.originator, data.code, data.streams) == ("local", 491, [mine])
+            gave_way = True
+        elif notification.name == "SIPSessionGotAcceptProposal":
+            break
+    won = data.originator == "local"
+    assert won == (mine is not None and not gave_way)
+    if won:
+        rejected = await remote.async_wait_for("SIPSessionGotRejectProposal", timeout=8)
+        assert (rejected.data["originator"], rejected.data["code"]) == ("local", 491)
+    await until(lambda: _has_streams(remote, 2), timeout=8)
+    assert len(session.streams) == 2 and session.state == "connected"
     session.end()
     await log.wait("SIPSessionDidEnd")
 
@@ -646,6 +697,25 @@ async def test_cancel_a_proposal(endpoints):
     assert (await bob_state(remote))["state"] == "connected"
     session.end()
     await log.wait("SIPSessionDidEnd")
+
+
+async def test_a_stream_that_breaks_leaves_the_session_and_the_last_one_ends_it(endpoints):
+    account, remote, ports = endpoints
+    session, log = await call_bob(account, remote, ports, streams=2)
+    first, second = session.streams
+    first.break_down("the peer went away")
+    removed = await log.wait("SIPSessionDidRenegotiateStreams")
+    assert fields(removed) == {"action": "remove", "streams": [first]}
+    assert session.streams == [second] and first.calls[-2:] == ["deactivate", "end"]
+    bob_removed = await remote_wait(remote, "SIPSessionDidRenegotiateStreams")
+    assert bob_removed.data["action"] == "remove"
+    second.break_down("that one too")
+    ended = await log.wait("SIPSessionDidEnd")
+    assert fields(ended) == {
+        "originator": "local",
+        "end_reason": "media stream failed: that one too",
+    }
+    await remote_wait(remote, "SIPSessionDidEnd")
 
 
 async def test_a_proposal_whose_stream_fails_to_initialize(endpoints):

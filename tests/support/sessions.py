@@ -183,6 +183,10 @@ class DatagramStream(IMediaStream, metaclass=MediaStreamRegistrar):
             self._transport.close()
         self._post("MediaStreamDidEnd")
 
+    def break_down(self, reason: str) -> None:
+        """Fail while in use (as a transport closed by the peer would)."""
+        self._post("MediaStreamDidFail", reason=reason)
+
     def send(self, data: bytes) -> bool:
         """Send a datagram to the peer unless on hold or not started."""
         if self._transport is None or self.remote is None or self.on_hold:
@@ -226,17 +230,20 @@ class SessionLog:
         return [n.name for n in self.notifications]
 
     async def wait(self, name: str, timeout: float = 5.0) -> Notification:
+        return await self.wait_any(name, timeout=timeout)
+
+    async def wait_any(self, *names: str, timeout: float = 5.0) -> Notification:
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     for index in range(self._taken, len(self.notifications)):
-                        if self.notifications[index].name == name:
+                        if self.notifications[index].name in names:
                             self._taken = index + 1
                             return self.notifications[index]
                     self._event.clear()
                     await self._event.wait()
         except TimeoutError:
-            raise TimeoutError(f"no {name} within {timeout} s; got {self.names}") from None
+            raise TimeoutError(f"no {names} within {timeout} s; got {self.names}") from None
 
 
 # -- driving sessions in a child ----------------------------------------------------------
@@ -356,6 +363,10 @@ def state(name: str) -> dict[str, Any]:
 
 def send(name: str, index: int, data: bytes) -> bool:
     return _sessions[name].streams[index].send(data)
+
+
+def active_sessions() -> int:
+    return len(SessionManager().sessions)
 
 
 def names() -> list[str]:

@@ -90,6 +90,7 @@ from sipsimple.core.usage import (
     RequestHandler,
     ResponseCallback,
     ServerRequest,
+    reason_phrase,
     request_target,
     route_destination,
     uri_destination,
@@ -391,7 +392,7 @@ class Engine:
         return TransportManager(
             settings,
             self._on_message,
-            trace=self._on_trace,
+            trace=self._on_trace if options["trace_sip"] else None,
             on_connected=self._on_connected,
             on_disconnected=self._on_disconnected,
         )
@@ -529,6 +530,8 @@ class Engine:
     @trace_sip.setter
     def trace_sip(self, value: bool) -> None:
         self._options["trace_sip"] = _bool("trace_sip", value)
+        if self.transport is not None:  # no trace records are made while it is off
+            self.transport.trace = self._on_trace if value else None
 
     @property
     def detect_sip_loops(self) -> bool:
@@ -782,6 +785,8 @@ class Engine:
                 if event is not None:
                     try:
                         self._dispatch(event)
+                    except SIPParseError as e:
+                        self._bad_request(event, e)
                     except Exception:
                         self._exception()
                         self._answer_after_exception(event)
@@ -799,6 +804,16 @@ class Engine:
                 self._timer.cancel()
             self._timer_deadline = deadline
             self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+
+    def _bad_request(self, event: TransactionEvent, error: SIPParseError) -> None:
+        """A header parsed on demand was malformed: 400 with a Warning saying which."""
+        log.info("bad request from the network: %s", error)
+        if isinstance(event, RequestReceived):
+            server = self._servers.get(event.transaction)
+            if server is not None and not server.answered:
+                agent = f"{server.source.local[0] if server.source.local else 'sipsimple'}"
+                warning = f'399 {agent} "{reason_phrase(str(error)).replace(chr(34), chr(39))}"'
+                server.answer(400, headers=[("Warning", warning)])
 
     def _answer_after_exception(self, event: TransactionEvent) -> None:
         """A request whose handling raised gets 500 rather than no answer at all."""
@@ -1030,17 +1045,16 @@ class Engine:
     # -- hooks of the transport ----------------------------------------------------
 
     def _on_trace(self, record: TraceRecord) -> None:
-        if self.trace_sip:
-            self._post(
-                "SIPEngineSIPTrace",
-                received=record.received,
-                source_ip=record.source_ip,
-                source_port=record.source_port,
-                destination_ip=record.destination_ip,
-                destination_port=record.destination_port,
-                data=record.data,
-                transport=record.transport,
-            )
+        self._post(
+            "SIPEngineSIPTrace",
+            received=record.received,
+            source_ip=record.source_ip,
+            source_port=record.source_port,
+            destination_ip=record.destination_ip,
+            destination_port=record.destination_port,
+            data=record.data,
+            transport=record.transport,
+        )
 
     def _on_connected(self, address: TransportAddress) -> None:
         self._post(
