@@ -283,6 +283,8 @@ async def test_a_new_peer_address_restarts_the_audio_transport(call):
     await log.wait("AudioStreamDidChangeRTPParameters")
     assert codec == "opus" and bob.codec == alice.codec == "PCMU" and bob.sample_rate == 8000
     assert bob in bob.bridge
+    # The new transports run: RTP of the new codec flows both ways (their statistics are new).
+    await until(lambda: alice.statistics.rx.packets > 10 and bob.statistics.rx.packets > 10)
 
 
 async def test_recording_errors(call, tmp_path):

@@ -1,6 +1,6 @@
 """Audio sessions between two SDK endpoints through Kamailio 5.6: codecs, SRTP, ICE
 (host candidates on loopback, and server reflexive ones from coturn), hold, recording,
-DTMF, RTP parameter changes, the RTP timeout and refused offers.
+DTMF, the RTP timeout, refused offers and bad media input.
 
 Alice is a whole SIPApplication on the test's loop; Bob a RemoteSDK child running the
 same start order with the application's audio (tests/support/audio.py). Each party's
@@ -398,34 +398,6 @@ async def test_dtmf_both_ways(alice, bob):
         stream.send_dtmf("1")
 
 
-async def test_a_new_codec_restarts_the_media(alice, bob):
-    device = install_device(tone=ALICE_TONE)
-    session, stream, log = await call_bob(alice)
-    name = await bob_name(bob)
-    assert stream.codec == "opus"
-    stream_log = SessionLog(stream)
-    old_slot = stream.consumer_slot
-    alice.rtp.audio_codec_list = ["PCMA"]
-    alice.save()
-    session.hold()  # the re-offers now carry PCMA alone
-    await log.wait("SIPSessionDidChangeHoldState")
-    slots = await stream_log.wait("AudioPortDidChangeSlots")
-    await stream_log.wait("AudioStreamDidChangeRTPParameters")
-    assert slots.data.old_consumer_slot == old_slot
-    assert slots.data.new_consumer_slot == stream.consumer_slot
-    session.unhold()
-    await log.wait("SIPSessionDidChangeHoldState")
-    assert stream.codec == "PCMA" and stream.sample_rate == 8000
-    info = await bob.async_call(f"{AUDIO}:stream_info", name)
-    assert info["codec"] == "PCMA"
-    await bob.async_wait_for("AudioStreamDidChangeRTPParameters", timeout=5)
-    await asyncio.sleep(SETTLE + LISTEN)
-    assert_hears(heard(device, LISTEN, (BOB_TONE,)), BOB_TONE, "alice")
-    bob_heard = await bob.async_call(f"{AUDIO}:listen", LISTEN, (ALICE_TONE,))
-    assert_hears(bob_heard, ALICE_TONE, "bob")
-    await hang_up(session, log)
-
-
 async def test_a_peer_that_sends_no_media_times_out(alice, bob):
     session, stream, log = await call_bob(alice)
     name = await bob_name(bob)
@@ -473,7 +445,8 @@ async def test_an_offer_that_cannot_be_met_gets_488(alice, bob, bob_changes, rea
     finally:
         await bob_defaults(bob)
     assert (failed.data.originator, failed.data.code) == ("remote", 488), reason
-    assert not [n for n in bob.notifications if n.name == "SIPSessionNewIncoming"]
+    with pytest.raises(TimeoutError):  # the SessionManager refused the offer itself
+        await bob.async_wait_for("SIPSessionNewIncoming", timeout=0.3)
 
 
 async def test_bad_media_input_is_counted_and_dropped(alice, bob):
