@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.interop.dnsmasq import Dnsmasq
 from tests.interop.peers import Kamailio
 from tests.interop.peers.coturn import Coturn
 from tests.support.application import loopback_storage, running_application
@@ -503,3 +504,38 @@ async def test_rtp_from_a_stranger_is_not_followed(alice, bob):
     assert (stream.remote_rtp_address_received, stream.remote_rtp_port_received) == peer
     assert_hears(heard(device, LISTEN, (BOB_TONE,)), BOB_TONE, "alice")
     await hang_up(session, log)
+
+
+async def test_stun_servers_found_with_dns(proxy, coturn, bob):
+    """Without a stun_server_list the account's domain is asked for _stun._udp SRV
+    records (here: dnsmasq pointing at the NAT in front of coturn)."""
+    nat = StunNAT(coturn.address)
+    _, port = await nat.start()
+    records = [
+        "--host-record=stun.example.test,127.0.0.1",
+        f"--srv-host=_stun._udp.example.test,stun.example.test,{port}",
+    ]
+    await bob_defaults(bob)
+    await set_bob(bob, nat_traversal__use_ice=True)
+    bob.clear()
+    await bob.async_call(f"{SESSIONS}:answer_mode", "accept", "accept")
+    try:
+        with Dnsmasq(records, local_domains=["example.test"]) as dns:
+            storage = loopback_storage(
+                accounts=account(proxy, "alice", nat_traversal={"use_ice": "true"}),
+                nameservers=[dns.nameserver],
+            )
+            with NotificationQueue(name="SIPAccountRegistrationDidSucceed") as registered:
+                async with running_application(storage):
+                    await registered.wait_for("SIPAccountRegistrationDidSucceed", timeout=10)
+                    alice = AccountManager().get_account(f"alice@{DOMAIN}")
+                    assert alice.nat_traversal.stun_server_list is None
+                    session, stream, log = await call_bob(alice)
+                    offered = str(session._invitation.sdp.active_local)
+                    assert stream.ice_active
+                    await hang_up(session, log)
+    finally:
+        nat.close()
+        await bob_defaults(bob)
+    assert nat.requests > 0
+    assert "typ srflx raddr 127.0.0.1" in offered, offered
