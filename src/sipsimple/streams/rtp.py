@@ -34,12 +34,16 @@ Hold
 Notifications, beyond IMediaStream's (sender: the stream): AudioStreamDidChangeHoldState
 (originator, on_hold), AudioStreamWillStartRecordingAudio, AudioStreamDidStartRecordingAudio,
 AudioStreamWillStopRecordingAudio, AudioStreamDidStopRecordingAudio (filename; a recording
-that cannot start ends with DidStop carrying ``reason``), AudioStreamDidChangeRTPParameters
-(a renegotiation changed the codec, the peer's address or keys: the stream restarted its
-AudioTransport and moved to a new mixer slot), AudioStreamGotDTMF (digit),
+that cannot start ends with DidStop carrying ``reason``; the spec's text of start_recording
+says SIPSession..., its list of notifications and the original say AudioStream...),
+AudioStreamDidChangeRTPParameters (a renegotiation changed the codec or the peer's
+address; a new codec restarts the AudioTransport, whose new mixer slot is announced first
+with AudioPortDidChangeSlots), AudioStreamGotDTMF (digit),
 AudioStreamICENegotiationStateDidChange / DidSucceed / DidFail (the RTPTransport's data),
 and AudioStreamDidTimeout (``timeout``: the seconds without RTP; an SDK addition, the
 application decides whether to end the session).
+
+An ended stream keeps its codec, sample rate, SRTP state and statistics for reading.
 
 Methods the Session calls run on the SIP thread.  ``start_recording``, ``stop_recording``
 and ``send_dtmf`` may be called from any thread: they check the state at once (raising
@@ -62,7 +66,12 @@ from typing import Any
 from sipsimple.audio import AudioBridge, AudioDevice, WaveRecorder
 from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import SIPURI, Engine
-from sipsimple.core.media import AudioTransport, AudioTransportError, RTPTransport
+from sipsimple.core.media import (
+    AudioTransport,
+    AudioTransportError,
+    RTPTransport,
+    RTPTransportCounters,
+)
 from sipsimple.core.sdp import (
     FrozenSDPSession,
     SDPMediaStream,
@@ -228,7 +237,6 @@ class AudioStream(IMediaStream, metaclass=MediaStreamRegistrar):
         self._recorder: WaveRecorder | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps tasks weakly
         self._rtp_failure: str | None = None
-        self._deactivated = False
 
     def __repr__(self) -> str:
         return f"<AudioStream {self.state} {self.codec or ''} slot={self.consumer_slot}>"
@@ -330,7 +338,7 @@ class AudioStream(IMediaStream, metaclass=MediaStreamRegistrar):
         return audio.statistics if audio is not None else None
 
     @property
-    def transport_counters(self) -> Any:
+    def transport_counters(self) -> RTPTransportCounters | None:
         """The RTPTransport's datagram counters (what it received, sent and dropped)."""
         rtp = self._rtp
         return rtp.counters if rtp is not None else None
@@ -382,8 +390,8 @@ class AudioStream(IMediaStream, metaclass=MediaStreamRegistrar):
             await rtp.set_INIT()
             if rtp.state == "INIT" or self.state == "ENDED":
                 break
-            NotificationCenter().discard_observer(self._rtp_event, sender=rtp)
             log.info("RTP transport with STUN server %s failed: %s", host, self._rtp_failure)
+            await self._release(rtp, None)
             rtp = None
         if self.state == "ENDED":
             if rtp is not None:
@@ -583,7 +591,7 @@ class AudioStream(IMediaStream, metaclass=MediaStreamRegistrar):
         _post(self, "AudioStreamDidChangeHoldState", originator="local", on_hold=False)
 
     def deactivate(self) -> None:
-        self._deactivated = True
+        """Nothing to do: RTP over UDP has no connection that the peer could close."""
 
     def end(self) -> None:
         with self._lock:
