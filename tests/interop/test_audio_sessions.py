@@ -243,7 +243,9 @@ async def test_tones_cross_both_ways(proxy, coturn, bob, codec, ice, srtp):
             await registered.wait_for("SIPAccountRegistrationDidSucceed", timeout=10)
             alice = AccountManager().get_account(f"alice@{DOMAIN}")
             device = install_device(tone=ALICE_TONE)
+            everything = SessionLog()
             session, stream, log = await call_bob(alice)
+            everything.close()
             name = await bob.async_call(f"{SESSIONS}:latest_incoming")
             await asyncio.sleep(SETTLE + LISTEN)
             alice_heard = heard(device, LISTEN, (BOB_TONE,))
@@ -269,6 +271,21 @@ async def test_tones_cross_both_ways(proxy, coturn, bob, codec, ice, srtp):
     offered = str(sdp)
     assert ("a=crypto:" in offered) is srtp
     assert ("a=ice-ufrag:" in offered) is (ice != "off")
+    # ICE notifications: the RTPTransport's, proxied by the stream with the same data.
+    ice_names = [n.name for n in everything.notifications if "ICENegotiation" in n.name]
+    if ice == "off":
+        assert ice_names == []
+    else:
+        assert "AudioStreamICENegotiationDidSucceed" in ice_names, ice_names
+        for kind in ("StateDidChange", "DidSucceed"):
+            ours = [
+                n for n in everything.notifications if n.name == f"AudioStreamICENegotiation{kind}"
+            ]
+            core = [
+                n for n in everything.notifications if n.name == f"RTPTransportICENegotiation{kind}"
+            ]
+            assert [n.data for n in ours] == [n.data for n in core] and ours
+            assert all(n.sender is stream for n in ours)
     if ice == "stun":  # Alice's STUN server is coturn behind the NAT
         assert nat.requests > 0
         assert "typ srflx raddr 127.0.0.1" in offered, offered
