@@ -516,7 +516,10 @@ class Session:
         with self._lock:
             if self._state in ("terminating", "terminated"):
                 return
-        self._hand(self._hold, hold)
+            self._want_hold = hold
+            if not self._started:
+                return  # the session applies it once it starts
+        self._hand(self._hold)
 
     def _require(self, method: str, *states: str | None) -> None:
         if self._state not in states:
@@ -1038,9 +1041,12 @@ class Session:
             self._streams = [stream for stream, _ in started]
             self._proposed = None
             self._started = True
+            hold = self._want_hold
         self.start_time = _now()
         self._set_state("connected")
         self._post("SIPSessionDidStart", streams=list(self._streams))
+        if hold:
+            self._hold()
         self._next_operation()
 
     # -- incoming ---------------------------------------------------------------------------
@@ -1277,8 +1283,7 @@ class Session:
             return
         self._queue(_Operation("remove", stream))
 
-    def _hold(self, hold: bool) -> None:
-        self._want_hold = hold
+    def _hold(self) -> None:
         if not any(op.kind == "hold" and op.task is None for op in self._ops):
             self._queue(_Operation("hold"))
 
