@@ -520,6 +520,29 @@ async def test_hold_and_unhold_from_either_side(endpoints):
     await log.wait("SIPSessionDidEnd")
 
 
+async def test_an_update_a_stream_refuses_gets_488(endpoints):
+    account, remote, ports = endpoints
+    await remote.async_call(f"{SESSIONS}:set_stream_failures", "update")
+    session, log = await call_bob(account, remote, ports)
+    session.hold()
+    held = await log.wait("SIPSessionDidChangeHoldState")
+    assert held.data.on_hold is True  # our side is on hold whatever the peer says
+    transactions = [
+        fields(n) for n in log.notifications if n.name == "SIPSessionDidProcessTransaction"
+    ]
+    assert transactions[-1] == {
+        "originator": "local",
+        "method": "INVITE",
+        "code": 488,
+        "reason": "Not Acceptable Here",
+    }
+    info = await bob_state(remote)
+    assert "validate_update" in info["streams"][0]["calls"]
+    assert not info["streams"][0]["on_hold_by_remote"] and info["state"] == "connected"
+    session.end()
+    await log.wait("SIPSessionDidEnd")
+
+
 async def test_hold_before_the_session_starts_applies_once_it_does(endpoints):
     account, remote, ports = endpoints
     await remote.async_call(f"{SESSIONS}:answer_mode", "accept")
