@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from sipsimple.configuration import ConfigurationManager
+from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import (
     SIPURI,
     BaseHeader,
@@ -62,6 +64,7 @@ from sipsimple.core import (
 )
 from sipsimple.core.sdp import reject_media
 from sipsimple.core.sip.message import REASON_PHRASES
+from sipsimple.core.usage import FAILOVER_CODES
 from sipsimple.lookup import DNSLookup, DNSLookupError
 from sipsimple.notification import Notification, NotificationCenter, NotificationData
 from sipsimple.streams import IMediaStream, MediaStreamRegistry
@@ -72,7 +75,6 @@ __all__ = ["IllegalStateError", "Session", "SessionManager"]
 
 log = logging.getLogger(__name__)
 
-_FAILOVER_CODES = frozenset((408, 503))
 _NOT_ACTIVE = (None, "terminated")
 
 
@@ -516,7 +518,10 @@ class Session:
         with self._lock:
             if self._state in ("terminating", "terminated"):
                 return
-        self._hand(self._hold, hold)
+            self._want_hold = hold
+            if not self._started:
+                return  # the session applies it once it starts
+        self._hand(self._hold)
 
     def _require(self, method: str, *states: str | None) -> None:
         if self._state not in states:
@@ -538,7 +543,7 @@ class Session:
             SessionManager()._remove(self)
         else:
             SessionManager()._add(self)
-        if self._loop is not None:
+        if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._wake)
 
     # -- the SIP thread: plumbing ------------------------------------------------------
@@ -951,12 +956,8 @@ class Session:
         else:
             target = uri
         engine = Engine()
-        try:
-            from sipsimple.configuration.settings import SIPSimpleSettings
-
-            preferred = list(SIPSimpleSettings().sip.transport_list)
-        except Exception:
-            preferred = ["tls", "tcp", "udp"]
+        settings = _settings()
+        preferred = list(settings.sip.transport_list) if settings is not None else []
         transports = [t for t in preferred if t in engine.transports] or engine.transports
         try:
             return await DNSLookup().lookup_sip_proxy(target, transports)  # type: ignore[misc,no-any-return]
@@ -1009,7 +1010,7 @@ class Session:
                 self._end_reason is not None
                 or timed_out
                 or self._provisional
-                or data.code not in _FAILOVER_CODES
+                or data.code not in FAILOVER_CODES
                 or (data.originator == "remote" and data.code != 503)
             ):
                 break
@@ -1038,9 +1039,12 @@ class Session:
             self._streams = [stream for stream, _ in started]
             self._proposed = None
             self._started = True
+            hold = self._want_hold
         self.start_time = _now()
         self._set_state("connected")
         self._post("SIPSessionDidStart", streams=list(self._streams))
+        if hold:
+            self._hold()
         self._next_operation()
 
     # -- incoming ---------------------------------------------------------------------------
@@ -1277,8 +1281,7 @@ class Session:
             return
         self._queue(_Operation("remove", stream))
 
-    def _hold(self, hold: bool) -> None:
-        self._want_hold = hold
+    def _hold(self) -> None:
         if not any(op.kind == "hold" and op.task is None for op in self._ops):
             self._queue(_Operation("hold"))
 
@@ -1570,6 +1573,9 @@ class Session:
             self._abort_future.set_result(None)
         for stream in list(self._initialized):
             self._end_stream(stream)
+        for stream in self._watched:
+            NotificationCenter().discard_observer(self._stream_event, sender=stream)
+        self._watched.clear()
         for future in self._pending.values():
             if not future.done():
                 future.cancel()
@@ -1601,14 +1607,19 @@ def _default_reason(code: int) -> str:
     return REASON_PHRASES.get(code) or REASON_PHRASES.get(code - code % 100, "")
 
 
+def _settings() -> SIPSimpleSettings | None:
+    """The global settings, None when the configuration is not started."""
+    if not ConfigurationManager().started:
+        return None
+    return SIPSimpleSettings()
+
+
 def _invite_timeout() -> float | None:
     """SIPSimpleSettings.sip.invite_timeout (None or 0: no limit); 90 s without settings."""
-    try:
-        from sipsimple.configuration.settings import SIPSimpleSettings
-
-        timeout = SIPSimpleSettings().sip.invite_timeout
-    except Exception:
+    settings = _settings()
+    if settings is None:
         return 90.0
+    timeout = settings.sip.invite_timeout
     return float(timeout) if timeout else None
 
 
@@ -1617,9 +1628,5 @@ def _local_address() -> str:
     address = Engine().ip_address
     if address and not ipaddress.ip_address(address).is_unspecified:
         return str(address)
-    try:
-        from sipsimple.configuration.settings import SIPSimpleSettings
-
-        return str(SIPSimpleSettings().local_ip)
-    except Exception:
-        return "127.0.0.1"
+    settings = _settings()
+    return str(settings.local_ip) if settings is not None else "127.0.0.1"

@@ -305,9 +305,11 @@ async def test_the_caller_cancels_before_the_answer(endpoints):
     await remote.async_call(f"{SESSIONS}:answer_mode", "ring")
     session = Session(account)
     log = SessionLog(session)
-    session.connect(bob_uri(ports), bob_route(ports), [DatagramStream(account)])
+    await asyncio.to_thread(
+        session.connect, bob_uri(ports), bob_route(ports), [DatagramStream(account)]
+    )
     await log.wait("SIPSessionGotRingIndication")
-    session.end()
+    await asyncio.to_thread(session.end)
     failed = await log.wait("SIPSessionDidFail")
     assert fields(failed) == {
         "originator": "local",
@@ -499,7 +501,7 @@ async def test_hold_and_unhold_from_either_side(endpoints):
     info = await bob_state(remote)
     assert info["on_hold"] and info["streams"][0]["on_hold_by_remote"]
 
-    session.unhold()
+    await asyncio.to_thread(session.unhold)  # any thread may call the methods
     unheld = await log.wait("SIPSessionDidChangeHoldState")
     assert fields(unheld) == {"originator": "local", "on_hold": False, "partial": False}
     bob_unheld = await remote_wait(remote, "SIPSessionDidChangeHoldState")
@@ -514,6 +516,29 @@ async def test_hold_and_unhold_from_either_side(endpoints):
     await bob_act(remote, "unhold")
     remote_unhold = await log.wait("SIPSessionDidChangeHoldState")
     assert fields(remote_unhold) == {"originator": "remote", "on_hold": False, "partial": False}
+    session.end()
+    await log.wait("SIPSessionDidEnd")
+
+
+async def test_an_update_a_stream_refuses_gets_488(endpoints):
+    account, remote, ports = endpoints
+    await remote.async_call(f"{SESSIONS}:set_stream_failures", "update")
+    session, log = await call_bob(account, remote, ports)
+    session.hold()
+    held = await log.wait("SIPSessionDidChangeHoldState")
+    assert held.data.on_hold is True  # our side is on hold whatever the peer says
+    transactions = [
+        fields(n) for n in log.notifications if n.name == "SIPSessionDidProcessTransaction"
+    ]
+    assert transactions[-1] == {
+        "originator": "local",
+        "method": "INVITE",
+        "code": 488,
+        "reason": "Not Acceptable Here",
+    }
+    info = await bob_state(remote)
+    assert "validate_update" in info["streams"][0]["calls"]
+    assert not info["streams"][0]["on_hold_by_remote"] and info["state"] == "connected"
     session.end()
     await log.wait("SIPSessionDidEnd")
 
