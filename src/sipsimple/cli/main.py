@@ -1,69 +1,426 @@
 """`sipsimple`: command-line front end of the SDK.
 
-``sipsimple demo`` is the README's main job: it runs the SDK on this machine with a
-temporary configuration and prints what happened as a timeline of notifications.
-Later layers add to the demo (a session between two endpoints, audio, chat and a
-file transfer).
+``sipsimple demo`` is the README's main job: it runs two SDK endpoints on this machine,
+Alice in this process and Bob in a child process (``sipsimple demo-peer``), each with
+a temporary configuration that keeps them on 127.0.0.1. Alice calls Bob with no server
+in between, Bob's phone rings and he answers. The session has two streams: audio (an
+AudioStream; each party's microphone is a tone on a DummyDevice, Alice 1000 Hz and Bob
+1500 Hz, each records the call, Alice sends a DTMF digit) and a small datagram stream of
+the demo's own that carries a greeting each way. Alice hangs up. Everything both
+endpoints post is printed as one timeline of notifications, with each side's codec,
+SRTP and ICE state and RTCP figures, and the tone each side heard (FFT of what its
+speaker played). Later layers add to it (chat, a file transfer).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import wave
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
 
 from sipsimple import __version__
+from sipsimple.account import AccountManager
 from sipsimple.application import SIPApplication
 from sipsimple.configuration.settings import SIPSimpleSettings
-from sipsimple.notification import Notification, NotificationCenter
+from sipsimple.core import SIPURI, Engine, SDPAttribute, SDPMediaStream, ToHeader
+from sipsimple.core.sdp import effective_direction
+from sipsimple.media.devices import DummyDevice
+from sipsimple.notification import Notification, NotificationCenter, NotificationData
+from sipsimple.session import Session
 from sipsimple.storage import FileStorage
+from sipsimple.streams import AudioStream, IMediaStream, MediaStreamRegistrar
+from sipsimple.threading import sip_loop
+from sipsimple.util import Route
 
-__all__ = ["main"]
+__all__ = ["DemoStream", "main"]
+
+_HIDDEN = (
+    "CFG",
+    "DNS",
+    "SIPInvitation",
+    "SIPEngineLog",
+    "SIPEngineSIPTrace",
+    "SIPEngineTransport",
+    "AudioPortDidChangeSlots",
+)
+_FORMAT = "x-sipsimple-demo"
+TONES = {"alice": 1000.0, "bob": 1500.0}
+
+
+class DemoStream(IMediaStream, metaclass=MediaStreamRegistrar):
+    """The demo's media: a UDP socket on 127.0.0.1 that sends one greeting to the peer
+    once the session starts and keeps what arrives (``m=application <port> udp``)."""
+
+    type = "demo"
+    priority = 0
+    hold_supported = True
+
+    def __init__(self, greeting: str) -> None:
+        self.greeting = greeting
+        self.received: list[str] = []
+        self.port = 0
+        self._transport: asyncio.DatagramTransport | None = None
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return f"DemoStream(:{self.port})"
+
+    def _post(self, name: str, **data: Any) -> None:
+        NotificationCenter().post_notification(name, sender=self, data=NotificationData(**data))
+
+    @classmethod
+    def new_from_sdp(cls, account: Any, remote_sdp: Any, stream_index: int) -> DemoStream | None:
+        media = remote_sdp.media[stream_index]
+        if media.media == "application" and _FORMAT in media.formats:
+            return cls(f"hello from {account.id.username}")
+        return None
+
+    def get_local_media(self, for_offer: bool) -> SDPMediaStream:
+        direction = "sendonly" if self.on_hold_by_local else "sendrecv"
+        return SDPMediaStream(
+            "application", self.port, "udp", formats=[_FORMAT], attributes=[SDPAttribute(direction)]
+        )
+
+    def initialize(self, session: Any, direction: str) -> None:
+        asyncio.get_running_loop().create_task(self._open())
+
+    async def _open(self) -> None:
+        stream = self
+
+        class Receiver(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                stream.received.append(data.decode(errors="replace"))
+
+        try:
+            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                Receiver, local_addr=("127.0.0.1", 0)
+            )
+        except OSError as e:
+            self._post("MediaStreamDidFail", reason=str(e))
+            return
+        self._transport = transport
+        self.port = transport.get_extra_info("sockname")[1]
+        self._post("MediaStreamDidInitialize")
+
+    def start(self, local_sdp: Any, remote_sdp: Any, stream_index: int) -> None:
+        media = remote_sdp.media[stream_index]
+        address = (media.connection or remote_sdp.connection).address
+        self.on_hold_by_remote = effective_direction(remote_sdp, stream_index) != "sendrecv"
+        if self._transport is not None:
+            self._transport.sendto(self.greeting.encode(), (address, media.port))
+        self._post("MediaStreamDidStart")
+
+    def validate_update(self, remote_sdp: Any, stream_index: int) -> bool:
+        return True
+
+    def update(self, local_sdp: Any, remote_sdp: Any, stream_index: int) -> None:
+        self.on_hold_by_remote = effective_direction(remote_sdp, stream_index) != "sendrecv"
+
+    def hold(self) -> None:
+        self.on_hold_by_local = True
+
+    def unhold(self) -> None:
+        self.on_hold_by_local = False
+
+    def deactivate(self) -> None:
+        pass
+
+    def end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._post("MediaStreamWillEnd")
+        if self._transport is not None:
+            self._transport.close()
+        self._post("MediaStreamDidEnd")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_describe(item) for item in value) + "]"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
 
 
 class Timeline:
-    """Prints every notification with the time since the timeline began."""
+    """Prints the notifications worth reading with the time since ``start`` (a
+    time.time() value shared by both endpoints) and who posted them."""
 
-    def __init__(self, out=sys.stdout) -> None:
+    def __init__(
+        self,
+        party: str,
+        start: float,
+        out: TextIO = sys.stdout,
+        lock: threading.Lock | None = None,
+    ) -> None:
+        self.party = party
+        self.start = start
         self.out = out
-        self.start = time.monotonic()
+        self.lock = lock or threading.Lock()
 
     def __call__(self, notification: Notification) -> None:
+        if notification.name.startswith(_HIDDEN):
+            return
         fields = {k: v for k, v in vars(notification.data).items() if k != "timestamp"}
-        details = " ".join(f"{key}={value!r}" for key, value in fields.items())
+        details = " ".join(f"{key}={_describe(value)}" for key, value in fields.items())
         sender = type(notification.sender).__name__
-        elapsed = time.monotonic() - self.start
-        print(f"{elapsed:8.3f}s  {notification.name:<32} {sender:<20} {details}", file=self.out)
+        self.line(f"{notification.name:<36} {sender:<15} {details}".rstrip())
+
+    def line(self, text: str, at: float | None = None) -> None:
+        elapsed = (time.time() if at is None else at) - self.start
+        with self.lock:
+            print(f"{elapsed:8.3f}s  {self.party:<5}  {text}", file=self.out, flush=True)
+
+
+def _configuration(user: str, directory: Path) -> dict[str, Any]:
+    """Settings that keep an endpoint on 127.0.0.1 (no DNS probe, no registrar)."""
+    return {
+        "SIPSimpleSettings": {
+            "local_ip": "127.0.0.1",
+            "sip": {"transport_list": ["udp"]},
+            "audio": {"recordings_directory": str(directory / "recordings")},
+            "dns": {
+                "probe_domain": None,
+                "nameservers": ["127.0.0.1:9"],
+                "fallback_nameservers": [],
+            },
+        },
+        "Accounts": {
+            "bonjour@local": {"enabled": "false"},
+            f"{user}@demo.invalid": {
+                "enabled": "true",
+                "display_name": user.capitalize(),
+                "registration": {"enabled": "false"},
+            },
+        },
+    }
+
+
+def describe(stream: AudioStream) -> list[str]:
+    """The negotiated media and the RTCP figures of an audio stream, as lines of text."""
+    lines = [
+        f"{stream!r}: codec {stream.codec} at {stream.sample_rate} Hz, "
+        f"SRTP {stream.srtp_cipher if stream.srtp_active else 'off'}, "
+        f"ICE {'on' if stream.ice_active else 'off'}, RTP {stream.local_rtp_address}:"
+        f"{stream.local_rtp_port} <-> {stream.remote_rtp_address_received}:"
+        f"{stream.remote_rtp_port_received}"
+    ]
+    statistics = stream.statistics
+    if statistics is not None:
+        rx, tx, rtt = statistics.rx, statistics.tx, statistics.rtt_ms
+        lines.append(
+            f"RTCP: received {rx.packets} packets, {rx.packets_lost} lost, jitter "
+            f"{rx.jitter_ms:.1f} ms; sent {tx.packets}, the peer reports {tx.packets_lost} "
+            f"lost, jitter {tx.jitter_ms:.1f} ms; "
+            + (f"round trip {rtt.mean:.2f} ms" if rtt.count else "no round trip measured yet")
+        )
+    return lines
+
+
+def dominant_frequency(path: Path) -> tuple[float, float]:
+    """(the strongest frequency, the RMS level) of a mono 16-bit WAV file."""
+    with wave.open(str(path)) as recording:
+        rate = recording.getframerate()
+        samples = np.frombuffer(recording.readframes(recording.getnframes()), dtype="<i2")
+    if samples.size < 2:
+        return 0.0, 0.0
+    data = samples.astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(data * np.hanning(data.size)))
+    frequency = float(np.fft.rfftfreq(data.size, 1 / rate)[int(np.argmax(spectrum))])
+    return frequency, float(np.sqrt(np.mean(data**2)))
+
+
+class _Endpoint:
+    """A SIPApplication with a temporary configuration for ``user``; its notifications
+    go to ``timeline``. Its voice device is a DummyDevice: its microphone the user's
+    tone, its speaker written to a WAV file."""
+
+    def __init__(self, user: str, directory: str, timeline: Timeline) -> None:
+        self.user = user
+        self.directory = Path(directory)
+        self.app = SIPApplication()
+        self.timeline = timeline
+        self.device: DummyDevice | None = None
+        self.storage = FileStorage(directory)
+        backend = self.storage.configuration_backend
+        backend.load()  # a backend writes only what it has loaded (here: nothing)
+        backend.save(_configuration(user, self.directory))
+        self.started = threading.Event()
+        self.ended = threading.Event()
+        center = NotificationCenter()
+        center.add_observer(timeline)
+        center.add_observer(lambda n: self.started.set(), name="SIPApplicationDidStart")
+        center.add_observer(lambda n: self.ended.set(), name="SIPApplicationDidEnd")
+        center.add_observer(self._stream_ending, name="MediaStreamWillEnd")
+
+    def _stream_ending(self, notification: Notification) -> None:
+        stream = notification.sender
+        if isinstance(stream, DemoStream):
+            self.timeline.line(f"{stream!r} received {stream.received}")
+        elif isinstance(stream, AudioStream):
+            for line in describe(stream):
+                self.timeline.line(line)
+
+    def start(self, timeout: float) -> bool:
+        self.app.start(self.storage)
+        if not self.started.wait(timeout):
+            return False
+        self.device = DummyDevice(tone=TONES[self.user], output_file=self.heard_file)
+        mixer = SIPApplication.voice_audio_mixer
+        assert mixer is not None
+        mixer.set_sound_devices(None, None, device=self.device)
+        return True
+
+    @property
+    def heard_file(self) -> Path:
+        return self.directory / f"{self.user}-heard.wav"
+
+    def stop(self, timeout: float) -> bool:
+        """Stop; then tell which tone the speaker played (the device is closed by now)."""
+        self.app.stop()
+        if not self.ended.wait(timeout):
+            return False
+        device = self.device
+        if device is not None and device.output_closed is not None:
+            device.output_closed.result(timeout)
+            frequency, level = dominant_frequency(self.heard_file)
+            self.timeline.line(f"{self.user} heard {frequency:.0f} Hz at RMS {level:.0f}")
+        return True
+
+    @property
+    def account(self) -> Any:
+        return AccountManager().get_account(f"{self.user}@demo.invalid")
 
 
 def demo(args: argparse.Namespace) -> int:
-    timeline = Timeline()
-    center = NotificationCenter()
-    center.add_observer(timeline)
-    ended = threading.Event()
-    center.add_observer(lambda n: ended.set(), name="SIPApplicationDidEnd")
-    started = threading.Event()
-    center.add_observer(lambda n: started.set(), name="SIPApplicationDidStart")
-    app = SIPApplication()
+    start = time.time()
+    timeline = Timeline("alice", start)
+    print(f"sipsimple {__version__} demo: Alice (this process) calls Bob (a child process)")
+    peer = subprocess.Popen(
+        [sys.executable, "-m", "sipsimple.cli.main", "demo-peer", "--start", repr(start)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    ready: list[int] = []
+    bob_ready = threading.Event()
+    bob = Timeline("bob", start, lock=timeline.lock)
+    reader = threading.Thread(target=_relay, args=(peer, bob, ready, bob_ready), daemon=True)
+    reader.start()
     with tempfile.TemporaryDirectory(prefix="sipsimple-demo-") as directory:
-        print(f"sipsimple {__version__} demo: configuration in {directory}")
-        app.start(FileStorage(directory))
-        if not started.wait(args.timeout):
-            print("the application did not start in time", file=sys.stderr)
-            app.stop()
-            ended.wait(args.timeout)
+        alice = _Endpoint("alice", directory, timeline)
+        try:
+            if not alice.start(args.timeout) or not bob_ready.wait(args.timeout) or not ready:
+                print("an endpoint did not start in time", file=sys.stderr)
+                return 1
+            print(f"instance id {SIPSimpleSettings().instance_id}, Bob listens on UDP {ready[0]}")
+            return _call(alice, ready[0], args, timeline)
+        finally:
+            alice.stop(args.timeout)
+            _stop_peer(peer, args.timeout)
+            reader.join(args.timeout)
+            print("demo finished")
+
+
+def _call(alice: _Endpoint, port: int, args: argparse.Namespace, timeline: Timeline) -> int:
+    timeout = args.timeout
+    session = Session(alice.account)
+    done = threading.Event()
+    outcome: list[str] = []
+
+    def watch(notification: Notification) -> None:
+        outcome.append(notification.name)
+        if notification.name in ("SIPSessionDidStart", "SIPSessionDidFail", "SIPSessionDidEnd"):
+            done.set()
+
+    NotificationCenter().add_observer(watch, sender=session)
+    stream = DemoStream("hello from alice")
+    audio = AudioStream(alice.account)
+    target = ToHeader(SIPURI(user="bob", host="127.0.0.1", port=port))
+    session.connect(target, [Route("127.0.0.1", port, "udp")], [audio, stream])
+    if not done.wait(timeout) or outcome[-1] != "SIPSessionDidStart":
+        print("the session did not start", file=sys.stderr)
+        return 1
+    audio.start_recording()  # in audio.recordings_directory
+    time.sleep(args.duration / 2)  # the greetings cross, the tones play
+    audio.send_dtmf("5")
+    time.sleep(args.duration / 2)
+    done.clear()
+    session.end()
+    if not done.wait(timeout):
+        print("the session did not end in time", file=sys.stderr)
+        return 1
+    return 0 if stream.received else 1
+
+
+def _relay(
+    peer: subprocess.Popen[str], timeline: Timeline, ready: list[int], bob_ready: threading.Event
+) -> None:
+    """Print Bob's timeline lines as they come; his first line says where he listens."""
+    assert peer.stdout is not None
+    for line in peer.stdout:
+        kind, _, rest = line.rstrip("\n").partition(" ")
+        if kind == "ready":
+            ready.append(int(rest))
+            bob_ready.set()
+        elif kind == "at":
+            at, _, text = rest.partition(" ")
+            timeline.line(text, at=float(at))
+    bob_ready.set()
+
+
+def _stop_peer(peer: subprocess.Popen[str], timeout: float) -> None:
+    try:
+        if peer.stdin is not None:
+            peer.stdin.close()
+        peer.wait(timeout)
+    except subprocess.TimeoutExpired:
+        peer.kill()
+        peer.wait()
+
+
+class _PeerTimeline(Timeline):
+    """Bob's timeline, written for Alice to print: ``at <time.time()> <text>``."""
+
+    def line(self, text: str, at: float | None = None) -> None:
+        with self.lock:
+            print(f"at {time.time() if at is None else at!r} {text}", file=self.out, flush=True)
+
+
+def demo_peer(args: argparse.Namespace) -> int:
+    """Bob: answers every session (ring, then accept) until stdin closes."""
+    timeline = _PeerTimeline("bob", args.start)
+    with tempfile.TemporaryDirectory(prefix="sipsimple-demo-peer-") as directory:
+        bob = _Endpoint("bob", directory, timeline)
+
+        def answer(notification: Notification) -> None:
+            session = notification.sender
+            session.send_ring_indication()
+            sip_loop().call_later(0.3, session.accept, session.proposed_streams)
+
+        def record(notification: Notification) -> None:
+            for stream in notification.sender.streams:
+                if isinstance(stream, AudioStream):
+                    stream.start_recording()
+
+        NotificationCenter().add_observer(answer, name="SIPSessionNewIncoming")
+        NotificationCenter().add_observer(record, name="SIPSessionDidStart")
+        if not bob.start(args.timeout):
             return 1
-        settings = SIPSimpleSettings()
-        print(f"instance id {settings.instance_id}, user agent {settings.user_agent!r}")
-        app.stop()
-        if not ended.wait(args.timeout):
-            print("the application did not stop in time", file=sys.stderr)
-            return 1
-    print("demo finished")
-    return 0
+        print(f"ready {Engine().udp_port}", flush=True)
+        sys.stdin.read()  # until Alice closes it
+        return 0 if bob.stop(args.timeout) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,12 +428,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sipsimple {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser(
-        "demo", help="run the SDK on this machine and show what happens"
+        "demo", help="two endpoints on this machine make a session; show what happens"
     )
     demo_parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for each step"
     )
+    demo_parser.add_argument("--duration", type=float, default=5.0, help="seconds the call lasts")
     demo_parser.set_defaults(handler=demo)
+    peer_parser = commands.add_parser("demo-peer", help="the demo's second endpoint (internal)")
+    peer_parser.add_argument("--timeout", type=float, default=10.0)
+    peer_parser.add_argument("--start", type=float, default=0.0, help="the timeline's origin")
+    peer_parser.set_defaults(handler=demo_peer)
     return parser
 
 
