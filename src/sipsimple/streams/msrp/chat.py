@@ -411,10 +411,8 @@ class ChatStream(MSRPStreamBase):
         return int(value) if value is not None and value.strip().isdigit() else None
 
     def _local_identity(self) -> CPIMIdentity:
-        header = getattr(self.session, "local_identity", None)
-        if header is not None:
-            return CPIMIdentity(str(header.uri), getattr(header, "display_name", None) or None)
-        return CPIMIdentity(str(self.account.uri), getattr(self.account, "display_name", None))
+        """Our CPIM From: the account's identity (the INVITE's To may name our contact)."""
+        return CPIMIdentity(str(self.account.uri), self._display_name())
 
     def _default_recipients(self) -> list[CPIMIdentity]:
         header = getattr(self.session, "remote_identity", None)
@@ -518,7 +516,7 @@ class ChatStream(MSRPStreamBase):
                     body=_decode_body(event.data, content_type),
                     content_type=content_type,
                     sender=self._remote_chat_identity(),
-                    recipients=[r for r in [self._local_chat_identity()] if r is not None],
+                    recipients=[ChatIdentity(str(self.account.uri), self._display_name())],
                     timestamp=datetime.now(UTC),
                     message_id=event.message_id,
                 )
@@ -562,5 +560,5 @@ class ChatStream(MSRPStreamBase):
     def _remote_chat_identity(self) -> ChatIdentity | None:
         return ChatIdentity.from_header(getattr(self.session, "remote_identity", None))
 
-    def _local_chat_identity(self) -> ChatIdentity | None:
-        return ChatIdentity.from_header(getattr(self.session, "local_identity", None))
+    def _display_name(self) -> str | None:
+        return getattr(self.account, "display_name", None) or None

@@ -230,11 +230,19 @@ class FileTransferStream(MSRPStreamBase):
             assert selector.path is not None
             file = await run_in_worker(open, selector.path, "rb")
             close = True
+        loop = asyncio.get_running_loop()
+        reading = None
         try:
             await run_in_worker(file.seek, self.offset)
-            while block := await run_in_worker(file.read, _READ_SIZE):
+            reading = loop.create_task(run_in_worker(file.read, _READ_SIZE))
+            while block := await reading:
+                reading = loop.create_task(run_in_worker(file.read, _READ_SIZE))  # read ahead
                 yield block
+            reading = None
         finally:
+            if reading is not None:
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
             if close:
                 await run_in_worker(file.close)
 
@@ -429,11 +437,11 @@ class FileTransferStream(MSRPStreamBase):
         incoming = self._incoming
         if incoming is None:
             return
-        self._incoming = None
         try:
             await self._settle()
         except OSError as error:
             post_library_log(f"cannot save the partial file: {error}", logging.ERROR)
+        self._incoming = None
         async with self._disk:
             await run_in_worker(incoming.close)
 
