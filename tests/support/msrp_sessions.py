@@ -1,6 +1,7 @@
 """Two SDK endpoints with chat and file-transfer sessions, for the MSRP stream tests.
 
-The test process runs one endpoint (a SIPApplication on the test's loop, see
+``endpoints(tmp_path, ...)`` sets up both for one test (see Endpoints). The test process
+runs one endpoint (a SIPApplication on the test's loop, see
 tests/support/application.py); a RemoteSDK child runs the other with the same start
 order by hand (its SIP thread is taken already): ``await bob.async_call(start_peer,
 peer_configuration("bob", ...))``. The functions below run in either process, on its
@@ -15,13 +16,18 @@ the peer's Engine port (``call("out", "bob", port, ...)``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import resource
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.application import loopback_configuration
+from tests.support.application import loopback_configuration, loopback_storage, running_application
+from tests.support.notifications import RECORDER
+from tests.support.remote import DEFAULT_EXCLUDE, RemoteSDK
 
 from sipsimple.account import AccountManager
 from sipsimple.application import engine_options
@@ -29,20 +35,23 @@ from sipsimple.configuration import ConfigurationManager
 from sipsimple.configuration.backend.memory import MemoryBackend
 from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import SIPURI, Engine, ToHeader
-from sipsimple.notification import NotificationCenter
+from sipsimple.notification import NotificationCenter, NotificationQueue
 from sipsimple.session import Session, SessionManager
 from sipsimple.streams.msrp import ChatStream, FileSelector, FileTransferStream
 from sipsimple.util import Route
 
 __all__ = [
     "DOMAIN",
+    "Endpoints",
     "account_settings",
     "auto_answer",
     "call",
     "chat",
+    "combined_certificate",
     "compose",
     "cut_after",
     "end",
+    "endpoints",
     "file_sha1",
     "listing",
     "make_file",
@@ -255,3 +264,104 @@ def listing(directory: str | os.PathLike[str]) -> list[str]:
 def max_rss() -> int:
     """Peak resident memory of this process in bytes."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# -- the two endpoints of a test -----------------------------------------------------------------
+
+
+@dataclass
+class Endpoints:
+    """Alice (this process) and Bob (``bob``, a RemoteSDK child answering every session
+    at 127.0.0.1:``port``); ``queue`` collects Alice's notifications."""
+
+    bob: RemoteSDK
+    port: int
+    queue: NotificationQueue
+    alice_dir: Path
+    bob_dir: Path
+
+    @property
+    def account(self) -> Any:
+        return _account("alice")
+
+    async def wait(self, name: str, condition: Any = None, timeout: float = 10.0) -> Any:
+        return await self.queue.wait_for(name, condition, timeout)
+
+    async def bob_wait(self, name: str, condition: Any = None, timeout: float = 10.0) -> Any:
+        return await self.bob.async_wait_for(name, condition, timeout)
+
+    async def call(self, *streams: Any) -> Session:
+        """Alice calls Bob with ``streams``; returns once both sessions started."""
+        session = Session(self.account)
+        uri = SIPURI(user="bob", host="127.0.0.1", port=self.port, parameters={"transport": "tcp"})
+        session.connect(ToHeader(uri), [Route("127.0.0.1", self.port, "tcp")], list(streams))
+        await self.wait("SIPSessionDidStart", lambda n: n.sender is session, 15)
+        await self.bob_wait("SIPSessionDidStart", timeout=15)
+        return session
+
+    async def hang_up(self, session: Session) -> None:
+        session.end()
+        await self.wait("SIPSessionDidEnd", lambda n: n.sender is session, 10)
+        await self.bob_wait("SIPSessionDidEnd", timeout=10)
+
+
+def combined_certificate(directory: Path) -> Path:
+    """A PEM holding the test server certificate and its key (SIPSimpleSettings.tls)."""
+    from tests.interop.peers.certs import make_certificates
+
+    certificates = make_certificates(directory)
+    combined = directory / "msrp.pem"
+    combined.write_bytes(
+        certificates.server.cert.read_bytes() + certificates.server.key.read_bytes()
+    )
+    return combined
+
+
+@contextlib.asynccontextmanager
+async def endpoints(
+    tmp_path: Path,
+    *,
+    transport: str = "tcp",
+    alice: dict[str, Any] | None = None,
+    bob: dict[str, Any] | None = None,
+    trace: bool = False,
+    exclude: tuple[str, ...] = (),
+) -> AsyncIterator[Endpoints]:
+    """Start Bob (a child) and Alice (a SIPApplication here) with MSRP over
+    ``transport``; ``alice`` and ``bob`` are more account_settings() options
+    (``model``, ``relay``, ``outbound_relay``, ``password``)."""
+    certificate = combined_certificate(tmp_path / "certs") if transport == "tls" else None
+    alice_dir, bob_dir = tmp_path / "alice", tmp_path / "bob"
+    # These carry accounts and setting values, which do not unpickle here when they hold
+    # an MSRPRelayAddress: the tests do not need them.
+    quiet = (
+        *DEFAULT_EXCLUDE,
+        "CFGSettingsObjectWasActivated",
+        "CFGSettingsObjectDidChange",
+        "SIPAccountManagerDidAddAccount",
+        "SIPAccountManagerDidChangeDefaultAccount",
+    )
+    with RemoteSDK(call_timeout=30, exclude=quiet + exclude) as remote:
+        configuration = peer_configuration(
+            "bob", directory=bob_dir, certificate=certificate, transport=transport, **(bob or {})
+        )
+        ports = await remote.async_call(start_peer, configuration)
+        await remote.async_call(auto_answer)
+        settings: dict[str, Any] = {
+            "file_transfer": {"directory": str(alice_dir)},
+            "logs": {"trace_msrp": "true" if trace else "false"},
+        }
+        if certificate is not None:
+            settings["tls"] = {"certificate": str(certificate)}
+        storage = loopback_storage(
+            transports=("tcp",),
+            accounts=account_settings("alice", transport=transport, **(alice or {})),
+            settings=settings,
+        )
+        try:
+            with NotificationQueue() as queue:
+                async with running_application(storage):
+                    yield Endpoints(remote, ports["tcp"], queue, alice_dir, bob_dir)
+            await remote.async_call(stop_peer)
+        finally:
+            RECORDER.add_remote(remote)

@@ -199,6 +199,9 @@ class MSRPStreamBase(IMediaStream, metaclass=MediaStreamRegistrar):
             " >", ">"
         )
 
+    def __reduce__(self) -> Any:
+        raise TypeError(f"{type(self).__name__} holds live connections and cannot be pickled")
+
     # -- IMediaStream -------------------------------------------------------------------
 
     def get_local_media(self, for_offer: bool) -> SDPMediaStream:
