@@ -303,3 +303,110 @@ async def test_a_peer_that_stops_reading(tmp_path: Path) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def response(frame: MSRPData, code: int, comment: str) -> bytes:
+    return (
+        f"MSRP {frame.transaction_id} {code} {comment}\r\n"
+        f"To-Path: {frame.from_path[0]}\r\nFrom-Path: {RAW_URI}\r\n"
+        f"-------{frame.transaction_id}$\r\n"
+    ).encode()
+
+
+async def test_chat_delivery_failures() -> None:
+    offer = sdp(raw_offer([]))
+    stream = ChatStream.new_from_sdp(account("bob"), offer, 0)
+    assert stream is not None
+    stream.report_timeout = 0.5
+    await initialize(stream, session("bob", "raw"), "incoming")
+    with NotificationQueue(sender=stream) as queue:
+        async with passive(stream, offer) as peer:
+            to_path = str(stream.local_path[0])
+            peer.send(send_frame("t0", to_path, {"Message-ID": "m0", "Byte-Range": "1-0/0"}))
+            assert (await peer.response("t0")).code == 200
+            await queue.wait_for("MediaStreamDidStart", timeout=5)
+
+            refused = stream.send_message("refused with a response")
+            frame = await peer.frame()
+            assert frame.method == "SEND" and frame.message_id == refused
+            assert frame.success_report == "yes" and frame.failure_report == "partial"
+            peer.send(response(frame, 415, "Unsupported Media Type"))
+            failed = await queue.wait_for("ChatStreamDidNotDeliverMessage", timeout=5)
+            assert failed.data.message_id == refused and failed.data.code == 415
+            assert failed.data.reason == "Unsupported Media Type"
+            assert isinstance(failed.data.chunk, MSRPData) and failed.data.chunk.code == 415
+
+            reported = stream.send_message("refused with a report")
+            frame = await peer.frame()
+            peer.send(
+                (
+                    f"MSRP r1 REPORT\r\nTo-Path: {frame.from_path[0]}\r\nFrom-Path: {RAW_URI}\r\n"
+                    f"Message-ID: {reported}\r\nByte-Range: 1-{len(frame.data)}/"
+                    f"{len(frame.data)}\r\nStatus: 000 413 Too Large\r\n-------r1$\r\n"
+                ).encode()
+            )
+            failed = await queue.wait_for("ChatStreamDidNotDeliverMessage", timeout=5)
+            assert failed.data.message_id == reported and failed.data.code == 413
+            assert failed.data.chunk.method == "REPORT"
+
+            ignored = stream.send_message("never reported")
+            await peer.frame()
+            failed = await queue.wait_for("ChatStreamDidNotDeliverMessage", timeout=5)
+            assert failed.data.message_id == ignored and failed.data.code == 408
+            assert failed.data.chunk is None
+            await queue.wait_for("ChatStreamDidSendMessage", timeout=1)
+        stream.end()
+        await queue.wait_for("MediaStreamDidEnd", timeout=5)
+
+
+async def test_a_receiver_refusing_the_file(tmp_path: Path) -> None:
+    source = tmp_path / "unwanted.bin"
+    ms.make_file(source, 300_000)
+    stream = FileTransferStream(
+        account("alice"), FileSelector.for_file(str(source), compute_hash=False)
+    )
+    await initialize(stream, session("alice", "raw"), "outgoing")
+    offer = sdp(stream.get_local_media(True))
+    peers: asyncio.Queue[RawPeer] = asyncio.Queue()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await peers.put(RawPeer(reader, writer))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    media = SDPMediaStream(
+        "message",
+        port,
+        "TCP/MSRP",
+        formats=["*"],
+        attributes=[
+            SDPAttribute("path", f"msrp://127.0.0.1:{port}/refuser;tcp"),
+            SDPAttribute("accept-types", "*"),
+            SDPAttribute("setup", "passive"),
+            SDPAttribute("recvonly"),
+        ],
+    )
+    try:
+        with NotificationQueue(sender=stream) as queue:
+            await start(stream, offer, sdp(media))
+            peer = await asyncio.wait_for(peers.get(), 5)
+            frame = await peer.frame()
+            if frame.content_type is None:  # the bodiless SEND that binds the connection
+                peer.send(response(frame, 200, "OK"))
+                frame = await peer.frame()
+            assert frame.method == "SEND" and frame.byte_range.total == 300_000
+            assert (
+                frame.failure_report == "yes" and frame.content_type == "application/octet-stream"
+            )
+            peer.send(response(frame, 413, "Stop Sending Message"))
+            failed = await queue.wait_for("FileTransferStreamDidNotDeliverChunk", timeout=5)
+            assert failed.data.code == 413 and failed.data.chunk.code == 413
+            assert failed.data.message_id == frame.message_id
+            finished = await queue.wait_for("FileTransferStreamDidFinish", timeout=5)
+            assert finished.data.error is True and "413" in finished.data.reason
+            stream.end()
+            await queue.wait_for("MediaStreamDidEnd", timeout=5)
+            peer.writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
