@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.interop.dnsmasq import Dnsmasq
 from tests.interop.peers import Kamailio
 from tests.support import msrp_sessions as ms
 
@@ -111,6 +112,29 @@ async def test_file_transfer_through_the_relay(
         sent = await ends.wait("FileTransferStreamDidFinish", lambda n: n.sender is stream, 30)
         assert sent.data.error is False
         await ends.hang_up(session)
+
+
+async def test_the_relay_found_with_dns_srv(tmp_path: Path, relay: Kamailio) -> None:
+    """Without nat_traversal.msrp_relay the relay is _msrps._tcp.<account domain>."""
+    records = [
+        f"--srv-host=_msrps._tcp.example.test,relay.example.test,{relay.tls_port},10,0",
+        "--host-record=relay.example.test,127.0.0.1",
+    ]
+    alice = {"model": "relay", "outbound_relay": True, "password": PASSWORDS["alice"]}
+    with Dnsmasq(records) as dns:
+        async with ms.endpoints(
+            tmp_path,
+            transport="tls",
+            alice=alice,
+            bob=relay_account(relay, "bob"),
+            nameservers=(dns.nameserver,),
+        ) as ends:
+            stream = ChatStream(ends.account)
+            session = await ends.call(stream)
+            relay_uri = stream.local_path[0]
+            assert (relay_uri.host, relay_uri.port) == ("127.0.0.1", relay.tls_port)
+            await exchange_messages(ends, stream)
+            await ends.hang_up(session)
 
 
 async def test_a_wrong_relay_password_fails_the_session(tmp_path: Path, relay: Kamailio) -> None:

@@ -326,10 +326,12 @@ async def endpoints(
     bob: dict[str, Any] | None = None,
     trace: bool = False,
     exclude: tuple[str, ...] = (),
+    nameservers: tuple[str, ...] | None = None,
 ) -> AsyncIterator[Endpoints]:
     """Start Bob (a child) and Alice (a SIPApplication here) with MSRP over
     ``transport``; ``alice`` and ``bob`` are more account_settings() options
-    (``model``, ``relay``, ``outbound_relay``, ``password``)."""
+    (``model``, ``relay``, ``outbound_relay``, ``password``); ``nameservers`` are
+    Alice's DNS servers."""
     certificate = combined_certificate(tmp_path / "certs") if transport == "tls" else None
     alice_dir, bob_dir = tmp_path / "alice", tmp_path / "bob"
     # These carry accounts and setting values, which do not unpickle here when they hold
@@ -357,6 +359,7 @@ async def endpoints(
             transports=("tcp",),
             accounts=account_settings("alice", transport=transport, **(alice or {})),
             settings=settings,
+            **({"nameservers": nameservers} if nameservers is not None else {}),
         )
         try:
             with NotificationQueue() as queue:

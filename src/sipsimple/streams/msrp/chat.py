@@ -30,6 +30,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, ClassVar
 
 from sipsimple.msrp import (
@@ -386,7 +387,7 @@ class ChatStream(MSRPStreamBase):
             payload = CPIMPayload(
                 content=item.content,
                 content_type=item.content_type,
-                sender=self._local_identity(),
+                sender=self._local_identity,
                 recipients=item.recipients if item.recipients is not None else default,
                 courtesy_recipients=item.courtesy_recipients or [],
                 subject=item.subject,
@@ -410,15 +411,21 @@ class ChatStream(MSRPStreamBase):
         value = self.remote_media.attributes.getfirst("max-size")
         return int(value) if value is not None and value.strip().isdigit() else None
 
+    @cached_property
     def _local_identity(self) -> CPIMIdentity:
         """Our CPIM From: the account's identity (the INVITE's To may name our contact)."""
         return CPIMIdentity(str(self.account.uri), self._display_name())
 
-    def _default_recipients(self) -> list[CPIMIdentity]:
+    @cached_property
+    def _peer_identity(self) -> CPIMIdentity | None:
         header = getattr(self.session, "remote_identity", None)
         if header is None:
-            return []
-        return [CPIMIdentity(str(header.uri), getattr(header, "display_name", None) or None)]
+            return None
+        return CPIMIdentity(str(header.uri), getattr(header, "display_name", None) or None)
+
+    def _default_recipients(self) -> list[CPIMIdentity]:
+        peer = self._peer_identity
+        return [peer] if peer is not None else []
 
     # -- delivery -----------------------------------------------------------------------
 
