@@ -254,6 +254,10 @@ class SIPApplication:
         if dns.probe_domain is not None:
             manager.probe_domain = str(dns.probe_domain)
             manager.start()
+        else:
+            # Without probing the configured ones are used as they are: forget what an
+            # earlier probe chose (DNSManager has no public call for it yet).
+            manager._nameservers = None
 
     async def _start_engine(self, settings: SIPSimpleSettings) -> None:
         options = engine_options(settings)
@@ -330,9 +334,7 @@ class SIPApplication:
         if engine.is_running and (_TRANSPORT_SETTINGS | _TLS_SETTINGS).intersection(modified):
             await self._restart_transports(engine, settings)
             for account in AccountManager().iter_accounts():
-                account_reregister = getattr(account, "reregister", None)
-                if account_reregister is not None:
-                    account_reregister()
+                account._contact_changed()
 
     async def _restart_transports(self, engine: Engine, settings: SIPSimpleSettings) -> None:
         """Bring the Engine's transports in line with the settings, one change at a time

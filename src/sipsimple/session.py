@@ -355,6 +355,7 @@ class Session:
         self._want_hold = False
         self._accept_task: asyncio.Task[None] | None = None
         self._end_reason: str | None = None
+        self._lingering: Invitation | None = None  # refused, its transaction not done yet
 
     def __repr__(self) -> str:
         return f"<Session {self.direction} {self._state} {self.account!r}>"
@@ -598,7 +599,7 @@ class Session:
             raise _Aborted
         future = asyncio.ensure_future(awaitable)
         await asyncio.wait((future, abort), return_when=asyncio.FIRST_COMPLETED)
-        if not future.done():
+        if abort.done():
             future.cancel()
             raise _Aborted
         return future.result()
@@ -801,19 +802,39 @@ class Session:
     def _invitation_event(self, notification: Notification) -> None:
         invitation = notification.sender
         name, data = notification.name, notification.data
-        disconnected = name == "SIPInvitationChangedState" and data.state == "disconnected"
-        if disconnected:
+        if self._done_with(invitation, name, data):
             NotificationCenter().discard_observer(self._invitation_event, sender=invitation)
-        if invitation is not self._invitation or self._state == "terminated":
+        if invitation is not self._invitation:
             return
         if name == "SIPInvitationDidProcessTransaction":
             self._transaction_done(invitation, data)
-        elif name == "SIPInvitationGotSDPUpdate":
+            return
+        if self._state == "terminated":
+            return
+        if name == "SIPInvitationGotSDPUpdate":
             if data.succeeded and self._started:
                 self._apply_sdp(data.local_sdp, data.remote_sdp)
         elif name == "SIPInvitationChangedState":
             self._invitation_changed(data)
         self._wake()
+
+    def _done_with(self, invitation: Invitation, name: str, data: NotificationData) -> bool:
+        """Whether this is the last notification of ``invitation`` we need: it is
+        disconnected, and an INVITE we refused has reported its transaction (that comes
+        when the server transaction ends, after the ACK)."""
+        if name == "SIPInvitationChangedState" and data.state == "disconnected":
+            if invitation.direction == "incoming" and data.prev_state in ("incoming", "early"):
+                self._lingering = invitation
+                return False
+            return True
+        if (
+            name == "SIPInvitationDidProcessTransaction"
+            and data.method == "INVITE"
+            and invitation is self._lingering
+        ):
+            self._lingering = None
+            return True
+        return False
 
     def _transaction_done(self, invitation: Invitation, data: NotificationData) -> None:
         fields = {
@@ -1040,7 +1061,7 @@ class Session:
 
     def _ring(self) -> None:
         invitation = self._invitation
-        if self._state == "incoming" and invitation is not None:
+        if invitation is not None and invitation.state in ("incoming", "early"):
             try:
                 invitation.send_response(180)
             except SIPCoreError as e:
@@ -1365,17 +1386,33 @@ class Session:
             await self._wait(asyncio.sleep(random.uniform(low, high)))
 
     def _reinvite_finished(self, code: int, reason: str) -> None:
-        """Our re-INVITE got its final answer: keep the m-lines consistent with what
-        the negotiator now holds, then wake the operation."""
+        """Our re-INVITE got its final answer: keep the m-lines consistent with what the
+        negotiator now holds and, for add_stream, tell of a refusal at once (before
+        anything the peer sends next), then wake the operation."""
         operation = self._ops[0] if self._ops else None
         if operation is not None and operation.kind == "add":
             stream = operation.stream
+            assert stream is not None
             if stream in self._new:  # refused, or no answer came: its line is not there
                 self._new.discard(stream)
                 if code >= 300 and self._slots and self._slots[-1] is stream:
                     self._slots.pop()
                 elif stream in self._slots:
                     self._slots[self._slots.index(stream)] = None
+            if code != 491 and (code >= 300 or stream in self._rejected):  # 491: sent again
+                self._rejected.discard(stream)
+                operation.withdrawn = True
+                self._end_stream(stream)
+                with self._lock:
+                    self._proposed = None
+                    self._set_state("connected")
+                self._post(
+                    "SIPSessionGotRejectProposal",
+                    originator="local",
+                    code=code,
+                    reason=reason,
+                    streams=[stream],
+                )
         future = self._reinvite_result
         if future is not None and not future.done():
             future.set_result((code, reason))
@@ -1397,22 +1434,9 @@ class Session:
             self._new.add(stream)
             return self._local_sdp(for_offer=True)
 
-        code, reason = await self._reinvite(offer)
-        if code >= 300 or stream in self._rejected:
-            self._rejected.discard(stream)
-            self._end_stream(stream)
-            with self._lock:
-                self._proposed = None
-                self._set_state("connected")
-            self._post(
-                "SIPSessionGotRejectProposal",
-                originator="local",
-                code=code,
-                reason=reason,
-                streams=[stream],
-            )
-            return
-        await self._proposal_started([stream], [stream], "local")
+        await self._reinvite(offer)
+        if not operation.withdrawn:  # else refused: _reinvite_finished told
+            await self._proposal_started([stream], [stream], "local")
 
     async def _run_remove(self, operation: _Operation) -> None:
         await self._reinvite(lambda: self._local_sdp(for_offer=True))
@@ -1515,6 +1539,7 @@ class Session:
         if self._started:
             self._end(failure.failure_reason)
             return
+        self._terminate()  # first: what ending the dialog posts is not ours to handle
         invitation = self._invitation
         if invitation is not None and invitation.state not in (
             None,
@@ -1529,7 +1554,6 @@ class Session:
                     invitation.end(timeout=self.end_timeout)
             except SIPCoreError as e:
                 log.info("%r: cannot end the dialog: %s", self, e)
-        self._terminate()
         self._post(
             "SIPSessionDidFail",
             originator=failure.originator,

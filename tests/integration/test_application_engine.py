@@ -15,6 +15,7 @@ from tests.support.application import (
     loopback_storage,
     running_application,
 )
+from tests.unit.test_lookup import LoopbackDNSServer
 
 from sipsimple.account import AccountManager
 from sipsimple.application import ApplicationState, SIPApplication
@@ -22,7 +23,7 @@ from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import Engine
 from sipsimple.core.transport import TransportError, TransportFailure
 from sipsimple.lookup import DNSManager
-from sipsimple.notification import Notification, NotificationCenter, NotificationQueue
+from sipsimple.notification import Any, Notification, NotificationCenter, NotificationQueue
 
 
 class Timeline:
@@ -199,3 +200,30 @@ async def until(condition, timeout: float = 5.0) -> None:
 def _stopped():
     yield
     assert SIPApplication().state is ApplicationState.STOPPED
+
+
+async def test_the_dns_manager_probes_the_configured_nameservers():
+    records = {
+        ("probe.test", "NAPTR"): (0, ['10 10 "S" "SIP+D2U" "" _sip._udp.probe.test.']),
+        ("_sip._udp.probe.test", "SRV"): (0, ["10 0 5060 sip.probe.test."]),
+    }
+    server = await LoopbackDNSServer(records).start()
+    storage = loopback_storage(
+        nameservers=[server.nameserver], settings={"dns": {"probe_domain": "probe.test"}}
+    )
+    try:
+        with NotificationQueue(sender=DNSManager()) as queue:
+            async with running_application(storage):
+                # DNSManager is a singleton: a first probe in this process initializes
+                # it, a later one changes it.
+                names = ("DNSResolverDidInitialize", "DNSNameserversDidChange")
+                chosen = await queue.wait_for(Any, lambda n: n.name in names, timeout=5)
+                assert chosen.data.nameservers == [server.nameserver]
+                assert DNSManager().nameservers == [server.nameserver]
+    finally:
+        server.close()
+    assert ("probe.test", "NAPTR") in server.queries
+    # Started again without probing, the configured nameservers are used as they are.
+    async with running_application(loopback_storage(nameservers=["127.0.0.1:11"])):
+        assert DNSManager().nameservers is None
+        assert DNSManager().system_nameservers == ["127.0.0.1:11"]

@@ -1,23 +1,50 @@
 import subprocess
 import sys
 
+SESSION_TIMELINE = {
+    "alice": [
+        "SIPSessionNewOutgoing",
+        "SIPSessionGotRingIndication",
+        "SIPSessionGotProvisionalResponse",
+        "SIPSessionWillStart",
+        "SIPSessionDidStart",
+        "SIPSessionWillEnd",
+        "SIPSessionDidEnd",
+    ],
+    "bob": [
+        "SIPSessionNewIncoming",
+        "SIPSessionWillStart",
+        "SIPSessionDidStart",
+        "SIPSessionWillEnd",
+        "SIPSessionDidEnd",
+    ],
+}
 
-def test_demo_runs_the_application_and_prints_its_timeline():
+
+def test_demo_makes_a_session_between_two_endpoints_and_prints_its_timeline():
     result = subprocess.run(
         [sys.executable, "-m", "sipsimple.cli.main", "demo", "--timeout", "20"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=90,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    words = [line.split() for line in lines]
-    names = [w[1] for w in words if len(w) > 1 and w[1].startswith("SIPApplication")]
-    assert names == [
-        "SIPApplicationWillStart",
-        "SIPApplicationDidStart",
-        "SIPApplicationWillEnd",
-        "SIPApplicationDidEnd",
-    ]
+    rows = [line.split() for line in lines if line.strip().split(" ")[0].endswith("s")]
+    for party, expected in SESSION_TIMELINE.items():
+        names = [row[2] for row in rows if row[1] == party]
+        application = [name for name in names if name.startswith("SIPApplication")]
+        assert application == [
+            "SIPApplicationWillStart",
+            "SIPApplicationDidStart",
+            "SIPApplicationWillEnd",
+            "SIPApplicationDidEnd",
+        ], party
+        assert [name for name in names if name in expected] == expected, party
+    ended = [line for line in lines if "SIPSessionDidEnd" in line]
+    assert any("alice" in line and "originator='local'" in line for line in ended)
+    assert any("bob" in line and "originator='remote'" in line for line in ended)
+    assert any("bob " in line and "received ['hello from alice']" in line for line in lines)
+    assert any("alice" in line and "received ['hello from bob']" in line for line in lines)
     assert any("instance id urn:uuid:" in line for line in lines)
     assert lines[-1] == "demo finished"

@@ -8,6 +8,7 @@ itself blocks on a socket.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import pytest
@@ -120,7 +121,8 @@ async def test_set_port_moves_a_transport_and_keeps_the_others():
 
 
 async def test_trace_and_connection_notifications_between_two_engines(remote):
-    async with local_engine(udp_port=0, tcp_port=0, trace_sip=True) as engine:
+    async with local_engine(udp_port=0, tcp_port=0) as engine:
+        engine.trace_sip = True
         with NotificationQueue(sender=engine) as queue:
             done = asyncio.get_running_loop().create_future()
             request = SIPRequest(
@@ -164,6 +166,41 @@ async def test_a_handler_that_raises_is_reported_and_its_request_answered_500():
             note = await queue.get(1)
             assert note.data.type is RuntimeError and "handler bug" in note.data.traceback
         engine.unregister_request_handler("BREAK", broken)
+
+
+async def test_a_server_request_hears_that_its_transaction_ended():
+    async with local_engine(udp_port=0, tcp_port=0) as engine:
+        ended = asyncio.get_running_loop().create_future()
+
+        def handler(request: ServerRequest) -> bool:
+            request.on_terminated = ended.set_result
+            request.answer(202)
+            return True
+
+        engine.register_request_handler("DOIT", handler)
+        with RawSIP("tcp", (LOOPBACK, engine.tcp_port)) as raw:
+            response = await asyncio.to_thread(raw.exchange, raw.request("DOIT"))
+        assert response.code == 202
+        server = await asyncio.wait_for(ended, 5)  # at once on TCP: no timer J
+        assert server.final_response.code == 202
+        engine.unregister_request_handler("DOIT", handler)
+
+
+async def test_core_log_records_are_posted_as_sipenginelog():
+    async with local_engine(udp_port=0, tcp_port=0, log_level=logging.INFO) as engine:
+        with NotificationQueue("SIPEngineLog") as queue:
+            request = SIPRequest(
+                "OPTIONS",
+                f"sip:{LOOPBACK}:9;transport=tcp",
+                [("From", "<sip:a@127.0.0.1>;tag=1"), ("To", "<sip:b@127.0.0.1>"),
+                 ("Call-ID", "log-1"), ("CSeq", "1 OPTIONS")],
+            )  # fmt: skip
+            engine.send_request(request, lambda c, r: None)
+            note = await queue.wait_for(
+                "SIPEngineLog", lambda n: "cannot send" in n.data.message, timeout=5
+            )
+    assert note.data.level == logging.INFO and note.data.sender_name == "sipsimple.core.engine"
+    assert engine.codecs == engine.available_codecs and "PCMU" in engine.codecs
 
 
 async def test_stop_is_bounded_with_a_peer_that_never_answers():
@@ -259,14 +296,20 @@ def test_a_notify_of_an_unknown_event_gets_489(udp):
     assert "presence" in response.headers.getall("Allow-Events")
 
 
+def test_an_in_dialog_subscribe_is_left_to_its_dialog(udp):
+    # a refresh of a REFER's subscription may name an event nobody serves out of dialog
+    response = udp.exchange(udp.request("SUBSCRIBE", to_tag="t", headers=(("Event", "refer"),)))
+    assert response.code == 481
+
+
 def test_a_subscribe_without_event_gets_400(udp):
     assert udp.exchange(udp.request("SUBSCRIBE")).code == 400
 
 
 def test_an_unknown_require_gets_420_with_unsupported(udp):
-    response = udp.exchange(udp.request("OPTIONS", headers=(("Require", "foo, 100rel"),)))
+    response = udp.exchange(udp.request("OPTIONS", headers=(("Require", "foo, bar"),)))
     assert response.code == 420
-    assert response.unsupported == ["foo", "100rel"]
+    assert response.unsupported == ["foo", "bar"]
 
 
 def test_a_malformed_request_gets_400_with_a_warning(udp):
@@ -274,6 +317,17 @@ def test_a_malformed_request_gets_400_with_a_warning(udp):
     response = udp.exchange(data)
     assert response.code == 400
     assert "Max-Forwards" in response.headers.get("Warning")
+
+
+def test_a_malformed_header_read_later_gets_400_with_a_warning(udp):
+    response = udp.exchange(udp.request("OPTIONS", headers=(("Require", "a b c"),)))
+    assert response.code == 400
+    assert "Require" in response.headers.get("Warning")
+
+
+def test_a_malformed_event_gets_400(udp):
+    response = udp.exchange(udp.request("SUBSCRIBE", headers=(("Event", "@@@"),)))
+    assert (response.code, response.reason) == (400, "Bad Event header")
 
 
 def test_a_tel_request_uri_gets_416(udp):

@@ -12,6 +12,7 @@ on the loopback interface. Run inside a loopback-only network namespace:
 from __future__ import annotations
 
 import pytest
+from tests.interop.dnsmasq import free_port
 from tests.support.application import loopback_configuration, loopback_storage, running_application
 from tests.support.remote import RemoteSDK
 
@@ -123,9 +124,9 @@ async def test_two_processes_discover_each_other():
         assert not account.active
 
 
-async def test_a_disabled_bonjour_account_stays_silent():
+async def test_enabling_republishing_and_disabling():
     with NotificationQueue() as queue:
-        async with running_application(loopback_storage(bonjour=False)):
+        async with running_application(loopback_storage(bonjour=False, transports=["udp"])):
             account = AccountManager().get_account("bonjour@local")
             assert not account.active
             account.enabled = True
@@ -133,6 +134,14 @@ async def test_a_disabled_bonjour_account_stays_silent():
             await queue.wait_for("SIPAccountDidActivate", timeout=5)
             await queue.wait_for("BonjourAccountWillInitateDiscovery", timeout=5)
             await queue.wait_for("BonjourAccountRegistrationDidSucceed", timeout=10)
+            # A new SIP port: the contact is withdrawn and published again.
+            settings = SIPSimpleSettings()
+            settings.sip.udp_port = free_port("127.0.0.1")
+            settings.save()
+            await queue.wait_for("BonjourAccountRegistrationDidEnd", timeout=5)
+            again = await queue.wait_for("BonjourAccountRegistrationDidSucceed", timeout=10)
+            assert again.data.name == str(account.contact["udp"])
+            assert account.contact["udp"].port == settings.sip.udp_port
             account.enabled = False
             account.save()
             await queue.wait_for("SIPAccountDidDeactivate", timeout=10)

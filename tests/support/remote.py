@@ -329,8 +329,10 @@ def _ping() -> str:
 
 
 def _picklable(value: Any) -> Any:
+    """``value`` if it survives a pickle round trip (the parent must be able to load it,
+    or its reader thread would stop), else its repr."""
     try:
-        pickle.dumps(value)
+        pickle.loads(pickle.dumps(value))
     except Exception:
         return repr(value)
     return value

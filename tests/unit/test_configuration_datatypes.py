@@ -243,3 +243,20 @@ def test_port_range_round_trips(first, second):
 def test_transport_list_round_trips(values):
     transports = SIPTransportList(values)
     assert SIPTransportList(transports.to_state()) == transports
+
+
+def test_composite_values_survive_pickling():
+    """A RemoteSDK child sends notification data (settings values included) by pickle."""
+    import pickle
+
+    from sipsimple.configuration import datatypes
+
+    values = [
+        datatypes.PortRange(50000, 50500),
+        datatypes.SIPProxyAddress("127.0.0.1:5060;transport=tcp"),
+        datatypes.STUNServerAddress("127.0.0.1:3478"),
+        datatypes.NameserverAddress("127.0.0.1:53"),
+        datatypes.MSRPRelayAddress("127.0.0.1:2855;transport=tls"),
+    ]
+    for value in values:
+        assert pickle.loads(pickle.dumps(value)) == value

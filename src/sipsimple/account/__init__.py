@@ -35,6 +35,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, ClassVar
 
 from sipsimple.account.bonjour import BonjourServiceDescription, BonjourServices
+from sipsimple.account.mwi import MWISubscriber
 from sipsimple.account.registration import AccountRegistrar
 from sipsimple.account.settings import AccountSettings, BonjourAccountSettings
 from sipsimple.configuration import ConfigurationManager
@@ -86,12 +87,6 @@ def _sip_task(coroutine_function: Callable[[], Coroutine[Any, Any, None]]) -> Aw
 
 
 _tasks: set[asyncio.Task[None]] = set()  # tasks nobody may be waiting for: kept alive here
-
-
-def _done() -> concurrent.futures.Future[None]:
-    future: concurrent.futures.Future[None] = concurrent.futures.Future()
-    future.set_result(None)
-    return future
 
 
 def _random_user() -> str:
@@ -218,6 +213,11 @@ class _Activation:
     def _settings_changed(self, modified: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _contact_changed(self) -> None:
+        """The Engine's transports changed (SIPApplication calls it): our contact with
+        them. SIP thread only."""
+        raise NotImplementedError
+
 
 class Account(_Activation, AccountSettings):
     """A SIP account at a provider (spec: Account); ``Account(id)`` makes or finds it.
@@ -240,10 +240,24 @@ class Account(_Activation, AccountSettings):
         )
     )
 
+    _MWI_SETTINGS: ClassVar[frozenset[str]] = frozenset(
+        (
+            "__id__",
+            "display_name",
+            "auth.username",
+            "auth.password",
+            "sip.always_use_my_proxy",
+            "sip.outbound_proxy",
+            "sip.subscribe_interval",
+            "message_summary.voicemail_uri",
+        )
+    )
+
     def __init__(self, id: str) -> None:
         self._init_activation()
         self._contact_user = _random_user()
         self._registrar = AccountRegistrar(self)
+        self._mwi = MWISubscriber(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.id)!r})"
@@ -272,6 +286,14 @@ class Account(_Activation, AccountSettings):
         if self._active and self.registration.enabled:
             self._registrar.reregister()
 
+    def _contact_changed(self) -> None:
+        if not self._active:
+            return
+        if self.registration.enabled:
+            self._registrar.reregister()
+        if self.message_summary.enabled:
+            self._mwi.resubscribe()
+
     def delete(self) -> Awaitable | concurrent.futures.Future[None]:  # type: ignore[override]
         """Deactivate (unregistering), then remove the account from the configuration
         (SIPAccountManagerDidRemoveAccount follows)."""
@@ -286,9 +308,11 @@ class Account(_Activation, AccountSettings):
     def _activate(self) -> None:
         if self.registration.enabled:
             self._registrar.activate()
+        if self.message_summary.enabled:
+            self._mwi.activate()
 
     async def _deactivate(self) -> None:
-        await self._registrar.deactivate()
+        await asyncio.gather(self._mwi.deactivate(), self._registrar.deactivate())
 
     def _settings_changed(self, modified: dict[str, Any]) -> None:
         if "registration.enabled" in modified:
@@ -298,6 +322,13 @@ class Account(_Activation, AccountSettings):
                 spawn(self._registrar.deactivate())
         elif self.registration.enabled and self._REGISTRATION_SETTINGS.intersection(modified):
             self._registrar.reregister()
+        if "message_summary.enabled" in modified:
+            if self.message_summary.enabled:
+                self._mwi.activate()
+            else:
+                spawn(self._mwi.deactivate())
+        elif self.message_summary.enabled and self._MWI_SETTINGS.intersection(modified):
+            self._mwi.resubscribe()
 
 
 class BonjourAccount(_Activation, BonjourAccountSettings):
@@ -345,6 +376,10 @@ class BonjourAccount(_Activation, BonjourAccountSettings):
     def _settings_changed(self, modified: dict[str, Any]) -> None:
         if "display_name" in modified:
             self._services.update_registrations()
+
+    def _contact_changed(self) -> None:
+        if self._active:
+            spawn(self._services.restart())
 
 
 AnyAccount = Account | BonjourAccount

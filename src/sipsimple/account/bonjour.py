@@ -124,6 +124,13 @@ class BonjourServices:
             self._post("BonjourAccountRegistrationDidEnd", transport=transport)
         await zeroconf.async_close()
 
+    async def restart(self) -> None:
+        """Withdraw and publish again (the contacts changed), browsing anew."""
+        if self._task is not None:
+            await self.deactivate()
+            if self.account.active:
+                self.activate()
+
     def update_registrations(self) -> None:
         """Publish the display name again (it is in the TXT records)."""
         if self._zeroconf is not None:

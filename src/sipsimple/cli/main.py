@@ -1,69 +1,338 @@
 """`sipsimple`: command-line front end of the SDK.
 
-``sipsimple demo`` is the README's main job: it runs the SDK on this machine with a
-temporary configuration and prints what happened as a timeline of notifications.
-Later layers add to the demo (a session between two endpoints, audio, chat and a
-file transfer).
+``sipsimple demo`` is the README's main job: it runs two SDK endpoints on this machine,
+Alice in this process and Bob in a child process (``sipsimple demo-peer``), each with
+a temporary configuration that keeps them on 127.0.0.1. Alice calls Bob with no server
+in between, Bob's phone rings and he answers, a small datagram stream carries a
+greeting each way, and Alice hangs up. Everything both endpoints post is printed as one
+timeline of notifications. Later layers add to it (audio, chat, a file transfer).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any, TextIO
 
 from sipsimple import __version__
+from sipsimple.account import AccountManager
 from sipsimple.application import SIPApplication
 from sipsimple.configuration.settings import SIPSimpleSettings
-from sipsimple.notification import Notification, NotificationCenter
+from sipsimple.core import SIPURI, Engine, SDPAttribute, SDPMediaStream, ToHeader
+from sipsimple.core.sdp import effective_direction
+from sipsimple.notification import Notification, NotificationCenter, NotificationData
+from sipsimple.session import Session
 from sipsimple.storage import FileStorage
+from sipsimple.streams import IMediaStream, MediaStreamRegistrar
+from sipsimple.threading import sip_loop
+from sipsimple.util import Route
 
-__all__ = ["main"]
+__all__ = ["DemoStream", "main"]
+
+_HIDDEN = ("CFG", "DNS", "SIPInvitation", "SIPEngineLog", "SIPEngineSIPTrace", "SIPEngineTransport")
+_FORMAT = "x-sipsimple-demo"
+
+
+class DemoStream(IMediaStream, metaclass=MediaStreamRegistrar):
+    """The demo's media: a UDP socket on 127.0.0.1 that sends one greeting to the peer
+    once the session starts and keeps what arrives (``m=application <port> udp``)."""
+
+    type = "demo"
+    priority = 0
+    hold_supported = True
+
+    def __init__(self, greeting: str) -> None:
+        self.greeting = greeting
+        self.received: list[str] = []
+        self.port = 0
+        self._transport: asyncio.DatagramTransport | None = None
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return f"DemoStream(:{self.port})"
+
+    def _post(self, name: str, **data: Any) -> None:
+        NotificationCenter().post_notification(name, sender=self, data=NotificationData(**data))
+
+    @classmethod
+    def new_from_sdp(cls, account: Any, remote_sdp: Any, stream_index: int) -> DemoStream | None:
+        media = remote_sdp.media[stream_index]
+        if media.media == "application" and _FORMAT in media.formats:
+            return cls(f"hello from {account.id.username}")
+        return None
+
+    def get_local_media(self, for_offer: bool) -> SDPMediaStream:
+        direction = "sendonly" if self.on_hold_by_local else "sendrecv"
+        return SDPMediaStream(
+            "application", self.port, "udp", formats=[_FORMAT], attributes=[SDPAttribute(direction)]
+        )
+
+    def initialize(self, session: Any, direction: str) -> None:
+        asyncio.get_running_loop().create_task(self._open())
+
+    async def _open(self) -> None:
+        stream = self
+
+        class Receiver(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                stream.received.append(data.decode(errors="replace"))
+
+        try:
+            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                Receiver, local_addr=("127.0.0.1", 0)
+            )
+        except OSError as e:
+            self._post("MediaStreamDidFail", reason=str(e))
+            return
+        self._transport = transport
+        self.port = transport.get_extra_info("sockname")[1]
+        self._post("MediaStreamDidInitialize")
+
+    def start(self, local_sdp: Any, remote_sdp: Any, stream_index: int) -> None:
+        media = remote_sdp.media[stream_index]
+        address = (media.connection or remote_sdp.connection).address
+        self.on_hold_by_remote = effective_direction(remote_sdp, stream_index) != "sendrecv"
+        if self._transport is not None:
+            self._transport.sendto(self.greeting.encode(), (address, media.port))
+        self._post("MediaStreamDidStart")
+
+    def validate_update(self, remote_sdp: Any, stream_index: int) -> bool:
+        return True
+
+    def update(self, local_sdp: Any, remote_sdp: Any, stream_index: int) -> None:
+        self.on_hold_by_remote = effective_direction(remote_sdp, stream_index) != "sendrecv"
+
+    def hold(self) -> None:
+        self.on_hold_by_local = True
+
+    def unhold(self) -> None:
+        self.on_hold_by_local = False
+
+    def deactivate(self) -> None:
+        pass
+
+    def end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._post("MediaStreamWillEnd")
+        if self._transport is not None:
+            self._transport.close()
+        self._post("MediaStreamDidEnd")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_describe(item) for item in value) + "]"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
 
 
 class Timeline:
-    """Prints every notification with the time since the timeline began."""
+    """Prints the notifications worth reading with the time since ``start`` (a
+    time.time() value shared by both endpoints) and who posted them."""
 
-    def __init__(self, out=sys.stdout) -> None:
+    def __init__(
+        self,
+        party: str,
+        start: float,
+        out: TextIO = sys.stdout,
+        lock: threading.Lock | None = None,
+    ) -> None:
+        self.party = party
+        self.start = start
         self.out = out
-        self.start = time.monotonic()
+        self.lock = lock or threading.Lock()
 
     def __call__(self, notification: Notification) -> None:
+        if notification.name.startswith(_HIDDEN):
+            return
         fields = {k: v for k, v in vars(notification.data).items() if k != "timestamp"}
-        details = " ".join(f"{key}={value!r}" for key, value in fields.items())
+        details = " ".join(f"{key}={_describe(value)}" for key, value in fields.items())
         sender = type(notification.sender).__name__
-        elapsed = time.monotonic() - self.start
-        print(f"{elapsed:8.3f}s  {notification.name:<32} {sender:<20} {details}", file=self.out)
+        self.line(f"{notification.name:<36} {sender:<15} {details}".rstrip())
+
+    def line(self, text: str, at: float | None = None) -> None:
+        elapsed = (time.time() if at is None else at) - self.start
+        with self.lock:
+            print(f"{elapsed:8.3f}s  {self.party:<5}  {text}", file=self.out, flush=True)
+
+
+def _configuration(user: str) -> dict[str, Any]:
+    """Settings that keep an endpoint on 127.0.0.1 (no DNS probe, no registrar)."""
+    return {
+        "SIPSimpleSettings": {
+            "local_ip": "127.0.0.1",
+            "sip": {"transport_list": ["udp"]},
+            "dns": {
+                "probe_domain": None,
+                "nameservers": ["127.0.0.1:9"],
+                "fallback_nameservers": [],
+            },
+        },
+        "Accounts": {
+            "bonjour@local": {"enabled": "false"},
+            f"{user}@demo.invalid": {
+                "enabled": "true",
+                "display_name": user.capitalize(),
+                "registration": {"enabled": "false"},
+            },
+        },
+    }
+
+
+class _Endpoint:
+    """A SIPApplication with a temporary configuration for ``user``; its notifications
+    go to ``timeline``."""
+
+    def __init__(self, user: str, directory: str, timeline: Timeline) -> None:
+        self.user = user
+        self.app = SIPApplication()
+        self.timeline = timeline
+        self.storage = FileStorage(directory)
+        backend = self.storage.configuration_backend
+        backend.load()  # a backend writes only what it has loaded (here: nothing)
+        backend.save(_configuration(user))
+        self.started = threading.Event()
+        self.ended = threading.Event()
+        center = NotificationCenter()
+        center.add_observer(timeline)
+        center.add_observer(lambda n: self.started.set(), name="SIPApplicationDidStart")
+        center.add_observer(lambda n: self.ended.set(), name="SIPApplicationDidEnd")
+        center.add_observer(self._stream_ending, name="MediaStreamWillEnd")
+
+    def _stream_ending(self, notification: Notification) -> None:
+        stream = notification.sender
+        if isinstance(stream, DemoStream):
+            self.timeline.line(f"{stream!r} received {stream.received}")
+
+    def start(self, timeout: float) -> bool:
+        self.app.start(self.storage)
+        return self.started.wait(timeout)
+
+    def stop(self, timeout: float) -> bool:
+        self.app.stop()
+        return self.ended.wait(timeout)
+
+    @property
+    def account(self) -> Any:
+        return AccountManager().get_account(f"{self.user}@demo.invalid")
 
 
 def demo(args: argparse.Namespace) -> int:
-    timeline = Timeline()
-    center = NotificationCenter()
-    center.add_observer(timeline)
-    ended = threading.Event()
-    center.add_observer(lambda n: ended.set(), name="SIPApplicationDidEnd")
-    started = threading.Event()
-    center.add_observer(lambda n: started.set(), name="SIPApplicationDidStart")
-    app = SIPApplication()
+    start = time.time()
+    timeline = Timeline("alice", start)
+    print(f"sipsimple {__version__} demo: Alice (this process) calls Bob (a child process)")
+    peer = subprocess.Popen(
+        [sys.executable, "-m", "sipsimple.cli.main", "demo-peer", "--start", repr(start)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    ready: list[int] = []
+    bob_ready = threading.Event()
+    bob = Timeline("bob", start, lock=timeline.lock)
+    reader = threading.Thread(target=_relay, args=(peer, bob, ready, bob_ready), daemon=True)
+    reader.start()
     with tempfile.TemporaryDirectory(prefix="sipsimple-demo-") as directory:
-        print(f"sipsimple {__version__} demo: configuration in {directory}")
-        app.start(FileStorage(directory))
-        if not started.wait(args.timeout):
-            print("the application did not start in time", file=sys.stderr)
-            app.stop()
-            ended.wait(args.timeout)
+        alice = _Endpoint("alice", directory, timeline)
+        try:
+            if not alice.start(args.timeout) or not bob_ready.wait(args.timeout) or not ready:
+                print("an endpoint did not start in time", file=sys.stderr)
+                return 1
+            print(f"instance id {SIPSimpleSettings().instance_id}, Bob listens on UDP {ready[0]}")
+            return _call(alice, ready[0], args.timeout, timeline)
+        finally:
+            alice.stop(args.timeout)
+            _stop_peer(peer, args.timeout)
+            reader.join(args.timeout)
+            print("demo finished")
+
+
+def _call(alice: _Endpoint, port: int, timeout: float, timeline: Timeline) -> int:
+    session = Session(alice.account)
+    done = threading.Event()
+    outcome: list[str] = []
+
+    def watch(notification: Notification) -> None:
+        outcome.append(notification.name)
+        if notification.name in ("SIPSessionDidStart", "SIPSessionDidFail", "SIPSessionDidEnd"):
+            done.set()
+
+    NotificationCenter().add_observer(watch, sender=session)
+    stream = DemoStream("hello from alice")
+    target = ToHeader(SIPURI(user="bob", host="127.0.0.1", port=port))
+    session.connect(target, [Route("127.0.0.1", port, "udp")], [stream])
+    if not done.wait(timeout) or outcome[-1] != "SIPSessionDidStart":
+        print("the session did not start", file=sys.stderr)
+        return 1
+    time.sleep(0.5)  # let the greetings cross
+    done.clear()
+    session.end()
+    if not done.wait(timeout):
+        print("the session did not end in time", file=sys.stderr)
+        return 1
+    return 0 if stream.received else 1
+
+
+def _relay(
+    peer: subprocess.Popen[str], timeline: Timeline, ready: list[int], bob_ready: threading.Event
+) -> None:
+    """Print Bob's timeline lines as they come; his first line says where he listens."""
+    assert peer.stdout is not None
+    for line in peer.stdout:
+        kind, _, rest = line.rstrip("\n").partition(" ")
+        if kind == "ready":
+            ready.append(int(rest))
+            bob_ready.set()
+        elif kind == "at":
+            at, _, text = rest.partition(" ")
+            timeline.line(text, at=float(at))
+    bob_ready.set()
+
+
+def _stop_peer(peer: subprocess.Popen[str], timeout: float) -> None:
+    try:
+        if peer.stdin is not None:
+            peer.stdin.close()
+        peer.wait(timeout)
+    except subprocess.TimeoutExpired:
+        peer.kill()
+        peer.wait()
+
+
+class _PeerTimeline(Timeline):
+    """Bob's timeline, written for Alice to print: ``at <time.time()> <text>``."""
+
+    def line(self, text: str, at: float | None = None) -> None:
+        with self.lock:
+            print(f"at {time.time() if at is None else at!r} {text}", file=self.out, flush=True)
+
+
+def demo_peer(args: argparse.Namespace) -> int:
+    """Bob: answers every session (ring, then accept) until stdin closes."""
+    timeline = _PeerTimeline("bob", args.start)
+    with tempfile.TemporaryDirectory(prefix="sipsimple-demo-peer-") as directory:
+        bob = _Endpoint("bob", directory, timeline)
+
+        def answer(notification: Notification) -> None:
+            session = notification.sender
+            session.send_ring_indication()
+            sip_loop().call_later(0.3, session.accept, session.proposed_streams)
+
+        NotificationCenter().add_observer(answer, name="SIPSessionNewIncoming")
+        if not bob.start(args.timeout):
             return 1
-        settings = SIPSimpleSettings()
-        print(f"instance id {settings.instance_id}, user agent {settings.user_agent!r}")
-        app.stop()
-        if not ended.wait(args.timeout):
-            print("the application did not stop in time", file=sys.stderr)
-            return 1
-    print("demo finished")
-    return 0
+        print(f"ready {Engine().udp_port}", flush=True)
+        sys.stdin.read()  # until Alice closes it
+        return 0 if bob.stop(args.timeout) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,12 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sipsimple {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser(
-        "demo", help="run the SDK on this machine and show what happens"
+        "demo", help="two endpoints on this machine make a session; show what happens"
     )
     demo_parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for each step"
     )
     demo_parser.set_defaults(handler=demo)
+    peer_parser = commands.add_parser("demo-peer", help="the demo's second endpoint (internal)")
+    peer_parser.add_argument("--timeout", type=float, default=10.0)
+    peer_parser.add_argument("--start", type=float, default=0.0, help="the timeline's origin")
+    peer_parser.set_defaults(handler=demo_peer)
     return parser
 
 

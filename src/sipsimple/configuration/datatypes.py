@@ -311,6 +311,10 @@ class _Frozen:
     def __str__(self) -> str:
         return str(self.to_state())
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt from its text: the default would set the slots, which are immutable.
+        return (type(self), (self.to_state(),))
+
     def to_state(self) -> str:
         raise NotImplementedError
 

@@ -4,6 +4,7 @@ from sipsimple.core.engine import Engine, EngineError
 from sipsimple.core.errors import SDPParseError, SIPCoreError, SIPParseError
 from sipsimple.core.invitation import Invitation, InvitationStateError
 from sipsimple.core.publication import Publication
+from sipsimple.core.referral import IncomingReferral, Referral, ReferralListener
 from sipsimple.core.registration import Registration
 from sipsimple.core.request import IncomingRequest, Message, Request, RequestStateError
 from sipsimple.core.sdp import (
@@ -96,6 +97,7 @@ from sipsimple.core.sip.transaction import (
     TransactionStateError,
 )
 from sipsimple.core.sip.uri import SIPURI, BaseSIPURI, FrozenSIPURI, OpaqueURI, parse_uri
+from sipsimple.core.subscription import IncomingSubscription, Subscription
 
 __all__ = [
     "SIPURI",
@@ -144,7 +146,9 @@ __all__ = [
     "FrozenViaHeader",
     "FrozenWarningHeader",
     "Header",
+    "IncomingReferral",
     "IncomingRequest",
+    "IncomingSubscription",
     "InvalidMessage",
     "Invitation",
     "InvitationStateError",
@@ -158,6 +162,8 @@ __all__ = [
     "ReasonHeader",
     "RecordRouteHeader",
     "ReferToHeader",
+    "Referral",
+    "ReferralListener",
     "Registration",
     "ReplacesHeader",
     "Request",
@@ -183,6 +189,7 @@ __all__ = [
     "SIPResponse",
     "SIPStreamFramer",
     "SubjectHeader",
+    "Subscription",
     "SubscriptionStateHeader",
     "TimerSettings",
     "ToHeader",

@@ -25,9 +25,10 @@ What the Engine answers by itself (RFC 3261 section 8.2): 505 to other SIP versi
 416 to Request-URIs that are not sip/sips, 482 to a loop when ``detect_sip_loops`` (a
 request with the From tag, Call-ID and CSeq of a server transaction in progress but
 another branch, section 8.2.2.2), 420 with Unsupported to a Require it does not
-support, 489 to SUBSCRIBE for an event not in ``incoming_events`` and NOTIFY for an
-event not in ``events``, 481 to requests for unknown dialogs (never to ACK), 200 to
-OPTIONS (Allow, Accept, Supported), 200 to an out-of-dialog MESSAGE
+support, 489 to an out-of-dialog SUBSCRIBE for an event not in ``incoming_events``
+(the usage of a dialog judges the SUBSCRIBEs in it: a refresh of the subscription of
+a REFER) and to NOTIFY for an event not in ``events``, 481 to requests for unknown
+dialogs (never to ACK), 200 to OPTIONS (Allow, Accept, Supported), 200 to an out-of-dialog MESSAGE
 (SIPEngineGotMessage), 405 with Allow to methods nobody handles. The transport
 answers 400 with a Warning to malformed requests. Methods listed in
 ``incoming_requests`` become :class:`~sipsimple.core.request.IncomingRequest` objects.
@@ -42,13 +43,16 @@ import asyncio
 import concurrent.futures
 import logging
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from sipsimple import __version__
+from sipsimple.core.errors import SIPParseError
 from sipsimple.core.sip.dialog import Dialog, DialogLayer
+from sipsimple.core.sip.headers import FrozenViaHeader
 from sipsimple.core.sip.message import SIPRequest, SIPResponse
 from sipsimple.core.sip.timers import TimerSettings
 from sipsimple.core.sip.transaction import (
@@ -86,7 +90,10 @@ from sipsimple.core.usage import (
     RequestHandler,
     ResponseCallback,
     ServerRequest,
+    reason_phrase,
+    request_target,
     route_destination,
+    uri_destination,
 )
 from sipsimple.notification import NotificationCenter, NotificationData
 from sipsimple.threading import SIPThread, is_sip_thread, sip_loop
@@ -213,7 +220,8 @@ _OPTIONS: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "stop_timeout": (_seconds, 3.0),
 }
 """option -> (validator, default). T1/T2/T4 are the transaction timers (RFC 3261
-section 17); ``log_level`` is the least level of the core's log records posted as
+section 17); ``log_level`` is the least level of the core's log records (logger
+``sipsimple.core``, lowered to it while the Engine runs if needed) posted as
 SIPEngineLog (None: none); ``stop_timeout`` bounds stop()."""
 
 _TRANSPORT_OPTIONS = (
@@ -254,6 +262,7 @@ class _LogHandler(logging.Handler):
     def __init__(self, engine: Engine, level: int) -> None:
         super().__init__(level)
         self.engine = engine
+        self.previous_level = logging.NOTSET
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -273,13 +282,15 @@ class Engine:
     """The SIP core (a singleton); see the module docstring."""
 
     _instance: Engine | None = None
+    _instance_lock = threading.Lock()
 
     def __new__(cls) -> Engine:
-        if cls._instance is None:
-            instance = super().__new__(cls)
-            instance._init()
-            cls._instance = instance
-        return cls._instance
+        with cls._instance_lock:
+            if cls._instance is None:
+                instance = super().__new__(cls)
+                instance._init()
+                cls._instance = instance
+            return cls._instance
 
     def _init(self) -> None:
         self._state = "stopped"
@@ -327,9 +338,13 @@ class Engine:
             raise EngineError(f"the Engine is {self._state}: stop() it before starting again")
         self._state = "starting"
         self._options = checked
-        if not SIPThread().is_running:
-            SIPThread().start()
-        return self._on_sip_thread(self._start)
+        try:
+            if not SIPThread().is_running:
+                SIPThread().start()
+            return self._on_sip_thread(self._start)
+        except BaseException:
+            self._state = "stopped"
+            raise
 
     def stop(self) -> asyncio.Task[None] | concurrent.futures.Future[None]:
         """Stop; returns at once (a no-op when already stopped)."""
@@ -362,8 +377,12 @@ class Engine:
             raise
         level = options["log_level"]
         if level is not None:
+            core_log = logging.getLogger("sipsimple.core")
             self._log_handler = _LogHandler(self, level)
-            logging.getLogger("sipsimple.core").addHandler(self._log_handler)
+            self._log_handler.previous_level = core_log.level
+            core_log.addHandler(self._log_handler)
+            if core_log.getEffectiveLevel() > level:
+                core_log.setLevel(level)
         self._state = "started"
         self._post("SIPEngineDidStart")
 
@@ -373,7 +392,7 @@ class Engine:
         return TransportManager(
             settings,
             self._on_message,
-            trace=self._on_trace,
+            trace=self._on_trace if options["trace_sip"] else None,
             on_connected=self._on_connected,
             on_disconnected=self._on_disconnected,
         )
@@ -403,13 +422,16 @@ class Engine:
 
     def _reset(self) -> None:
         if self._log_handler is not None:
-            logging.getLogger("sipsimple.core").removeHandler(self._log_handler)
+            core_log = logging.getLogger("sipsimple.core")
+            core_log.removeHandler(self._log_handler)
+            core_log.setLevel(self._log_handler.previous_level)
             self._log_handler = None
         self._cancel_timer()
         self.transport = None
         self.transaction_layer = None
         self._clients.clear()
         self._servers.clear()
+        self._dialog_usages.clear()
         self._ongoing.clear()
         self._received = None
         self._state = "stopped"
@@ -508,6 +530,8 @@ class Engine:
     @trace_sip.setter
     def trace_sip(self, value: bool) -> None:
         self._options["trace_sip"] = _bool("trace_sip", value)
+        if self.transport is not None:  # no trace records are made while it is off
+            self.transport.trace = self._on_trace if value else None
 
     @property
     def detect_sip_loops(self) -> bool:
@@ -516,6 +540,19 @@ class Engine:
     @detect_sip_loops.setter
     def detect_sip_loops(self, value: bool) -> None:
         self._options["detect_sip_loops"] = _bool("detect_sip_loops", value)
+
+    @property
+    def available_codecs(self) -> list[str]:
+        """The audio codecs this installation can encode and decode, best first."""
+        from sipsimple.media.codecs import available_codecs
+
+        return list(available_codecs())
+
+    @property
+    def codecs(self) -> list[str]:
+        """The audio codec preference list (the ``codecs`` option; default: all available)."""
+        codecs = self._options["codecs"]
+        return list(codecs) if codecs is not None else self.available_codecs
 
     @property
     def events(self) -> dict[str, list[str]]:
@@ -555,6 +592,12 @@ class Engine:
 
     def new_branch(self) -> str:
         return self._layer.new_branch()
+
+    def new_via(self, request: SIPRequest) -> None:
+        """Give ``request`` a top Via of its own: a new branch (a new transaction); the
+        transport fills in the rest when it sends."""
+        via = FrozenViaHeader("UDP", "0.0.0.0", None, {"branch": self.new_branch()})
+        request.headers.set("Via", via)
 
     @property
     def _layer(self) -> TransactionLayer:
@@ -639,17 +682,12 @@ class Engine:
     def send_ack(self, ack: SIPRequest, transaction: InviteClientTransaction | None = None) -> None:
         """Send an ACK for a 2xx (to its Route or Request-URI, IP addresses only: an ACK
         follows the INVITE's dialog, whose targets a usage has already resolved)."""
-        from sipsimple.core.sip.headers import FrozenViaHeader
-        from sipsimple.core.usage import request_target, uri_destination
-
         destination = uri_destination(request_target(ack), self.transports)
         if destination is None:
             if transaction is None:
                 raise ValueError("an ACK needs an IP address in its Route or Request-URI")
             destination = transaction.destination
-        ack.headers.set(
-            "Via", FrozenViaHeader("UDP", "0.0.0.0", None, {"branch": self.new_branch()})
-        )
+        self.new_via(ack)
         if "Max-Forwards" not in ack.headers:
             ack.headers.add("Max-Forwards", "70")
         actual = self._transport.prepare_request(ack, destination)
@@ -682,6 +720,8 @@ class Engine:
     def _start_client(
         self, request: SIPRequest, destination: TransportAddress, client: ClientRequest
     ) -> ClientTransaction:
+        if self._state != "started":
+            raise TransportError(TransportFailure.DISABLED, "the Engine is not running")
         actual = self._transport.prepare_request(request, destination)
         try:
             transaction = self._layer.send_request(
@@ -745,6 +785,8 @@ class Engine:
                 if event is not None:
                     try:
                         self._dispatch(event)
+                    except SIPParseError as e:
+                        self._bad_request(event, e)
                     except Exception:
                         self._exception()
                         self._answer_after_exception(event)
@@ -762,6 +804,16 @@ class Engine:
                 self._timer.cancel()
             self._timer_deadline = deadline
             self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+
+    def _bad_request(self, event: TransactionEvent, error: SIPParseError) -> None:
+        """A header parsed on demand was malformed: 400 with a Warning saying which."""
+        log.info("bad request from the network: %s", error)
+        if isinstance(event, RequestReceived):
+            server = self._servers.get(event.transaction)
+            if server is not None and not server.answered:
+                agent = f"{server.source.local[0] if server.source.local else 'sipsimple'}"
+                warning = f'399 {agent} "{reason_phrase(str(error)).replace(chr(34), chr(39))}"'
+                server.answer(400, headers=[("Warning", warning)])
 
     def _answer_after_exception(self, event: TransactionEvent) -> None:
         """A request whose handling raised gets 500 rather than no answer at all."""
@@ -906,11 +958,15 @@ class Engine:
         if unsupported and method not in ("CANCEL", "ACK"):
             return 420, None, [("Unsupported", ", ".join(unsupported))]
         if method in ("SUBSCRIBE", "NOTIFY"):
-            event = request.get_header("Event")
+            try:
+                event = request.get_header("Event")
+            except SIPParseError:
+                return 400, "Bad Event header", []
             if event is None:
                 return 400, "Missing Event header", []
             known = self.incoming_events if method == "SUBSCRIBE" else self._options["events"]
-            if event.event not in known:
+            refresh = method == "SUBSCRIBE" and request.to_header.tag is not None  # type: ignore[union-attr]
+            if event.event not in known and not refresh:
                 allow = ", ".join(sorted(known))
                 return 489, None, [("Allow-Events", allow)] if allow else []
         return None, None, []
@@ -989,17 +1045,16 @@ class Engine:
     # -- hooks of the transport ----------------------------------------------------
 
     def _on_trace(self, record: TraceRecord) -> None:
-        if self.trace_sip:
-            self._post(
-                "SIPEngineSIPTrace",
-                received=record.received,
-                source_ip=record.source_ip,
-                source_port=record.source_port,
-                destination_ip=record.destination_ip,
-                destination_port=record.destination_port,
-                data=record.data,
-                transport=record.transport,
-            )
+        self._post(
+            "SIPEngineSIPTrace",
+            received=record.received,
+            source_ip=record.source_ip,
+            source_port=record.source_port,
+            destination_ip=record.destination_ip,
+            destination_port=record.destination_port,
+            data=record.data,
+            transport=record.transport,
+        )
 
     def _on_connected(self, address: TransportAddress) -> None:
         self._post(

@@ -315,7 +315,8 @@ class Registration(RefreshedBinding):
     new Contact replaces the old one, which is removed in the same REGISTER) and keeps
     the registration refreshed; ``end(timeout=None)`` removes it. ``route_header`` is
     the outbound proxy: the REGISTER goes there (RFC 3263 for a name) with it as a
-    loose Route. ``duration`` is the Expires asked for.
+    loose Route. ``duration`` is the Expires asked for. ``end()`` with nothing
+    registered (and nothing being registered) does nothing.
 
     Notifications: SIPRegistrationDidSucceed (code, reason, contact_header,
     contact_header_list, expires_in, route_header), SIPRegistrationDidFail (code,

@@ -27,7 +27,11 @@ Sending
     (``"timeout"``: the transaction or ``timeout`` expired), 503 (``"transport"``:
     nothing could be sent, the reason phrase says why; ``"dns"``: no destination
     found; ``"stopped"``: the Engine stopped). ``client_request.cancel()`` cancels an
-    INVITE; ``client_request.abandon()`` stops reporting.
+    INVITE; ``client_request.abandon()`` stops reporting. ``client_request.request``
+    is the request as last sent: after a 401 its CSeq has moved on, so dialogs are made
+    from it (``create_dialog_set(client_request.request)``) when the responses come.
+    ``client_request.send_ack(dialog.create_ack(cseq))`` acknowledges a 2xx;
+    ``engine.send_ack(ack)`` does so without the INVITE's transaction.
 
 Receiving new requests
     ``engine.register_request_handler(method, handler)`` claims requests outside any
@@ -78,7 +82,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sipsimple.core.sip.auth import AuthenticationError, DigestAuthenticator
 from sipsimple.core.sip.dialog import Dialog
-from sipsimple.core.sip.headers import CSeq, FrozenViaHeader
+from sipsimple.core.sip.headers import CSeq
 from sipsimple.core.sip.message import SIPRequest, SIPResponse
 from sipsimple.core.sip.transaction import (
     ClientTransaction,
@@ -300,8 +304,7 @@ class ClientRequest:
         self._fail(503, self._last_error or "no destination", "transport")
 
     def _send(self, request: SIPRequest, destination: TransportAddress) -> bool:
-        via = FrozenViaHeader("UDP", "0.0.0.0", None, {"branch": self.engine.new_branch()})
-        request.headers.set("Via", via)
+        self.engine.new_via(request)
         self.request = request
         try:
             self.transaction = self.engine._start_client(request, destination, self)

@@ -42,7 +42,10 @@ Kamailio 5.6 - registrar and record-routing proxy for one domain:
   RFC 4976 MSRP relay on the TLS port (AUTH with the users' digest credentials;
   proxy.msrp_relay_address is the account's nat_traversal.msrp_relay value).  DNS is off; usrloc is
   memory only.  Features are switched in templates/kamailio.cfg by #!define
-  lines (self.defines): add new ones there the same way.
+  lines (self.defines): add new ones there the same way.  presence=True
+  (WITH_PRESENCE) adds the presence server: PUBLISH and SUBSCRIBE for the
+  domain's AORs (presence, presence.winfo; every watcher authorized; tables in
+  the same SQLite file), in-dialog SUBSCRIBEs to the server itself.
 
 SIPp 3.6.1 - one run of a scenario:
 

@@ -29,9 +29,11 @@ class Kamailio(PeerProcess):
     auth=True asks digest credentials (realm = domain) for REGISTER and for
     requests From a local user; users come from add_user().  server_cert picks
     the TLS certificate shown: "valid", "expired" or "wrong_name" (see certs.py).
-    msrp_relay=True adds an RFC 4976 MSRP relay on the TLS port (AUTH with the
-    users' digest credentials, realm = domain); msrp_relay_address is the
-    account setting that uses it.
+    presence=True makes it the domain's presence server too (PUBLISH and SUBSCRIBE
+    for its users' AORs, the presence and presence.winfo events, every watcher
+    authorized).  msrp_relay=True adds an RFC 4976 MSRP relay on the TLS port
+    (AUTH with the users' digest credentials, realm = domain); msrp_relay_address
+    is the account setting that uses it.
     """
 
     name = "kamailio"
@@ -46,6 +48,7 @@ class Kamailio(PeerProcess):
         server_cert: str = "valid",
         msrp_relay: bool = False,
         debug: int = 2,
+        presence: bool = False,
         start_timeout: float = 10.0,
     ) -> None:
         super().__init__(start_timeout=start_timeout)
@@ -55,7 +58,8 @@ class Kamailio(PeerProcess):
         self.auth = auth
         self.workers = workers
         self.debug = debug
-        self.defines = ("WITH_AUTH",) if auth else ()
+        self.presence = presence
+        self.defines = (("WITH_AUTH",) if auth else ()) + (("WITH_PRESENCE",) if presence else ())
         if msrp_relay:
             self.defines += ("WITH_MSRP_RELAY",)
         self.certificates = certificates or make_certificates(self.directory / "certs", domain)
@@ -205,7 +209,7 @@ class Kamailio(PeerProcess):
         return reply.startswith(b"SIP/2.0 200 ")
 
     def _create_database(self) -> None:
-        schemas = ["standard", "auth_db"]
+        schemas = ["standard", "auth_db"] + (["presence"] if self.presence else [])
         with sqlite3.connect(self.database_path) as db:
             for schema in schemas:
                 db.executescript((SCHEMA_DIR / f"{schema}-create.sql").read_text())

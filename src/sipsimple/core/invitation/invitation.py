@@ -19,8 +19,9 @@ Notifications:
 SIPInvitationChangedState
     prev_state, state, prev_sub_state, sub_state, originator ("local" / "remote") and the
     message that caused it: ``method`` for a request, ``code`` and ``reason`` for a
-    response, with ``headers`` (the dict of :meth:`SIPMessage.header_dict`) and ``body``
-    when it came from the peer. "disconnected" also has ``code``, ``reason`` (the final
+    response, with ``headers`` (a mapping with the content of
+    :meth:`SIPMessage.header_dict`, made when first read) and ``body`` when it came from
+    the peer. "disconnected" also has ``code``, ``reason`` (the final
     response that ended it: of the INVITE, of the BYE, the 487 of a CANCEL...) and
     ``disconnect_reason``: "user request", "timeout", "missing ACK", "missing PRACK",
     "session expired", "dialog gone", the reason phrase of a rejection, or what a local
@@ -42,7 +43,10 @@ Protocol behaviour: CANCEL before a final response (a 2xx crossing it is acknowl
 ended with BYE); 2xx retransmitted until the ACK, and a missing ACK (timer L) ends the call
 with BYE; a second 2xx from another fork is acknowledged and ended with BYE; 491 on glare
 with the RFC 3261 section 14.1 back-off (2.1-4 s for the owner of the Call-ID, else 0-2 s)
-and an automatic retry; a re-INVITE or BYE answered 408/481 ends the dialog; reliable
+and an automatic retry (meanwhile sub_state stays "sent_proposal"; the peer's re-INVITE
+is taken, and ours follows once it is answered; cancel_reinvite() drops it); a re-INVITE
+answered 408 or 481, or timing out, ends the dialog with BYE; the callee's BYE waits for
+the ACK of its 2xx (RFC 3261 section 15); reliable
 provisional responses when the peer requires them or we do (``require_100rel``), sent
 with RSeq, retransmitted until their PRACK and matched by RAck; UPDATE from the peer is
 answered at once (an offer gets the answer our active description makes); session timers
@@ -68,7 +72,18 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from sipsimple.core.engine import Engine, EngineError
-from sipsimple.core.errors import SDPParseError, SIPCoreError
+from sipsimple.core.errors import SIPCoreError
+from sipsimple.core.invitation.messages import message_fields
+from sipsimple.core.invitation.sdp import (
+    SDP_TYPE,
+    BadBody,
+    InvitationSDP,
+    rebase,
+    sdp_bytes,
+    sdp_of,
+    snapshot,
+    unchanged,
+)
 from sipsimple.core.invitation.timer import (
     SessionTimer,
     parse_min_se,
@@ -90,7 +105,11 @@ from sipsimple.core.request import (
     with_tag,
     without_tag,
 )
-from sipsimple.core.sdp import FrozenSDPSession, SDPNegotiationError, SDPNegotiator
+from sipsimple.core.sdp import (
+    FrozenSDPSession,
+    SDPNegotiationError,
+    SDPNegotiator,
+)
 from sipsimple.core.sdp.model import BaseSDPSession
 from sipsimple.core.sip.auth import Credentials
 from sipsimple.core.sip.dialog import Dialog, DialogID, DialogSet, DialogState, RAck
@@ -106,13 +125,19 @@ from sipsimple.core.sip.uri import FrozenSIPURI
 from sipsimple.core.transport import TransportAddress
 from sipsimple.core.usage import ClientRequest, ServerRequest, reason_phrase
 
-__all__ = ["Invitation", "InvitationSDP", "InvitationStateError", "incoming_invite"]
+__all__ = [
+    "METHODS",
+    "SUPPORTED",
+    "Invitation",
+    "InvitationStateError",
+    "engine_stopped",
+    "incoming_invite",
+]
 
 log = logging.getLogger("sipsimple.core.invitation")
 
 SUPPORTED = ("100rel", "replaces", "timer")
 METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "PRACK", "UPDATE")
-_SDP = "application/sdp"
 _AUTH_HEADERS = ("Authorization", "Proxy-Authorization")
 _random = random.Random()
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -121,33 +146,6 @@ _UNSET: Any = object()
 
 class InvitationStateError(RequestStateError):
     """An Invitation method called in a state that does not allow it."""
-
-
-class _BadBody(Exception):
-    """A body we cannot take: the response to answer with."""
-
-    def __init__(self, code: int, reason: str, headers: list[tuple[str, str]] | None = None):
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-        self.headers = headers or []
-
-
-def _sdp_of(message: SIPRequest | SIPResponse) -> FrozenSDPSession | None:
-    """The session description a message carries, None without a body; _BadBody
-    (415 or 400) for another type of body or an SDP that does not parse."""
-    if not message.body:
-        return None
-    try:
-        content_type = message.content_type
-    except SIPCoreError:
-        content_type = None
-    if content_type is None or content_type.content_type != _SDP:
-        raise _BadBody(415, "Unsupported Media Type", [("Accept", _SDP)])
-    try:
-        return FrozenSDPSession.parse(message.body)
-    except SDPParseError as e:
-        raise _BadBody(400, reason_phrase(f"Bad SDP: {e}")) from None
 
 
 def _is_reliable(response: SIPResponse) -> bool:
@@ -170,33 +168,6 @@ def _entry(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-class InvitationSDP:
-    """The SDP of an Invitation: ``proposed_local``, ``proposed_remote`` (the pending
-    offer or answer of each side, None when there is none) and ``active_local``,
-    ``active_remote`` (the last negotiated descriptions), FrozenSDPSessions."""
-
-    __slots__ = ("_negotiator",)
-
-    def __init__(self, negotiator: SDPNegotiator) -> None:
-        self._negotiator = negotiator
-
-    @property
-    def proposed_local(self) -> FrozenSDPSession | None:
-        return self._negotiator.proposed_local
-
-    @property
-    def proposed_remote(self) -> FrozenSDPSession | None:
-        return self._negotiator.proposed_remote
-
-    @property
-    def active_local(self) -> FrozenSDPSession | None:
-        return self._negotiator.active_local
-
-    @property
-    def active_remote(self) -> FrozenSDPSession | None:
-        return self._negotiator.active_remote
-
-
 @dataclass(eq=False)
 class _Proposal:
     """A re-INVITE or UPDATE of ours: an application proposal or a session refresh."""
@@ -209,6 +180,7 @@ class _Proposal:
     client: ClientRequest | None = None
     cancelled: bool = False
     retried_422: bool = False
+    base_lines: int = 0  # the m-lines of the session when it was proposed
 
 
 @dataclass(eq=False)
@@ -274,10 +246,8 @@ class Invitation:
         self._bye_extra: list[tuple[str, Any]] = []
         self._sub_state_before: str | None = None
         self._end_reason = "user request"
-        self._bye_client: ClientRequest | None = None
         self._session_timer: SessionTimer | None = None
-        self._peer_supports_timer = False
-        self._peer_allows_update = False
+        self._capabilities: SIPRequest | SIPResponse | None = None
         self._allow = ""
 
     def __repr__(self) -> str:
@@ -329,9 +299,7 @@ class Invitation:
         receiver = frozen_header(FrozenToHeader, to_header, "to_header")
         route = frozen_header(FrozenRouteHeader, route_header, "route_header", optional=True)
         contact = frozen_header(FrozenContactHeader, contact_header, "contact_header")
-        if not isinstance(sdp, BaseSDPSession):
-            raise TypeError(f"sdp must be an SDPSession (the offer), not {sdp!r}")
-        _check_sdp(sdp)
+        sdp = snapshot(sdp)
         authenticator = authenticator_for(credentials)
         extra = extra_header_pairs(extra_headers)
         _check_timeout(timeout)
@@ -357,12 +325,12 @@ class Invitation:
         if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 699:
             raise ValueError(f"code must be a SIP status code, not {code!r}")
         if reason is not None:
-            reason_phrase(reason)
+            SIPResponse(code, reason)  # ValueError for a reason that is no reason phrase
         contact = frozen_header(
             FrozenContactHeader, contact_header, "contact_header", optional=True
         )
         if sdp is not None:
-            _check_sdp(sdp)
+            sdp = snapshot(sdp)
         extra = extra_header_pairs(extra_headers)
         with self._lock:
             initial = self.direction == "incoming" and self.state in ("incoming", "early")
@@ -387,7 +355,7 @@ class Invitation:
             FrozenContactHeader, contact_header, "contact_header", optional=True
         )
         if sdp is not None:
-            _check_sdp(sdp)
+            sdp = snapshot(sdp)
         extra = extra_header_pairs(extra_headers)
         with self._lock:
             if self.state != "connected" or self.sub_state != "normal":
@@ -455,7 +423,7 @@ class Invitation:
             self.state = state
             self.sub_state = sub_state if state == "connected" else None
         if message is not None:
-            fields.update(_message_fields(message))
+            fields.update(message_fields(message))
         self._notify(
             "SIPInvitationChangedState",
             prev_state=prev_state,
@@ -509,8 +477,8 @@ class Invitation:
         """The peer's answer to our pending offer, if the message carries one."""
         negotiator = self._negotiator
         try:
-            sdp = _sdp_of(message)
-        except _BadBody as e:
+            sdp = sdp_of(message)
+        except BadBody as e:
             if negotiator.state == "local_offer":
                 negotiator.cancel_offer()
                 self._sdp_update(e.reason)
@@ -552,17 +520,24 @@ class Invitation:
                 negotiator.negotiate()
             except SDPNegotiationError as e:
                 return b"", False, str(e)
-            return _sdp_bytes(negotiator.active_local), True, None
+            return sdp_bytes(negotiator.active_local), True, None
         if state == "local_offer":
             return b"", False, None  # our offer went in a reliable 1xx: PRACK answers it
         if self._needs_offer and may_offer:
             offer = sdp if sdp is not None else negotiator.active_local
             if offer is None:
                 return b"", False, "no SDP to offer"
-            return _sdp_bytes(negotiator.set_local_offer(offer)), False, None
-        if state == "done" and not self._needs_offer:
-            return _sdp_bytes(negotiator.active_local), False, None
+            return sdp_bytes(negotiator.set_local_offer(offer)), False, None
+        if state == "done" and not self._needs_offer and not self._reliable_mode:
+            # an answer sent in an unreliable 18x is repeated (RFC 3261 section 13.2.1);
+            # one a PRACK acknowledged is not
+            return sdp_bytes(negotiator.active_local), False, None
         return b"", False, None
+
+    def _drop_pending_offer(self) -> None:
+        """Forget an exchange that will not complete (rejected, cancelled)."""
+        if self._negotiator.state not in ("null", "done"):
+            self._negotiator.cancel_offer()
 
     @property
     def _needs_offer(self) -> bool:
@@ -611,9 +586,10 @@ class Invitation:
             headers.append(("Require", "100rel"))
         headers += request_headers(None, self.session_expires, self.min_se)
         headers += extra
-        headers.append(("Content-Type", _SDP))
-        request = SIPRequest("INVITE", uri, headers, _sdp_bytes(self._offer))
+        headers.append(("Content-Type", SDP_TYPE))
+        request = SIPRequest("INVITE", uri, headers, sdp_bytes(self._offer))
         engine.register_dialog_usage(self.call_id, self._local_tag, self)  # type: ignore[arg-type]
+        _live.add(self)
         self._start_invite(request)
         self._change("outgoing", originator="local", method="INVITE")
         if timeout is not None:
@@ -633,7 +609,7 @@ class Invitation:
             self._invite_client = engine.send_request(
                 request, self._on_invite_response, authenticator=self._authenticator
             )
-        except (SIPCoreError, ValueError) as e:
+        except (SIPCoreError, EngineError, ValueError) as e:
             self._invite_client = _failed_client(engine, request, str(e))
         finally:
             self._invite_sending = False
@@ -727,6 +703,7 @@ class Invitation:
             self._send_ack(client, dialog)
             if dialog is dialog_set.primary and self.state == "disconnecting":
                 self._dialog = dialog
+                self._transaction_done("local", "INVITE", response.code, response.reason)
                 self._send_bye(self._bye_extra)
             else:
                 self._end_fork(dialog, client, response)
@@ -738,17 +715,15 @@ class Invitation:
         if to is not None:
             self.remote_identity = to
         self._learn_contact(response)
-        try:
-            self._peer_allows_update = "UPDATE" in response.allow
-            self._peer_supports_timer = "timer" in response.supported or (
-                "timer" in response.require
-            )
+        self._capabilities = response
+        if self.session_expires is not None or "Session-Expires" in response.headers:
             asked = None
             if self.session_expires is not None:
                 asked = SessionTimer(max(self.session_expires, self.min_se), True, self.min_se)
-            self._session_timer = timer_of_response(response.headers, asked, None, self.min_se)
-        except SIPCoreError as e:
-            log.info("%s: ignoring malformed session timer headers: %s", self, e)
+            try:
+                self._session_timer = timer_of_response(response.headers, asked, None, self.min_se)
+            except SIPCoreError as e:
+                log.info("%s: ignoring malformed session timer headers: %s", self, e)
         self._change("connecting", originator="remote", message=response)
         if response.body:
             self._take_answer(response)
@@ -761,8 +736,7 @@ class Invitation:
         self._transaction_done("local", "INVITE", response.code, response.reason)
         self._restart_session_timer()
         if len(dialog_set.dialogs) > 1:
-            timers = self._engine.transaction_layer.timers  # type: ignore[union-attr]
-            self._set_timer("forks", timers.timeout, self._end_early_forks)
+            self._set_timer("forks", 64 * self._t1, self._end_early_forks)
 
     def _send_ack(self, client: ClientRequest, dialog: Dialog) -> None:
         request = client.request
@@ -806,8 +780,7 @@ class Invitation:
         if code == 422 and self._retry_422(client, response):
             return
         self._cancel_timer("invite")
-        if self._negotiator.state != "null":
-            self._negotiator.cancel_offer()
+        self._drop_pending_offer()
         self._transaction_done("local", "INVITE", code, response.reason)
         if client.failure is not None:
             reason = "timeout" if client.failure == "timeout" else _failure_reason(client)
@@ -863,21 +836,17 @@ class Invitation:
         self._learn_contact(request)
         self._learn_user_agent(request)
         self.local_contact_header = _default_contact(engine, server)
-        try:
-            self._peer_supports_timer = "timer" in request.supported
-            self._peer_allows_update = "UPDATE" in request.allow
-            require_100rel = "100rel" in request.require
-            self._reliable_mode = require_100rel or (
-                self.require_100rel and "100rel" in request.supported
-            )
-        except SIPCoreError:
-            self._reliable_mode = False
+        self._capabilities = request
+        self._reliable_mode = self._peer_has("require", "100rel") or (
+            self.require_100rel and self._peer_has("supported", "100rel")
+        )
         if offer is not None:
             self._negotiator.set_remote_offer(offer)
         server.on_cancel = self._on_cancel
         server.on_timeout = self._on_server_timeout
         server.on_terminated = self._on_server_terminated
         engine.register_dialog_usage(self.call_id, self._local_tag, self)  # type: ignore[arg-type]
+        _live.add(self)
         self._change("incoming", originator="remote", message=request)
 
     @_entry
@@ -911,8 +880,13 @@ class Invitation:
     ) -> SIPResponse:
         if 101 <= code < 300:
             headers = [("Contact", self.local_contact_header), *headers]
+            if server is self._invite_server:
+                # RFC 3261 section 12.1.1: a response that makes the dialog carries the
+                # request's Record-Route, so that the caller learns the route set
+                routes = server.request.headers.getall("Record-Route")
+                headers = [*(("Record-Route", route) for route in routes), *headers]
         if body:
-            headers.append(("Content-Type", _SDP))
+            headers.append(("Content-Type", SDP_TYPE))
         return server.create_response(code, reason, headers=headers, body=body)
 
     def _ensure_dialog(self, server: ServerRequest, response: SIPResponse) -> Dialog | None:
@@ -979,16 +953,18 @@ class Invitation:
         negotiated: bool,
     ) -> None:
         request = server.request
-        try:
-            timer, timer_headers = timer_of_request(
-                request.headers,
-                self._peer_supports_timer,
-                self.session_expires,
-                self.min_se,
-                None,
-            )
-        except SIPCoreError:
-            timer, timer_headers = None, []
+        timer, timer_headers = None, []
+        if self.session_expires is not None or "Session-Expires" in request.headers:
+            try:
+                timer, timer_headers = timer_of_request(
+                    request.headers,
+                    self._peer_has("supported", "timer"),
+                    self.session_expires,
+                    self.min_se,
+                    None,
+                )
+            except SIPCoreError:
+                pass
         self._session_timer = timer
         response = self._response(server, code, reason, headers + timer_headers, body)
         dialog = self._ensure_dialog(server, response)
@@ -1016,8 +992,7 @@ class Invitation:
         self._send(server, response)
         if self._dialog is not None:
             self._dialog.response_sent(server.request, response)
-        if self._negotiator.state not in ("null", "done"):
-            self._negotiator.cancel_offer()
+        self._drop_pending_offer()
         self._disconnect("local", self._end_reason, code, response.reason)
 
     def _send(self, server: ServerRequest, response: SIPResponse) -> bool:
@@ -1036,7 +1011,7 @@ class Invitation:
             return
         engine = self._engine
         assert engine is not None
-        t1 = engine.transaction_layer.timers.t1  # type: ignore[union-attr]
+        t1 = self._t1
         self._unacked = _Reliable(
             response,
             int(response.headers["RSeq"]),
@@ -1052,11 +1027,11 @@ class Invitation:
     def _retransmit_reliable(self) -> None:
         self._timers.pop("100rel", None)
         unacked, server = self._unacked, self._invite_server
-        if unacked is None or server is None or (server.answered and not self._held):
+        if unacked is None or server is None or server.answered:
             return
         engine = self._engine
         assert engine is not None
-        limit = 64 * engine.transaction_layer.timers.t1  # type: ignore[union-attr]
+        limit = 64 * self._t1
         if engine.loop.time() - unacked.sent_at >= limit:
             self._stop_reliable()
             if not server.answered:
@@ -1139,7 +1114,7 @@ class Invitation:
         body: bytes = b"",
     ) -> SIPResponse | None:
         if body:
-            headers = [*(headers or []), ("Content-Type", _SDP)]
+            headers = [*(headers or []), ("Content-Type", SDP_TYPE)]
         try:
             return server.answer(code, reason, headers=headers, body=body)
         except SIPCoreError as e:
@@ -1215,8 +1190,7 @@ class Invitation:
             self._disconnect("remote", "user request", 487, response.reason, cancel)
         elif server is self._reinvite_server:
             self._send(server, server.create_response(487))
-            if self._negotiator.state not in ("null", "done"):
-                self._negotiator.cancel_offer()
+            self._drop_pending_offer()
             self._reinvite_finished(originator="remote", message=cancel)
 
     @_entry
@@ -1247,6 +1221,7 @@ class Invitation:
 
     def _reinvite(self, server: ServerRequest) -> None:
         request = server.request
+        server.on_terminated = self._on_server_terminated  # a refusal is reported there
         if self.state == "disconnecting":
             self._answer(server, 487)
             return
@@ -1262,11 +1237,11 @@ class Invitation:
             self._answer(server, 491)  # our UPDATE offer is out
             return
         try:
-            offer = _sdp_of(request)
+            offer = sdp_of(request)
             if too_small(request.headers, self.min_se):
                 self._answer(server, 422, None, [("Min-SE", str(self.min_se))])
                 return
-        except _BadBody as e:
+        except BadBody as e:
             self._answer(server, e.code, e.reason, e.headers)
             return
         except SIPCoreError as e:
@@ -1283,7 +1258,7 @@ class Invitation:
         server.on_terminated = self._on_server_terminated
         self._reinvite_server = server
         self._sub_state_before = self.sub_state
-        if offer is not None and _unchanged(offer, negotiator.active_remote):
+        if offer is not None and unchanged(offer, negotiator.active_remote):
             self._answer_reinvite(server, 200, None, None, [], quietly=True)
             return
         sub_state = "received_proposal" if offer is not None else "received_proposal_request"
@@ -1351,7 +1326,6 @@ class Invitation:
             )
         except SIPCoreError:
             return []
-        self._peer_supports_timer = self._peer_supports_timer or supports
         self._session_timer = timer
         self._restart_session_timer()
         return headers
@@ -1362,11 +1336,11 @@ class Invitation:
         request = server.request
         negotiator = self._negotiator
         try:
-            offer = _sdp_of(request)
+            offer = sdp_of(request)
             if too_small(request.headers, self.min_se):
                 self._answer(server, 422, None, [("Min-SE", str(self.min_se))])
                 return
-        except _BadBody as e:
+        except BadBody as e:
             self._answer(server, e.code, e.reason, e.headers)
             return
         except SIPCoreError as e:
@@ -1390,7 +1364,7 @@ class Invitation:
                 self._answer(server, 488, None, [("Warning", f'399 - "{str(e)[:150]}"')])
                 self._transaction_done("remote", "UPDATE", 488, "Not Acceptable Here")
                 return
-            body = _sdp_bytes(negotiator.active_local)
+            body = sdp_bytes(negotiator.active_local)
         headers = [("Contact", self.local_contact_header), *self._refresh_answer(request)]
         response = self._answer(server, 200, None, headers, body)
         if response is not None and self._dialog is not None:
@@ -1411,6 +1385,8 @@ class Invitation:
             return
         self._set_sub_state("sent_proposal", originator="local", method="INVITE")
         proposal = _Proposal("proposal", "INVITE", contact, sdp, extra)
+        active = self._negotiator.active_local
+        proposal.base_lines = len(active.media) if active is not None else 0
         if self._invite_busy() or self._negotiator.state != "done":
             self._queued = proposal
             return
@@ -1424,14 +1400,15 @@ class Invitation:
         if proposal.method == "INVITE":
             sdp = proposal.sdp if proposal.sdp is not None else negotiator.active_local
             if sdp is not None and negotiator.state == "done":
-                body = _sdp_bytes(negotiator.set_local_offer(_rebase(sdp, negotiator)))
+                sdp = rebase(sdp, negotiator.active_local, proposal.base_lines)
+                body = sdp_bytes(negotiator.set_local_offer(sdp))
         headers: list[tuple[str, Any]] = [("Supported", _SUPPORTED)]
         if proposal.method == "INVITE":
             headers.append(("Allow", self._allow))
         headers += request_headers(self._session_timer, self.session_expires, self.min_se)
         headers += proposal.extra
         if body:
-            headers.append(("Content-Type", _SDP))
+            headers.append(("Content-Type", SDP_TYPE))
         contact = proposal.contact
         if contact is not None:
             self.local_contact_header = contact
@@ -1511,7 +1488,10 @@ class Invitation:
                 self._start_proposal(proposal)
                 return
         if proposal.kind == "proposal":
-            self._set_sub_state("normal", originator="remote", message=response)
+            if client.failure is None:
+                self._set_sub_state("normal", originator="remote", message=response)
+            else:
+                self._set_sub_state("normal", originator="local", code=code, reason=response.reason)
         if code in (408, 481) and (client.failure == "timeout" or client.failure is None):
             # RFC 3261 section 14.1 (and RFC 4028 section 10 for refreshes)
             self._start_bye("timeout" if code == 408 else "dialog gone", [])
@@ -1570,7 +1550,7 @@ class Invitation:
         self._timers.pop("refresh", None)
         if self.state != "connected" or self._invite_busy() or self._proposal is not None:
             return  # the transaction under way refreshes the session
-        method = "UPDATE" if self._peer_allows_update else "INVITE"
+        method = "UPDATE" if self._peer_has("allow", "UPDATE") else "INVITE"
         if method == "INVITE" and self._negotiator.state != "done":
             return
         self._start_proposal(_Proposal("refresh", method))
@@ -1627,11 +1607,11 @@ class Invitation:
             self._disconnect("local", self._end_reason, None, None)
             return
         bye = dialog.create_request("BYE", headers=extra or [])
-        self._bye_client = self._send_request(bye, self._on_bye_response, dialog)
+        self._send_request(bye, self._on_bye_response, dialog)
 
     @_entry
     def _on_bye_response(self, client: ClientRequest, response: SIPResponse) -> None:
-        if response.code < 200 or client is not self._bye_client:
+        if response.code < 200:
             return
         self._transaction_done("local", "BYE", response.code, response.reason)
         if self.state == "disconnecting":
@@ -1660,6 +1640,7 @@ class Invitation:
         self._unacked = None
         self._held.clear()
         self._queued = None
+        _live.discard(self)
         engine = self._engine
         if engine is not None:
             if self.call_id is not None and self._local_tag is not None:
@@ -1671,7 +1652,7 @@ class Invitation:
                 engine.remove_dialog(dialog)
         fields: dict[str, Any] = {"disconnect_reason": reason, "code": code, "reason": phrase}
         if message is not None:
-            fields.update(_message_fields(message))
+            fields.update(message_fields(message))
             fields["code"], fields["reason"] = code, phrase
         self._change("disconnected", originator=originator, **fields)
 
@@ -1691,15 +1672,34 @@ class Invitation:
             return engine.send_request(
                 request, callback, authenticator=self._authenticator, dialog=dialog
             )
-        except (SIPCoreError, ValueError) as e:
+        except (SIPCoreError, EngineError, ValueError) as e:
             client = _failed_client(engine, request, str(e))
             callback(client, client.final_response)  # type: ignore[arg-type]
             return client
+
+    @property
+    def _t1(self) -> float:
+        """RFC 3261's T1 as the Engine runs it (timer values derive from it)."""
+        return float(self._engine.T1)  # type: ignore[union-attr]
+
+    @_entry
+    def _engine_stopped(self) -> None:
+        if self.state not in (None, "disconnected"):
+            self._disconnect("local", "engine stopped", None, None)
 
     def _learn_user_agent(self, message: SIPRequest | SIPResponse) -> None:
         if self.remote_user_agent is None:
             name = "User-Agent" if isinstance(message, SIPRequest) else "Server"
             self.remote_user_agent = message.headers.get(name)
+
+    def _peer_has(self, header: str, token: str) -> bool:
+        """Whether the peer's INVITE (or 2xx to ours) lists ``token`` in Supported,
+        Require or Allow (read when needed: most calls never ask)."""
+        message = self._capabilities
+        try:
+            return message is not None and token in getattr(message, header)
+        except SIPCoreError:
+            return False
 
     def _learn_contact(self, message: SIPRequest | SIPResponse) -> None:
         try:
@@ -1723,58 +1723,20 @@ class Invitation:
 
 
 _SUPPORTED = ", ".join(SUPPORTED)
+_live: set[Invitation] = set()
+"""The Invitations not yet disconnected: what ends when the Engine stops."""
+
+
+def engine_stopped(notification: Any) -> None:
+    """SIPEngineDidEnd: the dialogs left (those with no request in flight, which the
+    Engine failed already) are disconnected, disconnect_reason "engine stopped"."""
+    for invitation in list(_live):
+        invitation._engine_stopped()
 
 
 def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
-
-
-def _check_sdp(sdp: Any) -> None:
-    """An SDP argument must be a session description that can be written out."""
-    if not isinstance(sdp, BaseSDPSession):
-        raise TypeError(f"sdp must be an SDPSession or None, not {sdp!r}")
-    try:
-        str(sdp)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"sdp cannot be sent: {e}") from None
-
-
-def _sdp_bytes(sdp: BaseSDPSession | None) -> bytes:
-    return str(sdp).encode() if sdp is not None else b""
-
-
-def _message_fields(message: SIPRequest | SIPResponse) -> dict[str, Any]:
-    if isinstance(message, SIPRequest):
-        head: dict[str, Any] = {"method": message.method, "request_uri": message.request_uri}
-    else:
-        head = {"code": message.code, "reason": message.reason}
-    head["headers"] = message.header_dict()
-    head["body"] = message.body
-    return head
-
-
-def _unchanged(offer: FrozenSDPSession, active: FrozenSDPSession | None) -> bool:
-    """Whether a re-offer repeats the peer's active description (RFC 3264 section 8: the
-    same o= line version means no change): a session refresh."""
-    return (
-        active is not None
-        and offer.id == active.id
-        and offer.version == active.version
-        and offer.address == active.address
-    )
-
-
-def _rebase(sdp: BaseSDPSession, negotiator: SDPNegotiator) -> BaseSDPSession:
-    """An offer made before the peer added m-lines (an offer retried after glare) keeps
-    the lines the peer added instead of disabling them."""
-    active = negotiator.active_local
-    if active is None or len(sdp.media) >= len(active.media):
-        return sdp
-    session = FrozenSDPSession.new(sdp)
-    fields = {name: getattr(session, name) for name in FrozenSDPSession._FIELDS}
-    fields["media"] = (*session.media, *active.media[len(session.media) :])
-    return FrozenSDPSession(**fields)  # type: ignore[arg-type]
 
 
 def _min_se_of(response: SIPResponse) -> int | None:
@@ -1813,7 +1775,12 @@ def _default_contact(engine: Engine, server: ServerRequest) -> FrozenContactHead
         host = engine.ip_address or "127.0.0.1"
         port = getattr(engine, f"{source.transport}_port") or 5060
     user = getattr(server.request.request_uri, "user", None)
-    parameters = {} if source.transport == "udp" else {"transport": source.transport}
+    return _contact(host, port, source.transport, user)
+
+
+@functools.lru_cache(maxsize=256)
+def _contact(host: str, port: int, transport: str, user: str | None) -> FrozenContactHeader:
+    parameters = {} if transport == "udp" else {"transport": transport}
     return FrozenContactHeader(FrozenSIPURI(host, user, None, port, False, parameters))
 
 
@@ -1828,12 +1795,12 @@ def incoming_invite(server: ServerRequest) -> bool:
         server.answer(400, "Missing Contact")
         return True
     try:
-        offer = _sdp_of(request)
+        offer = sdp_of(request)
         min_se = Invitation.min_se
         if too_small(request.headers, min_se):
             server.answer(422, headers=[("Min-SE", str(min_se))])
             return True
-    except _BadBody as e:
+    except BadBody as e:
         server.answer(e.code, e.reason, headers=e.headers)
         return True
     except SIPCoreError as e:

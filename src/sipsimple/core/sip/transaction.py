@@ -334,17 +334,16 @@ def build_cancel(request: SIPRequest) -> SIPRequest:
     return SIPRequest("CANCEL", request.request_uri, pairs)
 
 
-def _response_destination(
-    via: Any, rport: bool, source: Address, transport: str
-) -> ResponseDestination:
+def _response_destination(via: Any, source: Address, transport: str) -> ResponseDestination:
+    """Where the responses to a request go (RFC 3261 section 18.2.2, RFC 3581). The Via
+    is the transport's to stamp (it knows the source): the layer only reads it."""
     host, port = source
-    if not rport:
+    transport = transport.lower()
+    if transport == "udp":
+        host = via.maddr or host
+    if via.rport is None:
         port = via.port or _default_port(via.transport)
-    if not is_reliable(transport):
-        maddr = via.maddr
-        if maddr:
-            host = maddr
-    return ResponseDestination(transport.lower(), source, (host, port))
+    return ResponseDestination(transport, source, (host, port))
 
 
 def _tag(header: Any) -> str | None:
@@ -1017,7 +1016,7 @@ class TransactionLayer:
         self, request: SIPRequest, source: Address, transport: str, now: float
     ) -> None:
         via = request.top_via
-        rport = via.rport is not None
+        destination = _response_destination(via, source, transport)
         method = request.method
         branch = via.branch
         if branch is not None and branch.startswith(MAGIC_COOKIE):
@@ -1033,7 +1032,6 @@ class TransactionLayer:
         if method == "ACK":
             self._receive_ack(request)
             return
-        destination = _response_destination(via, rport, source, transport)
         if self._count >= self.max_transactions:
             self._reject(request, destination, source)
             return
