@@ -334,16 +334,7 @@ async def endpoints(
     Alice's DNS servers."""
     certificate = combined_certificate(tmp_path / "certs") if transport == "tls" else None
     alice_dir, bob_dir = tmp_path / "alice", tmp_path / "bob"
-    # These carry accounts and setting values, which do not unpickle here when they hold
-    # an MSRPRelayAddress: the tests do not need them.
-    quiet = (
-        *DEFAULT_EXCLUDE,
-        "CFGSettingsObjectWasActivated",
-        "CFGSettingsObjectDidChange",
-        "SIPAccountManagerDidAddAccount",
-        "SIPAccountManagerDidChangeDefaultAccount",
-    )
-    with RemoteSDK(call_timeout=30, exclude=quiet + exclude) as remote:
+    with RemoteSDK(call_timeout=30, exclude=DEFAULT_EXCLUDE + exclude) as remote:
         configuration = peer_configuration(
             "bob", directory=bob_dir, certificate=certificate, transport=transport, **(bob or {})
         )

@@ -4,8 +4,10 @@
 Alice in this process and Bob in a child process (``sipsimple demo-peer``), each with
 a temporary configuration that keeps them on 127.0.0.1. Alice calls Bob with no server
 in between, Bob's phone rings and he answers, a small datagram stream carries a
-greeting each way, and Alice hangs up. Everything both endpoints post is printed as one
-timeline of notifications. Later layers add to it (audio, chat, a file transfer).
+greeting each way, Alice and Bob chat over MSRP (ChatStream) while Alice sends Bob a
+file (FileTransferStream, saved in Bob's temporary download directory), and Alice hangs
+up. Everything both endpoints post is printed as one timeline of notifications. Later
+layers add to it (audio).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from sipsimple.application import SIPApplication
 from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import SIPURI, Engine, SDPAttribute, SDPMediaStream, ToHeader
 from sipsimple.core.sdp import effective_direction
+from sipsimple.msrp import MSRPData
 from sipsimple.notification import Notification, NotificationCenter, NotificationData
 from sipsimple.session import Session
 from sipsimple.storage import FileStorage
 from sipsimple.streams import IMediaStream, MediaStreamRegistrar
+from sipsimple.streams.msrp import ChatStream, FileSelector, FileTransferStream
 from sipsimple.threading import sip_loop
 from sipsimple.util import Route
 
@@ -132,6 +136,10 @@ def _describe(value: Any) -> str:
         return "[" + ", ".join(_describe(item) for item in value) + "]"
     if isinstance(value, str):
         return repr(value)
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, MSRPData):
+        return f"<MSRP {value.method or value.code} {value.transaction_id}>"
     return str(value)
 
 
@@ -165,12 +173,14 @@ class Timeline:
             print(f"{elapsed:8.3f}s  {self.party:<5}  {text}", file=self.out, flush=True)
 
 
-def _configuration(user: str) -> dict[str, Any]:
-    """Settings that keep an endpoint on 127.0.0.1 (no DNS probe, no registrar)."""
+def _configuration(user: str, directory: str) -> dict[str, Any]:
+    """Settings that keep an endpoint on 127.0.0.1 (no DNS probe, no registrar, MSRP
+    straight to the peer over TCP); received files go under ``directory``."""
     return {
         "SIPSimpleSettings": {
             "local_ip": "127.0.0.1",
             "sip": {"transport_list": ["udp"]},
+            "file_transfer": {"directory": f"{directory}/received"},
             "dns": {
                 "probe_domain": None,
                 "nameservers": ["127.0.0.1:9"],
@@ -183,6 +193,7 @@ def _configuration(user: str) -> dict[str, Any]:
                 "enabled": "true",
                 "display_name": user.capitalize(),
                 "registration": {"enabled": "false"},
+                "msrp": {"transport": "tcp", "connection_model": "acm"},
             },
         },
     }
@@ -199,7 +210,7 @@ class _Endpoint:
         self.storage = FileStorage(directory)
         backend = self.storage.configuration_backend
         backend.load()  # a backend writes only what it has loaded (here: nothing)
-        backend.save(_configuration(user))
+        backend.save(_configuration(user, directory))
         self.started = threading.Event()
         self.ended = threading.Event()
         center = NotificationCenter()
@@ -248,7 +259,7 @@ def demo(args: argparse.Namespace) -> int:
                 print("an endpoint did not start in time", file=sys.stderr)
                 return 1
             print(f"instance id {SIPSimpleSettings().instance_id}, Bob listens on UDP {ready[0]}")
-            return _call(alice, ready[0], args.timeout, timeline)
+            return _call(alice, ready[0], args.timeout, directory)
         finally:
             alice.stop(args.timeout)
             _stop_peer(peer, args.timeout)
@@ -256,30 +267,53 @@ def demo(args: argparse.Namespace) -> int:
             print("demo finished")
 
 
-def _call(alice: _Endpoint, port: int, timeout: float, timeline: Timeline) -> int:
+def _call(alice: _Endpoint, port: int, timeout: float, directory: str) -> int:
     session = Session(alice.account)
-    done = threading.Event()
-    outcome: list[str] = []
+    events: dict[str, threading.Event] = {
+        name: threading.Event()
+        for name in (
+            "SIPSessionDidStart",
+            "SIPSessionDidEnd",
+            "ChatStreamGotMessage",
+            "FileTransferStreamDidFinish",
+        )
+    }
+    outcome: list[Notification] = []
+    stream = DemoStream("hello from alice")
+    chat = ChatStream(alice.account)
+    note = f"{directory}/a note from alice.txt"
+    with open(note, "w", encoding="utf-8") as file:
+        file.write("Bob, here is the note I promised. \u2713\n" * 200)
+    transfer = FileTransferStream(alice.account, FileSelector.for_file(note, compute_hash=False))
 
     def watch(notification: Notification) -> None:
-        outcome.append(notification.name)
-        if notification.name in ("SIPSessionDidStart", "SIPSessionDidFail", "SIPSessionDidEnd"):
-            done.set()
+        outcome.append(notification)
+        if notification.name == "SIPSessionDidFail":
+            for event in events.values():
+                event.set()
+        elif notification.name in events:
+            events[notification.name].set()
 
-    NotificationCenter().add_observer(watch, sender=session)
-    stream = DemoStream("hello from alice")
+    center = NotificationCenter()
+    for sender in (session, chat, transfer):
+        center.add_observer(watch, sender=sender)
     target = ToHeader(SIPURI(user="bob", host="127.0.0.1", port=port))
-    session.connect(target, [Route("127.0.0.1", port, "udp")], [stream])
-    if not done.wait(timeout) or outcome[-1] != "SIPSessionDidStart":
+    session.connect(target, [Route("127.0.0.1", port, "udp")], [stream, chat, transfer])
+    if not events["SIPSessionDidStart"].wait(timeout) or session.state != "connected":
         print("the session did not start", file=sys.stderr)
         return 1
-    time.sleep(0.5)  # let the greetings cross
-    done.clear()
+    chat.send_message("Hello Bob! A file is on its way \u2709")
+    waited = all(
+        events[name].wait(timeout)
+        for name in ("ChatStreamGotMessage", "FileTransferStreamDidFinish")
+    )
+    time.sleep(0.2)  # let the last reports and greetings cross
     session.end()
-    if not done.wait(timeout):
-        print("the session did not end in time", file=sys.stderr)
+    if not waited or not events["SIPSessionDidEnd"].wait(timeout):
+        print("the chat or the file transfer did not finish in time", file=sys.stderr)
         return 1
-    return 0 if stream.received else 1
+    sent = [n for n in outcome if n.name == "FileTransferStreamDidFinish"]
+    return 0 if stream.received and sent and not sent[0].data.error else 1
 
 
 def _relay(
@@ -327,7 +361,12 @@ def demo_peer(args: argparse.Namespace) -> int:
             session.send_ring_indication()
             sip_loop().call_later(0.3, session.accept, session.proposed_streams)
 
-        NotificationCenter().add_observer(answer, name="SIPSessionNewIncoming")
+        def reply(notification: Notification) -> None:
+            notification.sender.send_message("Hi Alice, got it, thanks!")
+
+        center = NotificationCenter()
+        center.add_observer(answer, name="SIPSessionNewIncoming")
+        center.add_observer(reply, name="ChatStreamGotMessage")
         if not bob.start(args.timeout):
             return 1
         print(f"ready {Engine().udp_port}", flush=True)

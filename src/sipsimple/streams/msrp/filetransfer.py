@@ -270,8 +270,13 @@ class FileTransferStream(MSRPStreamBase):
             self._finish(None)
 
     def _handle_delivery(self, event: Any) -> None:
-        if getattr(event, "message_id", None) != self._message_id or self.finished:
-            return
+        if (
+            not self.outgoing
+            or self.finished
+            or self._message_id is None
+            or getattr(event, "message_id", None) != self._message_id
+        ):
+            return  # a receiver's own frames (the bodiless SEND binding the connection)
         size = self.file_selector.size if self.file_selector is not None else None
         if isinstance(event, ResponseReceived):
             if event.code == 200:
