@@ -195,9 +195,8 @@ class MSRPStreamBase(IMediaStream, metaclass=MediaStreamRegistrar):
         self._nonce_counts: dict[str, int] = {}
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.state or 'new'} {self.local_uri or ''}>".replace(
-            " >", ">"
-        )
+        uri = f" {self.local_uri}" if self.local_uri is not None else ""
+        return f"<{type(self).__name__} {self.state or 'new'}{uri}>"
 
     def __reduce__(self) -> Any:
         raise TypeError(f"{type(self).__name__} holds live connections and cannot be pickled")
