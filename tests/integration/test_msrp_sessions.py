@@ -7,26 +7,14 @@ up a real SIP session over TCP with MSRP over TCP or TLS (the account's msrp.tra
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.interop.peers.certs import make_certificates
 from tests.support import msrp_sessions as ms
-from tests.support.application import loopback_storage, running_application
-from tests.support.notifications import RECORDER
-from tests.support.remote import DEFAULT_EXCLUDE, RemoteSDK
 
-from sipsimple.account import AccountManager
-from sipsimple.core import SIPURI, ToHeader
 from sipsimple.msrp import MSRPData
-from sipsimple.notification import NotificationQueue
-from sipsimple.session import Session
 from sipsimple.streams.msrp import (
     ChatStream,
     ChatStreamError,
@@ -35,90 +23,9 @@ from sipsimple.streams.msrp import (
     FileSelector,
     FileTransferStream,
 )
-from sipsimple.util import Route
 
 MB = 1024 * 1024
 UNICODE = "héllo wörld ✓ 😀 — Ünïcödé ελληνικά 中文"
-
-
-@dataclass
-class Endpoints:
-    bob: RemoteSDK
-    port: int
-    queue: NotificationQueue
-    alice_dir: Path
-    bob_dir: Path
-
-    @property
-    def account(self) -> Any:
-        return AccountManager().get_account("alice@example.test")
-
-    async def wait(self, name: str, condition: Any = None, timeout: float = 10.0) -> Any:
-        return await self.queue.wait_for(name, condition, timeout)
-
-    async def bob_wait(self, name: str, condition: Any = None, timeout: float = 10.0) -> Any:
-        return await self.bob.async_wait_for(name, condition, timeout)
-
-    async def call(self, *streams: Any) -> Session:
-        session = Session(self.account)
-        uri = SIPURI(user="bob", host="127.0.0.1", port=self.port, parameters={"transport": "tcp"})
-        session.connect(ToHeader(uri), [Route("127.0.0.1", self.port, "tcp")], list(streams))
-        await self.wait("SIPSessionDidStart", lambda n: n.sender is session, 15)
-        await self.bob_wait("SIPSessionDidStart", timeout=15)
-        return session
-
-    async def hang_up(self, session: Session) -> None:
-        session.end()
-        await self.wait("SIPSessionDidEnd", lambda n: n.sender is session, 10)
-        await self.bob_wait("SIPSessionDidEnd", timeout=10)
-
-
-def combined_certificate(directory: Path) -> Path:
-    """A PEM with the test server certificate and its key (SIPSimpleSettings.tls)."""
-    certificates = make_certificates(directory)
-    combined = directory / "msrp.pem"
-    combined.write_bytes(
-        certificates.server.cert.read_bytes() + certificates.server.key.read_bytes()
-    )
-    return combined
-
-
-@contextlib.asynccontextmanager
-async def endpoints(
-    tmp_path: Path,
-    *,
-    transport: str = "tcp",
-    alice_model: str = "acm",
-    bob_model: str = "acm",
-    trace: bool = False,
-    exclude: tuple[str, ...] = (),
-) -> AsyncIterator[Endpoints]:
-    certificate = combined_certificate(tmp_path / "certs") if transport == "tls" else None
-    alice_dir, bob_dir = tmp_path / "alice", tmp_path / "bob"
-    with RemoteSDK(call_timeout=30, exclude=DEFAULT_EXCLUDE + exclude) as bob:
-        configuration = ms.peer_configuration(
-            "bob", directory=bob_dir, certificate=certificate, transport=transport, model=bob_model
-        )
-        ports = await bob.async_call(ms.start_peer, configuration)
-        await bob.async_call(ms.auto_answer)
-        settings: dict[str, Any] = {
-            "file_transfer": {"directory": str(alice_dir)},
-            "logs": {"trace_msrp": "true" if trace else "false"},
-        }
-        if certificate is not None:
-            settings["tls"] = {"certificate": str(certificate)}
-        storage = loopback_storage(
-            transports=("tcp",),
-            accounts=ms.account_settings("alice", transport=transport, model=alice_model),
-            settings=settings,
-        )
-        try:
-            with NotificationQueue() as queue:
-                async with running_application(storage):
-                    yield Endpoints(bob, ports["tcp"], queue, alice_dir, bob_dir)
-            await bob.async_call(ms.stop_peer)
-        finally:
-            RECORDER.add_remote(bob)
 
 
 def by_id(message_id: str) -> Any:
@@ -130,7 +37,7 @@ def by_id(message_id: str) -> Any:
 
 @pytest.mark.parametrize("transport", ["tcp", "tls"])
 async def test_chat_both_ways(tmp_path: Path, transport: str) -> None:
-    async with endpoints(tmp_path, transport=transport) as ends:
+    async with ms.endpoints(tmp_path, transport=transport) as ends:
         stream = ChatStream(ends.account)
         session = await ends.call(stream)
         assert stream.state == "started" and stream.cpim_enabled
@@ -188,7 +95,7 @@ async def test_chat_both_ways(tmp_path: Path, transport: str) -> None:
 async def test_chat_with_an_active_offerer(tmp_path: Path) -> None:
     """The relay connection model without a relay for outgoing streams: Alice offers
     a=setup:active and connects; Bob (acm) answers passive and listens."""
-    async with endpoints(tmp_path, alice_model="relay") as ends:
+    async with ms.endpoints(tmp_path, alice={"model": "relay"}) as ends:
         stream = ChatStream(ends.account)
         session = await ends.call(stream)
         assert stream.local_role == "active" and stream.remote_role == "passive"
@@ -200,7 +107,7 @@ async def test_chat_with_an_active_offerer(tmp_path: Path) -> None:
 
 
 async def test_chat_queues_messages_until_started_and_traces(tmp_path: Path) -> None:
-    async with endpoints(tmp_path, trace=True) as ends:
+    async with ms.endpoints(tmp_path, trace=True) as ends:
         stream = ChatStream(ends.account)
         early = stream.send_message("sent before the session started")
         session = await ends.call(stream)
@@ -223,17 +130,13 @@ async def test_chat_queues_messages_until_started_and_traces(tmp_path: Path) -> 
 # -- file transfer -------------------------------------------------------------------------------
 
 
-def sha1_of(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
 @pytest.mark.parametrize("transport", ["tcp", "tls"])
 @pytest.mark.parametrize("size", [0, 1, 3 * MB + 17])
 async def test_file_transfer(tmp_path: Path, transport: str, size: int) -> None:
     name = "my report \u2013 ünïcödé ✓.bin"
     source = tmp_path / name
     digest = ms.make_file(source, size, seed=size)
-    async with endpoints(tmp_path, transport=transport) as ends:
+    async with ms.endpoints(tmp_path, transport=transport) as ends:
         selector = FileSelector.for_file(str(source), compute_hash=False)
         stream = FileTransferStream(ends.account, selector)
         session = await ends.call(stream)
@@ -267,7 +170,7 @@ async def test_received_files_keep_existing_ones_and_stay_in_the_directory(
     """Bob sends to Alice: a name taken already, then a name trying to leave the directory."""
     source = tmp_path / "notes.txt"
     digest = ms.make_file(source, 10_000)
-    async with endpoints(tmp_path) as ends:
+    async with ms.endpoints(tmp_path) as ends:
         ms.auto_answer()
         ends.alice_dir.mkdir()
         (ends.alice_dir / "notes.txt").write_text("mine, do not touch")
@@ -302,7 +205,7 @@ async def test_interrupted_transfer_resumes(tmp_path: Path) -> None:
     size = 6 * MB + 123
     source = tmp_path / "big archive.tar"
     digest = ms.make_file(source, size, seed=7)
-    async with endpoints(tmp_path, exclude=("FileTransferStreamGotChunk",)) as ends:
+    async with ms.endpoints(tmp_path, exclude=("FileTransferStreamGotChunk",)) as ends:
         # First session: Bob's connection drops once a third of the file arrived.
         await ends.bob.async_call(ms.cut_after, "in", size // 3)
         first = FileTransferStream(
@@ -352,7 +255,7 @@ async def test_corrupted_data_is_detected_by_the_hash(tmp_path: Path) -> None:
         byte = file.read(1)
         file.seek(150_000)
         file.write(bytes([byte[0] ^ 0xFF]))
-    async with endpoints(tmp_path) as ends:
+    async with ms.endpoints(tmp_path) as ends:
         stream = FileTransferStream(ends.account, selector)
         session = await ends.call(stream)
         received = await ends.bob_wait("FileTransferStreamDidFinish", timeout=20)
@@ -368,7 +271,7 @@ async def test_100_mb_transfer_with_bounded_memory(tmp_path: Path) -> None:
     source = tmp_path / "large.bin"
     digest = ms.make_file(source, size, seed=100)
     quiet = ("FileTransferStreamGotChunk", "FileTransferStreamDidDeliverChunk")
-    async with endpoints(tmp_path, exclude=quiet) as ends:
+    async with ms.endpoints(tmp_path, exclude=quiet) as ends:
         bob_before = await ends.bob.async_call(ms.max_rss)
         alice_before = ms.max_rss()
         stream = FileTransferStream(
