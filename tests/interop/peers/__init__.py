@@ -38,7 +38,9 @@ Kamailio 5.6 - registrar and record-routing proxy for one domain:
   itself gets 200.  TCP/TLS clients that do not listen are reached back over
   their connection.  Options: workers=1 (Kamailio children), server_cert=
   "valid" | "expired" | "wrong_name", certificates=make_certificates(...)
-  to share one CA, debug=2 (Kamailio's log level).  DNS is off; usrloc is
+  to share one CA, debug=2 (Kamailio's log level), msrp_relay=True for an
+  RFC 4976 MSRP relay on the TLS port (AUTH with the users' digest credentials;
+  proxy.msrp_relay_address is the account's nat_traversal.msrp_relay value).  DNS is off; usrloc is
   memory only.  Features are switched in templates/kamailio.cfg by #!define
   lines (self.defines): add new ones there the same way.  presence=True
   (WITH_PRESENCE) adds the presence server: PUBLISH and SUBSCRIBE for the

@@ -31,7 +31,9 @@ class Kamailio(PeerProcess):
     the TLS certificate shown: "valid", "expired" or "wrong_name" (see certs.py).
     presence=True makes it the domain's presence server too (PUBLISH and SUBSCRIBE
     for its users' AORs, the presence and presence.winfo events, every watcher
-    authorized).
+    authorized).  msrp_relay=True adds an RFC 4976 MSRP relay on the TLS port
+    (AUTH with the users' digest credentials, realm = domain); msrp_relay_address
+    is the account setting that uses it.
     """
 
     name = "kamailio"
@@ -44,6 +46,7 @@ class Kamailio(PeerProcess):
         workers: int = 1,
         certificates: Certificates | None = None,
         server_cert: str = "valid",
+        msrp_relay: bool = False,
         debug: int = 2,
         presence: bool = False,
         start_timeout: float = 10.0,
@@ -57,6 +60,8 @@ class Kamailio(PeerProcess):
         self.debug = debug
         self.presence = presence
         self.defines = (("WITH_AUTH",) if auth else ()) + (("WITH_PRESENCE",) if presence else ())
+        if msrp_relay:
+            self.defines += ("WITH_MSRP_RELAY",)
         self.certificates = certificates or make_certificates(self.directory / "certs", domain)
         self.server_cert = self.certificates.server_pair(server_cert)
         self.sip_port = free_port()
@@ -75,6 +80,11 @@ class Kamailio(PeerProcess):
     @property
     def ca_file(self) -> Path:
         return self.certificates.ca_cert
+
+    @property
+    def msrp_relay_address(self) -> str:
+        """The MSRP relay (msrp_relay=True) as an account's nat_traversal.msrp_relay."""
+        return f"{LOOPBACK}:{self.tls_port};transport=tls"
 
     def address(self, transport: str = "udp") -> tuple[str, int]:
         return LOOPBACK, self.ports[_checked(transport)]

@@ -1,0 +1,475 @@
+"""FileTransferStream: sending and receiving a file over MSRP (RFC 5547; spec:
+FileTransferStream).
+
+The sender offers ``a=sendonly`` with the file's ``a=file-selector`` (name, type, size
+and SHA-1 hash) and ``a=file-transfer-id``. The receiver answers ``a=recvonly``; when
+it holds a partial file of the same transfer (same hash and size, left by an
+interrupted one) it answers ``a=file-range:<first byte>-<size>`` and the sender starts
+there (RFC 5547 section 6: 1-based, inclusive).
+
+The receiver writes into ``SIPSimpleSettings.file_transfer.directory`` (see
+:mod:`sipsimple.streams.msrp.files`: a ``.part`` file with its metadata while the data
+arrives, then the final name, never overwriting a file and never outside the
+directory), checks the SHA-1 hash, and keeps the partial file when the transfer is cut.
+Reading, writing and hashing run in worker threads, never on the SIP thread; the
+receiver reads no more from the connection while its writes lag behind.
+
+Notifications (besides the MediaStream* ones), all with ``timestamp``:
+
+FileTransferStreamGotChunk (receiver)
+    ``content`` (bytes), ``content_type``, ``transferred_bytes`` (including a resumed
+    part), ``file_size``.
+FileTransferStreamDidDeliverChunk (sender)
+    ``message_id``, ``chunk`` (the MSRPData of the 200 response or success REPORT),
+    ``code``, ``reason``, ``transferred_bytes``, ``file_size``.
+FileTransferStreamDidNotDeliverChunk (sender)
+    ``message_id``, ``chunk`` (the error response or failure REPORT; None after a
+    timeout), ``code``, ``reason``.
+FileTransferStreamDidFinish (both)
+    ``error`` (False when the file arrived whole and intact), ``reason`` (why not),
+    ``filename`` (the receiver's final file, the sender's source; None otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from sipsimple.configuration.settings import SIPSimpleSettings
+from sipsimple.core import SDPAttribute
+from sipsimple.msrp import (
+    DEFAULT_CHUNK_SIZE,
+    ByteRanges,
+    FileSelector,
+    MessageAborted,
+    MessageDataReceived,
+    MessageDeliveryFailed,
+    MessageReceived,
+    MSRPError,
+    ReportReceived,
+    ResponseReceived,
+    TransactionTimedOut,
+    make_id,
+)
+from sipsimple.streams.msrp.base import MSRPStreamBase, MSRPStreamError, post_library_log
+from sipsimple.streams.msrp.files import FileHashMismatchError, IncomingFile
+from sipsimple.threading import run_in_worker
+
+__all__ = ["FileSelector", "FileTransferStream"]
+
+_READ_SIZE = 256 * 1024
+
+
+def _describe(selector: FileSelector) -> FileSelector:
+    """Size, type and hash of the file a selector names (blocking)."""
+    if selector.path is not None:
+        return FileSelector.for_file(selector.path, selector.type, selector.hash is None)
+    assert selector.fd is not None
+    fd = selector.fd
+    fd.seek(0)
+    sha1 = hashlib.sha1()
+    size = 0
+    while block := fd.read(1 << 20):
+        sha1.update(block)
+        size += len(block)
+    return FileSelector(
+        selector.name, selector.type, size, "sha-1:" + sha1.digest().hex(":").upper()
+    )
+
+
+def _parse_file_range(value: str, size: int) -> int:
+    """The 0-based offset an ``a=file-range:<start>-<stop>`` value asks to start at."""
+    start_text, dash, stop_text = value.strip().partition("-")
+    if not dash or not start_text.isdigit() or not (stop_text == "*" or stop_text.isdigit()):
+        raise MSRPStreamError(f"invalid a=file-range {value!r}")
+    start = int(start_text)
+    if not 1 <= start <= size + 1 or (stop_text != "*" and int(stop_text) != size):
+        raise MSRPStreamError(f"a=file-range {value!r} does not fit a file of {size} bytes")
+    return start - 1
+
+
+class FileTransferStream(MSRPStreamBase):
+    """A file transfer (spec: FileTransferStream); see the module docstring.
+
+    Constructed with a ``file_selector`` (FileSelector.for_file(path, type,
+    compute_hash=False) is enough: the hash is computed in a worker thread while the
+    stream initializes) it sends that file; made by new_from_sdp() for an incoming
+    offer it receives one. ``offset`` is where the transfer (re)starts,
+    ``transferred_bytes`` how far it got, ``finished`` whether it is over, ``filename``
+    the receiver's final file.
+    """
+
+    type = "file-transfer"
+    priority = 10
+    media_type = "message"
+    accept_types: ClassVar[list[str]] = ["*"]
+    accept_wrapped_types: ClassVar[list[str] | None] = ["*"]
+    use_msrp_session = False
+    chunk_size: ClassVar[int] = 64 * 1024
+    relay_chunk_size: ClassVar[int] = DEFAULT_CHUNK_SIZE
+    write_buffer_size: ClassVar[int] = 1024 * 1024
+
+    def __init__(self, account: Any, file_selector: FileSelector | None = None) -> None:
+        if file_selector is not None:
+            if not isinstance(file_selector, FileSelector):
+                raise TypeError(f"file_selector must be a FileSelector, not {file_selector!r}")
+            if file_selector.path is None and file_selector.fd is None:
+                raise ValueError("the file selector of an outgoing transfer needs a path or an fd")
+        super().__init__(account, "sendonly" if file_selector is not None else "recvonly")
+        self.file_selector = file_selector
+        self.transfer_id = make_id(20)
+        self.offset = 0
+        self.transferred_bytes = 0
+        self.finished = False
+        self.filename: str | None = None
+        self._message_id: str | None = None
+        self._incoming: IncomingFile | None = None
+        self._buffer = bytearray()
+        self._buffer_offset = 0
+        self._writing: asyncio.Task[None] | None = None
+        self._disk = asyncio.Lock()
+        self._received = ByteRanges()
+        self._acked = 0
+        self._responses = 0
+        self._sent_message: Any = None
+
+    @property
+    def outgoing(self) -> bool:
+        return self.direction == "sendonly"
+
+    @classmethod
+    def new_from_sdp(
+        cls, account: Any, remote_sdp: Any, stream_index: int
+    ) -> FileTransferStream | None:
+        media = remote_sdp.media[stream_index]
+        if not cls._acceptable_offer(account, media, cls.media_type):
+            return None
+        selector_text = media.attributes.getfirst("file-selector")
+        if selector_text is None or media.direction != "sendonly":
+            return None  # not a file, or a pull request: we only take files pushed to us
+        try:
+            selector = FileSelector.parse(selector_text)
+        except MSRPError:
+            return None
+        stream = cls(account)
+        stream.file_selector = selector
+        stream.transfer_id = media.attributes.getfirst("file-transfer-id") or stream.transfer_id
+        stream._take_offer(media)
+        return stream
+
+    # -- SDP ----------------------------------------------------------------------------
+
+    def _media_attributes(self, for_offer: bool) -> list[SDPAttribute]:
+        assert self.file_selector is not None
+        attributes = [
+            SDPAttribute("file-selector", self.file_selector.sdp_repr),
+            SDPAttribute("file-transfer-id", self.transfer_id),
+        ]
+        size = self.file_selector.size
+        if not self.outgoing and self.offset and size is not None:
+            attributes.append(SDPAttribute("file-range", f"{self.offset + 1}-{size}"))
+        return attributes
+
+    def _check_remote_media(self, media: Any) -> None:
+        if not self.outgoing:
+            return
+        assert self.file_selector is not None and self.file_selector.size is not None
+        file_range = media.attributes.getfirst("file-range")
+        if file_range is not None:
+            self.offset = _parse_file_range(file_range, self.file_selector.size)
+            self.transferred_bytes = self.offset
+
+    def _session_options(self) -> dict[str, Any]:
+        options = super()._session_options()
+        if self._relay is not None or len(self.remote_path) > 1:
+            options["chunk_size"] = self.relay_chunk_size  # relays take small frames only
+        return options
+
+    # -- preparing ----------------------------------------------------------------------
+
+    async def _prepare(self, outgoing: bool) -> None:
+        selector = self.file_selector
+        if selector is None:
+            raise MSRPStreamError("a file transfer needs a file selector")
+        if outgoing:
+            if selector.size is None or selector.hash is None:
+                described = await run_in_worker(_describe, selector)
+                selector.size, selector.hash = described.size, described.hash
+                selector.type = selector.type or described.type
+            selector.type = selector.type or "application/octet-stream"
+            self.filename = selector.path
+            return
+        directory = SIPSimpleSettings().file_transfer.directory.normalized
+        self._incoming = IncomingFile(
+            directory, selector.name, selector.size, selector.hash, selector.type
+        )
+        async with self._disk:
+            offset = await run_in_worker(self._incoming.open)
+        if selector.size:
+            offset = min(offset, selector.size - 1)  # the last byte comes again: it ends it
+        self.offset = self.transferred_bytes = offset
+        if offset:
+            post_library_log(f"resuming {selector.name!r} after {offset} bytes")
+
+    # -- sending ------------------------------------------------------------------------
+
+    def _NH_MediaStreamDidStart(self, notification: Any) -> None:
+        if self.outgoing:
+            self._spawn(self._send_file())
+
+    async def _blocks(self) -> AsyncIterator[bytes]:
+        selector = self.file_selector
+        assert selector is not None
+        if selector.fd is not None:
+            file = selector.fd
+            close = False
+        else:
+            assert selector.path is not None
+            file = await run_in_worker(open, selector.path, "rb")
+            close = True
+        loop = asyncio.get_running_loop()
+        reading = None
+        try:
+            await run_in_worker(file.seek, self.offset)
+            reading = loop.create_task(run_in_worker(file.read, _READ_SIZE))
+            while block := await reading:
+                reading = loop.create_task(run_in_worker(file.read, _READ_SIZE))  # read ahead
+                yield block
+            reading = None
+        finally:
+            if reading is not None:
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+            if close:
+                await run_in_worker(file.close)
+
+    async def _send_file(self) -> None:
+        assert self.msrp is not None and self.file_selector is not None
+        self._message_id = make_id()
+        try:
+            self._sent_message = await self.msrp.send_stream(
+                self._blocks(),
+                self.file_selector.type,
+                size=self.file_selector.size,
+                start=self.offset + 1,
+                message_id=self._message_id,
+                success_report="no",
+                failure_report="yes",
+            )
+        except (MSRPError, OSError, ValueError) as error:
+            self._finish(f"cannot send the file: {error}")
+            return
+        self._check_sent()
+
+    def _check_sent(self) -> None:
+        message = self._sent_message
+        if message is not None and message.done and self._responses >= message.chunks_sent:
+            self._finish(None)
+
+    def _handle_delivery(self, event: Any) -> None:
+        if (
+            not self.outgoing
+            or self.finished
+            or self._message_id is None
+            or getattr(event, "message_id", None) != self._message_id
+        ):
+            return  # a receiver's own frames (the bodiless SEND binding the connection)
+        size = self.file_selector.size if self.file_selector is not None else None
+        if isinstance(event, ResponseReceived):
+            if event.code == 200:
+                self._responses += 1
+                if event.byte_range is not None and event.byte_range.end is not None:
+                    self._acked += event.byte_range.end - event.byte_range.start + 1
+                self.transferred_bytes = self.offset + self._acked
+                self._post(
+                    "FileTransferStreamDidDeliverChunk",
+                    message_id=event.message_id,
+                    chunk=event.frame,
+                    code=event.code,
+                    reason=event.comment,
+                    transferred_bytes=self.transferred_bytes,
+                    file_size=size,
+                )
+                self._check_sent()
+            else:
+                self._not_delivered(event.code, event.comment, event.frame)
+        elif isinstance(event, TransactionTimedOut):
+            self._not_delivered(408, "the chunk was not answered", None)
+        elif isinstance(event, MessageDeliveryFailed):
+            self._finish(f"the peer did not take the file: {event.code} {event.comment or ''}")
+
+    def _handle_REPORT(self, event: ReportReceived) -> None:
+        if event.message_id != self._message_id or self.finished:
+            return
+        if event.code == 200:
+            self._post(
+                "FileTransferStreamDidDeliverChunk",
+                message_id=event.message_id,
+                chunk=event.frame,
+                code=event.code,
+                reason=event.comment,
+                transferred_bytes=self.transferred_bytes,
+                file_size=self.file_selector.size if self.file_selector else None,
+            )
+            return
+        self._not_delivered(event.code, event.comment, event.frame)
+        self._finish(f"the peer did not take the file: {event.code} {event.comment or ''}")
+
+    def _not_delivered(self, code: int, reason: str | None, chunk: Any) -> None:
+        self._post(
+            "FileTransferStreamDidNotDeliverChunk",
+            message_id=self._message_id,
+            chunk=chunk,
+            code=code,
+            reason=reason,
+        )
+
+    # -- receiving ----------------------------------------------------------------------
+
+    def _handle_SEND(self, event: Any) -> Any:
+        if self.outgoing or self.finished:
+            return None
+        if isinstance(event, MessageAborted):
+            why = (
+                "the sender abandoned it" if event.code is None else f"{event.code} {event.comment}"
+            )
+            return self._fail_transfer(f"the transfer was interrupted: {why}")
+        if self._message_id is None and event.message_id:
+            self._message_id = event.message_id
+        if event.message_id != self._message_id:
+            post_library_log(f"ignored a second message {event.message_id} in a file transfer")
+            return None
+        if isinstance(event, MessageDataReceived):
+            return self._receive(event)
+        if isinstance(event, MessageReceived):
+            return self._complete()
+        return None
+
+    async def _receive(self, event: MessageDataReceived) -> None:
+        selector = self.file_selector
+        assert selector is not None and self._incoming is not None
+        size = selector.size
+        end = event.offset + len(event.data)
+        if size is not None and (end > size or (event.total is not None and event.total != size)):
+            await self._fail_transfer(
+                f"the sender went past the announced size of {size} bytes "
+                f"(bytes up to {end}, message of {event.total})"
+            )
+            return
+        if not event.data:
+            return
+        self._received.add(event.offset + 1, end)
+        if self._buffer and event.offset != self._buffer_offset + len(self._buffer):
+            await self._flush()
+        if not self._buffer:
+            self._buffer_offset = event.offset
+        self._buffer += event.data
+        self.transferred_bytes = max(self.transferred_bytes, end)
+        self._post(
+            "FileTransferStreamGotChunk",
+            content=event.data,
+            content_type=event.content_type or selector.type,
+            transferred_bytes=self.transferred_bytes,
+            file_size=size,
+        )
+        if len(self._buffer) >= self.write_buffer_size:
+            await self._flush()
+        if size is not None and self._received.covers(self.offset + 1, size):
+            await self._complete()
+
+    async def _flush(self) -> None:
+        """Hand the buffer to a worker; wait only for the write before it (one write is
+        in flight while the next chunks arrive)."""
+        if self._writing is not None:
+            await self._writing
+            self._writing = None
+        if not self._buffer:
+            return
+        data, offset = bytes(self._buffer), self._buffer_offset
+        self._buffer = bytearray()
+        self._writing = asyncio.get_running_loop().create_task(self._write(offset, data))
+
+    async def _write(self, offset: int, data: bytes) -> None:
+        assert self._incoming is not None
+        incoming = self._incoming
+
+        def write() -> None:
+            incoming.write(offset, data)
+            incoming.save()
+
+        async with self._disk:
+            await run_in_worker(write)
+
+    async def _settle(self) -> None:
+        await self._flush()
+        if self._writing is not None:
+            await self._writing
+            self._writing = None
+
+    async def _complete(self) -> None:
+        if self.finished or self._incoming is None:
+            return
+        size = self.file_selector.size if self.file_selector is not None else None
+        if size is not None and not self._received.covers(self.offset + 1, size):
+            await self._fail_transfer(f"the file ended before its announced size of {size} bytes")
+            return
+        try:
+            await self._settle()
+            async with self._disk:
+                path = await run_in_worker(self._incoming.finish)
+        except FileHashMismatchError as error:
+            self._incoming = None
+            self._finish(str(error))
+            return
+        except OSError as error:
+            await self._fail_transfer(f"cannot write the file: {error}")
+            return
+        self._incoming = None
+        self.filename = str(path)
+        self._finish(None)
+
+    async def _fail_transfer(self, reason: str) -> None:
+        """Keep what arrived as a partial file, end the transfer and the MSRP session."""
+        await self._keep_partial()
+        self._finish(reason)
+        if self.msrp is not None:
+            await self.msrp.close(timeout=self.close_timeout)
+
+    async def _keep_partial(self) -> None:
+        incoming = self._incoming
+        if incoming is None:
+            return
+        try:
+            await self._settle()
+        except OSError as error:
+            post_library_log(f"cannot save the partial file: {error}", logging.ERROR)
+        self._incoming = None
+        async with self._disk:
+            await run_in_worker(incoming.close)
+
+    # -- ending -------------------------------------------------------------------------
+
+    def _finish(self, error: str | None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._post(
+            "FileTransferStreamDidFinish",
+            error=error is not None,
+            reason=error,
+            filename=self.filename,
+        )
+
+    async def _connection_ended(self, error: str | None) -> None:
+        if self.finished:
+            return
+        await self._keep_partial()
+        self._finish(f"the transfer was interrupted{': ' + error if error else ''}")
+
+    async def _cleanup(self) -> None:
+        if not self.finished:
+            await self._keep_partial()
+            self._finish("the transfer was interrupted: the stream ended")

@@ -1,0 +1,186 @@
+"""Received files on disk (sipsimple.streams.msrp.files): safe names, no overwriting,
+partial files with metadata, resuming, and the hash check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sipsimple.streams.msrp.files import (
+    FileHashMismatchError,
+    IncomingFile,
+    create_unique,
+    find_partial,
+    safe_name,
+    sha1_selector_hash,
+)
+
+DATA = bytes(range(256)) * 40  # 10240 bytes
+HASH = sha1_selector_hash(hashlib.sha1(DATA).digest())
+
+
+@pytest.mark.parametrize(
+    ("offered", "expected"),
+    [
+        ("report.pdf", "report.pdf"),
+        ("résumé ✓ final.pdf", "résumé ✓ final.pdf"),
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\windows\\win.ini", "win.ini"),
+        ("/absolute/path.txt", "path.txt"),
+        (".bashrc", "bashrc"),
+        ("...", "file"),
+        ("", "file"),
+        (None, "file"),
+        ("a\x00b\nc\u202e.txt", "abc.txt"),
+        ("dir/", "file"),
+    ],
+)
+def test_safe_name(offered: str | None, expected: str) -> None:
+    assert safe_name(offered) == expected
+
+
+def test_safe_name_shortens_long_names_and_keeps_the_extension() -> None:
+    name = safe_name("é" * 300 + ".tar")
+    assert name.endswith(".tar") and len(name.encode()) <= 200
+    assert set(name[:-4]) == {"é"}  # no character cut in half
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_safe_names_stay_in_the_directory(offered: str) -> None:
+    name = safe_name(offered)
+    directory = Path("/downloads")
+    assert name and not name.startswith(".") and "/" not in name and "\\" not in name
+    assert len(name.encode()) <= 200
+    assert (directory / name).parent == directory
+    assert name not in (".", "..")
+
+
+def test_create_unique_never_takes_an_existing_name(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "README").write_text("mine")
+    os.symlink("/etc/hostname", tmp_path / "link.txt")
+    assert create_unique(tmp_path, "notes.txt").name == "notes (1).txt"
+    assert create_unique(tmp_path, "notes.txt").name == "notes (2).txt"
+    assert create_unique(tmp_path, "README").name == "README (1)"
+    assert create_unique(tmp_path, "link.txt").name == "link (1).txt"  # links are not followed
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    with pytest.raises(ValueError):
+        create_unique(tmp_path, "../outside.txt")
+
+
+def receive(directory: Path, data: bytes = DATA, file_hash: str | None = HASH) -> IncomingFile:
+    incoming = IncomingFile(directory, "data.bin", len(data), file_hash, "application/x-test")
+    return incoming
+
+
+def test_a_file_arrives_in_a_partial_file_then_gets_its_name(tmp_path: Path) -> None:
+    incoming = receive(tmp_path)
+    assert incoming.open() == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.bin.part", "data.bin.part.json"]
+    incoming.write(0, DATA[:4000])
+    incoming.write(4000, DATA[4000:])
+    final = incoming.finish()
+    assert final == tmp_path / "data.bin" and final.read_bytes() == DATA
+    assert [p.name for p in tmp_path.iterdir()] == ["data.bin"]
+
+
+def test_a_second_file_of_the_same_name_gets_a_new_one(tmp_path: Path) -> None:
+    (tmp_path / "data.bin").write_bytes(b"older")
+    incoming = receive(tmp_path)
+    incoming.open()
+    incoming.write(0, DATA)
+    assert incoming.finish().name == "data (1).bin"
+    assert (tmp_path / "data.bin").read_bytes() == b"older"
+
+
+def test_interrupted_files_are_kept_and_resumed(tmp_path: Path) -> None:
+    first = receive(tmp_path)
+    first.open()
+    first.write(0, DATA[:3000])
+    first.close()
+    metadata = json.loads((tmp_path / "data.bin.part.json").read_text())
+    assert metadata == {
+        "name": "data.bin",
+        "size": len(DATA),
+        "type": "application/x-test",
+        "hash": HASH,
+        "offset": 3000,
+    }
+    second = receive(tmp_path)
+    assert second.open() == 3000
+    second.write(3000, DATA[3000:])
+    assert second.finish().read_bytes() == DATA
+    assert [p.name for p in tmp_path.iterdir()] == ["data.bin"]
+
+
+def test_resuming_trusts_the_disk_over_the_metadata(tmp_path: Path) -> None:
+    first = receive(tmp_path)
+    first.open()
+    first.write(0, DATA[:3000])
+    first.close()
+    with open(tmp_path / "data.bin.part", "r+b") as part:
+        part.truncate(1000)  # less on disk than the metadata says
+    second = receive(tmp_path)
+    assert second.open() == 1000
+    second.write(1000, DATA[1000:])
+    assert second.finish().read_bytes() == DATA
+
+
+def test_partial_files_of_other_transfers_are_left_alone(tmp_path: Path) -> None:
+    first = receive(tmp_path)
+    first.open()
+    first.write(0, DATA[:3000])
+    first.close()
+    other = DATA[::-1]
+    other_hash = sha1_selector_hash(hashlib.sha1(other).digest())
+    incoming = receive(tmp_path, other, other_hash)
+    assert incoming.open() == 0
+    assert incoming.partial is not None and incoming.partial.name == "data.bin (1).part"
+    assert find_partial(tmp_path, other_hash, len(DATA) + 1) is None  # size differs
+    (tmp_path / "broken.part.json").write_text("{not json")
+    found = find_partial(tmp_path, HASH, len(DATA))
+    assert found is not None and found.offset == 3000
+    assert find_partial(tmp_path, HASH, len(DATA)) is None  # in use by the first finder
+
+
+def test_transfers_without_a_hash_never_resume(tmp_path: Path) -> None:
+    first = receive(tmp_path, file_hash=None)
+    first.open()
+    first.write(0, DATA[:3000])
+    first.close()
+    second = receive(tmp_path, file_hash=None)
+    assert second.open() == 0
+    second.write(0, DATA)
+    assert second.finish().read_bytes() == DATA
+
+
+def test_a_wrong_hash_removes_the_data(tmp_path: Path) -> None:
+    incoming = receive(tmp_path)
+    incoming.open()
+    corrupted = bytearray(DATA)
+    corrupted[5000] ^= 0xFF
+    incoming.write(0, corrupted)
+    with pytest.raises(FileHashMismatchError, match="differs"):
+        incoming.finish()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_of_order_and_repeated_data_is_hashed_whole(tmp_path: Path) -> None:
+    incoming = receive(tmp_path)
+    incoming.open()
+    incoming.write(6000, DATA[6000:])
+    incoming.write(0, DATA[:4000])
+    incoming.write(2000, DATA[2000:6000])
+    assert incoming.finish().read_bytes() == DATA
+
+
+def test_the_hash_format_follows_the_file_selector() -> None:
+    digest = hashlib.sha1(b"abc").digest()
+    assert sha1_selector_hash(digest) == "sha-1:" + ":".join(f"{b:02X}" for b in digest)
