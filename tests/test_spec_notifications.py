@@ -102,7 +102,10 @@ EXTRA_FIELDS = {
 
 # The allow-list: names no test can see posted yet, and the piece that will post them.
 NOT_YET_POSTED: dict[str, str] = {
-    "SIPAccountMWIDidGetSummary": "accounts: message summary subscriptions (account/mwi)",
+    "BonjourAccountDiscoveryDidFail": "accounts: Bonjour failure paths have no test yet",
+    "BonjourAccountDiscoveryFailure": "accounts: Bonjour failure paths have no test yet",
+    "BonjourAccountRegistrationDidFail": "accounts: Bonjour failure paths have no test yet",
+    "BonjourAccountRegistrationUpdateDidFail": "accounts: Bonjour failure paths have no test yet",
 }
 
 SPEC_FILE = Path(
@@ -137,17 +140,21 @@ def test_every_spec_notification_is_posted_with_its_fields(request):
     if not _full_run(request.session):
         pytest.skip("the whole suite did not run (SIPSIMPLE_CHECK_NOTIFICATIONS=1 forces it)")
     expected = set(SPEC_NOTIFICATIONS) - set(NOT_YET_POSTED)
+    problems = []
     missing = RECORDER.missing(expected)
-    assert not missing, f"never posted during the suite: {missing}"
+    if missing:
+        problems.append(f"never posted during the suite: {missing}")
     landed = sorted(set(NOT_YET_POSTED) & RECORDER.names)
-    assert not landed, f"posted now: take them off NOT_YET_POSTED: {landed}"
+    if landed:
+        problems.append(f"posted now, take them off NOT_YET_POSTED: {landed}")
     wrong = {}
-    for name in sorted(expected):
-        required = (SPEC_NOTIFICATIONS[name] | {"timestamp"} | EXTRA_FIELDS.get(name, set())) - (
-            OPTIONAL_FIELDS.get(name, set())
-        )
-        lacking = required - RECORDER.common_fields[name]
-        never = OPTIONAL_FIELDS.get(name, set()) - RECORDER.any_fields[name]
+    for name in sorted(expected & RECORDER.names):
+        optional = OPTIONAL_FIELDS.get(name, set())
+        required = SPEC_NOTIFICATIONS[name] | {"timestamp"} | EXTRA_FIELDS.get(name, set())
+        lacking = (required - optional) - RECORDER.common_fields[name]
+        never = optional - RECORDER.any_fields[name]
         if lacking or never:
             wrong[name] = sorted(lacking | never)
-    assert not wrong, f"posted without the spec's fields (name: missing fields): {wrong}"
+    if wrong:
+        problems.append(f"posted without the spec's fields (name: missing fields): {wrong}")
+    assert not problems, "\n".join(problems)
