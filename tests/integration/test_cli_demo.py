@@ -48,6 +48,14 @@ def test_demo_makes_a_session_between_two_endpoints_and_prints_its_timeline():
     assert any("bob " in line and "received ['hello from alice']" in line for line in lines)
     assert any("alice" in line and "received ['hello from bob']" in line for line in lines)
     assert any("instance id urn:uuid:" in line for line in lines)
+    got = [line for line in lines if "ChatStreamGotMessage" in line]
+    assert any(" bob " in line and "body='Hello Bob! A file is on its way" in line for line in got)
+    assert any(" alice " in line and "body='Hi Alice, got it, thanks!'" in line for line in got)
+    finished = [line for line in lines if "FileTransferStreamDidFinish" in line]
+    assert len(finished) == 2 and all("error=False" in line for line in finished)
+    assert any(" bob " in line and "received/a note from alice.txt'" in line for line in finished)
+    delivered = [line for line in lines if "FileTransferStreamDidDeliverChunk" in line]
+    assert delivered and all(" alice " in line for line in delivered)
     assert lines[-1] == "demo finished"
     # The call: audio both ways (each side heard the other's tone), its media and RTCP.
     output = result.stdout

@@ -3,13 +3,15 @@
 ``sipsimple demo`` is the README's main job: it runs two SDK endpoints on this machine,
 Alice in this process and Bob in a child process (``sipsimple demo-peer``), each with
 a temporary configuration that keeps them on 127.0.0.1. Alice calls Bob with no server
-in between, Bob's phone rings and he answers. The session has two streams: audio (an
+in between, Bob's phone rings and he answers. The session has four streams: audio (an
 AudioStream; each party's microphone is a tone on a DummyDevice, Alice 1000 Hz and Bob
-1500 Hz, each records the call, Alice sends a DTMF digit) and a small datagram stream of
-the demo's own that carries a greeting each way. Alice hangs up. Everything both
-endpoints post is printed as one timeline of notifications, with each side's codec,
-SRTP and ICE state and RTCP figures, and the tone each side heard (FFT of what its
-speaker played). Later layers add to it (chat, a file transfer).
+1500 Hz, each records the call, Alice sends a DTMF digit), a small datagram stream of
+the demo's own that carries a greeting each way, a chat over MSRP (ChatStream: Alice
+writes, Bob replies) and a file transfer over MSRP (FileTransferStream: Alice sends Bob
+a small note, saved under ``received/`` in Bob's temporary directory). Alice hangs up.
+Everything both endpoints post is printed as one timeline of notifications, with each
+side's codec, SRTP and ICE state and RTCP figures, and the tone each side heard (FFT of
+what its speaker played).
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import SIPURI, Engine, SDPAttribute, SDPMediaStream, ToHeader
 from sipsimple.core.sdp import effective_direction
 from sipsimple.media.devices import DummyDevice
+from sipsimple.msrp import MSRPData
 from sipsimple.notification import Notification, NotificationCenter, NotificationData
 from sipsimple.session import Session
 from sipsimple.storage import FileStorage
 from sipsimple.streams import AudioStream, IMediaStream, MediaStreamRegistrar
+from sipsimple.streams.msrp import ChatStream, FileSelector, FileTransferStream
 from sipsimple.threading import sip_loop
 from sipsimple.util import Route
 
@@ -150,6 +154,10 @@ def _describe(value: Any) -> str:
         return "[" + ", ".join(_describe(item) for item in value) + "]"
     if isinstance(value, str):
         return repr(value)
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, MSRPData):
+        return f"<MSRP {value.method or value.code} {value.transaction_id}>"
     return str(value)
 
 
@@ -184,12 +192,14 @@ class Timeline:
 
 
 def _configuration(user: str, directory: Path) -> dict[str, Any]:
-    """Settings that keep an endpoint on 127.0.0.1 (no DNS probe, no registrar)."""
+    """Settings that keep an endpoint on 127.0.0.1 (no DNS probe, no registrar, MSRP
+    straight to the peer over TCP); recordings and received files go under ``directory``."""
     return {
         "SIPSimpleSettings": {
             "local_ip": "127.0.0.1",
             "sip": {"transport_list": ["udp"]},
             "audio": {"recordings_directory": str(directory / "recordings")},
+            "file_transfer": {"directory": str(directory / "received")},
             "dns": {
                 "probe_domain": None,
                 "nameservers": ["127.0.0.1:9"],
@@ -202,6 +212,7 @@ def _configuration(user: str, directory: Path) -> dict[str, Any]:
                 "enabled": "true",
                 "display_name": user.capitalize(),
                 "registration": {"enabled": "false"},
+                "msrp": {"transport": "tcp", "connection_model": "acm"},
             },
         },
     }
@@ -325,7 +336,7 @@ def demo(args: argparse.Namespace) -> int:
                 print("an endpoint did not start in time", file=sys.stderr)
                 return 1
             print(f"instance id {SIPSimpleSettings().instance_id}, Bob listens on UDP {ready[0]}")
-            return _call(alice, ready[0], args, timeline)
+            return _call(alice, ready[0], args)
         finally:
             alice.stop(args.timeout)
             _stop_peer(peer, args.timeout)
@@ -333,35 +344,58 @@ def demo(args: argparse.Namespace) -> int:
             print("demo finished")
 
 
-def _call(alice: _Endpoint, port: int, args: argparse.Namespace, timeline: Timeline) -> int:
+def _call(alice: _Endpoint, port: int, args: argparse.Namespace) -> int:
     timeout = args.timeout
     session = Session(alice.account)
-    done = threading.Event()
-    outcome: list[str] = []
+    events: dict[str, threading.Event] = {
+        name: threading.Event()
+        for name in (
+            "SIPSessionDidStart",
+            "SIPSessionDidEnd",
+            "ChatStreamGotMessage",
+            "FileTransferStreamDidFinish",
+        )
+    }
+    outcome: list[Notification] = []
+    audio = AudioStream(alice.account)
+    stream = DemoStream("hello from alice")
+    chat = ChatStream(alice.account)
+    note = alice.directory / "a note from alice.txt"
+    note.write_text("Bob, here is the note I promised. \u2713\n" * 200, encoding="utf-8")
+    selector = FileSelector.for_file(str(note), compute_hash=False)
+    transfer = FileTransferStream(alice.account, selector)
 
     def watch(notification: Notification) -> None:
-        outcome.append(notification.name)
-        if notification.name in ("SIPSessionDidStart", "SIPSessionDidFail", "SIPSessionDidEnd"):
-            done.set()
+        outcome.append(notification)
+        if notification.name == "SIPSessionDidFail":
+            for event in events.values():
+                event.set()
+        elif notification.name in events:
+            events[notification.name].set()
 
-    NotificationCenter().add_observer(watch, sender=session)
-    stream = DemoStream("hello from alice")
-    audio = AudioStream(alice.account)
+    center = NotificationCenter()
+    for sender in (session, chat, transfer):
+        center.add_observer(watch, sender=sender)
     target = ToHeader(SIPURI(user="bob", host="127.0.0.1", port=port))
-    session.connect(target, [Route("127.0.0.1", port, "udp")], [audio, stream])
-    if not done.wait(timeout) or outcome[-1] != "SIPSessionDidStart":
+    session.connect(target, [Route("127.0.0.1", port, "udp")], [audio, stream, chat, transfer])
+    if not events["SIPSessionDidStart"].wait(timeout) or session.state != "connected":
         print("the session did not start", file=sys.stderr)
         return 1
     audio.start_recording()  # in audio.recordings_directory
-    time.sleep(args.duration / 2)  # the greetings cross, the tones play
+    chat.send_message("Hello Bob! A file is on its way \u2709")
+    time.sleep(args.duration / 2)  # the greetings cross, the tones play, the file goes
     audio.send_dtmf("5")
     time.sleep(args.duration / 2)
-    done.clear()
+    waited = all(
+        events[name].wait(timeout)
+        for name in ("ChatStreamGotMessage", "FileTransferStreamDidFinish")
+    )
     session.end()
-    if not done.wait(timeout):
-        print("the session did not end in time", file=sys.stderr)
+    if not waited or not events["SIPSessionDidEnd"].wait(timeout):
+        print("the chat, the file transfer or the session did not end in time", file=sys.stderr)
         return 1
-    return 0 if stream.received else 1
+    sent = [n for n in outcome if n.name == "FileTransferStreamDidFinish"]
+    return 0 if stream.received and sent and not sent[0].data.error else 1
 
 
 def _relay(
@@ -409,13 +443,18 @@ def demo_peer(args: argparse.Namespace) -> int:
             session.send_ring_indication()
             sip_loop().call_later(0.3, session.accept, session.proposed_streams)
 
+        def reply(notification: Notification) -> None:
+            notification.sender.send_message("Hi Alice, got it, thanks!")
+
         def record(notification: Notification) -> None:
             for stream in notification.sender.streams:
                 if isinstance(stream, AudioStream):
                     stream.start_recording()
 
-        NotificationCenter().add_observer(answer, name="SIPSessionNewIncoming")
-        NotificationCenter().add_observer(record, name="SIPSessionDidStart")
+        center = NotificationCenter()
+        center.add_observer(answer, name="SIPSessionNewIncoming")
+        center.add_observer(reply, name="ChatStreamGotMessage")
+        center.add_observer(record, name="SIPSessionDidStart")
         if not bob.start(args.timeout):
             return 1
         print(f"ready {Engine().udp_port}", flush=True)
