@@ -1,47 +1,143 @@
 """Sample-rate conversion between a codec's rate and the mixer's, frame by frame.
 
-libswresample (through PyAV) keeps its filter state from one frame to the next, so frame
-boundaries make no clicks.  It holds back a few samples at first (its filter delay); we
-hand out exactly round(total input * ratio) samples in total, padding the very start with
-silence, so a 20 ms frame in gives a 20 ms frame out every time at a fixed small latency.
+Every call's audio crosses it twice per 20 ms, so it is on the hot path.  Integer ratios
+(8/16/24 kHz <-> 48 kHz, 8 <-> 16 kHz) use our own polyphase FIR in numpy, a few times
+cheaper than a trip through PyAV; other ratios (44.1 kHz) use libswresample through PyAV.
+
+The FIR is a Kaiser-windowed sinc centred on the lower rate's Nyquist frequency: flat
+(within 0.05 dB) up to 0.85 of it, at least 80 dB down from 1.15 of it, so whatever
+folds over lands above the passband (3.4 kHz for G.711).  Its delay is ``PHASE_TAPS / 2``
+samples of the lower rate (about 2 ms at 8 kHz).
+
+Both kinds keep their filter state from one frame to the next, so frame boundaries make no
+clicks, and hand out exactly floor(total input * ratio) samples in total: a 20 ms frame in
+gives a 20 ms frame out every time, the filter's delay showing as silence at the start.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
+from numpy.lib.stride_tricks import as_strided
 
 __all__ = ["Resampler"]
 
+MAX_FIR_RATIO = 12  # integer ratios up to this use the FIR; its length grows with the ratio
+PASSBAND = 0.85  # of the lower rate's Nyquist frequency
+STOPBAND = 1.15
+ATTENUATION = 80.0  # dB in the stopband
+_DTYPE = np.float32  # 24-bit mantissa: rounding noise far below int16's
+_MAX_SHAPES = 8  # work buffers kept for this many input lengths
 
-class Resampler:
-    """Converts mono int16 PCM from ``input_rate`` to ``output_rate``, keeping state."""
+
+def _design(ratio: int) -> tuple[np.ndarray, int]:
+    """The lowpass (unit gain at DC, at the higher rate) and its taps per phase."""
+    width = (STOPBAND - PASSBAND) * math.pi / ratio  # transition, radians per sample
+    taps = math.ceil((ATTENUATION - 7.95) / (2.285 * width)) + 1  # Kaiser's estimate
+    phase_taps = math.ceil(taps / ratio)
+    length = phase_taps * ratio - 1  # odd: the delay is a whole number of samples
+    beta = 0.1102 * (ATTENUATION - 8.7)
+    n = np.arange(length) - (length - 1) / 2
+    h = np.sinc(n / ratio) * np.kaiser(length, beta)
+    return np.append(h / h.sum(), 0.0), phase_taps
+
+
+class _Interpolator:
+    """Upsampling by an integer ``ratio``: each input sample gives ``ratio`` outputs."""
+
+    def __init__(self, ratio: int) -> None:
+        h, k = _design(ratio)
+        # Output n*ratio + p = sum_j x[n - j] * h[p + j*ratio] * ratio; row i of the input
+        # window holds x[n - k + 1 + i], so it meets coefficient h[p + (k - 1 - i)*ratio].
+        self._taps = np.ascontiguousarray(
+            (h * ratio).reshape(k, ratio)[::-1], dtype=_DTYPE
+        )  # (k, ratio)
+        self._ratio = ratio
+        self._keep = k - 1
+        self._history = np.zeros(k - 1, dtype=_DTYPE)
+        self._work: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def process(self, pcm: np.ndarray) -> np.ndarray:
+        n = len(pcm)
+        work = self._work.get(n)
+        if work is None:
+            if len(self._work) >= _MAX_SHAPES:
+                self._work.clear()
+            buffer = np.zeros(self._keep + n, dtype=_DTYPE)
+            size = buffer.itemsize
+            windows = as_strided(buffer, (n, self._keep + 1), (size, size), writeable=False)
+            work = self._work[n] = (buffer, windows, np.empty((n, self._ratio), dtype=_DTYPE))
+        buffer, windows, out = work
+        keep = self._keep
+        buffer[:keep] = self._history
+        buffer[keep:] = pcm
+        self._history[:] = buffer[n:]
+        np.matmul(windows, self._taps, out=out)
+        return _to_int16(out.reshape(-1))
+
+
+class _Decimator:
+    """Downsampling by an integer ``ratio``: one output per ``ratio`` inputs."""
+
+    def __init__(self, ratio: int) -> None:
+        h, k = _design(ratio)
+        self._taps = np.ascontiguousarray(h[::-1], dtype=_DTYPE)  # (k * ratio,)
+        self._ratio = ratio
+        self._span = k * ratio  # inputs behind one output
+        # What the next call's first output still needs: (k - 1) * ratio + the remainder.
+        self._history = np.zeros((k - 1) * ratio, dtype=_DTYPE)
+        self._work: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def process(self, pcm: np.ndarray) -> np.ndarray:
+        keep = len(self._history)
+        total = keep + len(pcm)
+        count = (total - self._span) // self._ratio + 1
+        work = self._work.get(total)
+        if work is None:
+            if len(self._work) >= _MAX_SHAPES:
+                self._work.clear()
+            buffer = np.zeros(total, dtype=_DTYPE)
+            size = buffer.itemsize
+            windows = as_strided(
+                buffer, (count, self._span), (self._ratio * size, size), writeable=False
+            )
+            work = self._work[total] = (buffer, windows, np.empty(count, dtype=_DTYPE))
+        buffer, windows, out = work
+        buffer[:keep] = self._history
+        buffer[keep:] = pcm
+        self._history = buffer[count * self._ratio :].copy()
+        np.dot(windows, self._taps, out=out)
+        return _to_int16(out)
+
+
+_LOWEST, _HIGHEST = _DTYPE(-32768), _DTYPE(32767)
+
+
+def _to_int16(samples: np.ndarray) -> np.ndarray:
+    """Rounded and saturated (two ufuncs: np.clip's wrapper costs more for a frame)."""
+    np.rint(samples, out=samples)
+    np.minimum(samples, _HIGHEST, out=samples)
+    np.maximum(samples, _LOWEST, out=samples)
+    return samples.astype(np.int16)
+
+
+class _SwResampler:
+    """Any ratio, through libswresample (PyAV)."""
 
     def __init__(self, input_rate: int, output_rate: int) -> None:
-        if input_rate <= 0 or output_rate <= 0:
-            raise ValueError(f"sample rates must be positive, got {input_rate}, {output_rate}")
         self.input_rate = input_rate
         self.output_rate = output_rate
-        self._resampler: AudioResampler | None = None
+        self._resampler = AudioResampler(format="s16", layout="mono", rate=output_rate)
         self._frame: AudioFrame | None = None
-        self.reset()
-
-    def reset(self) -> None:
-        """Forgets all state, e.g. when the stream restarts after a pause."""
-        self._resampler = None
-        if self.input_rate != self.output_rate:
-            self._resampler = AudioResampler(format="s16", layout="mono", rate=self.output_rate)
         self._pending = np.zeros(0, dtype=np.int16)
         self._samples_in = 0
         self._samples_out = 0
         self._started = False
 
     def process(self, pcm: np.ndarray) -> np.ndarray:
-        if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1:
-            raise ValueError("process() takes a one-dimensional numpy int16 array")
-        if self._resampler is None or not len(pcm):
-            return pcm
         # libswresample converts at once and keeps no reference to its input, so one
         # input frame per length is reused (half the cost of making one per call).
         frame = self._frame
@@ -57,8 +153,8 @@ class Resampler:
         self._samples_in += len(pcm)
         due = self._samples_in * self.output_rate // self.input_rate - self._samples_out
         if len(available) < due:
-            # Only at the start (the filter delay) or by a rounding sample later on: pad at
-            # the front with silence at first, later by holding the last sample.
+            # libswresample holds back its filter delay at first: pad at the front with
+            # silence then; later a rounding sample is made by holding the last one.
             fill = 0 if not self._started else (available[-1] if len(available) else 0)
             missing = np.full(due - len(available), fill, dtype=np.int16)
             available = (
@@ -70,3 +166,43 @@ class Resampler:
         self._pending = available[due:]
         self._samples_out += due
         return available[:due]
+
+
+class Resampler:
+    """Converts mono int16 PCM from ``input_rate`` to ``output_rate``, keeping state."""
+
+    def __init__(self, input_rate: int, output_rate: int) -> None:
+        if input_rate <= 0 or output_rate <= 0:
+            raise ValueError(f"sample rates must be positive, got {input_rate}, {output_rate}")
+        self.input_rate = input_rate
+        self.output_rate = output_rate
+        self._converter: _Interpolator | _Decimator | _SwResampler | None = None
+        self.reset()
+
+    @property
+    def method(self) -> str:
+        """ "none" (same rates), "fir" (our polyphase filter) or "swresample" (PyAV)."""
+        converter = self._converter
+        if converter is None:
+            return "none"
+        return "swresample" if isinstance(converter, _SwResampler) else "fir"
+
+    def reset(self) -> None:
+        """Forgets all state, e.g. when the stream restarts after a pause."""
+        low, high = sorted((self.input_rate, self.output_rate))
+        ratio, remainder = divmod(high, low)
+        if ratio == 1 and not remainder:
+            self._converter = None
+        elif remainder or ratio > MAX_FIR_RATIO:
+            self._converter = _SwResampler(self.input_rate, self.output_rate)
+        elif self.output_rate > self.input_rate:
+            self._converter = _Interpolator(ratio)
+        else:
+            self._converter = _Decimator(ratio)
+
+    def process(self, pcm: np.ndarray) -> np.ndarray:
+        if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1:
+            raise ValueError("process() takes a one-dimensional numpy int16 array")
+        if self._converter is None or not len(pcm):
+            return pcm
+        return self._converter.process(pcm)
