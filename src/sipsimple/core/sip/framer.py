@@ -31,6 +31,7 @@ from sipsimple.core.sip.message import (
     SIPRequest,
     SIPResponse,
     _build,
+    _ends_with_length,
     _split_head,
 )
 
@@ -70,7 +71,7 @@ class SIPStreamFramer:
         self.max_body_size = max_body_size
         self._buffer = bytearray()
         self._search_from = 0
-        self._pending: tuple[str, SIPHeaders, int, int] | None = None
+        self._pending: tuple[str, SIPHeaders, int, int, bool] | None = None
         self._error: SIPParseError | None = None
         self._eof = False
 
@@ -108,8 +109,10 @@ class SIPStreamFramer:
             self._search_from = 0
             if m.start() > self.max_header_size:
                 raise self._fail(f"header section larger than {self.max_header_size} bytes")
-            self._pending = self._read_head(bytes(buffer[: m.start()]), m.end())
-        start, headers, body_start, length = self._pending
+            self._pending = self._read_head(
+                bytes(buffer[: m.start()]), m.end(), m.end() - m.start() == 4
+            )
+        start, headers, body_start, length, canonical = self._pending
         end = body_start + length
         if len(buffer) < end:
             if self._eof:
@@ -120,7 +123,7 @@ class SIPStreamFramer:
         del buffer[:end]
         self._pending = None
         try:
-            return _build(start, headers, body)
+            return _build(start, headers, body, data if canonical else None)
         except MalformedSIPMessageError as e:
             return InvalidMessage(e, data)
 
@@ -141,9 +144,11 @@ class SIPStreamFramer:
             return self._keepalive() if buffer else None
         raise self._fail("stray CR between messages")
 
-    def _read_head(self, head: bytes, body_start: int) -> tuple[str, SIPHeaders, int, int]:
+    def _read_head(
+        self, head: bytes, body_start: int, crlf_end: bool
+    ) -> tuple[str, SIPHeaders, int, int, bool]:
         try:
-            start, headers = _split_head(head)
+            start, headers, canonical = _split_head(head)
         except SIPParseError as e:
             raise self._fail(str(e)) from None
         lengths = headers._values.get("content-length")
@@ -157,4 +162,5 @@ class SIPStreamFramer:
             raise self._fail(str(e)) from None
         if length > self.max_body_size:
             raise self._fail(f"body of {length} bytes larger than {self.max_body_size} bytes")
-        return start, headers, body_start, length
+        canonical = canonical and crlf_end and _ends_with_length(headers, length)
+        return start, headers, body_start, length, canonical

@@ -27,7 +27,7 @@ header (:data:`TYPED_HEADERS`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple, NoReturn
 
 from sipsimple.core.errors import SIPParseError
@@ -51,6 +51,7 @@ from sipsimple.core.sip.grammar import (
 )
 from sipsimple.core.sip.uri import (
     SIPURI,
+    URI_PATTERN,
     BaseSIPURI,
     FrozenSIPURI,
     OpaqueURI,
@@ -368,18 +369,58 @@ _NAME_ADDR = re.compile(
 )
 
 
-def _parse_name_addrs(cls: Any, text: str, single: bool) -> list[Any]:
-    """The name-addr / addr-spec values of one header line (hot path: kept flat).
+# The same with the URI inside the angle brackets checked in the same call: what the
+# message layer validates From and To with (an addr-spec still needs is_valid_uri).
+_NAME_ADDR_CHECKED = re.compile(
+    rf"""{WS}(?:
+        (?:({QSTRING})|({TOKEN}(?:[ \t]++{TOKEN})*+))?{WS}<((?:{URI_PATTERN}))>
+        |([^\s;,<>"?]++)
+    )({PARAMS}){WS}""",
+    re.X,
+)
+_BARE = _NAME_ADDR_CHECKED.groups - 1
+
+
+def valid_name_addr(cls: Any, text: str) -> tuple[Any] | re.Match[str]:
+    """Validate a single name-addr / addr-spec line not in the class memo (From, To).
+
+    Raises SIPParseError. Like :func:`valid_vias`, the memo keeps the match, from which
+    :func:`name_addr_from_match` builds the value when it is read.
+    """
+    m = _NAME_ADDR_CHECKED.fullmatch(text)
+    if m is None or (m[3] is None and not is_valid_uri(m[_BARE])):
+        return _parse_name_addrs(cls, text, True)  # type: ignore[return-value]
+    return cls._memo.remember(text, m)  # type: ignore[no-any-return]
+
+
+def name_addr_from_match(cls: Any, m: re.Match[str]) -> tuple[Any]:
+    """The shared value of a line validated by :func:`valid_name_addr`, built and memoized."""
+    text = m.string
+    memo = cls._memo
+    cached = memo.get(text)
+    if type(cached) is not tuple:
+        quoted, tokens, uri = m.group(1, 2, 3)
+        value = _new(cls)
+        _s_uri(value, m[_BARE] if uri is None else uri)
+        _s_display_name(value, tokens if quoted is None else unquote_string(quoted))
+        _s_parameters(value, params_dict(m[_BARE + 1]))
+        _s_body(value, text)
+        cached = memo.remember(text, (value,))
+    return cached  # type: ignore[no-any-return]
+
+
+def _parse_name_addrs(cls: Any, text: str, single: bool) -> Sequence[Any]:
+    """The name-addr / addr-spec values of one header line.
 
     The URI is checked here (one regex call) and built when ``uri`` is first read.
-    Frozen results are memoized by text (see :class:`Memo`).
+    Frozen results are memoized by text (see :class:`Memo`), as a tuple.
     """
     if cls._frozen:
         memo = cls._memo
         cached = memo.get(text)
-        if cached is None:
+        if type(cached) is not tuple:
             cached = memo.remember(text, tuple(_scan_name_addrs(cls, text, single)))
-        return list(cached)
+        return cached  # type: ignore[no-any-return]
     return _scan_name_addrs(cls, text, single)
 
 
@@ -420,10 +461,6 @@ def _scan_name_addrs(cls: Any, text: str, single: bool) -> list[Any]:
 
 def _parse_name_addr(cls: Any, text: str) -> Any:
     return _parse_name_addrs(cls, text, True)[0]
-
-
-def _parse_name_addr_list(cls: Any, text: str) -> list[Any]:
-    return _parse_name_addrs(cls, text, False)
 
 
 def _make_star(cls: Any) -> Any:
@@ -586,17 +623,17 @@ class FrozenContactHeader(_Frozen, _ContactHeader):
     _family = "Contact"
 
 
-def _parse_contacts(text: str) -> list[FrozenContactHeader]:
+def _parse_contacts(text: str) -> Sequence[FrozenContactHeader]:
     if text == "*" or text.strip(" \t") == "*":
-        return [_make_star(FrozenContactHeader)]
+        return (_make_star(FrozenContactHeader),)
     return _parse_name_addrs(FrozenContactHeader, text, False)
 
 
-def _parse_routes(text: str) -> list[FrozenRouteHeader]:
+def _parse_routes(text: str) -> Sequence[FrozenRouteHeader]:
     return _parse_name_addrs(FrozenRouteHeader, text, False)
 
 
-def _parse_record_routes(text: str) -> list[FrozenRecordRouteHeader]:
+def _parse_record_routes(text: str) -> Sequence[FrozenRecordRouteHeader]:
     return _parse_name_addrs(FrozenRecordRouteHeader, text, False)
 
 
@@ -719,14 +756,53 @@ class _ViaHeader(BaseHeader):
 _VIA_MEMO = Memo()
 
 
-def _parse_vias(text: str, cls: Any = None) -> list[Any]:
-    """The Via values of one header line; Frozen ones memoized by text."""
+def _parse_vias(text: str, cls: Any = None) -> Sequence[Any]:
+    """The Via values of one header line; Frozen ones memoized by text (as a tuple)."""
     if cls is None:
         cached = _VIA_MEMO.get(text)
-        if cached is None:
+        if type(cached) is not tuple:
             cached = _VIA_MEMO.remember(text, tuple(_scan_vias(text, FrozenViaHeader)))
-        return list(cached)
+        return cached  # type: ignore[no-any-return]
     return _scan_vias(text, cls)
+
+
+def valid_vias(text: str) -> tuple[FrozenViaHeader, ...] | re.Match[str]:
+    """Validate a Via line not in the memo; raises SIPParseError.
+
+    A line with one value is only matched: the memo keeps the match, from which
+    :func:`vias_from_match` builds the value when it is read. A list is parsed at once.
+    """
+    m = _VIA.fullmatch(text)
+    if m is None or (m[6] is not None and not 0 < int(m[6]) < 65536):
+        return _parse_vias(text)
+    return _VIA_MEMO.remember(text, m)  # type: ignore[no-any-return]
+
+
+def vias_from_match(m: re.Match[str]) -> tuple[FrozenViaHeader, ...]:
+    """The shared value of a line validated by :func:`valid_vias`, built and memoized."""
+    text = m.string
+    cached = _VIA_MEMO.get(text)
+    if type(cached) is not tuple:
+        cached = _VIA_MEMO.remember(text, (_via_from_match(FrozenViaHeader, m),))
+    return cached  # type: ignore[no-any-return]
+
+
+def _via_from_match(cls: Any, m: re.Match[str]) -> Any:
+    name, version, transport, host6, host, port, params = m.groups()
+    if port is not None:
+        port = int(port)
+        if not 0 < port < 65536:
+            fail("Via header", m.string)
+    protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name}/{version}"
+    if not cls._frozen:
+        return cls(transport, host or host6, port, dict(params_dict(params)), protocol)
+    via = _new(cls)
+    _s_via_transport(via, transport.upper())
+    _s_via_host(via, host or host6)
+    _s_via_port(via, port)
+    _s_via_parameters(via, params_dict(params))
+    _s_via_protocol(via, protocol)
+    return via
 
 
 def _scan_vias(text: str, cls: Any) -> list[Any]:
@@ -736,23 +812,7 @@ def _scan_vias(text: str, cls: Any) -> list[Any]:
         m = _VIA.match(text, pos)
         if m is None:
             fail("Via header", text)
-        name, version, transport, host6, host, port, params = m.groups()
-        if port is not None:
-            port = int(port)
-            if not 0 < port < 65536:
-                fail("Via header", text)
-        transport = transport.upper()
-        protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name}/{version}"
-        if cls._frozen:
-            via = _new(cls)
-            _s_via_transport(via, transport)
-            _s_via_host(via, host or host6)
-            _s_via_port(via, port)
-            _s_via_parameters(via, params_dict(params))
-            _s_via_protocol(via, protocol)
-        else:
-            via = cls(transport, host or host6, port, dict(_params(params)), protocol)
-        values.append(via)
+        values.append(_via_from_match(cls, m))
         pos = m.end()
         if pos == end:
             return values
@@ -895,7 +955,7 @@ class _WarningHeader(BaseHeader):
         return values[0]
 
 
-def _parse_warnings(text: str, cls: Any = None) -> list[Any]:
+def _parse_warnings(text: str, cls: Any = None) -> tuple[Any, ...]:
     cls = cls or FrozenWarningHeader
     values = []
     for item in split_commas(text):
@@ -904,7 +964,7 @@ def _parse_warnings(text: str, cls: Any = None) -> list[Any]:
             fail("Warning header", text)
         code, agent, quoted = m.groups()
         values.append(cls._build((int(code), agent, unquote_string(quoted)), item))
-    return values
+    return tuple(values)
 
 
 class WarningHeader(_Mutable, _WarningHeader):
@@ -1067,8 +1127,8 @@ class FrozenReasonHeader(_Frozen, _ReasonHeader):
     protocol = _alias("protocol", mutable=False)
 
 
-def _parse_reasons(text: str) -> list[FrozenReasonHeader]:
-    return [FrozenReasonHeader.parse(item) for item in split_commas(text)]
+def _parse_reasons(text: str) -> tuple[FrozenReasonHeader, ...]:
+    return tuple(FrozenReasonHeader.parse(item) for item in split_commas(text))
 
 
 # -- Subject -----------------------------------------------------------------------------
@@ -1288,22 +1348,24 @@ class CSeq(NamedTuple):
 _CALL_ID_MEMO = Memo()
 
 
-def _parse_call_id(text: str) -> str:
-    if text in _CALL_ID_MEMO:
-        return text
-    text = text.strip(" \t")
-    if _CALL_ID.fullmatch(text) is None:
-        fail("Call-ID header", text)
-    return _CALL_ID_MEMO.remember(text, text)  # type: ignore[no-any-return]
+def _parse_call_ids(text: str) -> tuple[str]:
+    """The Call-ID of a header line, as the typed values tuple (memoized: it repeats)."""
+    cached = _CALL_ID_MEMO.get(text)
+    if cached is None:
+        call_id = text.strip(" \t")
+        if _CALL_ID.fullmatch(call_id) is None:
+            fail("Call-ID header", call_id)
+        cached = _CALL_ID_MEMO.remember(text, (call_id,))
+    return cached  # type: ignore[no-any-return]
 
 
-def _parse_tokens(what: str) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
+def _parse_tokens(what: str) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
         items = split_commas(text)
         for item in items:
             if not is_token(item):
                 fail(f"{what} header", text)
-        return items
+        return tuple(items)
 
     return parse
 
@@ -1446,11 +1508,11 @@ LIST_HEADERS: frozenset[str] = frozenset(
 """Headers whose value is a comma-separated list: repeating them equals joining them."""
 
 
-def _one(parse: Callable[[str], Any]) -> Callable[[str], list[Any]]:
-    return lambda text: [parse(text)]
+def _one(parse: Callable[[str], Any]) -> Callable[[str], tuple[Any]]:
+    return lambda text: (parse(text),)
 
 
-TYPED_HEADERS: dict[str, tuple[bool, Callable[[str], list[Any]]]] = {
+TYPED_HEADERS: dict[str, tuple[bool, Callable[[str], Sequence[Any]]]] = {
     "via": (True, _parse_vias),
     "contact": (True, _parse_contacts),
     "route": (True, _parse_routes),
@@ -1473,13 +1535,13 @@ TYPED_HEADERS: dict[str, tuple[bool, Callable[[str], list[Any]]]] = {
     "replaces": (False, _one(FrozenReplacesHeader.parse)),
     "retry-after": (False, _one(FrozenRetryAfterHeader.parse)),
     "cseq": (False, _one(CSeq.parse)),
-    "call-id": (False, _one(_parse_call_id)),
+    "call-id": (False, _parse_call_ids),
     "max-forwards": (False, _one(_parse_int("Max-Forwards", 255))),
     "content-length": (False, _one(_parse_int("Content-Length"))),
     "expires": (False, _one(_parse_int("Expires"))),
     "min-expires": (False, _one(_parse_int("Min-Expires"))),
 }
-"""key -> (is_list, parser): the parser turns one header line into a list of typed values.
+"""key -> (is_list, parser): the parser turns one header line into a tuple of typed values.
 
 Keys of list headers may appear any number of times; the others at most once.
 """

@@ -58,12 +58,14 @@ Building and sending
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 from sipsimple.core.errors import SIPParseError
 from sipsimple.core.sip.grammar import Memo, is_token, iter_pairs, split_commas
 from sipsimple.core.sip.headers import (
+    _VIA_MEMO,
     CANONICAL_NAMES,
     COMPACT_FORMS,
     LIST_HEADERS,
@@ -77,10 +79,13 @@ from sipsimple.core.sip.headers import (
     FrozenRouteHeader,
     FrozenToHeader,
     FrozenViaHeader,
-    _parse_call_id,
-    _parse_name_addrs,
+    _parse_call_ids,
     _parse_vias,
     _uint,
+    name_addr_from_match,
+    valid_name_addr,
+    valid_vias,
+    vias_from_match,
 )
 from sipsimple.core.sip.uri import (
     SIPURI,
@@ -168,14 +173,24 @@ _STATUS_LINE = re.compile(
 _START_MEMO = Memo()
 _UINT_MEMO = Memo()
 _REASON = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
-# Header name as written -> key. Holds only known names, so a hit needs no display name;
-# unknown names are checked and lowered every time (they are the rare case).
-_KEYS: dict[str, str] = {}
-for _key, _name in CANONICAL_NAMES.items():
-    _KEYS[_name] = _KEYS[_key] = _KEYS[_key.upper()] = _KEYS[_key.title()] = _key
+# Header name as written -> key, in two tables: the canonical spellings (what a parsed
+# line that serializes back to itself has: one lookup on the hot path), and every other
+# known spelling (compact forms, lower and upper case, ...). Unknown names are checked
+# and lowered every time (they are the rare case).
+_CANONICAL_KEYS: dict[str, str] = {name: key for key, name in CANONICAL_NAMES.items()}
+_KEYS: dict[str, str] = dict(_CANONICAL_KEYS)
+for _key in CANONICAL_NAMES:
+    _KEYS[_key] = _KEYS[_key.upper()] = _KEYS[_key.title()] = _key
 for _letter, _key in COMPACT_FORMS.items():
     _KEYS[_letter] = _KEYS[_letter.upper()] = _key
-del _key, _name, _letter
+del _key, _letter
+# Values of the eager headers validated at parse but not built yet: the key's builder
+# turns the regex match into the shared typed values when they are first read.
+_FROM_MATCH: dict[str, Callable[[re.Match[str]], tuple[Any, ...]]] = {
+    "via": vias_from_match,
+    "from": partial(name_addr_from_match, FrozenFromHeader),
+    "to": partial(name_addr_from_match, FrozenToHeader),
+}
 
 
 def _header_key(name: str) -> tuple[str, str]:
@@ -222,14 +237,20 @@ class SIPHeaders:
     ``items()`` the (name, value) pairs in order.
     """
 
-    __slots__ = ("_cache", "_names", "_values")
+    # _values: key -> raw entries (one per line, or per value given); _names: display
+    # names of unknown keys; _cache: key -> tuple of typed values, or the regex match of
+    # an eager header validated at parse and built on first read; _pristine: exactly
+    # what the parser read (only text entries, never changed), so that the message may
+    # send the bytes it was parsed from.
+    __slots__ = ("_cache", "_names", "_pristine", "_values")
 
     def __init__(
         self, headers: SIPHeaders | Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None
     ) -> None:
         self._values: dict[str, list[Any]] = {}
         self._names: dict[str, str] = {}
-        self._cache: dict[str, list[Any]] = {}
+        self._cache: dict[str, Any] = {}
+        self._pristine = False
         if isinstance(headers, SIPHeaders):
             self._values = {key: list(entries) for key, entries in headers._values.items()}
             self._names = dict(headers._names)
@@ -276,11 +297,13 @@ class SIPHeaders:
             if isinstance(value, list | tuple) and not isinstance(value, CSeq)
             else [value]
         )
+        checked = [self._checked(value) for value in values]
+        self._pristine = False
         self._cache.pop(key, None)
-        if not values:
+        if not checked:
             self._values.pop(key, None)
             return
-        self._values[key] = [self._checked(value) for value in values]
+        self._values[key] = checked
         if key not in CANONICAL_NAMES:
             self._names[key] = display
 
@@ -289,12 +312,14 @@ class SIPHeaders:
     def add(self, name: str, value: Any, *, first: bool = False) -> None:
         """Add a value after the existing ones, or before them with ``first=True``."""
         key, display = _api_key(name)
+        value = self._checked(value)
+        self._pristine = False
         self._cache.pop(key, None)
         entries = self._values.setdefault(key, [])
         if first:
-            entries.insert(0, self._checked(value))
+            entries.insert(0, value)
         else:
-            entries.append(self._checked(value))
+            entries.append(value)
         if key not in CANONICAL_NAMES:
             self._names.setdefault(key, display)
 
@@ -314,6 +339,7 @@ class SIPHeaders:
         key = _api_key(name)[0]
         if key not in self._values:
             raise KeyError(name)
+        self._pristine = False
         del self._values[key]
         self._cache.pop(key, None)
         self._names.pop(key, None)
@@ -355,60 +381,77 @@ class SIPHeaders:
         key = _KEYS.get(name)
         if key is None:
             key = _api_key(name)[0]
+        return list(self._typed(key))
+
+    def _typed(self, key: str) -> tuple[Any, ...]:
+        """:meth:`typed` for a key, as the cached (immutable, maybe shared) tuple."""
         cached = self._cache.get(key)
         if cached is not None:
-            return cached
-        entries = self._values.get(key)
-        if not entries:
-            return []
-        spec = TYPED_HEADERS.get(key)
-        if spec is None:
-            display = self._display(key)
-            result = [FrozenHeader(display, _entry_text(entry)) for entry in entries]
+            if type(cached) is tuple:
+                return cached
+            result = _FROM_MATCH[key](cached)
         else:
-            is_list, parse = spec
-            if len(entries) == 1:
-                entry = entries[0]
-                result = parse(entry if type(entry) is str else entry.body)
-            elif not is_list:
-                raise SIPParseError(f"multiple {self._display(key)} headers")
+            entries = self._values.get(key)
+            if not entries:
+                return ()
+            spec = TYPED_HEADERS.get(key)
+            if spec is None:
+                display = self._display(key)
+                result = tuple(FrozenHeader(display, _entry_text(entry)) for entry in entries)
             else:
-                result = [value for entry in entries for value in parse(_entry_text(entry))]
+                is_list, parse = spec
+                if len(entries) == 1:
+                    result = tuple(parse(_entry_text(entries[0])))
+                elif not is_list:
+                    raise SIPParseError(f"multiple {self._display(key)} headers")
+                else:
+                    result = tuple(
+                        value for entry in entries for value in parse(_entry_text(entry))
+                    )
         self._cache[key] = result
         return result
 
-    def _lines(self) -> list[str]:
+    def _wire_lines(self) -> list[str]:
+        """``Name: value\\r\\n`` for every entry, Content-Length left out."""
         lines = []
         names = self._names
         for key, entries in self._values.items():
             if key == "content-length":
                 continue
-            name = CANONICAL_NAMES.get(key) or names[key]
+            prefix = _PREFIXES.get(key) or f"{names[key]}: "
             for entry in entries:
-                lines.append(f"{name}: {entry}" if type(entry) is str else f"{name}: {entry.body}")
+                lines.append(
+                    f"{prefix}{entry}\r\n" if type(entry) is str else f"{prefix}{entry.body}\r\n"
+                )
         return lines
 
 
-def _parse_header_lines(lines: list[str]) -> SIPHeaders:
-    """SIPHeaders from ``Name: value`` lines (the hot loop of parsing).
+_PREFIXES = {key: f"{name}: " for key, name in CANONICAL_NAMES.items()}
+
+
+def _parse_header_lines(lines: list[str]) -> tuple[SIPHeaders, bool]:
+    """SIPHeaders from ``Name: value`` lines (the hot loop of parsing), and whether the
+    lines are exactly what serializing the headers would write (canonical names, one
+    space after the colon, no folding, repeated names on adjacent lines).
 
     A line starting with whitespace continues the one before (RFC 3261 section 7.3.1):
     its CRLF is dropped, its whitespace kept. Checking this here, only for lines whose
-    name is not a known one, is cheaper than searching the whole text for folds first.
+    name is not a canonical one, is cheaper than searching the whole text for folds first.
     """
-    headers = SIPHeaders.__new__(SIPHeaders)
     values: dict[str, list[Any]] = {}
     names: dict[str, str] = {}
-    keys = _KEYS
-    entries = None
+    canonical_keys = _CANONICAL_KEYS
+    canonical = True
+    entries: list[Any] | None = None
     for line in lines:
         name, _, value = line.partition(": ")
-        key = keys.get(name)
+        key = canonical_keys.get(name)
         if key is None:
             if line[:1] in (" ", "\t"):
                 if entries is None:
                     raise SIPParseError(f"invalid header line: {line!r}")
                 entries[-1] = (entries[-1] + line).strip(" \t")
+                canonical = False
                 continue
             name, colon, value = line.partition(":")
             if not colon:
@@ -416,16 +459,27 @@ def _parse_header_lines(lines: list[str]) -> SIPHeaders:
             key, display = _header_key(name)
             if key not in CANONICAL_NAMES and key not in names:
                 names[key] = display
-        value = value.strip(" \t")
-        entries = values.get(key)
-        if entries is None:
-            values[key] = entries = [value]
+            if display == name and value[:1] == " ":
+                value = value[1:]
+            else:
+                canonical = False
+        stripped = value.strip(" \t")
+        if stripped is not value:
+            canonical = False
+        found = values.get(key)
+        if found is None:
+            values[key] = entries = [stripped]
         else:
-            entries.append(value)
+            if found is not entries:  # not next to the lines it would be written with
+                canonical = False
+            found.append(stripped)
+            entries = found
+    headers = SIPHeaders.__new__(SIPHeaders)
     headers._values = values
     headers._names = names
     headers._cache = {}
-    return headers
+    headers._pristine = True
+    return headers, canonical
 
 
 def _head_lines(head: bytes) -> list[str]:
@@ -443,12 +497,14 @@ def _head_lines(head: bytes) -> list[str]:
     return lines
 
 
-def _split_head(head: bytes) -> tuple[str, SIPHeaders]:
-    """(start line, headers) from the header section (without its final empty line)."""
+def _split_head(head: bytes) -> tuple[str, SIPHeaders, bool]:
+    """(start line, headers, canonical) from the header section (without its final empty
+    line); canonical as :func:`_parse_header_lines` says, for CRLF line ends only."""
     lines = _head_lines(head)
     start = lines[0]
     del lines[0]
-    return start, _parse_header_lines(lines)
+    headers, canonical = _parse_header_lines(lines)
+    return start, headers, canonical and head.count(b"\r") == len(lines)
 
 
 class MalformedSIPMessageError(SIPParseError):
@@ -500,8 +556,8 @@ def _response_for(
     headers: SIPHeaders | Mapping[str, Any] | Iterable[tuple[str, Any]] | None,
     body: bytes,
 ) -> SIPResponse:
-    copied = SIPHeaders.__new__(SIPHeaders)
-    values: dict[str, list[Any]] = {}
+    copied = SIPHeaders()
+    values = copied._values
     source = request_headers._values
     for key in ("via", "from", "to", "call-id", "cseq"):
         entries = source.get(key)
@@ -510,14 +566,11 @@ def _response_for(
     if to_tag is not None and "to" in values:
         to = values["to"][0]
         try:
-            has_tag = request_headers.typed("to")[0].tag is not None
+            has_tag = request_headers._typed("to")[0].tag is not None
         except SIPParseError:
             has_tag = True
         if not has_tag:
             values["to"] = [f"{_entry_text(to)};tag={to_tag}"]
-    copied._values = values
-    copied._names = {}
-    copied._cache = {}
     for name, value in iter_pairs(headers):
         copied.add(name, value)
     return SIPResponse(code, reason, copied, body)
@@ -526,7 +579,11 @@ def _response_for(
 class SIPMessage:
     """What requests and responses share: headers, body, version and typed accessors."""
 
-    __slots__ = ("body", "headers", "version")
+    # _wire: (bytes, body, headers, start line) of a parsed message that serializes to
+    # exactly the bytes it was parsed from (or of one serialized once): valid while the
+    # body, the headers object and the start line are the ones recorded and the headers
+    # are untouched, so that any change anywhere makes bytes() serialize again.
+    __slots__ = ("_wire", "body", "headers", "version")
 
     headers: SIPHeaders
     body: bytes
@@ -543,15 +600,29 @@ class SIPMessage:
         self.headers = headers if isinstance(headers, SIPHeaders) else SIPHeaders(headers)
         self.body = bytes(body)
         self.version = version
+        self._wire: tuple[bytes, bytes, SIPHeaders, str] | None = None
 
     def _start_line(self) -> str:
         raise NotImplementedError
 
     def __bytes__(self) -> bytes:
-        lines = self.headers._lines()
-        lines.insert(0, self._start_line())
-        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
-        return "\r\n".join(lines).encode() + self.body
+        start = self._start_line()
+        headers, body = self.headers, self.body
+        wire = self._wire
+        if (
+            wire is not None
+            and wire[1] is body
+            and wire[2] is headers
+            and headers._pristine
+            and wire[3] == start
+        ):
+            return wire[0]
+        lines = headers._wire_lines()
+        lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+        data = f"{start}\r\n{''.join(lines)}".encode() + body
+        if headers._pristine:  # text entries only: nothing can change behind our back
+            self._wire = (data, body, headers, start)
+        return data
 
     def __eq__(self, other: object) -> bool:
         """Semantic equality: start line, header values (Content-Length aside) and body."""
@@ -575,79 +646,85 @@ class SIPMessage:
 
     def _single(self, key: str) -> Any:
         values = self.headers._cache.get(key)
-        if values is None:
-            values = self.headers.typed(key)
+        if type(values) is not tuple:
+            values = self.headers._typed(key)
         return values[0] if values else None
 
     def _list(self, key: str) -> Any:
-        headers = self.headers
-        values = headers._cache.get(key)
-        if values is None:
-            if key not in headers._values:
-                return []
-            values = headers.typed(key)
-        return values
+        values = self.headers._cache.get(key)
+        if type(values) is not tuple:
+            values = self.headers._typed(key)
+        return list(values)
 
     # -- typed accessors -------------------------------------------------------------
+    # The ones the transaction layer reads on every message inline _single / _list.
 
     @property
     def via(self) -> list[FrozenViaHeader]:
         """All Via values, topmost first."""
-        return self._list("via")  # type: ignore[no-any-return]
+        values = self.headers._cache.get("via")
+        if type(values) is not tuple:
+            values = self.headers._typed("via")
+        return list(values)
 
     @property
     def top_via(self) -> FrozenViaHeader:
         """The topmost Via value; SIPParseError if there is none."""
-        try:
-            return self.headers._cache["via"][0]  # type: ignore[no-any-return]
-        except (KeyError, IndexError):
-            vias = self._list("via")
-            if not vias:
-                raise SIPParseError("missing Via header") from None
-            return vias[0]  # type: ignore[no-any-return]  # type: ignore[no-any-return]
+        values = self.headers._cache.get("via")
+        if type(values) is not tuple:
+            values = self.headers._typed("via")
+            if not values:
+                raise SIPParseError("missing Via header")
+        return values[0]  # type: ignore[no-any-return]
 
     @property
     def from_header(self) -> FrozenFromHeader | None:
-        try:
-            return self.headers._cache["from"][0]
-        except (KeyError, IndexError):
-            return self._single("from")
+        values = self.headers._cache.get("from")
+        if type(values) is not tuple:
+            values = self.headers._typed("from")
+        return values[0] if values else None
 
     @property
     def to_header(self) -> FrozenToHeader | None:
-        try:
-            return self.headers._cache["to"][0]
-        except (KeyError, IndexError):
-            return self._single("to")
+        values = self.headers._cache.get("to")
+        if type(values) is not tuple:
+            values = self.headers._typed("to")
+        return values[0] if values else None
 
     @property
     def call_id(self) -> str | None:
-        try:
-            return self.headers._cache["call-id"][0]
-        except (KeyError, IndexError):
-            return self._single("call-id")
+        values = self.headers._cache.get("call-id")
+        if type(values) is not tuple:
+            values = self.headers._typed("call-id")
+        return values[0] if values else None
 
     @property
     def cseq(self) -> CSeq | None:
-        try:
-            return self.headers._cache["cseq"][0]
-        except (KeyError, IndexError):
-            return self._single("cseq")
+        values = self.headers._cache.get("cseq")
+        if type(values) is not tuple:
+            values = self.headers._typed("cseq")
+        return values[0] if values else None
 
     @property
     def max_forwards(self) -> int | None:
-        try:
-            return self.headers._cache["max-forwards"][0]
-        except (KeyError, IndexError):
-            return self._single("max-forwards")
+        values = self.headers._cache.get("max-forwards")
+        if type(values) is not tuple:
+            values = self.headers._typed("max-forwards")
+        return values[0] if values else None
 
     @property
     def contact(self) -> list[FrozenContactHeader]:
-        return self._list("contact")  # type: ignore[no-any-return]
+        values = self.headers._cache.get("contact")
+        if type(values) is not tuple:
+            values = self.headers._typed("contact")
+        return list(values)
 
     @property
     def route(self) -> list[FrozenRouteHeader]:
-        return self._list("route")  # type: ignore[no-any-return]
+        values = self.headers._cache.get("route")
+        if type(values) is not tuple:
+            values = self.headers._typed("route")
+        return list(values)
 
     @property
     def record_route(self) -> list[FrozenRecordRouteHeader]:
@@ -716,8 +793,8 @@ class SIPMessage:
             spec = TYPED_HEADERS.get(key)
             try:
                 if spec is not None:
-                    values = headers.typed(key)
-                    result[display] = values if spec[0] else values[0]
+                    values = headers._typed(key)
+                    result[display] = list(values) if spec[0] else values[0]
                     continue
                 if key in LIST_HEADERS:
                     result[display] = headers._split(key, entries)
@@ -837,9 +914,9 @@ class SIPResponse(SIPMessage):
 
 
 def _start_line(start: str) -> tuple[Any, ...]:
-    """(method, Request-URI text, version) or (None, code, reason, version), memoized.
-
-    Start lines repeat (every "SIP/2.0 200 OK", every request to the same target).
+    """(method, Request-URI text, version, canonical) or (None, code, reason, version,
+    canonical), memoized: start lines repeat (every "SIP/2.0 200 OK", every request to
+    the same target). Canonical: the message writes the start line back as it is.
     """
     parsed = _START_MEMO.get(start)
     if parsed is not None:
@@ -849,7 +926,8 @@ def _start_line(start: str) -> tuple[Any, ...]:
         if m is None:
             raise SIPParseError(f"invalid status line: {start!r}")
         version, code, reason = m.groups()
-        parsed = (None, int(code), reason or "", version.upper())
+        version, reason = version.upper(), reason or ""
+        parsed = (None, int(code), reason, version, start == f"{version} {code} {reason}")
     else:
         m = _REQUEST_LINE.fullmatch(start)
         if m is None:
@@ -859,42 +937,50 @@ def _start_line(start: str) -> tuple[Any, ...]:
             check_request_uri(uri_text)
         except SIPParseError as e:
             raise SIPParseError(f"invalid Request-URI: {e}") from None
-        parsed = (method, uri_text, version.upper())
+        parsed = (method, uri_text, version.upper(), version.isupper())
     return _START_MEMO.remember(start, parsed)  # type: ignore[no-any-return]
 
 
-def _build(start: str, headers: SIPHeaders, body: bytes) -> SIPRequest | SIPResponse:
-    """The message for a start line and headers, with the eager checks done."""
+_new = object.__new__
+
+
+def _build(
+    start: str, headers: SIPHeaders, body: bytes, wire: bytes | None
+) -> SIPRequest | SIPResponse:
+    """The message for a start line and headers, with the eager checks done.
+
+    ``wire`` is the message as received when its header lines are canonical (see
+    :func:`_parse_header_lines`): bytes() gives it back if the start line is too.
+    """
     message: SIPRequest | SIPResponse
     method = None
     try:
-        parsed = _start_line(start)
+        parsed = _START_MEMO.get(start) or _start_line(start)
         method = parsed[0]
         if method is None:
-            message = SIPResponse.__new__(SIPResponse)
+            message = _new(SIPResponse)
             message.code = parsed[1]
             message.reason = parsed[2]
             message.version = parsed[3]
         else:
-            message = SIPRequest.__new__(SIPRequest)
+            message = _new(SIPRequest)
             message.method = method
             message._request_uri = parsed[1]
             message.version = parsed[2]
         message.headers = headers
         message.body = body
-        _validate(message, headers)
-    except MalformedSIPMessageError:
-        raise
+        message._wire = (wire, body, headers, start) if wire is not None and parsed[-1] else None
+        _validate(headers, method)
     except SIPParseError as e:
         raise MalformedSIPMessageError(str(e), headers, method or _method_of(start)) from None
     return message
 
 
-def _number(text: str, what: str) -> int:
+def _numbers(text: str, what: str) -> tuple[int]:
     """A non-negative integer header value (up to 2**32-1), memoized: they repeat."""
     value = _UINT_MEMO.get(text)
     if value is None:
-        value = _UINT_MEMO.remember(text, _uint(what, text))
+        value = _UINT_MEMO.remember(text, (_uint(what, text),))
     return value  # type: ignore[no-any-return]
 
 
@@ -907,45 +993,55 @@ def _single_entry(values: dict[str, list[Any]], key: str, display: str) -> str:
     return entries[0]  # type: ignore[no-any-return]
 
 
-def _validate(message: SIPRequest | SIPResponse, headers: SIPHeaders) -> None:
-    """Parse and cache what the transaction layer needs; raise on what it cannot use."""
+def _validate(headers: SIPHeaders, method: str | None) -> None:
+    """Check what the transaction layer needs; raise on what it cannot use.
+
+    Values already seen come from the memos; Via, From and To seen for the first time
+    are only matched here (one regex call each) and built when first read.
+    """
     values = headers._values
     cache = headers._cache
     entries = values.get("via")
     if entries is None:
         raise SIPParseError("missing Via header")
     if len(entries) == 1:
-        cache["via"] = _parse_vias(entries[0])
+        text = entries[0]
+        cache["via"] = _VIA_MEMO.get(text) or valid_vias(text)
     else:
-        cache["via"] = [via for entry in entries for via in _parse_vias(entry)]
+        cache["via"] = tuple(via for entry in entries for via in _parse_vias(entry))
     entries = values.get("from")
     if entries is None or len(entries) > 1:
         _single_entry(values, "from", "From")
-    cache["from"] = _parse_name_addrs(FrozenFromHeader, entries[0], True)  # type: ignore[index]
+    text = entries[0]  # type: ignore[index]
+    cache["from"] = _FROM_MEMO.get(text) or valid_name_addr(FrozenFromHeader, text)
     entries = values.get("to")
     if entries is None or len(entries) > 1:
         _single_entry(values, "to", "To")
-    cache["to"] = _parse_name_addrs(FrozenToHeader, entries[0], True)  # type: ignore[index]
+    text = entries[0]  # type: ignore[index]
+    cache["to"] = _TO_MEMO.get(text) or valid_name_addr(FrozenToHeader, text)
     entries = values.get("call-id")
     if entries is None or len(entries) > 1:
         _single_entry(values, "call-id", "Call-ID")
-    cache["call-id"] = [_parse_call_id(entries[0])]  # type: ignore[index]
+    cache["call-id"] = _parse_call_ids(entries[0])  # type: ignore[index]
     entries = values.get("cseq")
     if entries is None or len(entries) > 1:
         _single_entry(values, "cseq", "CSeq")
     cseq = CSeq.parse(entries[0])  # type: ignore[index]
-    cache["cseq"] = [cseq]
-    if "max-forwards" in values:
-        value = _number(
-            _single_entry(values, "max-forwards", "Max-Forwards"), "Max-Forwards header"
-        )
-        if value > 255:
-            raise SIPParseError(f"invalid Max-Forwards header: {value} is larger than 255")
-        cache["max-forwards"] = [value]
-    if type(message) is SIPRequest and cseq.method != message.method:
-        raise SIPParseError(
-            f"CSeq method {cseq.method} does not match request method {message.method}"
-        )
+    cache["cseq"] = (cseq,)
+    entries = values.get("max-forwards")
+    if entries is not None:
+        if len(entries) > 1:
+            raise SIPParseError("multiple Max-Forwards headers")
+        found = _numbers(entries[0], "Max-Forwards header")
+        if found[0] > 255:
+            raise SIPParseError(f"invalid Max-Forwards header: {found[0]} is larger than 255")
+        cache["max-forwards"] = found
+    if method is not None and cseq.method != method:
+        raise SIPParseError(f"CSeq method {cseq.method} does not match request method {method}")
+
+
+_FROM_MEMO = FrozenFromHeader._memo
+_TO_MEMO = FrozenToHeader._memo
 
 
 def parse_message(data: bytes) -> SIPRequest | SIPResponse:
@@ -955,31 +1051,52 @@ def parse_message(data: bytes) -> SIPRequest | SIPResponse:
     it (a body shorter than it is an error); without one the body is the rest of
     ``data``, as for UDP.
     """
-    if not isinstance(data, bytes):
-        if not isinstance(data, bytearray | memoryview):
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"parse_message() needs bytes, not {type(data).__name__}")
         data = bytes(data)
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")
+    # The usual case costs one search, one decode and one split: a header section with
+    # CRLF line ends only. Anything else (bare LFs, stray CRs, bytes that are not UTF-8,
+    # perhaps because a bare-LF head ends before the CRLFCRLF) takes the general path.
     end = data.find(b"\r\n\r\n")
-    lf = data.find(b"\n\n", 0, len(data) if end < 0 else end)
-    if lf >= 0:
-        head, body = data[:lf], data[lf + 2 :]
-    elif end >= 0:
-        head, body = data[:end], data[end + 4 :]
+    lines = None
+    if end >= 0:
+        try:
+            text = data[:end].decode()
+        except UnicodeDecodeError:
+            pass
+        else:
+            lines = text.split("\r\n")
+            breaks = len(lines) - 1
+            if text.count("\n") != breaks or text.count("\r") != breaks:
+                lines = None
+    if lines is not None:
+        body = data[end + 4 :]
+        start = lines[0]
+        del lines[0]
+        headers, canonical = _parse_header_lines(lines)
     else:
-        raise SIPParseError("incomplete message: no empty line after the header section")
-    start, headers = _split_head(head)
+        lf = data.find(b"\n\n", 0, len(data) if end < 0 else end)
+        if lf >= 0:
+            head, body = data[:lf], data[lf + 2 :]
+        elif end >= 0:
+            head, body = data[:end], data[end + 4 :]
+        else:
+            raise SIPParseError("incomplete message: no empty line after the header section")
+        start, headers, _ = _split_head(head)
+        canonical = False  # what bytes() writes differs at least in the line ends
     lengths = headers._values.get("content-length")
     if lengths is not None:
         try:
-            length = _number(
-                _single_entry(headers._values, "content-length", "Content-Length"),
-                "Content-Length header",
-            )
+            if len(lengths) > 1:
+                raise SIPParseError("multiple Content-Length headers")
+            found = _numbers(lengths[0], "Content-Length header")
         except SIPParseError as e:
             raise MalformedSIPMessageError(str(e), headers, _method_of(start)) from None
-        headers._cache["content-length"] = [length]
+        headers._cache["content-length"] = found
+        length = found[0]
         if length > len(body):
             raise MalformedSIPMessageError(
                 f"Content-Length {length} is larger than the {len(body)} bytes of body received",
@@ -988,7 +1105,17 @@ def parse_message(data: bytes) -> SIPRequest | SIPResponse:
             )
         if length < len(body):
             body = body[:length]
-    return _build(start, headers, body)
+            data = data[: end + 4 + length]
+        if canonical and _ends_with_length(headers, length):
+            return _build(start, headers, body, data)
+    return _build(start, headers, body, None)
+
+
+def _ends_with_length(headers: SIPHeaders, length: int) -> bool:
+    """Whether Content-Length is the last header and reads as bytes() writes it (so that
+    canonical header lines are written back byte for byte)."""
+    values = headers._values
+    return next(reversed(values)) == "content-length" and values["content-length"][0] == str(length)
 
 
 def _method_of(start: str) -> str | None:

@@ -30,6 +30,7 @@ from sipsimple.core.sip.grammar import Memo, check_text, escape, fail, frozendic
 
 __all__ = [
     "SIPURI",
+    "URI_PATTERN",
     "BaseSIPURI",
     "FrozenSIPURI",
     "OpaqueURI",
@@ -52,7 +53,9 @@ _SIP_PATTERN = r"""
 """
 _OPAQUE_PATTERN = r"""([A-Za-z][A-Za-z0-9+\-.]*+):([^\s<>"]++)"""
 _SIP_URI = re.compile(_SIP_PATTERN, re.X)
-_URI = re.compile(rf"{_SIP_PATTERN}|(?![Ss][Ii][Pp][Ss]?:){_OPAQUE_PATTERN}", re.X)
+URI_PATTERN = rf"{_SIP_PATTERN}|(?![Ss][Ii][Pp][Ss]?:){_OPAQUE_PATTERN}"
+"""Any URI parse_uri accepts, as a verbose (re.X) pattern: 8 groups of a SIP URI, 2 opaque."""
+_URI = re.compile(URI_PATTERN, re.X)
 _OPAQUE_URI = re.compile(_OPAQUE_PATTERN)
 _HOST = re.compile(r"[A-Za-z0-9\-_.]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
 
