@@ -257,6 +257,40 @@ async def test_udp_response_without_rport_goes_to_sent_by_port() -> None:
             assert response.code == 200
 
 
+def udp_socket_of(peer: Peer) -> socket.socket:
+    return peer.manager._udp[0]._transport.get_extra_info("socket")  # type: ignore[no-any-return, union-attr]
+
+
+async def test_udp_receive_buffer_absorbs_a_burst() -> None:
+    """A burst that arrives while the loop does not read waits in the receive buffer
+    (udp_receive_buffer, capped by the system), rather than being dropped."""
+    try:
+        with open("/proc/sys/net/core/rmem_max") as limit:
+            rmem_max = int(limit.read())
+    except OSError:
+        pytest.skip("needs Linux's net.core.rmem_max")
+    asked = 1 << 20
+    burst = 400  # ~1 KB datagrams: past a 212 KB default buffer, within 1 MB
+    async with (
+        Peer(tls_port=None, tcp_port=None, ip_address="127.0.0.1", udp_receive_buffer=asked) as b,
+        Peer(tls_port=None, tcp_port=None, ip_address="127.0.0.1", udp_receive_buffer=None) as c,
+    ):
+        default = udp_socket_of(c).getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        size = udp_socket_of(b).getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        assert size >= min(asked, rmem_max) and (rmem_max <= default or size > default)
+        if size < 2 * burst * 1500:
+            pytest.skip(f"the system caps the receive buffer at {size} bytes")
+        padding = [("Subject", "x" * 600)]
+        with raw_udp() as sock:
+            for _ in range(burst):  # no await in between: the loop reads none of them yet
+                sock.sendto(
+                    bytes(make_request(extra=padding)), ("127.0.0.1", b.manager.ports["udp"])
+                )
+        for _ in range(burst):
+            await b.receive()
+        assert b.manager.statistics.messages_received == burst
+
+
 async def test_tcp_response_reopens_a_connection_when_the_first_is_gone() -> None:
     """18.2.2: the request's connection is closed, so the response goes on a new
     connection to received and the sent-by port."""
@@ -610,6 +644,7 @@ def test_transport_address_and_settings_validate() -> None:
         {"idle_timeout": 0},
         {"max_connections": 0},
         {"path_mtu": 100},
+        {"udp_receive_buffer": 0},
     ]:
         with pytest.raises(ValueError):
             TransportSettings(**bad_settings)  # type: ignore[arg-type]

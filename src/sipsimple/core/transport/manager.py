@@ -208,6 +208,12 @@ class TransportManager:
     ) -> None:
         loop = self.loop
         if name == "udp":
+            buffer = self.settings.udp_receive_buffer
+            if buffer is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+                except OSError as e:  # the system's limits: keep its default
+                    log.debug("cannot set SO_RCVBUF to %d: %s", buffer, e)
             _, endpoint = await loop.create_datagram_endpoint(lambda: UDPEndpoint(self), sock=sock)
             self._udp.append(endpoint)
             return

@@ -38,6 +38,10 @@ class TransportSettings:
     pong within it: the peer is dead, RFC 5626 section 4.4.1). ``path_mtu``: a request
     larger than ``path_mtu - 200`` bytes goes over TCP instead of UDP (RFC 3261 section
     18.1.1). ``add_rport``: put ``rport`` in the Via of our requests (RFC 3581).
+    ``udp_receive_buffer``: the receive buffer (bytes) asked for on UDP sockets, so that
+    a burst arriving while the loop is busy or descheduled waits in the kernel rather
+    than being dropped (which costs the peer a retransmission); the kernel caps it at
+    ``net.core.rmem_max``. None keeps the system default.
     """
 
     ip_address: str | tuple[str, ...] | None = None
@@ -55,6 +59,7 @@ class TransportSettings:
     keepalive_timeout: float = 10.0
     path_mtu: int = 1500
     add_rport: bool = True
+    udp_receive_buffer: int | None = 4 << 20
     max_datagram_size: int = 65535
     max_header_size: int = 65536
     max_body_size: int = 1 << 20
@@ -87,6 +92,13 @@ class TransportSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        buffer = self.udp_receive_buffer
+        if buffer is not None and (
+            isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1
+        ):
+            raise ValueError(
+                f"udp_receive_buffer must be a positive integer or None, not {buffer!r}"
+            )
 
     @property
     def ip_addresses(self) -> tuple[str, ...] | None:
