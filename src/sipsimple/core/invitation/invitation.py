@@ -630,8 +630,8 @@ class Invitation:
 
     @_entry
     def _on_invite_response(self, client: ClientRequest, response: SIPResponse) -> None:
-        if client is not self._invite_client or self._invite_sending:
-            return
+        if self._invite_sending or client is not (self._invite_client or client):
+            return  # the first INVITE of a 422 retry, or a failure _start_invite reports
         code = response.code
         if code == 100:
             return
@@ -1132,6 +1132,7 @@ class Invitation:
             else:
                 self._negotiator.cancel_offer()
                 self._sdp_update("the ACK carried no answer to our offer")
+        _release(answered)
         final = answered.final_response
         code, reason = (final.code, final.reason) if final is not None else (200, "OK")
         self._transaction_done("remote", "INVITE", code, reason, ack_received=True)
@@ -1210,6 +1211,7 @@ class Invitation:
     @_entry
     def _on_server_terminated(self, server: ServerRequest) -> None:
         """An INVITE server transaction ended: after a non-2xx, say if its ACK came."""
+        _release(server)
         response = server.final_response
         if response is None or response.code < 300:
             return
@@ -1430,15 +1432,18 @@ class Invitation:
         if proposal is not self._proposal or self.state not in ("connected",):
             if 200 <= code < 300 and proposal.method == "INVITE" and dialog is not None:
                 self._send_ack(client, dialog)
-            if proposal is self._proposal and code >= 200:
-                self._proposal = None
-                self._after_invite_transaction()
+            if code >= 200:
+                proposal.client = None
+                if proposal is self._proposal:
+                    self._proposal = None
+                    self._after_invite_transaction()
             return
         if code < 200:
             if code > 100 and proposal.kind == "proposal":
                 self._set_sub_state("sent_proposal", originator="remote", message=response)
             return
         self._proposal = None
+        proposal.client = None  # (its callback holds the proposal)
         negotiator = self._negotiator
         method = proposal.method
         self._transaction_done("local", method, code, response.reason)
@@ -1641,6 +1646,10 @@ class Invitation:
         self._held.clear()
         self._queued = None
         _live.discard(self)
+        # The INVITE's ClientRequest calls back into us (a late 2xx is still ACKed and
+        # ended): our reference to it goes, so that no cycle outlives the call.
+        self._peer_address = self.peer_address
+        self._invite_client = None
         engine = self._engine
         if engine is not None:
             if self.call_id is not None and self._local_tag is not None:
@@ -1754,6 +1763,13 @@ def _failure_reason(client: ClientRequest) -> str:
     if failure == "dns":
         return reason or "DNS lookup failed"
     return f"transport error: {reason}" if reason else "transport error"
+
+
+def _release(server: ServerRequest) -> None:
+    """Nothing more to hear from an INVITE server transaction: its callbacks, bound to
+    the Invitation, go, so that the transaction (kept 64*T1 after a 2xx by RFC 6026)
+    does not keep the call's objects alive, and no cycle waits for the collector."""
+    server.on_cancel = server.on_timeout = server.on_terminated = None
 
 
 def _failed_client(engine: Engine, request: SIPRequest, text: str) -> ClientRequest:
