@@ -642,3 +642,20 @@ def test_the_documented_audio_offer_against_typical_capabilities():
     assert answer.formats == ("9", "0", "8", "101")
     assert answer.direction == "sendrecv"
     assert str(answer.codec_list[0]) == "G722/8000"
+
+
+def test_an_rtpmap_without_an_encoding_is_answered_without_a_trailing_space():
+    offer = SDPSession.parse(
+        "v=0\r\no=bob 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+        "m=audio 49920 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+    local = SDPSession.parse(
+        "v=0\r\no=alice 2 2 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\n"
+        "m=audio 49170 RTP/AVP 0\r\na=rtpmap:0\r\n"
+    )
+    negotiator = SDPNegotiator.create_with_remote_offer(offer)
+    negotiator.set_local_answer(local)
+    negotiator.negotiate()
+    answer = negotiator.active_local
+    assert answer.media[0].attributes.getall("rtpmap") == ["0"]
+    assert FrozenSDPSession.parse(str(answer)) == answer

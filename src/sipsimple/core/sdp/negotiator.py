@@ -209,7 +209,10 @@ def _answer_media(
             if not any(name == "rtpmap" for name, _ in own):
                 # Keep the offer's mapping so that a dynamic type is never left undefined.
                 own[:0] = [a for a in _format_attributes(offer, offered_fmt) if a[0] == "rtpmap"]
-            attributes.extend(SDPAttribute(name, f"{offered_fmt} {rest}") for name, rest in own)
+            attributes.extend(
+                SDPAttribute(name, f"{offered_fmt} {rest}" if rest else offered_fmt)
+                for name, rest in own
+            )
     else:
         formats = list(local.formats) or list(offer.formats)
     attributes.extend(
