@@ -379,7 +379,7 @@ async def test_garbage_and_foreign_ssrcs_are_dropped_and_counted():
         for data in (
             b"",
             b"\x80",
-            os.urandom(11),
+            b"\x00" + os.urandom(10),  # version 0 (random bytes could look like RTCP)
             b"\x00\x01\x00\x00" + os.urandom(16),  # STUN-like
             b"\x40" + os.urandom(40),  # RTP version 1
             b"\x8f\x00" + os.urandom(10),  # 15 CSRCs announced, none there

@@ -363,8 +363,9 @@ def test_peers_die_with_the_python_process(ending: str) -> None:
     assert child.stdout is not None
     pid, root = child.stdout.readline().split()
     group = int(pid)
-    assert _process_group(group)
     if ending == "is killed":
+        # (A child that returns may already have cleaned up by the time we look.)
+        assert _process_group(group)
         child.send_signal(signal.SIGKILL)
     child.wait(10)
     assert wait_for(lambda: not _process_group(group), 5), _process_group(group)
