@@ -46,6 +46,18 @@ def test_one_message_over_many_reads() -> None:
     assert len(events) == 1 and isinstance(events[0], SIPRequest) and events[0].body == b"x" * 100
 
 
+def test_messages_give_back_the_bytes_they_came_in() -> None:
+    canonical, compact = message("a", b"hi"), message("b").replace(b"Call-ID:", b"i:")
+    lf = message("c").replace(b"\r\n", b"\n")
+    framer = SIPStreamFramer()
+    framer.receive_data(canonical + compact + lf + message("d").replace(b"\r\n\r\n", b"\n\r\n"))
+    first, second, third, fourth = drain(framer)
+    assert bytes(first) == canonical  # type: ignore[call-overload]
+    assert bytes(second) == compact.replace(b"i:", b"Call-ID:")  # type: ignore[call-overload]
+    assert bytes(third) == message("c")  # type: ignore[call-overload]
+    assert bytes(fourth) == message("d")  # type: ignore[call-overload]
+
+
 def test_keepalives_between_messages() -> None:
     framer = SIPStreamFramer()
     framer.receive_data(b"\r\n\r\n" + message("a") + b"\r\n" + message("b") + b"\r\n\r\n\r\n")

@@ -6,6 +6,7 @@ import pytest
 
 from sipsimple.core import (
     MalformedSIPMessageError,
+    SIPHeaders,
     SIPParseError,
     SIPRequest,
     SIPResponse,
@@ -346,3 +347,109 @@ def test_folded_start_line_is_rejected() -> None:
     data = INVITE.replace(b"SIP/2.0\r\nVia", b"SIP/2.0\r\n continued\r\nVia")
     with pytest.raises(SIPParseError, match="invalid header line"):
         parse_message(data)
+
+
+def _rebuilt(message: SIPRequest | SIPResponse) -> bytes:
+    """bytes() of a copy that shares nothing cached with ``message``."""
+    headers = message.headers.copy()
+    if isinstance(message, SIPRequest):
+        copy: SIPRequest | SIPResponse = SIPRequest(
+            message.method, message.request_uri, headers, message.body, message.version
+        )
+    else:
+        copy = SIPResponse(message.code, message.reason, headers, message.body, message.version)
+    return bytes(copy)
+
+
+CANONICAL = (
+    b"INVITE sip:bob@example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds;rport\r\n"
+    b"Via: SIP/2.0/TCP proxy.example.com;branch=z9hG4bKp1\r\n"
+    b"Max-Forwards: 70\r\n"
+    b'From: "Alice" <sip:alice@example.com>;tag=1928301774\r\n'
+    b"To: <sip:bob@example.com>\r\n"
+    b"Call-ID: a84b4c76e66710@192.0.2.1\r\n"
+    b"CSeq: 314159 INVITE\r\n"
+    b"X-Custom: kept as written\r\n"
+    b"Content-Length: 4\r\n"
+    b"\r\n"
+    b"v=0\n"
+)
+
+
+def test_an_unchanged_parsed_message_gives_back_the_bytes_it_was_parsed_from() -> None:
+    m = parse_message(CANONICAL)
+    assert bytes(m) is CANONICAL and _rebuilt(m) == CANONICAL
+    response = parse_message(bytes(SIPResponse(486, headers=m.headers.copy())))
+    assert bytes(response) == _rebuilt(response)
+    # what is cut off or skipped is not sent again
+    assert bytes(parse_message(b"\r\n" + CANONICAL + b"noise")) == CANONICAL
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        CANONICAL.replace(b"Via: SIP/2.0/UDP", b"v: SIP/2.0/UDP"),  # compact form
+        CANONICAL.replace(b"X-Custom: kept", b"X-Custom:  kept"),  # two spaces
+        CANONICAL.replace(b"X-Custom: kept", b"X-Custom : kept"),
+        CANONICAL.replace(b"Max-Forwards: 70", b"max-forwards: 70"),
+        CANONICAL.replace(b"as written", b"as\r\n written"),  # folded
+        CANONICAL.replace(b"X-Custom", b"Via: SIP/2.0/UDP x;branch=z9hG4bK3\r\nX-Custom"),  # apart
+        CANONICAL.replace(b"Content-Length: 4", b"Content-Length: 04"),
+        CANONICAL.replace(b"Content-Length: 4\r\n", b"").replace(b"\r\n\r\n", b"\r\nL: 4\r\n\r\n"),
+        CANONICAL.replace(b"X-Custom: kept as written\r\n", b"").replace(
+            b"Content-Length: 4\r\n", b"Content-Length: 4\r\nX-Custom: kept as written\r\n"
+        ),  # Content-Length not last
+        CANONICAL.replace(b"Content-Length: 4\r\n", b""),  # no Content-Length
+        CANONICAL.replace(b"SIP/2.0\r\nVia", b"sip/2.0\r\nVia"),
+        CANONICAL.replace(b"\r\n", b"\n"),  # bare LF line ends
+    ],
+)
+def test_a_message_not_in_canonical_form_is_serialized(data: bytes) -> None:
+    m = parse_message(data)
+    assert bytes(m) != data and bytes(m) == _rebuilt(m) and bytes(m) is bytes(m)
+
+
+def test_a_status_line_without_reason_is_serialized() -> None:
+    data = bytes(SIPResponse(200, headers=parse_message(CANONICAL).headers.copy()))
+    m = parse_message(data.replace(b"SIP/2.0 200 OK", b"SIP/2.0 200"))
+    assert m.reason == "" and bytes(m).startswith(b"SIP/2.0 200 \r\n")
+
+
+MUTATIONS = {
+    "headers.set": lambda m: m.headers.set("Max-Forwards", "69"),
+    "headers[]=": lambda m: m.headers.__setitem__("X-Custom", "changed"),
+    "headers.add": lambda m: m.headers.add("Via", "SIP/2.0/UDP p;branch=z9hG4bK0", first=True),
+    "headers.add last": lambda m: m.headers.add("X-Other", "1"),
+    "del headers[]": lambda m: m.headers.__delitem__("X-Custom"),
+    "headers =": lambda m: setattr(m, "headers", SIPHeaders([*m.headers.items(), ("X-A", "1")])),
+    "body": lambda m: setattr(m, "body", b"v=1\r\n"),
+    "version": lambda m: setattr(m, "version", "SIP/3.0"),
+    "request_uri": lambda m: setattr(m, "request_uri", "sip:carol@example.com"),
+    "method": lambda m: setattr(m, "method", "OPTIONS"),
+    "code": lambda m: setattr(m, "code", 299),
+    "reason": lambda m: setattr(m, "reason", "Fine"),
+}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+def test_any_change_makes_the_message_serialize_again(mutation: str) -> None:
+    data = CANONICAL
+    if mutation in ("code", "reason"):
+        data = bytes(
+            SIPResponse(200, headers=parse_message(CANONICAL).headers.copy(), body=b"v=0\n")
+        )
+    m = parse_message(data)
+    assert bytes(m) is data
+    if isinstance(m, SIPRequest):
+        assert m.request_uri.user == "bob"  # building the Request-URI object is no change
+    assert m.top_via.branch and bytes(m) is data  # nor is building typed values
+    MUTATIONS[mutation](m)
+    assert bytes(m) != data and bytes(m) == _rebuilt(m)
+
+
+def test_typed_values_handed_out_are_copies() -> None:
+    m = parse_message(CANONICAL)
+    m.via.append(m.top_via)
+    m.contact.append(None)  # type: ignore[arg-type]
+    assert len(m.via) == 2 and m.contact == [] and m.get_headers("via") == m.via

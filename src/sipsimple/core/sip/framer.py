@@ -31,7 +31,6 @@ from sipsimple.core.sip.message import (
     SIPRequest,
     SIPResponse,
     _build,
-    _ends_with_length,
     _split_head,
 )
 
@@ -162,5 +161,6 @@ class SIPStreamFramer:
             raise self._fail(str(e)) from None
         if length > self.max_body_size:
             raise self._fail(f"body of {length} bytes larger than {self.max_body_size} bytes")
-        canonical = canonical and crlf_end and _ends_with_length(headers, length)
+        text = lengths[0]
+        canonical = canonical and crlf_end and (text[0] != "0" or text == "0")
         return start, headers, body_start, length, canonical

@@ -17,13 +17,19 @@ Parsing
     - Content-Length when present: one value, no larger than the body received (a longer
       body is cut to it: the rest of a datagram is noise, RFC 3261 section 18.3).
 
-    Any other header stays raw text until it is asked for; a malformed one raises
-    SIPParseError then, and only then (``message.contact`` on ``Contact: ;;;``), so the
-    rest of the message stays usable. URIs inside headers (and the Request-URI) are
-    checked with the header but built on first use. Typed values are cached per
+    Validating Via, From and To takes one regex match each; their values are built from
+    that match when first read (a message that is only routed or dropped never builds
+    them). Any other header stays raw text until it is asked for; a malformed one
+    raises SIPParseError then, and only then (``message.contact`` on ``Contact: ;;;``),
+    so the rest of the message stays usable. URIs inside headers (and the Request-URI)
+    are checked with the header but built on first use. Typed values are cached per
     message, and immutable ones are shared between messages with the same header text
     (see :class:`~sipsimple.core.sip.grammar.Memo`): SIP repeats Via, From, To,
     Call-ID and CSeq verbatim between a request and its responses.
+
+    The common case, a header section with CRLF line ends, costs one search, one
+    decode, one split and one pass over the lines; anything else (bare LFs, folding,
+    odd spacing, unknown names) is handled on slower paths of the same functions.
 
     Errors are :class:`~sipsimple.core.errors.SIPParseError` whose text says what is
     wrong (``missing CSeq header``, ``invalid Via header: '...'``), fit for the Warning
@@ -53,6 +59,13 @@ Building and sending
     body. :meth:`SIPRequest.make_response` copies Via, From, To, Call-ID and CSeq as
     RFC 3261 section 8.2.6.2 says. Messages compare equal when their start lines,
     header values (Content-Length aside) and bodies are equal.
+
+    A parsed message that is already in that form (the usual case: canonical names,
+    ``Name: value`` lines, Content-Length last) keeps the bytes it was parsed from, and
+    ``bytes()`` gives them back as long as nothing changed: re-sending it (a proxy, a
+    retransmission) costs nothing. Any change of the start line, the body, the headers
+    object or its content makes ``bytes()`` serialize again. Other parsed messages
+    keep their first serialization the same way.
 """
 
 from __future__ import annotations
@@ -65,6 +78,8 @@ from typing import Any
 from sipsimple.core.errors import SIPParseError
 from sipsimple.core.sip.grammar import Memo, is_token, iter_pairs, split_commas
 from sipsimple.core.sip.headers import (
+    _CALL_ID_MEMO,
+    _CSEQ_MEMO,
     _VIA_MEMO,
     CANONICAL_NAMES,
     COMPACT_FORMS,
@@ -79,7 +94,8 @@ from sipsimple.core.sip.headers import (
     FrozenRouteHeader,
     FrozenToHeader,
     FrozenViaHeader,
-    _parse_call_ids,
+    _call_ids,
+    _cseq,
     _parse_vias,
     _uint,
     name_addr_from_match,
@@ -401,7 +417,10 @@ class SIPHeaders:
             else:
                 is_list, parse = spec
                 if len(entries) == 1:
-                    result = tuple(parse(_entry_text(entries[0])))
+                    entry = entries[0]
+                    result = parse(entry if type(entry) is str else entry.body)
+                    if type(result) is not tuple:
+                        result = tuple(result)
                 elif not is_list:
                     raise SIPParseError(f"multiple {self._display(key)} headers")
                 else:
@@ -431,8 +450,9 @@ _PREFIXES = {key: f"{name}: " for key, name in CANONICAL_NAMES.items()}
 
 def _parse_header_lines(lines: list[str]) -> tuple[SIPHeaders, bool]:
     """SIPHeaders from ``Name: value`` lines (the hot loop of parsing), and whether the
-    lines are exactly what serializing the headers would write (canonical names, one
-    space after the colon, no folding, repeated names on adjacent lines).
+    lines are what bytes() would write: canonical names, one space after the colon, no
+    folding, repeated names on adjacent lines, Content-Length last (its value is for
+    the caller to compare with the body).
 
     A line starting with whitespace continues the one before (RFC 3261 section 7.3.1):
     its CRLF is dropped, its whitespace kept. Checking this here, only for lines whose
@@ -442,20 +462,22 @@ def _parse_header_lines(lines: list[str]) -> tuple[SIPHeaders, bool]:
     names: dict[str, str] = {}
     canonical_keys = _CANONICAL_KEYS
     canonical = True
-    entries: list[Any] | None = None
+    last = None
     for line in lines:
         name, _, value = line.partition(": ")
-        key = canonical_keys.get(name)
-        if key is None:
+        try:
+            key = canonical_keys[name]
+        except KeyError:
             if line[:1] in (" ", "\t"):
-                if entries is None:
-                    raise SIPParseError(f"invalid header line: {line!r}")
+                if last is None:
+                    raise SIPParseError(f"invalid header line: {line!r}") from None
+                entries = values[last]
                 entries[-1] = (entries[-1] + line).strip(" \t")
                 canonical = False
                 continue
             name, colon, value = line.partition(":")
             if not colon:
-                raise SIPParseError(f"invalid header line: {line!r}")
+                raise SIPParseError(f"invalid header line: {line!r}") from None
             key, display = _header_key(name)
             if key not in CANONICAL_NAMES and key not in names:
                 names[key] = display
@@ -466,45 +488,55 @@ def _parse_header_lines(lines: list[str]) -> tuple[SIPHeaders, bool]:
         stripped = value.strip(" \t")
         if stripped is not value:
             canonical = False
-        found = values.get(key)
-        if found is None:
-            values[key] = entries = [stripped]
-        else:
-            if found is not entries:  # not next to the lines it would be written with
+        if key in values:
+            if key is not last:  # not next to the lines it would be written with
                 canonical = False
-            found.append(stripped)
-            entries = found
+            values[key].append(stripped)
+        else:
+            values[key] = [stripped]
+        last = key
     headers = SIPHeaders.__new__(SIPHeaders)
     headers._values = values
     headers._names = names
     headers._cache = {}
     headers._pristine = True
-    return headers, canonical
+    return headers, canonical and last == "content-length"
 
 
-def _head_lines(head: bytes) -> list[str]:
-    """The lines of a header section: UTF-8, CRLF (or bare LF) line ends, no stray CR."""
+def _crlf_lines(text: str) -> list[str] | None:
+    """The lines of ``text`` if every line end in it is a CRLF, else None.
+
+    A bare CR or LF is left inside a line by the split: two memchr scans of the joined
+    lines find it, far cheaper than counting line ends.
+    """
+    lines = text.split("\r\n")
+    joined = "".join(lines)
+    return None if "\n" in joined or "\r" in joined else lines
+
+
+def _head_lines(head: bytes) -> tuple[list[str], bool]:
+    """The lines of a header section, and whether they all end in CRLF (else some in a
+    bare LF); the section must be UTF-8 without stray CRs."""
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SIPParseError(f"header section is not valid UTF-8 (byte {e.start})") from None
-    lines = text.split("\r\n")
-    n = len(lines) - 1
-    if n != text.count("\n") or n != text.count("\r"):
-        if "\r" in text.replace("\r\n", ""):
-            raise SIPParseError("header section contains a CR that does not end a line")
-        lines = text.replace("\r\n", "\n").split("\n")
-    return lines
+    lines = _crlf_lines(text)
+    if lines is not None:
+        return lines, True
+    if "\r" in text.replace("\r\n", ""):
+        raise SIPParseError("header section contains a CR that does not end a line")
+    return text.replace("\r\n", "\n").split("\n"), False
 
 
 def _split_head(head: bytes) -> tuple[str, SIPHeaders, bool]:
     """(start line, headers, canonical) from the header section (without its final empty
     line); canonical as :func:`_parse_header_lines` says, for CRLF line ends only."""
-    lines = _head_lines(head)
+    lines, crlf = _head_lines(head)
     start = lines[0]
     del lines[0]
     headers, canonical = _parse_header_lines(lines)
-    return start, headers, canonical and head.count(b"\r") == len(lines)
+    return start, headers, canonical and crlf
 
 
 class MalformedSIPMessageError(SIPParseError):
@@ -915,12 +947,9 @@ class SIPResponse(SIPMessage):
 
 def _start_line(start: str) -> tuple[Any, ...]:
     """(method, Request-URI text, version, canonical) or (None, code, reason, version,
-    canonical), memoized: start lines repeat (every "SIP/2.0 200 OK", every request to
-    the same target). Canonical: the message writes the start line back as it is.
+    canonical); the caller memoizes it (start lines repeat: every "SIP/2.0 200 OK",
+    every request to the same target). Canonical: bytes() writes the line back as it is.
     """
-    parsed = _START_MEMO.get(start)
-    if parsed is not None:
-        return parsed  # type: ignore[no-any-return]
     if start[:4].upper() == "SIP/":
         m = _STATUS_LINE.fullmatch(start)
         if m is None:
@@ -938,7 +967,7 @@ def _start_line(start: str) -> tuple[Any, ...]:
         except SIPParseError as e:
             raise SIPParseError(f"invalid Request-URI: {e}") from None
         parsed = (method, uri_text, version.upper(), version.isupper())
-    return _START_MEMO.remember(start, parsed)  # type: ignore[no-any-return]
+    return parsed
 
 
 _new = object.__new__
@@ -955,7 +984,10 @@ def _build(
     message: SIPRequest | SIPResponse
     method = None
     try:
-        parsed = _START_MEMO.get(start) or _start_line(start)
+        parsed = _START_MEMO.get(start)
+        new_start = parsed is None
+        if new_start:
+            parsed = _start_line(start)
         method = parsed[0]
         if method is None:
             message = _new(SIPResponse)
@@ -971,17 +1003,17 @@ def _build(
         message.body = body
         message._wire = (wire, body, headers, start) if wire is not None and parsed[-1] else None
         _validate(headers, method)
+        if new_start:
+            _START_MEMO.remember(start, parsed)
     except SIPParseError as e:
         raise MalformedSIPMessageError(str(e), headers, method or _method_of(start)) from None
     return message
 
 
 def _numbers(text: str, what: str) -> tuple[int]:
-    """A non-negative integer header value (up to 2**32-1), memoized: they repeat."""
-    value = _UINT_MEMO.get(text)
-    if value is None:
-        value = _UINT_MEMO.remember(text, (_uint(what, text),))
-    return value  # type: ignore[no-any-return]
+    """A non-negative integer header value (up to 2**32-1) as its typed values, memoized:
+    they repeat (callers look in the memo first)."""
+    return _UINT_MEMO.remember(text, (_uint(what, text),))  # type: ignore[no-any-return]
 
 
 def _single_entry(values: dict[str, list[Any]], key: str, display: str) -> str:
@@ -996,48 +1028,75 @@ def _single_entry(values: dict[str, list[Any]], key: str, display: str) -> str:
 def _validate(headers: SIPHeaders, method: str | None) -> None:
     """Check what the transaction layer needs; raise on what it cannot use.
 
-    Values already seen come from the memos; Via, From and To seen for the first time
-    are only matched here (one regex call each) and built when first read.
+    Values already seen come from the memos (looked up here, before any call); Via,
+    From and To seen for the first time are only matched (one regex call each) and
+    built when first read. What was new goes into the memos only once the whole
+    message proved valid: a flood of malformed messages leaves nothing behind.
     """
     values = headers._values
     cache = headers._cache
+    learned = []
     entries = values.get("via")
     if entries is None:
         raise SIPParseError("missing Via header")
     if len(entries) == 1:
         text = entries[0]
-        cache["via"] = _VIA_MEMO.get(text) or valid_vias(text)
+        found = _VIA_MEMO.get(text)
+        if found is None:
+            found = valid_vias(text)
+            learned.append((_VIA_MEMO, text, found))
+        cache["via"] = found
     else:
         cache["via"] = tuple(via for entry in entries for via in _parse_vias(entry))
     entries = values.get("from")
     if entries is None or len(entries) > 1:
         _single_entry(values, "from", "From")
     text = entries[0]  # type: ignore[index]
-    cache["from"] = _FROM_MEMO.get(text) or valid_name_addr(FrozenFromHeader, text)
+    found = _FROM_MEMO.get(text)
+    if found is None:
+        found = valid_name_addr(FrozenFromHeader, text)
+        learned.append((_FROM_MEMO, text, found))
+    cache["from"] = found
     entries = values.get("to")
     if entries is None or len(entries) > 1:
         _single_entry(values, "to", "To")
     text = entries[0]  # type: ignore[index]
-    cache["to"] = _TO_MEMO.get(text) or valid_name_addr(FrozenToHeader, text)
+    found = _TO_MEMO.get(text)
+    if found is None:
+        found = valid_name_addr(FrozenToHeader, text)
+        learned.append((_TO_MEMO, text, found))
+    cache["to"] = found
     entries = values.get("call-id")
     if entries is None or len(entries) > 1:
         _single_entry(values, "call-id", "Call-ID")
-    cache["call-id"] = _parse_call_ids(entries[0])  # type: ignore[index]
+    text = entries[0]  # type: ignore[index]
+    found = _CALL_ID_MEMO.get(text)
+    if found is None:
+        found = _call_ids(text)
+        learned.append((_CALL_ID_MEMO, text, found))
+    cache["call-id"] = found
     entries = values.get("cseq")
     if entries is None or len(entries) > 1:
         _single_entry(values, "cseq", "CSeq")
-    cseq = CSeq.parse(entries[0])  # type: ignore[index]
+    text = entries[0]  # type: ignore[index]
+    cseq = _CSEQ_MEMO.get(text)
+    if cseq is None:
+        cseq = _cseq(text)
+        learned.append((_CSEQ_MEMO, text, cseq))
     cache["cseq"] = (cseq,)
     entries = values.get("max-forwards")
     if entries is not None:
         if len(entries) > 1:
             raise SIPParseError("multiple Max-Forwards headers")
-        found = _numbers(entries[0], "Max-Forwards header")
+        text = entries[0]
+        found = _UINT_MEMO.get(text) or _numbers(text, "Max-Forwards header")
         if found[0] > 255:
             raise SIPParseError(f"invalid Max-Forwards header: {found[0]} is larger than 255")
         cache["max-forwards"] = found
     if method is not None and cseq.method != method:
         raise SIPParseError(f"CSeq method {cseq.method} does not match request method {method}")
+    for memo, text, value in learned:
+        memo.remember(text, value)
 
 
 _FROM_MEMO = FrozenFromHeader._memo
@@ -1068,10 +1127,7 @@ def parse_message(data: bytes) -> SIPRequest | SIPResponse:
         except UnicodeDecodeError:
             pass
         else:
-            lines = text.split("\r\n")
-            breaks = len(lines) - 1
-            if text.count("\n") != breaks or text.count("\r") != breaks:
-                lines = None
+            lines = _crlf_lines(text)
     if lines is not None:
         body = data[end + 4 :]
         start = lines[0]
@@ -1089,12 +1145,15 @@ def parse_message(data: bytes) -> SIPRequest | SIPResponse:
         canonical = False  # what bytes() writes differs at least in the line ends
     lengths = headers._values.get("content-length")
     if lengths is not None:
-        try:
-            if len(lengths) > 1:
-                raise SIPParseError("multiple Content-Length headers")
-            found = _numbers(lengths[0], "Content-Length header")
-        except SIPParseError as e:
-            raise MalformedSIPMessageError(str(e), headers, _method_of(start)) from None
+        text = lengths[0]
+        found = _UINT_MEMO.get(text)
+        if found is None or len(lengths) > 1:
+            try:
+                if len(lengths) > 1:
+                    raise SIPParseError("multiple Content-Length headers")
+                found = _numbers(text, "Content-Length header")
+            except SIPParseError as e:
+                raise MalformedSIPMessageError(str(e), headers, _method_of(start)) from None
         headers._cache["content-length"] = found
         length = found[0]
         if length > len(body):
@@ -1106,16 +1165,9 @@ def parse_message(data: bytes) -> SIPRequest | SIPResponse:
         if length < len(body):
             body = body[:length]
             data = data[: end + 4 + length]
-        if canonical and _ends_with_length(headers, length):
+        if canonical and (text[0] != "0" or text == "0"):  # as bytes() writes it
             return _build(start, headers, body, data)
     return _build(start, headers, body, None)
-
-
-def _ends_with_length(headers: SIPHeaders, length: int) -> bool:
-    """Whether Content-Length is the last header and reads as bytes() writes it (so that
-    canonical header lines are written back byte for byte)."""
-    values = headers._values
-    return next(reversed(values)) == "content-length" and values["content-length"][0] == str(length)
 
 
 def _method_of(start: str) -> str | None:

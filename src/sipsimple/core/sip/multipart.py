@@ -64,4 +64,4 @@ def _part(data: bytes) -> BodyPart:
         return BodyPart(SIPHeaders(), data[2:])
     end = data.find(b"\r\n\r\n")
     head, body = (data, b"") if end < 0 else (data[:end], data[end + 4 :])
-    return BodyPart(_parse_header_lines(_head_lines(head))[0], body)
+    return BodyPart(_parse_header_lines(_head_lines(head)[0])[0], body)

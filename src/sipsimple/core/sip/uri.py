@@ -255,9 +255,11 @@ class BaseSIPURI:
             return NotImplemented
         if self._significant() != other._significant():
             return False
+        # Both sides fold a parameter repeated in another case the same way (the last
+        # one counts, as in _significant), so that a URI always equals itself.
         mine = {name.lower(): value for name, value in self.parameters.items()}
-        for name, value in other.parameters.items():
-            name = name.lower()
+        theirs = {name.lower(): value for name, value in other.parameters.items()}
+        for name, value in theirs.items():
             if name in mine and not _same_value(name, mine[name], value):
                 return False
         return True
