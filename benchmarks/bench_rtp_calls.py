@@ -20,6 +20,10 @@ receiving without looking at it; "x bare" is our CPU per packet over the bare on
 
 Usage: bench_rtp_calls.py [--codec PCMU|opus] [--calls N ...] [--window S] [--mixer-rate R]
        bench_rtp_calls.py --profile N --codec opus   (cProfile of one side)
+       bench_rtp_calls.py --virtual N [N ...]        (CPU per packet on a virtual clock)
+--virtual runs both sides of N calls in one process on an event loop whose clock jumps
+to the next timer instead of sleeping: every frame is on time and the CPU time per packet
+(of both sides and their bare-UDP peer) is the work itself, whatever else the machine runs.
 The "stall" column is the machine's CPU pressure during the trial (Linux PSI: the share of
 time some runnable task waited for a CPU): where it is high, lateness says more about the
 other tenants than about us.
@@ -35,6 +39,7 @@ import io
 import multiprocessing
 import os
 import pstats
+import selectors
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -62,9 +67,10 @@ _lateness: list[float] | None = None  # collected during the window only
 class MeasuredAudioTransport(AudioTransport):
     """Notes when each packet leaves, against the deadline of its frame."""
 
-    def _tick(self) -> None:
-        self._due = self._pacer.deadline
-        super()._tick()
+    def _send_frames(self, now: float, frames: int, skipped: int) -> None:
+        # The pacer has counted these frames already: the first was due this long ago.
+        self._due = self._pacer.deadline - (frames + skipped) * self._pacer.period
+        super()._send_frames(now, frames, skipped)
 
     def _transmit(self, packet: RTPPacket, now: float) -> None:
         super()._transmit(packet, now)
@@ -275,11 +281,12 @@ def side_process(
 ) -> None:
     global MIXER_RATE
     MIXER_RATE = rate
-    profiler = cProfile.Profile() if profile else None
+    # CPU time, not wall time: on a shared machine a preempted function is not charged.
+    profiler = cProfile.Profile(time.process_time) if profile else None
     asyncio.run(run_side(role, calls, codec, conn, bare, profiler))
     if profiler is not None:
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(45)
         conn.send(out.getvalue())
 
 
@@ -348,6 +355,79 @@ def trial(
     )
 
 
+# -- on a virtual clock ------------------------------------------------------------------------
+
+
+class _VirtualSelector(selectors.EpollSelector):
+    """Never sleeps: where the loop would wait for a timer, the virtual clock jumps to it."""
+
+    def __init__(self, loop: VirtualClockLoop) -> None:
+        super().__init__()
+        self._owner = loop
+
+    def select(self, timeout: float | None = None) -> list:  # type: ignore[override]
+        events = super().select(0)
+        if not events and timeout is not None and timeout > 0:
+            self._owner.now += timeout
+        return events
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        self.now = 1000.0
+        super().__init__(_VirtualSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+async def _virtual_trial(calls: int, codec: str, seconds: float, bare: bool) -> float:
+    """CPU microseconds per packet sent or received, both sides of ``calls`` calls."""
+    sides = [
+        BareSide(calls) if bare else AudioSide(calls, codec, role)
+        for role in ("offerer", "answerer")
+    ]
+    offerer, answerer = sides
+    for side in sides:
+        await side.setup()
+    offerer.start(answerer.answer(offerer.offers()))
+    await asyncio.sleep(WARMUP)
+    moved = sum(sum(side.totals()) for side in sides)
+    cpu = time.process_time()
+    await asyncio.sleep(seconds)
+    cpu = time.process_time() - cpu
+    moved = sum(sum(side.totals()) for side in sides) - moved
+    for side in sides:
+        side.stop_sending()
+    await asyncio.sleep(DRAIN)
+    for side in sides:
+        await side.close()
+    return cpu / max(1, moved) * 1e6
+
+
+def virtual(calls_list: list[int], codecs: list[str], seconds: float) -> None:
+    print("virtual clock: both sides in one process, no waiting; CPU per packet of the work")
+    print(f"{'codec':<6} {'calls':>5} {'us/pkt':>7} {'bare':>6} {'x bare':>6} {'calls/core':>10}")
+    for codec in codecs:
+        for calls in calls_list:
+            costs = []
+            for bare in (False, True):
+                loop = VirtualClockLoop()
+                try:
+                    costs.append(
+                        loop.run_until_complete(_virtual_trial(calls, codec, seconds, bare))
+                    )
+                finally:
+                    loop.close()
+            ours, floor = costs
+            # a call moves 100 packets a second through each side's process
+            print(
+                f"{codec:<6} {calls:>5} {ours:>7.1f} {floor:>6.1f} {ours / floor:>6.1f} "
+                f"{1e6 / (100 * ours):>10.0f}",
+                flush=True,
+            )
+
+
 def cpu_pressure() -> str:
     """How much of the last 10 s runnable tasks waited for a CPU (Linux PSI), e.g. "35%"."""
     try:
@@ -365,8 +445,12 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=6.0)
     parser.add_argument("--profile", type=int, metavar="N")
     parser.add_argument("--mixer-rate", type=int, default=MIXER_RATE)
+    parser.add_argument("--virtual", type=int, nargs="+", metavar="N")
     args = parser.parse_args()
     MIXER_RATE = args.mixer_rate
+    if args.virtual:
+        virtual(args.virtual, args.codec or ["PCMU", "opus"], args.window)
+        return
     print(f"mixer at {MIXER_RATE} Hz; load average before: {os.getloadavg()[0]:.1f}")
     print("stall: CPU pressure during the trial (share of time a runnable task waited for a CPU)")
     codecs = args.codec or ["PCMU", "opus"]

@@ -287,3 +287,64 @@ async def test_state_checks():
         assert transport.statistics is None and transport.slot is None
     finally:
         await hang_up(a)
+
+
+async def test_calls_share_clocks_and_leave_them(monkeypatch):
+    """Transports of the same phase share one timer (two phases here, so that a few calls
+    share them); every call still carries its audio both ways, and stopping them all
+    leaves no clock (and so no timer) behind."""
+    from sipsimple.core.media import audiotransport
+
+    monkeypatch.setattr(audiotransport, "PHASE_SLOTS", 2)
+    calls = 6
+    loop = asyncio.get_running_loop()
+    a, b = await side(OFFERER_TONE), await side(ANSWERER_TONE)
+    peers = [(a, b)]
+    for _ in range(calls - 1):
+        extra_a = Side(a.mixer, RTPTransport(local_address=LOCAL))
+        extra_b = Side(b.mixer, RTPTransport(local_address=LOCAL))
+        await extra_a.rtp.set_INIT()
+        await extra_b.rtp.set_INIT()
+        peers.append((extra_a, extra_b))
+    audios = []
+    try:
+        for x, y in peers:
+            x.audio = AudioTransport(x.mixer, x.rtp, codecs=["PCMU"])
+            offer = written(x.audio.get_local_media())
+            y.audio = AudioTransport(y.mixer, y.rtp, offer, 0, codecs=["PCMU"])
+            answer = written(y.audio.get_local_media(offer, 0))
+            x.audio.start(written(x.audio.get_local_media()), answer, 0)
+            y.audio.start(answer, offer, 0)
+            for peer in (x, y):
+                peer.mixer.connect_slots(0, peer.audio.slot)
+            audios += [x.audio, y.audio]
+        await asyncio.sleep(0.6)
+        clocks = {audio._clock for audio in audios}
+        assert None not in clocks
+        assert len(clocks) <= 2 * 2 < len(audios)  # two mixers, two phases each
+        assert all(audio in clock.members for audio in audios for clock in [audio._clock])
+        before = [(x.rtp.counters.rtp_received, y.rtp.counters.rtp_received) for x, y in peers]
+        await asyncio.sleep(0.5)
+        for (x, y), (got_x, got_y) in zip(peers, before, strict=True):
+            # 25 packets in 0.5 s each way, give or take the loop's timing
+            assert x.rtp.counters.rtp_received - got_x >= 15
+            assert y.rtp.counters.rtp_received - got_y >= 15
+            assert x.audio.jitter_buffer_statistics.played >= 20
+        for audio in audios[::2]:  # half of them leave first
+            audio.stop()
+        await asyncio.sleep(0.1)
+        assert all(audio._clock is None for audio in audios[::2])
+        still = audios[1::2]
+        counts = [audio.transport.counters.rtp_sent for audio in still]
+        await asyncio.sleep(0.2)
+        assert all(
+            audio.transport.counters.rtp_sent >= count + 7
+            for audio, count in zip(still, counts, strict=True)
+        )
+    finally:
+        for x, y in peers[1:]:
+            for peer in (x, y):
+                peer.audio.stop()
+                await peer.rtp.stop()
+        await hang_up(a, b)
+    assert not [key for key in audiotransport._clocks if key[0] is loop]

