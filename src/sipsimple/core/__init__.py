@@ -2,6 +2,7 @@
 
 from sipsimple.core.engine import Engine, EngineError
 from sipsimple.core.errors import SDPParseError, SIPCoreError, SIPParseError
+from sipsimple.core.invitation import Invitation, InvitationStateError
 from sipsimple.core.publication import Publication
 from sipsimple.core.referral import IncomingReferral, Referral, ReferralListener
 from sipsimple.core.registration import Registration
@@ -161,6 +162,8 @@ __all__ = [
     "IncomingRequest",
     "IncomingSubscription",
     "InvalidMessage",
+    "Invitation",
+    "InvitationStateError",
     "KeepAlivePing",
     "KeepAlivePong",
     "MalformedSIPMessageError",
