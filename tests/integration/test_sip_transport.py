@@ -416,6 +416,35 @@ async def test_concurrent_sends_share_one_new_connection() -> None:
         assert [e[0] for e in a.events] == ["connected"]
 
 
+async def test_send_nowait_sends_unless_a_connection_must_be_opened() -> None:
+    async with Peer(tls_port=None) as a, Peer(tls_port=None) as b:
+        request = make_request()
+        data, prepared = a.manager.prepare_request_data(request, b.address("udp"))
+        assert prepared == b.address("udp") and data == bytes(request)
+        used = a.manager.send_nowait(data, prepared)
+        assert used == prepared and used.local is not None
+        got, _ = await b.receive()
+        assert got.call_id == request.call_id
+        tcp = b.address("tcp")
+        data, _ = a.manager.prepare_request_data(make_request(), tcp)
+        assert a.manager.send_nowait(data, tcp) is None  # nothing open: send() connects
+        await b.nothing(0.1)
+        assert a.manager.statistics.messages_sent == 1
+        opened = await a.manager.send(data, tcp)
+        await b.receive()
+        again = make_request()
+        data, _ = a.manager.prepare_request_data(again, tcp)
+        used = a.manager.send_nowait(data, tcp)  # the connection is kept for the peer
+        assert used is not None and used.connection is opened.connection
+        got, _ = await b.receive()
+        assert got.call_id == again.call_id
+        with pytest.raises(TransportError) as info:
+            a.manager.send_nowait(data, TransportAddress("tls", "127.0.0.1", 5061))
+        assert info.value.failure is TransportFailure.DISABLED
+    with pytest.raises(RuntimeError):
+        a.manager.send_nowait(data, tcp)
+
+
 async def test_connect_refused_and_timeout() -> None:
     async with Peer(tls_port=None, ip_address="127.0.0.1", connect_timeout=0.5) as a:
         with socket.socket() as closed_port:

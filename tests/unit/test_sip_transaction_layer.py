@@ -73,6 +73,32 @@ def test_send_request_checks_its_arguments():
     assert len(layer) == 1
 
 
+def test_bytes_given_with_a_request_or_ack_are_sent_as_they_are():
+    """The caller's serialisation (the transport's, made as it stamped the Via) is what
+    goes out and what is retransmitted: the layer does not serialise again."""
+    layer = TransactionLayer()
+    invite = make_request(layer, "INVITE")
+    data = bytes(invite)
+    client = layer.send_request(invite, UAS_ADDR, False, 0.0, data=data)
+    assert [t.data for t in layer.messages_to_send()] == [data]
+    assert layer.messages_to_send() == []
+    layer.handle_timer(layer.get_timer())  # timer A
+    (retransmission,) = layer.messages_to_send()
+    assert retransmission.data is data
+    layer.receive_message(
+        parse_message(bytes(invite.make_response(200, to_tag="b1"))), UAS_ADDR, "udp", 0.1
+    )
+    ack = build_ack(invite, invite.make_response(200, to_tag="b1"))
+    ack_data = bytes(ack)
+    layer.send_ack(client, ack, UAS_ADDR, data=ack_data)
+    assert [t.data for t in layer.messages_to_send()] == [ack_data]
+    layer.receive_message(
+        parse_message(bytes(invite.make_response(200, to_tag="b1"))), UAS_ADDR, "udp", 0.2
+    )
+    (again,) = layer.messages_to_send()  # the 2xx again: the ACK again, the same bytes
+    assert again.data is ack_data
+
+
 def test_send_response_checks_its_arguments():
     uac, uas = TransactionLayer(), TransactionLayer()
     request = make_request(uac)

@@ -690,8 +690,8 @@ class Engine:
         self.new_via(ack)
         if "Max-Forwards" not in ack.headers:
             ack.headers.add("Max-Forwards", "70")
-        actual = self._transport.prepare_request(ack, destination)
-        self._layer.send_ack(transaction, ack, actual)
+        data, actual = self._transport.prepare_request_data(ack, destination)
+        self._layer.send_ack(transaction, ack, actual, data=data)
         self._pump()
 
     async def lookup_destinations(self, uri: Any) -> list[TransportAddress]:
@@ -722,10 +722,10 @@ class Engine:
     ) -> ClientTransaction:
         if self._state != "started":
             raise TransportError(TransportFailure.DISABLED, "the Engine is not running")
-        actual = self._transport.prepare_request(request, destination)
+        data, actual = self._transport.prepare_request_data(request, destination)
         try:
             transaction = self._layer.send_request(
-                request, actual, actual.is_reliable, self.loop.time()
+                request, actual, actual.is_reliable, self.loop.time(), data=data
             )
         except TransactionLimitError as e:
             raise TransportError(TransportFailure.UNREACHABLE, str(e), destination) from None
@@ -826,11 +826,28 @@ class Engine:
                     log.exception("cannot answer 500 after an exception")
 
     def _transmit(self, transmission: Transmission) -> None:
+        """Send at once (UDP, open connections); a task only to open a connection."""
         data, destination, transaction = transmission
+        transport = self.transport
+        if transport is None:
+            return
         if isinstance(destination, ResponseDestination):
             server = self._servers.get(transaction) if transaction is not None else None  # type: ignore[arg-type]
             destination = self._response_target(destination, server.source if server else None)
-        task = self.loop.create_task(self._send(data, destination, transaction))
+        server_name = (
+            self._server_names.get((destination.host, destination.port))
+            if destination.transport == "tls"
+            else None
+        )
+        try:
+            if transport.send_nowait(data, destination, server_name=server_name) is not None:
+                return
+        except TransportError as e:
+            # reported on the next turn, as a failed send task would: the caller that
+            # started the transaction has not even been handed it yet
+            self.loop.call_soon(self._send_failed, transaction, destination, e)
+            return
+        task = self.loop.create_task(self._send(data, destination, transaction, server_name))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -838,29 +855,47 @@ class Engine:
     def _response_target(
         destination: ResponseDestination, origin: TransportAddress | None
     ) -> TransportAddress:
-        if origin is not None and origin.connection is not None and origin.connection.is_open:
-            return origin
+        if origin is not None:
+            connection = origin.connection
+            if connection is not None:
+                if connection.is_open:
+                    return origin
+            elif (
+                origin.transport == destination.transport
+                and (origin.host, origin.port) == destination.address
+            ):
+                return origin  # a datagram back to its source, from the same socket
         host, port = destination.address
         return TransportAddress(
             destination.transport, host, port, origin.local if origin is not None else None
         )
 
-    async def _send(self, data: bytes, destination: TransportAddress, transaction: Any) -> None:
+    async def _send(
+        self,
+        data: bytes,
+        destination: TransportAddress,
+        transaction: Any,
+        server_name: str | None,
+    ) -> None:
         transport = self.transport
         if transport is None:
             return
         try:
-            server_name = self._server_names.get((destination.host, destination.port))
             await transport.send(data, destination, server_name=server_name)
         except TransportError as e:
-            log.info("cannot send to %s: %s", destination, e)
-            layer = self.transaction_layer
-            if transaction is not None and layer is not None:
-                client = self._clients.get(transaction)
-                if client is not None:
-                    client._last_error = str(e)
-                layer.transport_error(transaction, self.loop.time())
-                self._pump()
+            self._send_failed(transaction, destination, e)
+
+    def _send_failed(
+        self, transaction: Any, destination: TransportAddress, error: Exception
+    ) -> None:
+        log.info("cannot send to %s: %s", destination, error)
+        layer = self.transaction_layer
+        if transaction is not None and layer is not None:
+            client = self._clients.get(transaction)
+            if client is not None:
+                client._last_error = str(error)
+            layer.transport_error(transaction, self.loop.time())
+            self._pump()
 
     # -- events ----------------------------------------------------------------------
 

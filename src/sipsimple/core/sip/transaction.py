@@ -430,12 +430,13 @@ class ClientTransaction(Transaction):
         destination: Any,
         reliable: bool,
         internal: bool = False,
+        data: bytes | None = None,
     ) -> None:
         super().__init__(layer, request, reliable)
         self.destination = destination
         self.internal = internal
         self.last_response: SIPResponse | None = None
-        self._data = bytes(request)
+        self._data = bytes(request) if data is None else data
 
     def _send_request(self) -> None:
         self._layer._transmit(self._data, self.destination, self)
@@ -897,12 +898,20 @@ class TransactionLayer:
     # -- the TU's side --------------------------------------------------------------
 
     def send_request(
-        self, request: SIPRequest, destination: Any, reliable: bool, now: float
+        self,
+        request: SIPRequest,
+        destination: Any,
+        reliable: bool,
+        now: float,
+        *,
+        data: bytes | None = None,
     ) -> ClientTransaction:
         """Start a client transaction for ``request`` (not ACK: see send_ack).
 
         The top Via must carry a branch with the magic cookie that no other client
-        transaction of this layer uses (new_branch() makes one).
+        transaction of this layer uses (new_branch() makes one). ``data`` is
+        ``bytes(request)`` when the caller has it already (the transport serialised the
+        request as it finalised the Via): it is sent as it is, never serialised again.
         """
         if not isinstance(request, SIPRequest):
             raise TypeError(f"send_request() needs a SIPRequest, not {type(request).__name__}")
@@ -923,7 +932,7 @@ class TransactionLayer:
                 f"max_transactions={self.max_transactions} transactions"
             )
         cls = InviteClientTransaction if request.method == "INVITE" else NonInviteClientTransaction
-        transaction = cls(self, request, destination, reliable)
+        transaction = cls(self, request, destination, reliable, data=data)
         self._clients[key] = transaction
         self._count += 1
         transaction._start(now)
@@ -949,16 +958,23 @@ class TransactionLayer:
         self._schedule(transaction)
 
     def send_ack(
-        self, transaction: InviteClientTransaction | None, ack: SIPRequest, destination: Any
+        self,
+        transaction: InviteClientTransaction | None,
+        ack: SIPRequest,
+        destination: Any,
+        *,
+        data: bytes | None = None,
     ) -> None:
         """Send the TU's ACK for a 2xx (RFC 3261 section 13.2.2.4).
 
         With the INVITE client transaction that received the 2xx (still in Accepted),
         the layer keeps the ACK and resends it whenever that 2xx is retransmitted.
+        ``data``: ``bytes(ack)`` when the caller has it already, as in send_request.
         """
         if not isinstance(ack, SIPRequest) or ack.method != "ACK":
             raise ValueError("send_ack() needs an ACK request")
-        data = bytes(ack)
+        if data is None:
+            data = bytes(ack)
         self._transmit(data, destination, None)
         if transaction is not None:
             if not isinstance(transaction, InviteClientTransaction):

@@ -259,11 +259,13 @@ class TransportManager:
         transport (reliable or not) must be known before sending. Calling it again on
         the same request gives the same answer.
         """
-        return self._prepare(request, destination)[1]
+        return self.prepare_request_data(request, destination)[1]
 
-    def _prepare(
+    def prepare_request_data(
         self, request: SIPRequest, destination: TransportAddress
     ) -> tuple[bytes, TransportAddress]:
+        """:meth:`prepare_request`, and the request's bytes as finalised (serialised once:
+        what the caller keeps for retransmissions and gives to :meth:`send_nowait`)."""
         transport = destination.transport
         self._check_enabled(transport, destination)
         local_host = self._local_host(destination)
@@ -308,7 +310,7 @@ class TransportManager:
         if isinstance(message, SIPRequest):
             if destination is None:
                 raise ValueError("a request needs a destination")
-            data, destination = self._prepare(message, destination)
+            data, destination = self.prepare_request_data(message, destination)
         elif isinstance(message, SIPResponse):
             data = bytes(message)
             destination = self._response_target(message, destination)
@@ -322,6 +324,31 @@ class TransportManager:
             used = self._send_datagram(data, destination)
         else:
             connection = await self._connection_for(destination, server_name)
+            connection.write(data)
+            assert connection.address is not None
+            used = connection.address
+        self.statistics.messages_sent += 1
+        return used
+
+    def send_nowait(
+        self, data: bytes, destination: TransportAddress, *, server_name: str | None = None
+    ) -> TransportAddress | None:
+        """Send prepared bytes at once when no connection has to be opened for them.
+
+        Over UDP, or over a TCP/TLS connection that is open (``destination``'s own or
+        the one kept for that peer), the bytes go out now and the address they went to
+        is returned, as :meth:`send` would; otherwise nothing is sent and None says that
+        ``await send(data, destination)`` must open a connection. Raises TransportError
+        as :meth:`send` does. This is the sending path of the Engine: no task per message.
+        """
+        if self._loop is None:
+            raise RuntimeError("the transport manager is not running")
+        if destination.transport == "udp":
+            used = self._send_datagram(data, destination)
+        else:
+            connection = self._open_connection(destination, server_name)
+            if connection is None:
+                return None
             connection.write(data)
             assert connection.address is not None
             used = connection.address
@@ -375,18 +402,12 @@ class TransportManager:
     async def _connection_for(
         self, destination: TransportAddress, server_name: str | None
     ) -> SIPConnection:
-        connection = destination.connection
-        if connection is not None and connection.is_open:
+        connection = self._open_connection(destination, server_name)
+        if connection is not None:
             return connection
-        self._check_enabled(destination.transport, destination)
         tls = destination.transport == "tls"
         name = (server_name or destination.host) if tls else None
         key = (destination.transport, destination.host, destination.port)
-        # Outbound TLS connections are kept per server name: each was verified for its own.
-        for candidate in ((*key, name), (*key, None)) if tls else ((*key, None),):
-            connection = self._connections.get(candidate)
-            if connection is not None and connection.is_open:
-                return connection
         task = self._connecting.get((*key, name))
         if task is None:
             if len(self._open) + len(self._connecting) >= self.settings.max_connections:
@@ -399,6 +420,24 @@ class TransportManager:
             self._connecting[(*key, name)] = task
             task.add_done_callback(lambda t: self._connect_done((*key, name), t))
         return await asyncio.shield(task)
+
+    def _open_connection(
+        self, destination: TransportAddress, server_name: str | None
+    ) -> SIPConnection | None:
+        """The open connection for ``destination``: its own, or the one kept for the peer."""
+        connection = destination.connection
+        if connection is not None and connection.is_open:
+            return connection
+        self._check_enabled(destination.transport, destination)
+        tls = destination.transport == "tls"
+        name = (server_name or destination.host) if tls else None
+        key = (destination.transport, destination.host, destination.port)
+        # Outbound TLS connections are kept per server name: each was verified for its own.
+        for candidate in ((*key, name), (*key, None)) if tls else ((*key, None),):
+            connection = self._connections.get(candidate)
+            if connection is not None and connection.is_open:
+                return connection
+        return None
 
     def _connect_done(
         self, key: tuple[str, str, int, str | None], task: asyncio.Task[SIPConnection]
