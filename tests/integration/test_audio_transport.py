@@ -348,3 +348,34 @@ async def test_calls_share_clocks_and_leave_them(monkeypatch):
                 await peer.rtp.stop()
         await hang_up(a, b)
     assert not [key for key in audiotransport._clocks if key[0] is loop]
+
+
+async def test_a_transport_stopped_by_its_timeout_observer_sends_nothing_more():
+    """stop() from inside the clock's wake-up (an observer of the timeout) takes the
+    transport off the clock at once: no packet after it, no clock left for it."""
+    from sipsimple.core.media import audiotransport
+    from sipsimple.notification import NotificationCenter
+
+    a, b = await call(offerer_codecs=["PCMU"], start_answerer=False, timeout=0.3)
+
+    class StopOnTimeout:
+        def handle_notification(self, notification):
+            notification.sender.stop()
+
+    observer = StopOnTimeout()
+    NotificationCenter().add_observer(observer, name="RTPAudioTransportDidTimeout", sender=a.audio)
+    try:
+        async with asyncio.timeout(3):
+            while a.audio.is_started:
+                await asyncio.sleep(0.05)
+        sent = a.rtp.counters.rtp_sent
+        assert sent > 10
+        await asyncio.sleep(0.2)
+        assert a.rtp.counters.rtp_sent == sent
+        assert a.audio._clock is None
+        assert all(a.audio not in clock.members for clock in audiotransport._clocks.values())
+    finally:
+        NotificationCenter().remove_observer(
+            observer, name="RTPAudioTransportDidTimeout", sender=a.audio
+        )
+        await hang_up(a, b)

@@ -421,28 +421,45 @@ async def test_send_nowait_sends_unless_a_connection_must_be_opened() -> None:
         request = make_request()
         data, prepared = a.manager.prepare_request_data(request, b.address("udp"))
         assert prepared == b.address("udp") and data == bytes(request)
-        used = a.manager.send_nowait(data, prepared)
-        assert used == prepared and used.local is not None
+        assert a.manager.send_nowait(data, prepared) is True
         got, _ = await b.receive()
         assert got.call_id == request.call_id
         tcp = b.address("tcp")
         data, _ = a.manager.prepare_request_data(make_request(), tcp)
-        assert a.manager.send_nowait(data, tcp) is None  # nothing open: send() connects
+        assert a.manager.send_nowait(data, tcp) is False  # nothing open: send() connects
         await b.nothing(0.1)
         assert a.manager.statistics.messages_sent == 1
         opened = await a.manager.send(data, tcp)
         await b.receive()
         again = make_request()
         data, _ = a.manager.prepare_request_data(again, tcp)
-        used = a.manager.send_nowait(data, tcp)  # the connection is kept for the peer
-        assert used is not None and used.connection is opened.connection
-        got, _ = await b.receive()
-        assert got.call_id == again.call_id
+        assert a.manager.send_nowait(data, tcp) is True  # on the connection kept for the peer
+        got, source = await b.receive()
+        assert got.call_id == again.call_id and source.connection is not None
+        assert len(a.manager.connections) == 1 and opened.connection is not None
         with pytest.raises(TransportError) as info:
             a.manager.send_nowait(data, TransportAddress("tls", "127.0.0.1", 5061))
         assert info.value.failure is TransportFailure.DISABLED
     with pytest.raises(RuntimeError):
         a.manager.send_nowait(data, tcp)
+
+
+async def test_prepare_with_a_branch_makes_the_whole_via() -> None:
+    async with Peer(tls_port=None, ip_address="127.0.0.1") as a, Peer(200, tls_port=None) as b:
+        request = make_request()
+        del request.headers["Via"]  # no Via at all: the transport adds ours
+        data, _ = a.manager.prepare_request_data(request, b.address("udp"), branch="z9hG4bKone")
+        via = parse_message(data).top_via
+        assert (via.transport, via.host, via.port) == ("UDP", "127.0.0.1", a.manager.ports["udp"])
+        assert via.branch == "z9hG4bKone" and via.rport is True
+        assert len(parse_message(data).via) == 1
+        # a request sent before (a retry): its top Via is replaced, not added to
+        data, _ = a.manager.prepare_request_data(request, b.address("tcp"), branch="z9hG4bKtwo")
+        vias = parse_message(data).via
+        assert [(v.transport, v.branch) for v in vias] == [("TCP", "z9hG4bKtwo")]
+        assert a.manager.send_nowait(data, b.address("udp")) is True
+        response, _ = await a.receive()  # the response is ours: its Via names us
+        assert response.code == 200
 
 
 async def test_connect_refused_and_timeout() -> None:

@@ -587,3 +587,29 @@ class TestSampleFifo:
         assert fifo.underruns == 2
         with pytest.raises(ValueError):
             SampleFifo(0)
+
+    def test_random_writes_and_reads_keep_the_order(self):
+        """Against a plain list: every mix of wrapping, overflowing and short operations."""
+        rng = np.random.default_rng(11)
+        fifo = SampleFifo(50)
+        model: list[int] = []
+        counter = 0
+        for _ in range(2000):
+            if rng.random() < 0.5:
+                count = int(rng.integers(0, 70))
+                samples = np.arange(counter, counter + count, dtype=np.int64).astype(np.int16)
+                counter += count
+                fifo.write(samples)
+                model = (model + samples.tolist())[-50:]
+            else:
+                count = int(rng.integers(1, 60))
+                pad = bool(rng.random() < 0.5)
+                got = fifo.read(count, pad=pad)
+                if len(model) >= count:
+                    expected, model = model[:count], model[count:]
+                elif pad:
+                    expected, model = model + [0] * (count - len(model)), []
+                else:
+                    expected = None
+                assert (got.tolist() if got is not None else None) == expected
+            assert len(fifo) == len(model)

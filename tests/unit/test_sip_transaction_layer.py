@@ -7,7 +7,9 @@ import pytest
 
 from sipsimple.core.sip.headers import ViaHeader
 from sipsimple.core.sip.message import SIPRequest, parse_message
+from sipsimple.core.sip.timers import TimerSettings
 from sipsimple.core.sip.transaction import (
+    DEFAULT_MAX_TRANSACTIONS,
     MAGIC_COOKIE,
     AckReceived,
     CancelReceived,
@@ -99,6 +101,24 @@ def test_bytes_given_with_a_request_or_ack_are_sent_as_they_are():
     assert again.data is ack_data
 
 
+def test_a_branch_given_with_a_request_keys_its_transaction():
+    """The caller that has just made the Via passes its branch: it is checked as the
+    Via's would be, and responses with it match the transaction."""
+    layer = TransactionLayer()
+    request = make_request(layer)
+    branch = request.top_via.branch
+    with pytest.raises(ValueError, match=MAGIC_COOKIE):
+        layer.send_request(request, UAS_ADDR, False, 0.0, branch="1234")
+    client = layer.send_request(request, UAS_ADDR, False, 0.0, branch=branch)
+    with pytest.raises(ValueError, match="already used"):
+        layer.send_request(make_request(layer), UAS_ADDR, False, 0.0, branch=branch)
+    layer.receive_message(parse_message(bytes(request.make_response(200))), UAS_ADDR, "udp", 0.1)
+    (event,) = drain(layer)
+    assert isinstance(event, ResponseReceived) and event.transaction is client
+    layer.handle_timer(layer.get_timer())  # timer K: the transaction ends and is forgotten
+    assert isinstance(drain(layer)[-1], TransactionTerminated) and len(layer) == 0
+
+
 def test_send_response_checks_its_arguments():
     uac, uas = TransactionLayer(), TransactionLayer()
     request = make_request(uac)
@@ -167,6 +187,16 @@ def test_identifiers_are_random_and_reproducible_with_a_seeded_rng():
 
 
 # -- limits ----------------------------------------------------------------------------
+
+
+def test_default_limit_holds_the_transactions_of_300_calls_per_second():
+    """Each call answered over UDP and ended by the peer leaves its INVITE (timer L) and
+    BYE (timer J) server transactions for 64*T1: at 300 calls/s, with room to spare."""
+    timers = TimerSettings()
+    assert timers.timeout == 64 * timers.t1
+    held = 300 * 2 * timers.timeout
+    layer = TransactionLayer()
+    assert layer.max_transactions == DEFAULT_MAX_TRANSACTIONS >= 3 * held
 
 
 def test_transaction_limit_for_requests_we_send():

@@ -493,8 +493,9 @@ class Engine:
         raise AttributeError(f"'Engine' object has no attribute {name!r}")
 
     def _port_of(self, transport: str) -> int | None:
-        if self.transport is not None and self.transport.is_running:
-            return self.transport.ports.get(transport)
+        manager = self.transport
+        if manager is not None and manager.is_running:
+            return manager.port(transport)
         return self._options[f"{transport}_port"]  # type: ignore[no-any-return]
 
     @property
@@ -687,10 +688,11 @@ class Engine:
             if transaction is None:
                 raise ValueError("an ACK needs an IP address in its Route or Request-URI")
             destination = transaction.destination
-        self.new_via(ack)
         if "Max-Forwards" not in ack.headers:
             ack.headers.add("Max-Forwards", "70")
-        data, actual = self._transport.prepare_request_data(ack, destination)
+        data, actual = self._transport.prepare_request_data(
+            ack, destination, branch=self.new_branch()
+        )
         self._layer.send_ack(transaction, ack, actual, data=data)
         self._pump()
 
@@ -720,12 +722,20 @@ class Engine:
     def _start_client(
         self, request: SIPRequest, destination: TransportAddress, client: ClientRequest
     ) -> ClientTransaction:
+        """Start a client transaction for ``request``: a new top Via (a new branch), made
+        whole by the transport as it serialises the request, once."""
         if self._state != "started":
             raise TransportError(TransportFailure.DISABLED, "the Engine is not running")
-        data, actual = self._transport.prepare_request_data(request, destination)
+        layer = self._layer
+        branch = layer.new_branch()
         try:
-            transaction = self._layer.send_request(
-                request, actual, actual.is_reliable, self.loop.time(), data=data
+            data, actual = self._transport.prepare_request_data(request, destination, branch=branch)
+        except TransportError:
+            self.new_via(request)  # the request (and a local answer to it) has its own Via
+            raise
+        try:
+            transaction = layer.send_request(
+                request, actual, actual.is_reliable, self.loop.time(), data=data, branch=branch
             )
         except TransactionLimitError as e:
             raise TransportError(TransportFailure.UNREACHABLE, str(e), destination) from None
@@ -840,7 +850,7 @@ class Engine:
             else None
         )
         try:
-            if transport.send_nowait(data, destination, server_name=server_name) is not None:
+            if transport.send_nowait(data, destination, server_name=server_name):
                 return
         except TransportError as e:
             # reported on the next turn, as a failed send task would: the caller that

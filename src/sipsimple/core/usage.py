@@ -304,7 +304,6 @@ class ClientRequest:
         self._fail(503, self._last_error or "no destination", "transport")
 
     def _send(self, request: SIPRequest, destination: TransportAddress) -> bool:
-        self.engine.new_via(request)
         self.request = request
         try:
             self.transaction = self.engine._start_client(request, destination, self)

@@ -152,6 +152,11 @@ class SampleFifo:
         capacity = self.capacity
         with self._lock:
             count = len(samples)
+            end = self._start + self._size
+            if end + count <= capacity:  # the usual write: room, and no wrap-around
+                self._buffer[end : end + count] = samples
+                self._size += count
+                return
             if count > capacity:
                 self.dropped += count - capacity
                 samples = samples[count - capacity :]
@@ -171,6 +176,12 @@ class SampleFifo:
         """The next ``count`` samples; if fewer are there, None (keeping them), or with
         ``pad`` what there is followed by silence."""
         with self._lock:
+            start = self._start
+            if self._size >= count and start + count <= self.capacity:
+                # the usual read: all there, in one piece
+                self._start = (start + count) % self.capacity
+                self._size -= count
+                return self._buffer[start : start + count].copy()
             if self._size < count:
                 self.underruns += 1
                 if not pad:

@@ -434,7 +434,8 @@ class AudioTransport:
         frames, skipped = self._pacer.advance(now)
         self._send_frames(now, frames, skipped)
         self._receive_frames(now, frames)
-        self._timer = loop.call_at(self._pacer.deadline, self._tick)
+        if self._started and self._clock is None:  # an observer may have stopped us
+            self._timer = loop.call_at(self._pacer.deadline, self._tick)
 
     def _send_frames(self, now: float, frames: int, skipped: int) -> None:
         for _ in range(frames):

@@ -203,13 +203,10 @@ class Dialog:
         self._creating_cseq = local_seq if is_uac else remote_seq
         self._rseq: int | None = None
         self._rack: tuple[int, int] | None = None
-        parameters = dict(local_identity.parameters)
-        parameters["tag"] = id.local_tag
-        self._from = FrozenFromHeader(local_identity.uri, local_identity.display_name, parameters)
-        parameters = dict(remote_identity.parameters)
-        if id.remote_tag is not None:
-            parameters["tag"] = id.remote_tag
-        self._to = FrozenToHeader(remote_identity.uri, remote_identity.display_name, parameters)
+        # From and To of the requests we send, made with the first one (many dialogs,
+        # answered calls ended by the peer, never send any)
+        self._from: FrozenFromHeader | None = None
+        self._to: FrozenToHeader | None = None
 
     def __repr__(self) -> str:
         return f"<Dialog {self.id.call_id} {self.id.local_tag}/{self.id.remote_tag} {self.state}>"
@@ -370,6 +367,8 @@ class Dialog:
         body: bytes,
     ) -> SIPRequest:
         request_uri, routes = self._target()
+        if self._from is None or self._to is None:
+            self._from, self._to = self._identities()
         pairs: list[tuple[str, Any]] = [
             ("Max-Forwards", "70"),
             ("From", self._from),
@@ -382,6 +381,17 @@ class Dialog:
             pairs.append(("Contact", contact))
         pairs += iter_pairs(headers)
         return SIPRequest(method, request_uri, pairs, body)
+
+    def _identities(self) -> tuple[FrozenFromHeader, FrozenToHeader]:
+        """From and To of our requests: the identities with the dialog's tags."""
+        local, remote, id = self.local_identity, self.remote_identity, self.id
+        parameters = dict(local.parameters)
+        parameters["tag"] = id.local_tag
+        sender = FrozenFromHeader(local.uri, local.display_name, parameters)
+        parameters = dict(remote.parameters)
+        if id.remote_tag is not None:
+            parameters["tag"] = id.remote_tag
+        return sender, FrozenToHeader(remote.uri, remote.display_name, parameters)
 
     def _target(self) -> tuple[Any, list[FrozenRouteHeader]]:
         """(Request-URI, Route values) from the route set and the remote target."""

@@ -1095,8 +1095,10 @@ def _validate(headers: SIPHeaders, method: str | None) -> None:
         cache["max-forwards"] = found
     if method is not None and cseq.method != method:
         raise SIPParseError(f"CSeq method {cseq.method} does not match request method {method}")
-    for memo, text, value in learned:
-        memo.remember(text, value)
+    for memo, text, value in learned:  # Memo.remember, without a call per value
+        if len(memo) >= memo.limit:
+            memo.clear()
+        memo[text] = value
 
 
 _FROM_MEMO = FrozenFromHeader._memo

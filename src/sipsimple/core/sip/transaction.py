@@ -62,6 +62,7 @@ from sipsimple.core.sip.message import SIPRequest, SIPResponse
 from sipsimple.core.sip.timers import TimerSettings
 
 __all__ = [
+    "DEFAULT_MAX_TRANSACTIONS",
     "MAGIC_COOKIE",
     "AckReceived",
     "CancelReceived",
@@ -97,6 +98,9 @@ MAGIC_COOKIE = "z9hG4bK"
 """Branches starting with this were made by an RFC 3261 client (section 8.1.1.7)."""
 
 Address = tuple[str, int]
+
+DEFAULT_MAX_TRANSACTIONS = 65536
+"""The TransactionLayer's default bound on the transactions it holds at once."""
 
 
 class TransactionError(SIPCoreError):
@@ -421,7 +425,7 @@ class Transaction:
 class ClientTransaction(Transaction):
     """A client transaction: sends its request to ``destination`` until answered."""
 
-    __slots__ = ("_data", "destination", "internal", "last_response")
+    __slots__ = ("_data", "_key", "destination", "internal", "last_response")
 
     def __init__(
         self,
@@ -431,12 +435,14 @@ class ClientTransaction(Transaction):
         reliable: bool,
         internal: bool = False,
         data: bytes | None = None,
+        key: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(layer, request, reliable)
         self.destination = destination
         self.internal = internal
         self.last_response: SIPResponse | None = None
         self._data = bytes(request) if data is None else data
+        self._key = (request.top_via.branch, self.method) if key is None else key
 
     def _send_request(self) -> None:
         self._layer._transmit(self._data, self.destination, self)
@@ -851,15 +857,19 @@ class TransactionLayer:
 
     ``max_transactions`` bounds the transactions held at once: past it, send_request
     raises TransactionLimitError and new requests are answered 503 statelessly (a
-    RequestRejected event says so). ``rng`` is the random source of branches, tags and
-    Call-IDs (a seeded random.Random in tests; by default the system's).
+    RequestRejected event says so). Over UDP a transaction is held 64*T1 after its
+    final response (timers J and L), so a call answered and ended by the peer holds two
+    for 32 s: the default allows about 1000 such calls per second (a few hundred MB at
+    most), far more than the CPU takes; 10000 made 157 calls/s the ceiling. ``rng`` is
+    the random source of branches, tags and Call-IDs (a seeded random.Random in tests;
+    by default the system's).
     """
 
     def __init__(
         self,
         *,
         timers: TimerSettings | None = None,
-        max_transactions: int = 10000,
+        max_transactions: int = DEFAULT_MAX_TRANSACTIONS,
         rng: random.Random | None = None,
     ) -> None:
         if max_transactions < 1:
@@ -905,6 +915,7 @@ class TransactionLayer:
         now: float,
         *,
         data: bytes | None = None,
+        branch: str | None = None,
     ) -> ClientTransaction:
         """Start a client transaction for ``request`` (not ACK: see send_ack).
 
@@ -912,12 +923,15 @@ class TransactionLayer:
         transaction of this layer uses (new_branch() makes one). ``data`` is
         ``bytes(request)`` when the caller has it already (the transport serialised the
         request as it finalised the Via): it is sent as it is, never serialised again.
+        ``branch`` is that Via's branch when the caller has just made it: the layer then
+        does not parse the Via back to read it.
         """
         if not isinstance(request, SIPRequest):
             raise TypeError(f"send_request() needs a SIPRequest, not {type(request).__name__}")
         if request.method == "ACK":
             raise ValueError("an ACK has no client transaction: send it with send_ack()")
-        branch = request.top_via.branch
+        if branch is None:
+            branch = request.top_via.branch
         if not branch or not branch.startswith(MAGIC_COOKIE):
             raise ValueError(
                 f"the top Via of a request needs a branch starting with {MAGIC_COOKIE}, "
@@ -932,7 +946,7 @@ class TransactionLayer:
                 f"max_transactions={self.max_transactions} transactions"
             )
         cls = InviteClientTransaction if request.method == "INVITE" else NonInviteClientTransaction
-        transaction = cls(self, request, destination, reliable, data=data)
+        transaction = cls(self, request, destination, reliable, data=data, key=key)
         self._clients[key] = transaction
         self._count += 1
         transaction._start(now)
@@ -1032,7 +1046,6 @@ class TransactionLayer:
         self, request: SIPRequest, source: Address, transport: str, now: float
     ) -> None:
         via = request.top_via
-        destination = _response_destination(via, source, transport)
         method = request.method
         branch = via.branch
         if branch is not None and branch.startswith(MAGIC_COOKIE):
@@ -1048,6 +1061,7 @@ class TransactionLayer:
         if method == "ACK":
             self._receive_ack(request)
             return
+        destination = _response_destination(via, source, transport)
         if self._count >= self.max_transactions:
             self._reject(request, destination, source)
             return
@@ -1185,12 +1199,12 @@ class TransactionLayer:
             self._events.append(event)
 
     def _start_cancel(self, invite: InviteClientTransaction, now: float) -> None:
-        cancel = build_cancel(invite.request)
-        key = (invite.branch, "CANCEL")
+        key = (invite._key[0], "CANCEL")
         if key in self._clients:
             return
+        cancel = build_cancel(invite.request)
         transaction = NonInviteClientTransaction(
-            self, cancel, invite.destination, invite.reliable, internal=True
+            self, cancel, invite.destination, invite.reliable, internal=True, key=key
         )
         self._clients[key] = transaction  # type: ignore[index]
         self._count += 1
@@ -1201,9 +1215,9 @@ class TransactionLayer:
         """Drop a terminated transaction from the tables and tell the TU."""
         self._count -= 1
         if isinstance(transaction, ClientTransaction):
-            key = (transaction.branch, transaction.method)
-            if self._clients.get(key) is transaction:  # type: ignore[arg-type]
-                del self._clients[key]  # type: ignore[arg-type]
+            key = transaction._key
+            if self._clients.get(key) is transaction:
+                del self._clients[key]
             if transaction.internal:
                 return
         else:

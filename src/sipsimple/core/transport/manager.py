@@ -53,6 +53,7 @@ from sipsimple.core.transport.errors import (
 from sipsimple.core.transport.routing import (
     response_destination,
     sent_by,
+    set_top_via,
     stamp_received,
     stamp_sent_by,
 )
@@ -77,6 +78,8 @@ _BAD_INPUT_LOGS = 20  # log records about bad input per window; the rest are cou
 _BAD_INPUT_WINDOW = 10.0
 _MAPPED_ADDRESSES = 1024
 _ROUTE_CACHE = 256
+_SOURCE_CACHE = 1024  # TransportAddresses of recent UDP peers, per socket
+_KEEPALIVE_START = (b"\r", b"\n", b"")
 
 
 @dataclass
@@ -150,6 +153,10 @@ class TransportManager:
     def ports(self) -> dict[str, int]:
         """{"udp": port, "tcp": port, "tls": port} for the transports that are on."""
         return dict(self._ports)
+
+    def port(self, transport: str) -> int | None:
+        """The port of ``transport`` ("udp", "tcp" or "tls"), None when it is off."""
+        return self._ports.get(transport)
 
     @property
     def local_addresses(self) -> list[TransportAddress]:
@@ -262,27 +269,41 @@ class TransportManager:
         return self.prepare_request_data(request, destination)[1]
 
     def prepare_request_data(
-        self, request: SIPRequest, destination: TransportAddress
+        self, request: SIPRequest, destination: TransportAddress, *, branch: str | None = None
     ) -> tuple[bytes, TransportAddress]:
         """:meth:`prepare_request`, and the request's bytes as finalised (serialised once:
-        what the caller keeps for retransmissions and gives to :meth:`send_nowait`)."""
+        what the caller keeps for retransmissions and gives to :meth:`send_nowait`).
+
+        With ``branch`` the top Via is made here, whole, with that branch (added, or put
+        in place of the top one): the caller has no Via to make first, and nothing is
+        formatted, parsed back and formatted again.
+        """
         transport = destination.transport
         self._check_enabled(transport, destination)
         local_host = self._local_host(destination)
-        self._stamp(request, transport, local_host)
+        self._stamp(request, transport, local_host, branch)
         data = bytes(request)
         if transport == "udp" and len(data) > self.settings.size_threshold and "tcp" in self._ports:
             destination = destination.with_transport("tcp")
-            self._stamp(request, "tcp", local_host)
+            self._stamp(request, "tcp", local_host, branch)
             data = bytes(request)
         return data, destination
 
-    def _stamp(self, request: SIPRequest, transport: str, host: str) -> None:
+    def _stamp(self, request: SIPRequest, transport: str, host: str, branch: str | None) -> None:
         port = self._ports[transport]
-        try:
-            stamp_sent_by(request, transport, host, port, add_rport=self.settings.add_rport)
-        except SIPParseError as e:
-            raise ValueError(f"the request needs a valid top Via with its branch: {e}") from None
+        add_rport = self.settings.add_rport
+        if branch is not None:
+            parameters: dict[str, str | None] = {"branch": branch}
+            if add_rport:
+                parameters["rport"] = None
+            set_top_via(request, FrozenViaHeader(transport.upper(), host, port, parameters))
+        else:
+            try:
+                stamp_sent_by(request, transport, host, port, add_rport=add_rport)
+            except SIPParseError as e:
+                raise ValueError(
+                    f"the request needs a valid top Via with its branch: {e}"
+                ) from None
         self._sent_by.add((host, port))
 
     async def send(
@@ -321,7 +342,7 @@ class TransportManager:
         else:
             raise TypeError(f"cannot send a {type(message).__name__}")
         if destination.transport == "udp":
-            used = self._send_datagram(data, destination)
+            used = _address_from(destination, self._send_datagram(data, destination))
         else:
             connection = await self._connection_for(destination, server_name)
             connection.write(data)
@@ -332,28 +353,26 @@ class TransportManager:
 
     def send_nowait(
         self, data: bytes, destination: TransportAddress, *, server_name: str | None = None
-    ) -> TransportAddress | None:
+    ) -> bool:
         """Send prepared bytes at once when no connection has to be opened for them.
 
         Over UDP, or over a TCP/TLS connection that is open (``destination``'s own or
-        the one kept for that peer), the bytes go out now and the address they went to
-        is returned, as :meth:`send` would; otherwise nothing is sent and None says that
-        ``await send(data, destination)`` must open a connection. Raises TransportError
-        as :meth:`send` does. This is the sending path of the Engine: no task per message.
+        the one kept for that peer), the bytes go out now: True. Otherwise nothing is
+        sent and False says that ``await send(data, destination)`` must open a
+        connection. Raises TransportError as :meth:`send` does. This is the Engine's
+        sending path: no task, no coroutine per message.
         """
         if self._loop is None:
             raise RuntimeError("the transport manager is not running")
         if destination.transport == "udp":
-            used = self._send_datagram(data, destination)
+            self._send_datagram(data, destination)
         else:
             connection = self._open_connection(destination, server_name)
             if connection is None:
-                return None
+                return False
             connection.write(data)
-            assert connection.address is not None
-            used = connection.address
         self.statistics.messages_sent += 1
-        return used
+        return True
 
     def _response_target(
         self, response: SIPResponse, source: TransportAddress | None
@@ -372,8 +391,10 @@ class TransportManager:
         except SIPParseError as e:
             raise TransportError(TransportFailure.INVALID_DESTINATION, str(e), source) from None
 
-    def _send_datagram(self, data: bytes, destination: TransportAddress) -> TransportAddress:
-        self._check_enabled("udp", destination)
+    def _send_datagram(self, data: bytes, destination: TransportAddress) -> UDPEndpoint:
+        """Send one datagram; the endpoint (socket) it left from."""
+        if "udp" not in self._ports:
+            raise TransportError(TransportFailure.DISABLED, "udp is off", destination)
         endpoint = self._endpoint_for(destination)
         if endpoint is None:
             family = "IPv6" if destination.is_ipv6 else "IPv4"
@@ -385,15 +406,18 @@ class TransportManager:
         loss = self.packet_loss
         if loss is None or not loss.drop_sent():
             endpoint.send(data, destination.host, destination.port)
-        if destination.local == endpoint.local:
-            return destination
-        return TransportAddress("udp", destination.host, destination.port, endpoint.local)
+        return endpoint
 
     def _endpoint_for(self, destination: TransportAddress) -> UDPEndpoint | None:
+        udp = self._udp
+        local = destination.local
+        if len(udp) == 1 and (local is None or udp[0].local == local):
+            endpoint = udp[0]  # the common case: one socket, of the destination's family
+            return endpoint if (":" in endpoint.local[0]) == (":" in destination.host) else None
         ipv6 = destination.is_ipv6
         fallback = None
-        for endpoint in self._udp:
-            if destination.local is not None and endpoint.local == destination.local:
+        for endpoint in udp:
+            if local is not None and endpoint.local == local:
                 return endpoint
             if fallback is None and (":" in endpoint.local[0]) == ipv6:
                 fallback = endpoint
@@ -566,18 +590,24 @@ class TransportManager:
         loss = self.packet_loss
         if loss is not None and loss.drop_received():
             return
-        try:
-            source = TransportAddress("udp", addr[0], addr[1], endpoint.local)
-        except ValueError:
-            self.statistics.datagrams_dropped += 1
-            return
+        sources = endpoint.sources
+        source = sources.get(addr)
+        if source is None:
+            try:
+                source = TransportAddress("udp", addr[0], addr[1], endpoint.local)
+            except ValueError:
+                self.statistics.datagrams_dropped += 1
+                return
+            if len(sources) >= _SOURCE_CACHE:
+                sources.clear()
+            sources[addr] = source
         if self.trace is not None:
             self._trace(True, "udp", (source.host, source.port), endpoint.local, data)
         if len(data) > self.settings.max_datagram_size:
             self.statistics.datagrams_dropped += 1
             self._log_bad("dropped a %d byte datagram from %s", len(data), source)
             return
-        if not data.strip(b"\r\n"):
+        if data[:1] in _KEEPALIVE_START and not data.strip(b"\r\n"):
             return  # a CRLF keep-alive datagram
         try:
             message = parse_message(data)
@@ -831,3 +861,10 @@ def _bound_socket(name: str, host: str, port: int, *, optional: bool) -> socket.
             return None
         raise
     return sock
+
+
+def _address_from(destination: TransportAddress, endpoint: UDPEndpoint) -> TransportAddress:
+    """``destination`` as the address a datagram went to: with the local socket's address."""
+    if destination.local == endpoint.local:
+        return destination
+    return TransportAddress("udp", destination.host, destination.port, endpoint.local)

@@ -8,6 +8,7 @@
 - :func:`response_destination`: where a response goes when the connection of its
   request is gone or the transport is UDP (18.2.2, RFC 3581 section 4).
 - :func:`sent_by`: the (host, port) of a Via, to check that a response is ours (18.1.2).
+- :func:`set_top_via`: put a Via at the top, in place of the one there.
 """
 
 from __future__ import annotations
@@ -23,13 +24,18 @@ from sipsimple.core.transport.address import (
     canonical_ip,
 )
 
-__all__ = ["response_destination", "sent_by", "stamp_received", "stamp_sent_by"]
+__all__ = ["response_destination", "sent_by", "set_top_via", "stamp_received", "stamp_sent_by"]
 
 
-def _replace_top_via(message: SIPMessage, via: FrozenViaHeader) -> None:
-    values: list[object] = list(message.headers.getall("Via"))
+def set_top_via(message: SIPMessage, via: FrozenViaHeader) -> None:
+    """Put ``via`` in place of the top Via of ``message``, or add it when there is none."""
+    headers = message.headers
+    if "Via" not in headers:
+        headers.set("Via", via)
+        return
+    values: list[object] = list(headers.getall("Via"))
     values[0] = via
-    message.headers.set("Via", values)
+    headers.set("Via", values)
 
 
 def _without(parameters: object, *names: str) -> dict[str, str | None]:
@@ -55,9 +61,7 @@ def stamp_sent_by(
     parameters = dict(via.parameters)
     if add_rport and via.rport is None:
         parameters["rport"] = None
-    _replace_top_via(
-        message, FrozenViaHeader(transport.upper(), host, port, parameters, via.protocol)
-    )
+    set_top_via(message, FrozenViaHeader(transport.upper(), host, port, parameters, via.protocol))
 
 
 def stamp_received(message: SIPMessage, source_host: str, source_port: int) -> None:
@@ -70,7 +74,7 @@ def stamp_received(message: SIPMessage, source_host: str, source_port: int) -> N
     parameters["received"] = source_host
     if rport is True:
         parameters["rport"] = str(source_port)
-    _replace_top_via(
+    set_top_via(
         message, FrozenViaHeader(via.transport, via.host, via.port, parameters, via.protocol)
     )
 

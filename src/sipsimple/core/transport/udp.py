@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sipsimple.core.transport.address import TransportAddress
     from sipsimple.core.transport.manager import TransportManager
 
 __all__ = ["UDPEndpoint"]
@@ -21,6 +22,9 @@ class UDPEndpoint(asyncio.DatagramProtocol):
         self._manager = manager
         self._transport: asyncio.DatagramTransport | None = None
         self.local: tuple[str, int] = ("", 0)
+        self.sources: dict[tuple[Any, ...], TransportAddress] = {}
+        """The TransportAddress of each recent peer (the manager's cache: one per datagram
+        would be built and validated again and again)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
