@@ -15,6 +15,16 @@ from sipsimple.streams.msrp.chat import (
     CPIMIdentity,
     CPIMMessage,
 )
+from sipsimple.streams.msrp.desktop import (
+    DesktopSharingHandlerBase,
+    DesktopSharingStream,
+    ExternalVNCServerHandler,
+    ExternalVNCViewerHandler,
+    IDesktopSharingHandler,
+    InternalVNCServerHandler,
+    InternalVNCViewerHandler,
+    VNCConnectionError,
+)
 from sipsimple.streams.msrp.filetransfer import FileTransferStream
 
 __all__ = [
@@ -24,8 +34,16 @@ __all__ = [
     "ChatMessage",
     "ChatStream",
     "ChatStreamError",
+    "DesktopSharingHandlerBase",
+    "DesktopSharingStream",
+    "ExternalVNCServerHandler",
+    "ExternalVNCViewerHandler",
     "FileSelector",
     "FileTransferStream",
+    "IDesktopSharingHandler",
+    "InternalVNCServerHandler",
+    "InternalVNCViewerHandler",
     "MSRPStreamBase",
     "MSRPStreamError",
+    "VNCConnectionError",
 ]
