@@ -1,6 +1,7 @@
 """Every notification the spec documents for the classes of issue 5 (SIPApplication,
-SessionManager/Session, IMediaStream, AccountManager, Account, BonjourAccount) is
-posted somewhere in the suite, with the data fields the spec lists for it.
+SessionManager/Session, IMediaStream, AccountManager, Account, BonjourAccount) and for
+the desktop sharing handlers is posted somewhere in the suite, with the data fields the
+spec lists for it.
 
 The record is made by the session fixture in tests/conftest.py (RemoteSDK children
 included); this module runs last. The check means something only when the whole suite
@@ -25,6 +26,9 @@ SPEC_CLASSES = (
     "AccountManager",
     "Account",
     "BonjourAccount",
+    "IDesktopSharingHandler",
+    "InternalVNCViewerHandler",
+    "InternalVNCServerHandler",
 )
 
 # name -> the data fields the spec lists (every notification also has "timestamp"),
@@ -88,6 +92,8 @@ SPEC_NOTIFICATIONS: dict[str, set[str]] = {
     "BonjourAccountRegistrationDidSucceed": {"name", "transport"},
     "BonjourAccountWillInitateDiscovery": {"transport"},
     "BonjourAccountWillRegister": {"transport"},
+    "DesktopSharingHandlerDidFail": {"context", "failure", "reason"},
+    "DesktopSharingStreamGotData": {"data"},
 }
 
 # Fields the spec says are present only sometimes: they must be seen at least once.
