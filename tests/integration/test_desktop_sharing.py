@@ -53,11 +53,14 @@ def closed_port() -> int:
 
 @contextlib.asynccontextmanager
 async def started_pair(
-    viewer_handler: Any, server_handler: Any | None = None
+    viewer_handler: Any,
+    server_handler: Any | None = None,
+    viewer_class: type[DesktopSharingStream] = DesktopSharingStream,
 ) -> AsyncIterator[tuple[DesktopSharingStream, DesktopSharingStream, NotificationQueue]]:
-    """Alice's viewer stream offers, Bob's stream answers (with ``server_handler`` put
-    in place of the one new_from_sdp chose); both started, ended on the way out."""
-    alice = DesktopSharingStream(account("alice"), viewer_handler)
+    """Alice's viewer stream (a ``viewer_class``) offers, Bob's stream answers (with
+    ``server_handler`` put in place of the one new_from_sdp chose); both started, ended
+    on the way out."""
+    alice = viewer_class(account("alice"), viewer_handler)
     await initialize(alice, session("alice", "bob"), "outgoing")
     offer = sdp(alice.get_local_media(True))
     bob = DesktopSharingStream.new_from_sdp(account("bob"), offer, 0)
@@ -232,6 +235,66 @@ async def test_sending_from_another_thread_keeps_the_order() -> None:
 
         await asyncio.to_thread(send_all)
         assert await collect(queue, server, 80_000) == b"".join(chunks)
+
+
+async def test_a_stream_ends_while_its_handler_reads_nothing() -> None:
+    """A full incoming queue holds the MSRP reader; end() lets it go at once."""
+
+    class OneSlot(DesktopSharingStream):
+        queue_size = 1
+
+    viewer = ExternalVNCViewerHandler(("127.0.0.1", 0), connect_timeout=60)  # nobody comes
+    server = InternalVNCServerHandler()
+    async with started_pair(viewer, server, OneSlot) as (alice, _bob, _queue):
+        server.send(os.urandom(1024 * 1024))
+        async with asyncio.timeout(10):
+            while not alice.incoming_queue.full():
+                await asyncio.sleep(0.01)
+        alice.close_timeout = 60  # a reader still held would keep end() that long
+    assert viewer.closed
+
+
+@pytest.mark.parametrize("rfbsetup", [None, "passive"])
+async def test_an_answer_may_leave_out_its_role(rfbsetup: str | None) -> None:
+    alice = DesktopSharingStream(account("alice"), InternalVNCViewerHandler())
+    await initialize(alice, session("alice", "bob"), "outgoing")
+    offer = sdp(alice.get_local_media(True))
+    bob = DesktopSharingStream.new_from_sdp(account("bob"), offer, 0)
+    assert bob is not None
+    await initialize(bob, session("bob", "alice"), "incoming")
+    local = bob.get_local_media(False)
+    attributes = [a for a in local.attributes if a.name != "rfbsetup"]
+    if rfbsetup is not None:
+        attributes.append(SDPAttribute("rfbsetup", rfbsetup))
+    local.attributes = attributes
+    reply = answer(offer, local)
+    with NotificationQueue() as queue:
+        bob.start(reply, offer, 0)
+        alice.start(offer, reply, 0)
+        await queue.wait_for("MediaStreamDidStart", lambda n: n.sender is alice, 10)
+        alice.end()
+        bob.end()
+        await queue.wait_for("MediaStreamDidEnd", lambda n: n.sender is alice, 10)
+        await queue.wait_for("MediaStreamDidEnd", lambda n: n.sender is bob, 10)
+
+
+async def test_an_answer_taking_our_role_fails_the_stream() -> None:
+    alice = DesktopSharingStream(account("alice"), InternalVNCViewerHandler())
+    await initialize(alice, session("alice", "bob"), "outgoing")
+    offer = sdp(alice.get_local_media(True))
+    bob = DesktopSharingStream(account("bob"), InternalVNCViewerHandler())
+    bob._take_offer(offer.media[0])
+    await initialize(bob, session("bob", "alice"), "incoming")
+    reply = answer(offer, bob.get_local_media(False))
+    with NotificationQueue() as queue:
+        alice.start(offer, reply, 0)
+        failed = await queue.wait_for("MediaStreamDidFail", lambda n: n.sender is alice, 10)
+        assert failed.data.context == "start"
+        assert "both ends want the RFB role active" in failed.data.reason
+        alice.end()
+        bob.end()
+        await queue.wait_for("MediaStreamDidEnd", lambda n: n.sender is alice, 10)
+        await queue.wait_for("MediaStreamDidEnd", lambda n: n.sender is bob, 10)
 
 
 # -- failures ----------------------------------------------------------------------------------

@@ -465,7 +465,9 @@ class DesktopSharingStream(MSRPStreamBase):
         return [SDPAttribute("rfbsetup", self.handler.type)]
 
     def _check_remote_media(self, media: Any) -> None:
-        remote_role = media.attributes.getfirst("rfbsetup", "active")
+        remote_role = media.attributes.getfirst("rfbsetup")
+        if remote_role is None:
+            return  # a peer that does not say takes the other role
         if remote_role not in _ROLES:
             raise MSRPStreamError(f"the peer's a=rfbsetup is invalid: {remote_role!r}")
         if remote_role == self.handler.type:
@@ -490,7 +492,12 @@ class DesktopSharingStream(MSRPStreamBase):
             handler.initialize(self)
         except Exception as error:
             log.exception("%r failed to initialize %r", self, handler)
-            self._fail(f"the desktop sharing handler failed: {error}", "initialize")
+            self._fail(f"the desktop sharing handler failed: {error}", "start")
+
+    def _NH_MediaStreamWillEnd(self, notification: Any) -> None:
+        queue = self.incoming_queue  # unblock a reader waiting for room: nobody will read
+        while not queue.empty():
+            queue.get_nowait()
 
     def _NH_DesktopSharingHandlerDidFail(self, notification: Any) -> None:
         data = notification.data
@@ -533,7 +540,7 @@ class DesktopSharingStream(MSRPStreamBase):
             )
 
     def _handle_SEND(self, event: Any) -> Any:
-        if isinstance(event, MessageDataReceived) and event.data:
+        if isinstance(event, MessageDataReceived) and event.data and self.state == "started":
             return self.incoming_queue.put(event.data)
         return None
 
