@@ -18,6 +18,7 @@ from sipsimple.streams import MediaStreamRegistry
 from sipsimple.streams.msrp import (
     ChatStream,
     ChatStreamError,
+    DesktopSharingStream,
     FileTransferStream,
     MSRPStreamBase,
     MSRPStreamError,
@@ -48,7 +49,7 @@ CHAT_OFFER = media(("path", PATH), ("accept-types", "message/cpim text/plain"))
 
 def test_the_streams_are_registered_file_transfer_first() -> None:
     registered = [cls for cls in MediaStreamRegistry() if issubclass(cls, MSRPStreamBase)]
-    assert registered == [FileTransferStream, ChatStream]
+    assert registered == [FileTransferStream, ChatStream, DesktopSharingStream]
     assert ChatStream.type == "chat" and FileTransferStream.type == "file-transfer"
     with pytest.raises(TypeError):
         MSRPStreamBase(account("alice"))  # abstract: new_from_sdp is missing
