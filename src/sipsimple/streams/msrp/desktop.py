@@ -501,7 +501,8 @@ class DesktopSharingStream(MSRPStreamBase):
 
     def _NH_DesktopSharingHandlerDidFail(self, notification: Any) -> None:
         data = notification.data
-        self._fail(getattr(data, "reason", None) or "the handler failed", data.context)
+        reason = getattr(data, "reason", None) or "the desktop sharing handler failed"
+        self._fail(reason, getattr(data, "context", None) or "reading")
 
     async def _send(self) -> None:
         queue = self.outgoing_queue
