@@ -173,7 +173,10 @@ class _Frozen:
 
     def _init(self, **values: Any) -> None:
         for name, value in values.items():
-            object.__setattr__(self, name, value)
+            _set(self, name, value)
+
+
+_set = object.__setattr__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +266,8 @@ class FrozenSDPAttribute(_Frozen, BaseSDPAttribute):
     __slots__ = ("name", "value")
 
     def __init__(self, name: str, value: str = "") -> None:
-        self._init(name=name, value=value)
+        _set(self, "name", name)
+        _set(self, "value", value)
 
     @classmethod
     def new(cls, attribute: BaseSDPAttribute) -> FrozenSDPAttribute:
@@ -316,7 +320,10 @@ class FrozenSDPAttributeList(_AttributeLookup, tuple[FrozenSDPAttribute, ...]):
     __hash__ = tuple.__hash__
 
     def __new__(cls, attributes: Iterable[BaseSDPAttribute] = ()) -> Self:
-        return super().__new__(cls, (FrozenSDPAttribute.new(a) for a in attributes))
+        frozen = FrozenSDPAttribute
+        return super().__new__(
+            cls, [a if type(a) is frozen else frozen(a.name, a.value) for a in attributes]
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +369,8 @@ class FrozenSDPBandwidthInfo(_Frozen, BaseSDPBandwidthInfo):
     __slots__ = ("modifier", "value")
 
     def __init__(self, modifier: str, value: int) -> None:
-        self._init(modifier=modifier, value=value)
+        _set(self, "modifier", modifier)
+        _set(self, "value", value)
 
     @classmethod
     def new(cls, info: BaseSDPBandwidthInfo) -> FrozenSDPBandwidthInfo:
@@ -400,7 +408,10 @@ class FrozenSDPBandwidthInfoList(_BandwidthLookup, tuple[FrozenSDPBandwidthInfo,
     __hash__ = tuple.__hash__
 
     def __new__(cls, infos: Iterable[BaseSDPBandwidthInfo] = ()) -> Self:
-        return super().__new__(cls, (FrozenSDPBandwidthInfo.new(i) for i in infos))
+        frozen = FrozenSDPBandwidthInfo
+        return super().__new__(
+            cls, [i if type(i) is frozen else frozen(i.modifier, i.value) for i in infos]
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,7 +463,9 @@ class FrozenSDPConnection(_Frozen, BaseSDPConnection):
     __slots__ = ("address", "address_type", "net_type")
 
     def __init__(self, address: str, net_type: str = "IN", address_type: str = "IP4") -> None:
-        self._init(address=address, net_type=net_type, address_type=address_type)
+        _set(self, "address", address)
+        _set(self, "net_type", net_type)
+        _set(self, "address_type", address_type)
 
     @classmethod
     def new(cls, connection: BaseSDPConnection) -> FrozenSDPConnection:
