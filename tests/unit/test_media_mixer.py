@@ -463,41 +463,36 @@ def test_meshes_with_stragglers_mix_like_the_naive_sum(case):
     check_mixes(ports, slots, edges)
 
 
-def recipe_total(recipe, shared, rows):
-    """The rows (with their counts) a recipe of plan_sums adds up."""
-
-    def expand(row):
-        return Counter(shared[row - rows]) if row >= rows else Counter({row: 1})
-
-    total = expand(recipe.start)
-    for row in recipe.add:
-        total.update(expand(row))
-    for row in recipe.subtract:
-        total.subtract(expand(row))
-    return +total  # drops the rows that cancelled out
+def recipe_total(recipe, shared):
+    """The items (with their counts) a recipe of plan_sums adds up."""
+    total = Counter() if recipe.shared is None else Counter(shared[recipe.shared])
+    total.update(recipe.add)
+    total.subtract(recipe.subtract)
+    return +total  # drops the items that cancelled out
 
 
 def test_plan_sums_shares_one_sum_per_mesh():
-    # Two meshes of 50 (rows 0-49 and 50-99) and a few small sets.
+    # Two meshes of 50 (items 0-49 and 50-99) and a few small sets.
     wanted = [frozenset(range(50)) - {own} for own in range(50)]
     wanted += [frozenset(range(50, 100)) - {own} for own in range(50, 100)]
     wanted += [frozenset({3}), frozenset({4, 70})]
-    shared, recipes = plan_sums(wanted, 100)
+    shared, recipes = plan_sums(wanted)
     assert sorted(map(len, shared)) == [50, 50]
     for sources in wanted:
         recipe = recipes[sources]
-        assert recipe_total(recipe, shared, 100) == Counter(sources)
-        assert len(recipe.add) + len(recipe.subtract) <= 1
+        assert recipe_total(recipe, shared) == Counter(sources)
+        assert len(recipe.subtract) <= 1
+        assert (recipe.shared is None) == (len(sources) < 3)
 
 
 def test_plan_sums_keeps_a_drifting_shared_sum_close_to_its_sets():
-    # Each set differs from the one before by one row: one sum for all would drift.
+    # Each set differs from the one before by one item: one sum for all would drift.
     wanted = [frozenset(range(start, start + 6)) for start in range(10)]
-    shared, recipes = plan_sums(wanted, 20)
+    shared, recipes = plan_sums(wanted)
     for sources in wanted:
         recipe = recipes[sources]
-        assert recipe_total(recipe, shared, 20) == Counter(sources)
-        assert recipe.start >= 20 and not recipe.add and len(recipe.subtract) <= 2
+        assert recipe_total(recipe, shared) == Counter(sources)
+        assert recipe.shared is not None and not recipe.add and len(recipe.subtract) <= 2
     assert len(shared) > 1
 
 

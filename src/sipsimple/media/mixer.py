@@ -323,29 +323,31 @@ SHARED_SUM_SPARE = 2
 
 @dataclass(frozen=True, slots=True)
 class _Recipe:
-    """One mix, from buffer rows: ``start``, plus the ``add`` rows, less the ``subtract`` rows."""
+    """One sum: shared sum number ``shared`` (if not None), plus the ``add`` items, less
+    the ``subtract`` items."""
 
-    start: int
+    shared: int | None
     add: tuple[int, ...] = ()
     subtract: tuple[int, ...] = ()
 
 
 def plan_sums(
-    wanted: Iterable[frozenset[int]], rows: int
+    wanted: Iterable[frozenset[int]],
 ) -> tuple[list[frozenset[int]], dict[frozenset[int], _Recipe]]:
-    """How to make each wanted sum of rows (0 .. ``rows`` - 1) in few row operations.
+    """How to make each wanted sum of items (mixer slots) in few whole-frame operations.
 
-    Returns the shared sums to compute first (they become rows ``rows``, ``rows`` + 1,
-    ...) and a recipe for each wanted sum.  Sets of three rows or more that differ from
-    a shared sum by at most :data:`SHARED_SUM_SPARE` rows it has too many take that sum
-    less those rows: a full mesh (everyone hears all but themselves) is one sum of N
-    rows and N subtractions, O(N) instead of O(N^2), whether each party's own frame is
-    in its own slot or, as with a bridge used as a port, in another.  Smaller sets are
-    summed directly.  Cost: O(total size of the sets x shared sums near each).
+    Returns the shared sums to compute first and a recipe for each wanted sum.  Sets of
+    three items or more that differ from a shared sum by at most
+    :data:`SHARED_SUM_SPARE` items it has too many take that sum less those items: a
+    full mesh (everyone hears all but themselves) is one sum of N frames and N
+    subtractions, O(N) instead of O(N^2), whether each party's own frame is in its own
+    slot or, as with a bridge used as a port, in another.  Smaller sets are summed
+    directly.  The work here is set operations in C, O(total size of the sets) for a
+    mesh.
     """
     distinct = sorted(dict.fromkeys(wanted), key=len, reverse=True)
     # Largest first, so a shared sum is never smaller than a set that takes it: taking
-    # a set only if the sum then has at most SHARED_SUM_SPARE rows more than it keeps
+    # a set only if the sum then has at most SHARED_SUM_SPARE items more than it keeps
     # that bound for the (larger) sets that took it before.
     bases: list[set[int]] = []
     home: dict[frozenset[int], int] = {}
@@ -356,9 +358,10 @@ def plan_sums(
         for index, base in enumerate(bases):
             if len(base) - size > SHARED_SUM_SPARE:
                 continue
-            missing = len(sources - base)
+            missing = 0 if sources <= base else len(sources - base)
             if missing <= 1 and len(base) + missing - size <= SHARED_SUM_SPARE:
-                base |= sources
+                if missing:
+                    base |= sources
                 home[sources] = index
                 break
         else:
@@ -369,15 +372,13 @@ def plan_sums(
     for sources in distinct:
         index = home.get(sources)
         if index is None:
-            first, *rest = sorted(sources)
-            recipes[sources] = _Recipe(first, tuple(rest))
+            recipes[sources] = _Recipe(None, tuple(sorted(sources)))
         else:
-            extra = tuple(sorted(shared[index] - sources))
-            recipes[sources] = _Recipe(rows + index, (), extra)
+            recipes[sources] = _Recipe(index, (), tuple(sorted(shared[index] - sources)))
     return shared, recipes
 
 
-def _layers(steps: list[tuple[int, ...]]) -> list[tuple[slice | np.ndarray, slice | np.ndarray]]:
+def _layers(steps: list[list[int]]) -> list[tuple[slice | np.ndarray, slice | np.ndarray]]:
     """Per-mix row lists as (mixes, rows) index pairs, one pair per position: within a
     pair no mix appears twice, so ``mix[mixes] += buffer[rows]`` is exact."""
     layers = []
@@ -711,35 +712,46 @@ class AudioMixer:
                 log.exception("a callback run after the mixer's tick failed")
 
     def _build_plan(self) -> _Plan:
-        slots = sorted(self._ports)
-        producers = [slot for slot in slots if self._ports[slot].produces]
+        ports = self._ports
+        slots = sorted(ports)
+        producers = [slot for slot in slots if ports[slot].produces]
         row = {slot: index for index, slot in enumerate(producers)}
-        sets = {
-            dst: frozenset(row[src] for src in self._sources.get(dst, ()) if src in row)
+        producing = frozenset(producers)
+        nothing: frozenset[int] = frozenset()
+        sets = {  # set operations in C: a full mesh has N^2 connections
+            dst: producing.intersection(self._sources.get(dst, nothing))
             for dst in slots
-            if self._ports[dst].consumes
+            if ports[dst].consumes
         }
-        shared, recipes = plan_sums((sources for sources in sets.values() if sources), len(row))
+        shared, recipes = plan_sums(sources for sources in sets.values() if sources)
+        starts, adds, subtracts = [], [], []
+        for recipe in recipes.values():
+            plus = [row[slot] for slot in recipe.add]
+            if recipe.shared is None:
+                starts.append(plus.pop(0))
+            else:
+                starts.append(len(producers) + recipe.shared)
+            adds.append(plus)
+            subtracts.append([row[slot] for slot in recipe.subtract])
         mix_of = {sources: index for index, sources in enumerate(recipes)}
-        steps = list(recipes.values())
         buffer = np.zeros((len(producers) + len(shared), self.frame_samples), dtype=np.int32)
         silence = np.zeros(self.frame_samples, dtype=np.int16)
         silence.flags.writeable = False
         return _Plan(
             version=self._version,
-            producers=[(slot, self._ports[slot]) for slot in producers],
+            producers=[(slot, ports[slot]) for slot in producers],
             frames=[silence] * len(producers),
             silence=silence,
             buffer=buffer,
             shared=[
-                (buffer[len(producers) + index], _index(sorted(rows)))
-                for index, rows in enumerate(shared)
+                (buffer[len(producers) + index], _index(sorted(row[slot] for slot in members)))
+                for index, members in enumerate(shared)
             ],
-            starts=np.array([step.start for step in steps], dtype=np.intp),
-            adds=_layers([step.add for step in steps]),
-            subtracts=_layers([step.subtract for step in steps]),
+            starts=np.array(starts, dtype=np.intp),
+            adds=_layers(adds),
+            subtracts=_layers(subtracts),
             consumers=[
-                (dst, self._ports[dst], mix_of[sources] if sources else -1)
+                (dst, ports[dst], mix_of[sources] if sources else -1)
                 for dst, sources in sets.items()
             ],
         )
