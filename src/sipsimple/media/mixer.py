@@ -759,8 +759,11 @@ class AudioMixer:
     def _mix(self, plan: _Plan) -> None:
         frames = plan.frames
         silence = plan.silence
+        shape = silence.shape
+        version = plan.version
+        ports = self._ports
         for row, (slot, port) in enumerate(plan.producers):
-            if plan.version != self._version and self._ports.get(slot) is not port:
+            if self._version != version and ports.get(slot) is not port:
                 frames[row] = silence  # removed during this tick
                 continue
             try:
@@ -770,10 +773,8 @@ class AudioMixer:
                 frame = None
             if frame is None:
                 frame = silence
-            elif frame.shape != silence.shape or (
-                frame.dtype is not _INT16 and frame.dtype != _INT16
-            ):
-                problem = f"produce() gave {frame.dtype} {frame.shape}, not int16 {silence.shape}"
+            elif frame.shape != shape or (frame.dtype is not _INT16 and frame.dtype != _INT16):
+                problem = f"produce() gave {frame.dtype} {frame.shape}, not int16 {shape}"
                 self._port_failed(slot, port, problem)
                 frame = silence
             frames[row] = frame
@@ -795,7 +796,7 @@ class AudioMixer:
             saturated.flags.writeable = False
             mixes = list(saturated)
         for slot, port, index in plan.consumers:
-            if plan.version != self._version and self._ports.get(slot) is not port:
+            if self._version != version and ports.get(slot) is not port:
                 continue  # removed during this tick
             try:
                 port.consume(mixes[index] if index >= 0 else None)
