@@ -2,14 +2,17 @@
 
 An AudioConference holds the local device and, for each participant, the participant's
 own AudioBridge (its stream, its muted device): every nested bridge adds two relay slots,
-so the mixer mixes 3N+1 slots for N participants. The participants here are what an
+so the mixer mixes 3N+1 slots for N participants, and the mixer makes all their mixes
+from one shared sum less each one's own (O(N)). The participants here are what an
 AudioStream puts in the mixer, a MixerPort whose per-tick callback takes the frame mixed
 for it and queues the next received one (as the AudioTransport does), without the codec
-and the network. For each N it prints the CPU cost of one 20 ms tick of the mixer beside
-two figures measured in the same run: the same N MixerPorts meshed directly in one
-AudioBridge (no nesting), and the floor, one numpy sum of N stacked frames. Then the
-largest N whose tick fits in 20 ms with 50% headroom, and with the codecs on top: the
-per-participant cost of encoding and decoding one frame (Opus, PCMU) measured here too.
+and the network. For each N it prints the CPU cost (thread CPU time) of one 20 ms tick
+of the mixer beside two figures measured in the same run: the same N MixerPorts meshed
+directly in one AudioBridge (no nesting), and the floor, one numpy sum of N stacked
+frames. Then the largest N whose tick fits in 20 ms with 50% headroom, with the codecs on
+top (the per-participant cost of encoding and decoding one frame, Opus and PCMU,
+measured here too), and what a change of topology (someone joining) costs at that size:
+the mixer rebuilds its plan once, in the next tick.
 
 Run: PYTHONPATH=src python benchmarks/bench_conference.py
 """
@@ -128,7 +131,7 @@ def codec_cost(name: str) -> float:
     return per_call(lambda: (codec.encode(tone), codec.decode(payload)))
 
 
-def largest_fitting(extra: float = 0.0, limit: int = 256) -> tuple[int, float]:
+def largest_fitting(extra: float = 0.0, limit: int = 1024) -> tuple[int, float]:
     """The largest N (up to ``limit``) whose tick plus N * ``extra`` fits in BUDGET, by
     bisection: a conference of N has N^2 connections, so sizes are not probed blindly."""
 
@@ -169,6 +172,12 @@ def main() -> None:
         f"largest N mixed within 20 ms with 50% headroom: {count} "
         f"(tick {cost * 1e3:.2f} ms = {cost / PTIME:.0%} of the frame)"
     )
+    for size in (100, count):
+        mixer, _participants, _room = conference(size)
+        rebuild = per_call(mixer._build_plan)
+        print(
+            f"plan rebuilt after a join, N={size}: {rebuild * 1e3:.1f} ms (once, in the next tick)"
+        )
     for name in ("opus", "PCMU"):
         per_participant = codec_cost(name)
         count, cost = largest_fitting(per_participant)

@@ -15,7 +15,9 @@ AudioBridge
     the audio by one 20 ms frame).  So the application's bridges, which are never ports,
     leave the mixer free to close the sound device while nothing plays.  Connections
     are counted per mixer: a pair of ports that two bridges both join stays connected
-    until neither wants it.
+    until neither wants it.  A bridge of N ports makes N^2 connections, which the
+    mixer mixes as one shared sum less each port's own frame (O(N) per tick), nested
+    bridges included.
 
 WavePlayer, WaveRecorder
     A player holds one mixer slot from ``start()`` to its end.  Its plays and the

@@ -8,6 +8,12 @@ is in the conference its own device is muted both ways: the local party is heard
 hears through the conference's device only, once.  Each nested bridge relays with one
 mixer frame of delay, so participants hear each other 40 ms later than over a direct
 connection.
+
+Cost: N participants take 3N + 1 mixer slots (each stream's own, its bridge's two
+relays; the device), so the voice mixer's 254 slots hold at most 84.  The mixer makes
+every participant's mix from one sum of all less the participant's own frame, so a tick
+costs O(N) (see benchmarks/bench_conference.py); a join or a leave makes the mixer
+rebuild its plan, O(N^2) set operations in C, once.
 """
 
 from __future__ import annotations

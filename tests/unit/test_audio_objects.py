@@ -289,6 +289,54 @@ def test_a_bridge_in_a_bridge_carries_audio_both_ways(mixer, tmp_path):
     assert mixer.used_slot_count == 2  # the two players, still playing to nobody
 
 
+class Party:
+    """A conference party as an AudioStream is one: a port that talks (a tone of its
+    own) and keeps what it hears, in a bridge of its own with its muted device."""
+
+    def __init__(self, mixer, frequency):
+        self.mixer = mixer
+        self.network = MixerPort(mixer)
+        self.network.start()
+        self.consumer_slot = self.producer_slot = self.network.slot
+        self.talk = tone(frequency, 200 * FRAME)
+        self.said = 0
+        self.heard = []
+        self.device = AudioDevice(mixer, input_muted=True, output_muted=True)
+        self.bridge = AudioBridge(mixer)
+        self.bridge.add(self.device)
+        self.bridge.add(self)
+
+    def exchange(self):
+        """After a tick: take what the mixer made for this party, give it the next frame."""
+        frame = self.network.get_frame()
+        self.heard.append(np.zeros(FRAME, np.int16) if frame is None else frame)
+        self.network.put_frame(self.talk[self.said * FRAME : (self.said + 1) * FRAME])
+        self.said += 1
+
+
+def test_a_bridge_of_bridges_is_a_conference_mixed_from_one_sum(mixer):
+    # The AudioConference's shape: one bridge holding the device and each party's own
+    # bridge.  Everyone hears every other party once, and not themselves; the mixer
+    # makes all the mixes from one shared sum (O(N), not O(N^2)).
+    frequencies = [350, 620, 910, 1330, 1770, 2450]
+    parties = [Party(mixer, frequency) for frequency in frequencies]
+    room = AudioBridge(mixer)
+    room.add(AudioDevice(mixer))
+    for party in parties:
+        room.add(party.bridge)
+    for _ in range(60):
+        mixer.tick()
+        for party in parties:
+            party.exchange()
+    assert len(mixer._plan.shared) == 1
+    for party, own in zip(parties, frequencies, strict=True):
+        heard = np.concatenate(party.heard[10:])
+        assert magnitude_at(heard, own) < 1
+        for other in frequencies:
+            if other != own:
+                assert magnitude_at(heard, other) == pytest.approx(6000, rel=0.05)
+
+
 def test_slot_changes_rewire_the_port(mixer, tmp_path):
     class Moving:
         """A port that moves from slot to slot, as a stream whose transport changes."""

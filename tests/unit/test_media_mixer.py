@@ -2,6 +2,7 @@
 
 import logging
 import threading
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from sipsimple.media.mixer import (
     MixerPort,
     SampleFifo,
     SlotPort,
+    plan_sums,
     scale_volume,
 )
 
@@ -314,6 +316,192 @@ def test_full_mesh_with_a_recorder_and_a_mixed_topology():
     assert magnitude_at(side.audio(), 300) > 7800
     assert magnitude_at(side.audio(), 700) < 1
     assert magnitude_at(people[2].audio(), 1100) < 1
+
+
+class Level(SlotPort):
+    """Produces a constant level (None for silence) and keeps what it hears."""
+
+    def __init__(self, level, *, produces=True, consumes=True):
+        self.level = level
+        self.produces = produces
+        self.consumes = consumes
+        self.frames = []
+
+    def produce(self):
+        return None if self.level is None else np.full(FRAME, self.level, dtype=np.int16)
+
+    def consume(self, frame):
+        self.frames.append(frame)
+
+
+def naive_mix(levels, sources):
+    """What a port hearing ``sources`` must get: their sum, saturated once."""
+    if not sources:
+        return None
+    return int(np.clip(sum(levels[src] or 0 for src in sources), -32768, 32767))
+
+
+def check_mixes(ports, slots, edges):
+    """Every port heard exactly the naive mix of its sources on the last tick."""
+    levels = {
+        slot: port.level if port.produces else None for slot, port in zip(slots, ports, strict=True)
+    }
+    for slot, port in zip(slots, ports, strict=True):
+        if not port.consumes:
+            continue
+        expected = naive_mix(levels, [src for src, dst in edges if dst == slot])
+        frame = port.frames[-1]
+        if expected is None:
+            assert frame is None, slot
+        else:
+            assert frame.dtype == np.int16 and frame.shape == (FRAME,)
+            assert np.all(frame == expected), (slot, expected, frame[:3])
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [
+        [32767, 32767, -32768],  # the total fits, two of the mixes saturate
+        [30000, 30000, 30000, -30000],  # the total saturates, the mixes mostly do not
+        [-32768] * 5 + [32767] * 5,
+        [32767] * 40,
+        [-32768, -32768, 32767, 0, 1, -1],
+    ],
+)
+def test_full_mesh_is_sum_minus_own_saturated_once_at_full_scale(mixer, levels):
+    ports = [Level(level) for level in levels]
+    slots = [add(mixer, port) for port in ports]
+    edges = [(src, dst) for src in slots for dst in slots if src != dst]
+    for edge in edges:
+        mixer.connect_slots(*edge)
+    mixer.tick()
+    check_mixes(ports, slots, edges)
+    total = sum(levels)
+    for port, level in zip(ports, levels, strict=True):  # the same, said directly
+        assert np.all(port.frames[-1] == np.clip(total - level, -32768, 32767))
+
+
+def test_a_mesh_whose_own_frames_come_from_other_slots(mixer):
+    # As a bridge used as a port: each party speaks into one slot and listens on another.
+    levels = [32767, 20000, -5000, 12345, -32768, 7]
+    speakers = [Level(level, consumes=False) for level in levels]
+    listeners = [Level(None, produces=False) for _ in levels]
+    ports = []
+    for speaker, listener in zip(speakers, listeners, strict=True):
+        ports += [speaker, listener]
+    slots = [add(mixer, port) for port in ports]
+    said, heard = slots[0::2], slots[1::2]
+    edges = [(src, dst) for i, src in enumerate(said) for j, dst in enumerate(heard) if i != j]
+    edges += [(src, 0) for src in said]  # and the device hears everyone
+    for edge in edges:
+        mixer.connect_slots(*edge)
+    mixer.tick(2)
+    check_mixes(ports, slots, edges)
+    plan = mixer._plan
+    assert len(plan.shared) == 1 and len(plan.subtracts) == 1 and not plan.adds
+
+
+def test_sparse_graphs_sum_only_their_sources(mixer):
+    # A chain, a star, a pair listening to each other, a mesh of four with a recorder
+    # of two of them, a listener of nothing and a silent speaker.
+    levels = [1000, -2000, 30000, 30000, 5, None, 32767, -32768, 100, 200, 300, 400, 0]
+    ports = [Level(level) for level in levels]
+    slots = [add(mixer, port) for port in ports]
+    s = slots
+    edges = {(s[0], s[1]), (s[1], s[2]), (s[2], s[3])}  # chain
+    edges |= {(s[4], s[i]) for i in (0, 2, 6, 7)} | {(s[i], s[4]) for i in (2, 3, 5)}  # star
+    edges |= {(s[6], s[7]), (s[7], s[6])}
+    mesh = s[8:12]
+    edges |= {(a, b) for a in mesh for b in mesh if a != b}
+    edges |= {(s[8], s[12]), (s[9], s[12])}
+    for edge in sorted(edges):
+        mixer.connect_slots(*edge)
+    for _ in range(3):
+        mixer.tick()
+        check_mixes(ports, slots, edges)
+    mixer.disconnect_slots(s[9], s[12])
+    edges.discard((s[9], s[12]))
+    mixer.tick()
+    check_mixes(ports, slots, edges)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(min_value=3, max_value=16).flatmap(
+        lambda n: st.tuples(
+            st.lists(
+                st.one_of(
+                    st.none(),
+                    st.sampled_from([-32768, -1, 0, 1, 32767]),
+                    st.integers(-32768, 32767),
+                ),
+                min_size=n,
+                max_size=n,
+            ),
+            st.lists(st.booleans(), min_size=n, max_size=n),
+            st.sets(st.tuples(st.integers(0, 2 * n - 1), st.integers(0, 2 * n - 1)), max_size=n),
+        )
+    )
+)
+def test_meshes_with_stragglers_mix_like_the_naive_sum(case):
+    # Full meshes of parties, each talking and listening on one slot or (as a bridge
+    # used as a port does) on two, perturbed by a few connections more or less: the
+    # shapes that shared sums less a few rows are made for, and their edges.
+    levels, paired, toggled = case
+    mixer = AudioMixer(None, None, RATE)
+    ports, talks, listens = [], [], []
+    for level, pair in zip(levels, paired, strict=True):
+        if pair:
+            ports += [Level(level, consumes=False), Level(None, produces=False)]
+        else:
+            ports.append(Level(level))
+        talks.append(len(ports) - 1 - pair)
+        listens.append(len(ports) - 1)
+    slots = [add(mixer, port) for port in ports]
+    edges = {
+        (slots[talk], slots[listen])
+        for i, talk in enumerate(talks)
+        for j, listen in enumerate(listens)
+        if i != j
+    }
+    edges ^= {(slots[i], slots[j]) for i, j in toggled if i != j and max(i, j) < len(slots)}
+    for edge in sorted(edges):
+        mixer.connect_slots(*edge)
+    mixer.tick()
+    check_mixes(ports, slots, edges)
+
+
+def recipe_total(recipe, shared):
+    """The items (with their counts) a recipe of plan_sums adds up."""
+    total = Counter() if recipe.shared is None else Counter(shared[recipe.shared])
+    total.update(recipe.add)
+    total.subtract(recipe.subtract)
+    return +total  # drops the items that cancelled out
+
+
+def test_plan_sums_shares_one_sum_per_mesh():
+    # Two meshes of 50 (items 0-49 and 50-99) and a few small sets.
+    wanted = [frozenset(range(50)) - {own} for own in range(50)]
+    wanted += [frozenset(range(50, 100)) - {own} for own in range(50, 100)]
+    wanted += [frozenset({3}), frozenset({4, 70})]
+    shared, recipes = plan_sums(wanted)
+    assert sorted(map(len, shared)) == [50, 50]
+    for sources in wanted:
+        recipe = recipes[sources]
+        assert recipe_total(recipe, shared) == Counter(sources)
+        assert len(recipe.subtract) <= 1
+        assert (recipe.shared is None) == (len(sources) < 3)
+
+
+def test_plan_sums_keeps_a_drifting_shared_sum_close_to_its_sets():
+    # Each set differs from the one before by one item: one sum for all would drift.
+    wanted = [frozenset(range(start, start + 6)) for start in range(10)]
+    shared, recipes = plan_sums(wanted)
+    for sources in wanted:
+        recipe = recipes[sources]
+        assert recipe_total(recipe, shared) == Counter(sources)
+        assert recipe.shared is not None and not recipe.add and len(recipe.subtract) <= 2
+    assert len(shared) > 1
 
 
 def test_slots_are_allocated_lowest_first_and_freed():

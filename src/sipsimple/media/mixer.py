@@ -14,10 +14,13 @@ Model (as PJSIP's conference bridge)
       port's queue stays short).
 
 Cost
-    Destinations that share a source set share one sum; a full mesh (everyone hears
-    everyone else) is one sum of all frames minus each one's own frame, so it costs
-    O(N) frame operations, not O(N^2).  The plan is rebuilt only when the topology
-    changes.
+    Per tick, the frames of all producing ports are one 2-D int32 array and every mix is
+    made from it by a few whole-array numpy operations (:func:`plan_sums` says which,
+    when the topology changes): destinations that share a source set share one sum,
+    and a full mesh (everyone hears everyone else, as in a conference) is one sum of
+    all frames less each one's own, so mixing costs O(N) frame operations, not O(N^2),
+    and all mixes are saturated at once, at the end.  What remains per slot is the
+    call of its port's produce() and consume().
 
 Timing
     :meth:`AudioMixer.tick` mixes a given number of frames at once: tests and offline
@@ -41,9 +44,9 @@ import asyncio
 import heapq
 import logging
 import threading
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -64,6 +67,7 @@ __all__ = [
     "MixerStatistics",
     "SampleFifo",
     "SlotPort",
+    "plan_sums",
     "scale_volume",
 ]
 
@@ -312,15 +316,76 @@ class _RealtimeClock:
             self._handle = self._loop.call_at(self._pacer.deadline, self._wake)
 
 
-@dataclass(slots=True)
-class _Group:
-    """Destinations fed from one sum: ``direct`` ones get it, ``minus`` ones get it less
-    their own frame (the full-mesh case)."""
+# A set takes a shared sum that has at most this many rows too many (each costs one
+# subtraction); a full mesh needs one.
+SHARED_SUM_SPARE = 2
 
-    rows: slice | np.ndarray
-    direct: list[tuple[int, SlotPort]] = field(default_factory=list)
-    minus: list[tuple[int, SlotPort]] = field(default_factory=list)
-    minus_rows: slice | np.ndarray = field(default_factory=lambda: slice(0, 0))
+
+@dataclass(frozen=True, slots=True)
+class _Recipe:
+    """One sum: shared sum number ``shared`` (if not None), plus the ``add`` items, less
+    the ``subtract`` items."""
+
+    shared: int | None
+    add: tuple[int, ...] = ()
+    subtract: tuple[int, ...] = ()
+
+
+def plan_sums(
+    wanted: Iterable[frozenset[int]],
+) -> tuple[list[frozenset[int]], dict[frozenset[int], _Recipe]]:
+    """How to make each wanted sum of items (mixer slots) in few whole-frame operations.
+
+    Returns the shared sums to compute first and a recipe for each wanted sum.  Sets of
+    three items or more that differ from a shared sum by at most
+    :data:`SHARED_SUM_SPARE` items it has too many take that sum less those items: a
+    full mesh (everyone hears all but themselves) is one sum of N frames and N
+    subtractions, O(N) instead of O(N^2), whether each party's own frame is in its own
+    slot or, as with a bridge used as a port, in another.  Smaller sets are summed
+    directly.  The work here is set operations in C, O(total size of the sets) for a
+    mesh.
+    """
+    distinct = sorted(dict.fromkeys(wanted), key=len, reverse=True)
+    # Largest first, so a shared sum is never smaller than a set that takes it: taking
+    # a set only if the sum then has at most SHARED_SUM_SPARE items more than it keeps
+    # that bound for the (larger) sets that took it before.
+    bases: list[set[int]] = []
+    home: dict[frozenset[int], int] = {}
+    for sources in distinct:
+        size = len(sources)
+        if size < 3:
+            break
+        for index, base in enumerate(bases):
+            if len(base) - size > SHARED_SUM_SPARE:
+                continue
+            missing = 0 if sources <= base else len(sources - base)
+            if missing <= 1 and len(base) + missing - size <= SHARED_SUM_SPARE:
+                if missing:
+                    base |= sources
+                home[sources] = index
+                break
+        else:
+            home[sources] = len(bases)
+            bases.append(set(sources))
+    shared = [frozenset(base) for base in bases]
+    recipes: dict[frozenset[int], _Recipe] = {}
+    for sources in distinct:
+        index = home.get(sources)
+        if index is None:
+            recipes[sources] = _Recipe(None, tuple(sorted(sources)))
+        else:
+            recipes[sources] = _Recipe(index, (), tuple(sorted(shared[index] - sources)))
+    return shared, recipes
+
+
+def _layers(steps: list[list[int]]) -> list[tuple[slice | np.ndarray, slice | np.ndarray]]:
+    """Per-mix row lists as (mixes, rows) index pairs, one pair per position: within a
+    pair no mix appears twice, so ``mix[mixes] += buffer[rows]`` is exact."""
+    layers = []
+    for position in range(max(map(len, steps), default=0)):
+        pairs = [(mix, rows[position]) for mix, rows in enumerate(steps) if len(rows) > position]
+        layers.append((_index([m for m, _ in pairs]), _index([r for _, r in pairs])))
+    return layers
 
 
 @dataclass(slots=True)
@@ -329,9 +394,12 @@ class _Plan:
     producers: list[tuple[int, SlotPort]]  # (slot, port), one per buffer row
     frames: list[Frame]  # this tick's frame of each producer
     silence: Frame
-    buffer: np.ndarray  # int32, one row per producer
-    groups: list[_Group]
-    idle: list[tuple[int, SlotPort]]  # consumers with no sources
+    buffer: np.ndarray  # int32: one row per producer, then one per shared sum
+    shared: list[tuple[np.ndarray, slice | np.ndarray]]  # (buffer row, producer rows)
+    starts: np.ndarray  # the buffer row each mix starts from
+    adds: list[tuple[slice | np.ndarray, slice | np.ndarray]]  # (mixes, buffer rows)
+    subtracts: list[tuple[slice | np.ndarray, slice | np.ndarray]]
+    consumers: list[tuple[int, SlotPort, int]]  # (slot, port, mix or -1 for none)
 
 
 def _index(rows: list[int]) -> slice | np.ndarray:
@@ -339,14 +407,6 @@ def _index(rows: list[int]) -> slice | np.ndarray:
     if rows and rows == list(range(rows[0], rows[-1] + 1)):
         return slice(rows[0], rows[-1] + 1)
     return np.array(rows, dtype=np.intp)
-
-
-def _saturate(mix: np.ndarray) -> Frame:
-    np.maximum(mix, -32768, out=mix)  # two ufuncs: np.clip's wrapper costs more for a frame
-    np.minimum(mix, 32767, out=mix)
-    frame = mix.astype(np.int16)
-    frame.flags.writeable = False
-    return frame
 
 
 class _DeviceSlot(SlotPort):
@@ -652,60 +712,58 @@ class AudioMixer:
                 log.exception("a callback run after the mixer's tick failed")
 
     def _build_plan(self) -> _Plan:
-        slots = sorted(self._ports)
-        producers = [slot for slot in slots if self._ports[slot].produces]
+        ports = self._ports
+        slots = sorted(ports)
+        producers = [slot for slot in slots if ports[slot].produces]
         row = {slot: index for index, slot in enumerate(producers)}
-        consumers = [slot for slot in slots if self._ports[slot].consumes]
-        sets = {
-            dst: frozenset(src for src in self._sources.get(dst, ()) if src in row)
-            for dst in consumers
+        producing = frozenset(producers)
+        nothing: frozenset[int] = frozenset()
+        sets = {  # set operations in C: a full mesh has N^2 connections
+            dst: producing.intersection(self._sources.get(dst, nothing))
+            for dst in slots
+            if ports[dst].consumes
         }
-        shared = Counter(sources for sources in sets.values() if sources)
-        # A destination with a source set of its own that is also a producer can take a
-        # bigger shared sum that includes itself, less its own frame.
-        candidates = Counter(
-            sources | {dst}
-            for dst, sources in sets.items()
-            if sources and shared[sources] == 1 and dst in row
-        )
-        groups: dict[frozenset[int], _Group] = {}
-        idle: list[tuple[int, SlotPort]] = []
-        for dst in consumers:
-            sources = sets[dst]
-            port = self._ports[dst]
-            if not sources:
-                idle.append((dst, port))
-                continue
-            wider = sources | {dst}
-            minus = (
-                shared[sources] == 1
-                and dst in row
-                and candidates[wider] + shared.get(wider, 0) >= 2
-            )
-            key = wider if minus else sources
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = _Group(_index(sorted(row[src] for src in key)))
-            (group.minus if minus else group.direct).append((dst, port))
-        for group in groups.values():
-            group.minus_rows = _index([row[dst] for dst, _port in group.minus])
+        shared, recipes = plan_sums(sources for sources in sets.values() if sources)
+        starts, adds, subtracts = [], [], []
+        for recipe in recipes.values():
+            plus = [row[slot] for slot in recipe.add]
+            if recipe.shared is None:
+                starts.append(plus.pop(0))
+            else:
+                starts.append(len(producers) + recipe.shared)
+            adds.append(plus)
+            subtracts.append([row[slot] for slot in recipe.subtract])
+        mix_of = {sources: index for index, sources in enumerate(recipes)}
+        buffer = np.zeros((len(producers) + len(shared), self.frame_samples), dtype=np.int32)
         silence = np.zeros(self.frame_samples, dtype=np.int16)
         silence.flags.writeable = False
         return _Plan(
             version=self._version,
-            producers=[(slot, self._ports[slot]) for slot in producers],
+            producers=[(slot, ports[slot]) for slot in producers],
             frames=[silence] * len(producers),
             silence=silence,
-            buffer=np.zeros((len(producers), self.frame_samples), dtype=np.int32),
-            groups=list(groups.values()),
-            idle=idle,
+            buffer=buffer,
+            shared=[
+                (buffer[len(producers) + index], _index(sorted(row[slot] for slot in members)))
+                for index, members in enumerate(shared)
+            ],
+            starts=np.array(starts, dtype=np.intp),
+            adds=_layers(adds),
+            subtracts=_layers(subtracts),
+            consumers=[
+                (dst, ports[dst], mix_of[sources] if sources else -1)
+                for dst, sources in sets.items()
+            ],
         )
 
     def _mix(self, plan: _Plan) -> None:
         frames = plan.frames
         silence = plan.silence
+        shape = silence.shape
+        version = plan.version
+        ports = self._ports
         for row, (slot, port) in enumerate(plan.producers):
-            if plan.version != self._version and self._ports.get(slot) is not port:
+            if self._version != version and ports.get(slot) is not port:
                 frames[row] = silence  # removed during this tick
                 continue
             try:
@@ -715,36 +773,33 @@ class AudioMixer:
                 frame = None
             if frame is None:
                 frame = silence
-            elif frame.shape != silence.shape or (
-                frame.dtype is not _INT16 and frame.dtype != _INT16
-            ):
-                problem = f"produce() gave {frame.dtype} {frame.shape}, not int16 {silence.shape}"
+            elif frame.shape != shape or (frame.dtype is not _INT16 and frame.dtype != _INT16):
+                problem = f"produce() gave {frame.dtype} {frame.shape}, not int16 {shape}"
                 self._port_failed(slot, port, problem)
                 frame = silence
             frames[row] = frame
         buffer = plan.buffer
         if frames:
             # One C-level copy (and widening to int32) of all the frames, row after row.
-            np.concatenate(frames, out=buffer.reshape(-1))
-        for group in plan.groups:
-            total = buffer[group.rows].sum(axis=0, dtype=np.int32)
-            if group.minus:
-                mixes = _saturate(total - buffer[group.minus_rows])
-                self._deliver(plan, zip(group.minus, mixes, strict=True))
-            if group.direct:
-                mix = _saturate(total)
-                self._deliver(plan, ((target, mix) for target in group.direct))
-        if plan.idle:
-            self._deliver(plan, ((target, None) for target in plan.idle))
-
-    def _deliver(
-        self, plan: _Plan, deliveries: Iterable[tuple[tuple[int, SlotPort], Frame | None]]
-    ) -> None:
-        for (slot, port), frame in deliveries:
-            if plan.version != self._version and self._ports.get(slot) is not port:
+            np.concatenate(frames, out=buffer[: len(frames)].reshape(-1))
+        for out, rows in plan.shared:
+            np.add.reduce(buffer[rows], axis=0, out=out)
+        mixes: list[Frame] = []
+        if len(plan.starts):
+            mix = buffer[plan.starts]
+            for targets, rows in plan.adds:
+                mix[targets] += buffer[rows]
+            for targets, rows in plan.subtracts:
+                mix[targets] -= buffer[rows]
+            np.clip(mix, -32768, 32767, out=mix)  # one clip, at the end
+            saturated = mix.astype(np.int16)
+            saturated.flags.writeable = False
+            mixes = list(saturated)
+        for slot, port, index in plan.consumers:
+            if self._version != version and ports.get(slot) is not port:
                 continue  # removed during this tick
             try:
-                port.consume(frame)
+                port.consume(mixes[index] if index >= 0 else None)
             except Exception:
                 self._port_failed(slot, port)
 
