@@ -53,6 +53,8 @@ __all__ = ["add_call_parsers", "describe"]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+_START_STOP_TIMEOUT = 20.0  # seconds for the application to start, or to stop
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _APPLICATION = ("SIPApplicationDidStart", "SIPApplicationDidEnd")
 _REGISTRATION = ("SIPAccountRegistrationDidSucceed", "SIPAccountRegistrationDidFail")
@@ -72,10 +74,14 @@ _STREAMS = (
     "ChatStreamDidNotDeliverMessage",
     "FileTransferStreamDidFinish",
 )
-
-
-class _Stop(Exception):
-    """Ctrl-C or SIGTERM: hang up and leave."""
+_OBSERVED = (
+    *_APPLICATION,
+    *_REGISTRATION,
+    *_SESSION,
+    *_STREAMS,
+    "MediaStreamWillEnd",
+    "MediaStreamDidEnd",
+)
 
 
 def describe(stream: AudioStream) -> list[str]:
@@ -112,10 +118,6 @@ def _stream_names(streams: list[IMediaStream] | None) -> str:
     return ", ".join(stream.type for stream in streams or []) or "no streams"
 
 
-def _raise_stop(signum: int, frame: Any) -> None:
-    raise _Stop
-
-
 class _Program:
     """What call and listen share: the application on the configuration directory, a
     timeline on stdout, stdin read by a thread, and one queue on which the SIP thread's
@@ -126,9 +128,12 @@ class _Program:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.start = time.monotonic()
-        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.events: queue.SimpleQueue[tuple[str, Any]] = (
+            queue.SimpleQueue()
+        )  # put() is reentrant: signal handlers use it
         self.app = SIPApplication()
         self.timers: list[tuple[float, Callable[[], None]]] = []
+        self.ending: set[Any] = set()  # streams between MediaStreamWillEnd and DidEnd
         self.stopping = False
 
     # -- output
@@ -144,7 +149,12 @@ class _Program:
     def _notified(self, notification: Notification) -> None:
         """On the SIP thread: what must be read now (the audio figures before the
         stream goes) is read here; the rest goes to the main thread."""
+        if notification.name == "MediaStreamDidEnd":
+            self.ending.discard(notification.sender)
+            self.events.put(("stream ended", notification.sender))
+            return
         if notification.name == "MediaStreamWillEnd":
+            self.ending.add(notification.sender)
             if isinstance(notification.sender, AudioStream):
                 self.events.put(("say", describe(notification.sender)))
             return
@@ -153,6 +163,10 @@ class _Program:
                 if isinstance(stream, AudioStream):
                     self.events.put(("say", [_negotiated(stream)]))
         self.events.put(("notification", notification))
+
+    def _interrupted(self, signum: int, frame: Any) -> None:
+        """Ctrl-C or SIGTERM: the main thread hangs up (a second time: leaves)."""
+        self.events.put(("stop", signum))
 
     def _read_stdin(self) -> None:
         for line in sys.stdin:
@@ -177,9 +191,10 @@ class _Program:
 
     def run(self) -> int:
         center = NotificationCenter()
-        for name in (*_APPLICATION, *_REGISTRATION, *_SESSION, *_STREAMS, "MediaStreamWillEnd"):
+        for name in _OBSERVED:
             center.add_observer(self._notified, name=name)
-        previous = signal.signal(signal.SIGTERM, _raise_stop)
+        stop = self._interrupted
+        previous = {signum: signal.signal(signum, stop) for signum in _SIGNALS}
         try:
             try:
                 storage = FileStorage(self.args.config_dir)
@@ -195,15 +210,17 @@ class _Program:
             finally:
                 self._stop_application()
         finally:
-            signal.signal(signal.SIGTERM, previous)
-            for name in (*_APPLICATION, *_REGISTRATION, *_SESSION, *_STREAMS):
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            for name in _OBSERVED:
                 center.discard_observer(self._notified, name=name)
-            center.discard_observer(self._notified, name="MediaStreamWillEnd")
 
     def _wait_for_start(self) -> bool:
-        deadline = time.monotonic() + self.args.timeout
+        deadline = time.monotonic() + _START_STOP_TIMEOUT
         while time.monotonic() < deadline:
             event = self.next_event()
+            if event is not None and event[0] == "stop":
+                return False
             if event is None or event[0] != "notification":
                 continue
             if event[1].name == "SIPApplicationDidStart":
@@ -214,13 +231,16 @@ class _Program:
         return False
 
     def _stop_application(self) -> None:
-        self.app.stop()
-        deadline = time.monotonic() + self.args.timeout
+        """Let the streams that are ending end (a received file is saved then), then
+        stop the application."""
+        streams_deadline = time.monotonic() + _START_STOP_TIMEOUT / 2
+        deadline = time.monotonic() + _START_STOP_TIMEOUT
+        stopped = False
         while time.monotonic() < deadline:
-            try:
-                event = self.next_event()
-            except _Stop:
-                continue
+            if not stopped and (not self.ending or time.monotonic() > streams_deadline):
+                self.app.stop()
+                stopped = True
+            event = self.next_event()
             if event is None:
                 continue
             kind, value = event
@@ -329,6 +349,7 @@ class Caller(_Program):
         self.started = False
         self.file_done = args.file is None
         self.status = 0
+        self.failure: str | None = None
 
     def target(self, account: Account | BonjourAccount) -> SIPURI | None:
         text = self.args.uri
@@ -375,33 +396,10 @@ class Caller(_Program):
         self.session.connect(ToHeader(uri), None, streams)
         if self.args.timeout:
             self.later(self.args.timeout, self._no_answer)
-        try:
-            return self._loop()
-        except _Stop:
-            self._hang_up("interrupted")
-            return self._finish()
-
-    def _loop(self) -> int:
-        try:
-            while True:
-                event = self.next_event()
-                if event is not None and self._handle(*event):
-                    return self.status
-        except KeyboardInterrupt:
-            raise _Stop from None
-
-    def _finish(self) -> int:
-        """After hanging up: wait for the end of the session (Ctrl-C again: leave)."""
-        deadline = time.monotonic() + self.args.timeout
-        try:
-            while time.monotonic() < deadline:
-                event = self.next_event()
-                if event is not None and self._handle(*event):
-                    return self.status
-        except (KeyboardInterrupt, _Stop):
-            pass
-        self.error("the session did not end in time")
-        return EXIT_FAILED
+        while True:
+            event = self.next_event()
+            if event is not None and self._handle(*event):
+                return self.status
 
     def _handle(self, kind: str, value: Any) -> bool:
         """Handle one event; True when the session is over."""
@@ -413,6 +411,16 @@ class Caller(_Program):
         elif kind == "eof":
             self.eof = True
             self._maybe_done()
+        elif kind == "stop":
+            if self.stopping:
+                self.error("interrupted again: leaving without waiting for the end")
+                self.status = EXIT_FAILED
+                return True
+            self._hang_up("interrupted")
+        elif kind == "gone":
+            self.error("the session did not end in time")
+            self.status = EXIT_FAILED
+            return True
         elif kind == "notification":
             return self._notification(value)
         return False
@@ -433,11 +441,15 @@ class Caller(_Program):
             self.pending_lines = []
             self._maybe_done()
         elif name in ("SIPSessionDidFail", "SIPSessionDidEnd"):
-            self.say(self.ended(notification))
+            outcome = self.ended(notification)
+            self.say(outcome)
             if name == "SIPSessionDidFail" and not self.stopping:
                 self.status = EXIT_FAILED
             if not self.file_done:
                 self.status = EXIT_FAILED
+                outcome += "; the file was not sent"
+            if self.status:
+                self.error(self.failure or outcome)
             return True
         elif name in ("ChatStreamDidDeliverMessage", "ChatStreamDidNotDeliverMessage"):
             self.undelivered.discard(notification.data.message_id)
@@ -446,6 +458,7 @@ class Caller(_Program):
             self.file_done = not notification.data.error
             if notification.data.error:
                 self.status = EXIT_FAILED
+                self.failure = f"the file transfer failed: {notification.data.reason}"
                 self.file_done = True
                 self._hang_up("the file transfer failed")
             self._maybe_done()
@@ -472,7 +485,8 @@ class Caller(_Program):
 
     def _no_answer(self) -> None:
         if not self.started and not self.stopping:
-            self.say(f"no answer within {self.args.timeout:g} s")
+            self.failure = f"no answer within {self.args.timeout:g} s"
+            self.say(self.failure)
             self.status = EXIT_FAILED
             self._hang_up("giving up")
 
@@ -484,6 +498,7 @@ class Caller(_Program):
             self.status = EXIT_FAILED  # the call never took place
         self.say(f"hanging up: {why}")
         self.session.end()
+        self.later(_START_STOP_TIMEOUT, lambda: self.events.put(("gone", None)))
 
 
 class Listener(_Program):
@@ -493,6 +508,7 @@ class Listener(_Program):
         super().__init__(args)
         self.session: Session | None = None
         self.done = 0
+        self.leaving = False
 
     def work(self) -> int:
         accounts = [a for a in AccountManager().get_accounts() if a.enabled]
@@ -507,15 +523,10 @@ class Listener(_Program):
                 self.say(f"listening on {transport} {address}")
         for account in accounts:
             self.say(f"account {account.id} (contact {account.contact})")
-        try:
-            while self.args.count is None or self.done < self.args.count:
-                event = self.next_event()
-                if event is not None:
-                    self._handle(*event)
-        except (KeyboardInterrupt, _Stop):
-            if self.session is not None:
-                self.session.end()
-            self.say("stopped")
+        while not self.leaving and (self.args.count is None or self.done < self.args.count):
+            event = self.next_event()
+            if event is not None:
+                self._handle(*event)
         return 0
 
     def _handle(self, kind: str, value: Any) -> None:
@@ -532,6 +543,11 @@ class Listener(_Program):
                 self.say("no chat going on: line ignored")
             elif value:
                 chats[0].send_message(value)
+        elif kind == "stop":
+            self.leaving = True
+            if self.session is not None:
+                self.session.end()
+            self.say("stopped")
         elif kind == "notification":
             self._notification(value)
 
@@ -609,7 +625,4 @@ def add_call_parsers(commands: Any) -> None:
         "--ring", type=float, default=0.5, help="seconds of ringing before answering"
     )
     listener.add_argument("--count", type=int, help="leave after this many sessions")
-    listener.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait to start and stop"
-    )
     listener.set_defaults(handler=listen, account=None)
