@@ -1,5 +1,8 @@
 """`sipsimple`: command-line front end of the SDK.
 
+Commands: ``demo`` (here), ``call`` and ``listen`` (:mod:`sipsimple.cli.call`),
+``settings`` (:mod:`sipsimple.cli.settings`).
+
 ``sipsimple demo`` is the README's main job: it runs two SDK endpoints on this machine,
 Alice in this process and Bob in a child process (``sipsimple demo-peer``), each with
 a temporary configuration that keeps them on 127.0.0.1. Alice calls Bob with no server
