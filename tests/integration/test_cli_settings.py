@@ -160,3 +160,17 @@ def test_settings_show_lists_every_stored_setting_of_the_api(tmp_path, home):
         ConfigurationManager().stop()
     assert {"rtp.port_range", "sip.transport_list", "audio.echo_canceller.enabled"} <= set(names)
     assert "audio.muted" not in names  # run-time only
+
+
+def test_a_broken_configuration_file_is_reported_and_left_alone(tmp_path, home):
+    config = tmp_path / "config-dir"
+    config.mkdir()
+    (config / "config").write_text('{"SIPSimpleSettings": {\n  "rtp": [}\n')
+    before = (config / "config").read_bytes()
+    for command in (["settings", "set", "rtp.timeout", "5"], ["call", "bob"]):
+        result = sipsimple(home, command[0], "--config-dir", str(config), *command[1:])
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.startswith(
+            f"sipsimple {command[0]}: cannot load the configuration: {config / 'config'}, line 2"
+        )
+        assert (config / "config").read_bytes() == before

@@ -40,7 +40,6 @@ from sipsimple.account import Account, AccountManager, BonjourAccount
 from sipsimple.application import SIPApplication
 from sipsimple.cli.settings import add_config_dir_argument
 from sipsimple.configuration import ConfigurationError
-from sipsimple.configuration.backend import ConfigurationBackendError
 from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import SIPURI, Engine, SIPCoreError, ToHeader
 from sipsimple.notification import Notification, NotificationCenter
@@ -128,9 +127,8 @@ class _Program:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.start = time.monotonic()
-        self.events: queue.SimpleQueue[tuple[str, Any]] = (
-            queue.SimpleQueue()
-        )  # put() is reentrant: signal handlers use it
+        # SimpleQueue: its put() is reentrant, so the signal handlers may use it too
+        self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.app = SIPApplication()
         self.timers: list[tuple[float, Callable[[], None]]] = []
         self.ending: set[Any] = set()  # streams between MediaStreamWillEnd and DidEnd
@@ -199,7 +197,7 @@ class _Program:
             try:
                 storage = FileStorage(self.args.config_dir)
                 self.app.start(storage)
-            except (OSError, ConfigurationError, ConfigurationBackendError) as error:
+            except (OSError, ConfigurationError) as error:
                 self.error(f"cannot load the configuration: {error}")
                 return EXIT_USAGE
             try:
@@ -220,6 +218,7 @@ class _Program:
         while time.monotonic() < deadline:
             event = self.next_event()
             if event is not None and event[0] == "stop":
+                self.error("interrupted while starting")
                 return False
             if event is None or event[0] != "notification":
                 continue
@@ -309,7 +308,7 @@ class _Program:
             )
         elif name == "ChatStreamGotMessage":
             message = data.message
-            sender = message.sender or notification.sender
+            sender = message.sender or "the peer"
             body = message.body if isinstance(message.body, str) else f"<{len(message.body)} bytes>"
             self.say(f"chat from {sender}: {body}")
         elif name == "ChatStreamDidNotDeliverMessage":
@@ -625,4 +624,4 @@ def add_call_parsers(commands: Any) -> None:
         "--ring", type=float, default=0.5, help="seconds of ringing before answering"
     )
     listener.add_argument("--count", type=int, help="leave after this many sessions")
-    listener.set_defaults(handler=listen, account=None)
+    listener.set_defaults(handler=listen)

@@ -22,13 +22,13 @@ from typing import Any
 
 from sipsimple.account import Account, AccountManager, BonjourAccount
 from sipsimple.configuration import (
+    ConfigurationError,
     ConfigurationManager,
     DefaultValue,
     Setting,
     SettingsObject,
     SettingsState,
 )
-from sipsimple.configuration.backend import ConfigurationBackendError
 from sipsimple.configuration.datatypes import SIPAddress, state_of
 from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.storage import FileStorage
@@ -262,8 +262,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         storage = FileStorage(args.config_dir)
         ConfigurationManager().start(storage.configuration_backend)
-    except (OSError, ConfigurationBackendError) as error:
-        print(f"sipsimple settings: {error}", file=sys.stderr)
+    except (OSError, ConfigurationError) as error:
+        print(f"sipsimple settings: cannot load the configuration: {error}", file=sys.stderr)
         return 2
     SIPThread().start()
     status = 0
