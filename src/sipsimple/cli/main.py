@@ -1,5 +1,8 @@
 """`sipsimple`: command-line front end of the SDK.
 
+Commands: ``demo`` (here), ``call`` and ``listen`` (:mod:`sipsimple.cli.call`),
+``settings`` (:mod:`sipsimple.cli.settings`).
+
 ``sipsimple demo`` is the README's main job: it runs two SDK endpoints on this machine,
 Alice in this process and Bob in a child process (``sipsimple demo-peer``), each with
 a temporary configuration that keeps them on 127.0.0.1. Alice calls Bob with no server
@@ -33,6 +36,8 @@ import numpy as np
 from sipsimple import __version__
 from sipsimple.account import AccountManager
 from sipsimple.application import SIPApplication
+from sipsimple.cli.call import add_call_parsers, describe
+from sipsimple.cli.settings import add_settings_parser
 from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import SIPURI, Engine, SDPAttribute, SDPMediaStream, ToHeader
 from sipsimple.core.sdp import effective_direction
@@ -216,27 +221,6 @@ def _configuration(user: str, directory: Path) -> dict[str, Any]:
             },
         },
     }
-
-
-def describe(stream: AudioStream) -> list[str]:
-    """The negotiated media and the RTCP figures of an audio stream, as lines of text."""
-    lines = [
-        f"{stream!r}: codec {stream.codec} at {stream.sample_rate} Hz, "
-        f"SRTP {stream.srtp_cipher if stream.srtp_active else 'off'}, "
-        f"ICE {'on' if stream.ice_active else 'off'}, RTP {stream.local_rtp_address}:"
-        f"{stream.local_rtp_port} <-> {stream.remote_rtp_address_received}:"
-        f"{stream.remote_rtp_port_received}"
-    ]
-    statistics = stream.statistics
-    if statistics is not None:
-        rx, tx, rtt = statistics.rx, statistics.tx, statistics.rtt_ms
-        lines.append(
-            f"RTCP: received {rx.packets} packets, {rx.packets_lost} lost, jitter "
-            f"{rx.jitter_ms:.1f} ms; sent {tx.packets}, the peer reports {tx.packets_lost} "
-            f"lost, jitter {tx.jitter_ms:.1f} ms; "
-            + (f"round trip {rtt.mean:.2f} ms" if rtt.count else "no round trip measured yet")
-        )
-    return lines
 
 
 def dominant_frequency(path: Path) -> tuple[float, float]:
@@ -478,12 +462,17 @@ def build_parser() -> argparse.ArgumentParser:
     peer_parser.add_argument("--timeout", type=float, default=10.0)
     peer_parser.add_argument("--start", type=float, default=0.0, help="the timeline's origin")
     peer_parser.set_defaults(handler=demo_peer)
+    add_call_parsers(commands)
+    add_settings_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:  # before a command could take over Ctrl-C
+        return 130
 
 
 if __name__ == "__main__":
