@@ -21,11 +21,22 @@ __all__ = [
     "XCAPNotFound",
     "XCAPPreconditionFailed",
     "XCAPResponse",
+    "document_url",
 ]
 
 log = logging.getLogger(__name__)
 
 ALTERNATIVE_LOCATION_HEADER = "X-AGP-Alternative-Location"
+
+
+def document_url(
+    xcap_root: str, xui: str, auid: str, filename: str = "index", global_tree: bool = False
+) -> str:
+    """The XCAP URI of a document (RFC 4825 section 6): in the user's tree, or global."""
+    root = xcap_root.rstrip("/")
+    if global_tree:
+        return f"{root}/{auid}/global/{quote(filename)}"
+    return f"{root}/{auid}/users/{quote(xui, safe=':@')}/{quote(filename)}"
 
 
 class XCAPError(Exception):
@@ -92,9 +103,7 @@ class XCAPClient:
         )
 
     def document_url(self, auid: str, filename: str = "index", global_tree: bool = False) -> str:
-        if global_tree:
-            return f"{self.xcap_root}/{auid}/global/{quote(filename)}"
-        return f"{self.xcap_root}/{auid}/users/{quote(self.xui, safe=':@')}/{quote(filename)}"
+        return document_url(self.xcap_root, self.xui, auid, filename, global_tree)
 
     async def get(
         self, auid: str, etag: str | None = None, filename: str = "index", global_tree: bool = False
