@@ -1,5 +1,5 @@
 """Every notification the spec documents for the classes of issue 5 (SIPApplication,
-SessionManager/Session, IMediaStream, AccountManager, Account, BonjourAccount) is
+SessionManager/Session, IMediaStream, AccountManager, Account, BonjourAccount, XCAPManager) is
 posted somewhere in the suite, with the data fields the spec lists for it.
 
 The record is made by the session fixture in tests/conftest.py (RemoteSDK children
@@ -25,6 +25,7 @@ SPEC_CLASSES = (
     "AccountManager",
     "Account",
     "BonjourAccount",
+    "XCAPManager",
 )
 
 # name -> the data fields the spec lists (every notification also has "timestamp"),
@@ -88,6 +89,27 @@ SPEC_NOTIFICATIONS: dict[str, set[str]] = {
     "BonjourAccountRegistrationDidSucceed": {"name", "transport"},
     "BonjourAccountWillInitateDiscovery": {"transport"},
     "BonjourAccountWillRegister": {"transport"},
+    "XCAPManagerWillStart": set(),
+    "XCAPManagerDidStart": set(),
+    "XCAPManagerWillEnd": set(),
+    "XCAPManagerDidEnd": set(),
+    "XCAPManagerDidDiscoverServerCapabilities": {
+        "contactlist_supported",
+        "dialoginfo_policies_supported",
+        "offline_status_supported",
+        "presence_policies_supported",
+        "status_icon_supported",
+    },
+    "XCAPManagerDidReloadData": {
+        "contacts",
+        "dialoginfo_policies",
+        "groups",
+        "offline_status",
+        "presence_policies",
+        "services",
+        "status_icon",
+    },
+    "XCAPManagerDidChangeState": {"prev_state", "state"},
 }
 
 # Fields the spec says are present only sometimes: they must be seen at least once.
