@@ -3,6 +3,8 @@ authentication, documents in its sqlite `xcap` table).
 
 Kamailio has no xcap-diff notifier: the SUBSCRIBE fails, so these tests also show the
 fallback, fetching every ``poll_interval`` seconds (120 by default, shortened here).
+The xcap-diff NOTIFY path is shown with a SIPp notifier
+(tests/data/xcap/sipp-xcap-diff.xml) in front of Kamailio's XCAP server.
 Run as root in a loopback-only network namespace:
 
     unshare -n sh -c 'ip link set lo up;
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.interop.peers import Kamailio
+from tests.interop.peers import Kamailio, Sipp
 from tests.support.application import loopback_storage, running_application
 
 from sipsimple.account import AccountManager
@@ -50,15 +52,23 @@ def kamailio() -> Iterator[Kamailio]:
         yield server
 
 
+DATA = Path(__file__).resolve().parents[1] / "data" / "xcap"
+
+
 @contextlib.asynccontextmanager
 async def xcap_manager(
-    kamailio: Kamailio, cache: Path, poll_interval: float = 120.0, start: bool = True
+    kamailio: Kamailio,
+    cache: Path,
+    poll_interval: float = 120.0,
+    start: bool = True,
+    proxy_port: int | None = None,
 ) -> AsyncIterator[tuple[XCAPManager, NotificationQueue]]:
+    proxy = f"127.0.0.1:{proxy_port or kamailio.sip_port};transport=udp"
     account = {
         "enabled": "true",
         "auth": {"password": PASSWORD},
         "registration": {"enabled": "false"},
-        "sip": {"outbound_proxy": f"127.0.0.1:{kamailio.sip_port};transport=udp"},
+        "sip": {"outbound_proxy": proxy},
         "xcap": {"enabled": "true", "xcap_root": kamailio.xcap_root},
     }
     storage = loopback_storage(transports=["udp"], accounts={"alice@example.test": account})
@@ -272,3 +282,25 @@ async def test_cache_and_journal_survive_a_restart(kamailio, tmp_path):
         await asyncio.to_thread(kamailio.start)
         data = await until(queue, lambda d: "sip:frank@example.test" in contacts(d))
         assert contacts(data)["sip:frank@example.test"].group == "Friends"
+
+
+async def test_an_xcap_diff_notify_makes_it_fetch(kamailio, tmp_path):
+    notifier = Sipp(
+        DATA / "sipp-xcap-diff.xml", calls=1, timeout=30, keys={"xcap_root": kamailio.xcap_root}
+    )
+    await asyncio.to_thread(notifier.start)
+    try:
+        async with xcap_manager(kamailio, tmp_path, proxy_port=notifier.port) as (manager, queue):
+            await reloaded(queue)
+            async with asyncio.timeout(5):
+                while not (manager._subscriber is not None and manager._subscriber.active):
+                    await asyncio.sleep(0.05)
+            await second_client_adds(kamailio, "sip:grace@example.test", "Remote")
+            # no polling while subscribed: only the NOTIFY 3 s after the first one says
+            # that resource-lists changed
+            data = await until(queue, lambda d: "sip:grace@example.test" in contacts(d), timeout=10)
+            assert contacts(data)["sip:grace@example.test"].group == "Remote"
+        result = await asyncio.to_thread(notifier.wait, 10)
+        assert result.ok, result.describe()
+    finally:
+        notifier.stop()
