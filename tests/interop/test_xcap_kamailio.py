@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.interop.dnsmasq import Dnsmasq
 from tests.interop.peers import Kamailio, Sipp
 from tests.support.application import loopback_storage, running_application
 
@@ -34,6 +35,7 @@ from sipsimple.xcap import (
     OfflineStatus,
     PresencePolicy,
     XCAPManager,
+    XCAPManagerError,
 )
 from sipsimple.xcap.client import XCAPClient
 
@@ -62,16 +64,25 @@ async def xcap_manager(
     poll_interval: float = 120.0,
     start: bool = True,
     proxy_port: int | None = None,
+    nameserver: str | None = None,
 ) -> AsyncIterator[tuple[XCAPManager, NotificationQueue]]:
+    """A running application with alice's account and its XCAPManager (the XCAP root
+    looked up in DNS when a ``nameserver`` is given)."""
     proxy = f"127.0.0.1:{proxy_port or kamailio.sip_port};transport=udp"
+    xcap = {"enabled": "true"}
+    if nameserver is None:
+        xcap["xcap_root"] = kamailio.xcap_root
     account = {
         "enabled": "true",
         "auth": {"password": PASSWORD},
         "registration": {"enabled": "false"},
         "sip": {"outbound_proxy": proxy},
-        "xcap": {"enabled": "true", "xcap_root": kamailio.xcap_root},
+        "xcap": xcap,
     }
-    storage = loopback_storage(transports=["udp"], accounts={"alice@example.test": account})
+    options = {} if nameserver is None else {"nameservers": [nameserver]}
+    storage = loopback_storage(
+        transports=["udp"], accounts={"alice@example.test": account}, **options
+    )
     async with running_application(storage):
         manager = XCAPManager(AccountManager().get_account("alice@example.test"))
         manager.poll_interval = poll_interval
@@ -304,3 +315,42 @@ async def test_an_xcap_diff_notify_makes_it_fetch(kamailio, tmp_path):
         assert result.ok, result.describe()
     finally:
         notifier.stop()
+
+
+async def test_the_xcap_root_is_looked_up_in_dns(kamailio, tmp_path):
+    server = Dnsmasq([f"--txt-record=xcap.example.test,{kamailio.xcap_root}"])
+    await asyncio.to_thread(server.start)
+    try:
+        async with xcap_manager(kamailio, tmp_path, nameserver=server.nameserver) as (_, queue):
+            await queue.wait_for("XCAPManagerDidDiscoverServerCapabilities", timeout=10)
+            data = await reloaded(queue)
+            assert data.presence_policies
+    finally:
+        server.stop()
+
+
+async def test_the_api_checks_its_arguments_and_is_one_per_account(kamailio, tmp_path):
+    async with xcap_manager(kamailio, tmp_path, start=False) as (manager, queue):
+        account = manager.account
+        assert XCAPManager(account) is manager
+        with pytest.raises(TypeError):
+            manager.add_contact("sip:bob@example.test")
+        with pytest.raises(TypeError, match="unknown attributes"):
+            manager.update_contact(Contact(None, "sip:bob@example.test", None), colour="red")
+        with pytest.raises(TypeError):
+            manager.add_group("")
+        with pytest.raises(TypeError):
+            manager.add_presence_policy(DialoginfoPolicy(None, "allow"))
+        await manager.start()
+        with pytest.raises(XCAPManagerError):
+            manager.load(tmp_path)
+        await reloaded(queue)
+        # a new XCAP root in the settings starts over from initializing
+        account.xcap.xcap_root = kamailio.xcap_root + "/"
+        await asyncio.wrap_future(account.save())
+        await queue.wait_for(
+            "XCAPManagerDidChangeState",
+            lambda n: n.data.prev_state == "insync" and n.data.state == "initializing",
+            timeout=10,
+        )
+        await reloaded(queue)

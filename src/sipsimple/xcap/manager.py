@@ -360,6 +360,7 @@ class XCAPManager:
         while True:
             if self._restart_wanted:
                 self._restart_wanted = False
+                self._fetched = False  # maybe another server: its data is news
                 await self._disconnect()
                 self._set_state("initializing")
             try:
@@ -435,10 +436,9 @@ class XCAPManager:
         changed = False
         for key, application in self._applications.items():
             _, stored = self._stored.get(key, (application.auid, StoredDocument()))
+            etag = stored.etag if stored.content is not None else None
             try:
-                response = await self._client.get(
-                    application.auid, stored.etag, application.filename
-                )
+                response = await self._client.get(application.auid, etag, application.filename)
             except XCAPNotFound:
                 if stored.content is not None or stored.etag is not None:
                     changed = True
