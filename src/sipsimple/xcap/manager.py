@@ -149,6 +149,7 @@ class XCAPManager:
         self._fetch_wanted = False
         self._restart_wanted = False
         self._journal_lock: asyncio.Lock | None = None
+        self._writes: set[asyncio.Task[None]] = set()
         self._subscriber: _DiffSubscriber | None = None
         self._backoff = Backoff(*self.retry_backoff)
         self._cached_data_posted = False
@@ -284,7 +285,11 @@ class XCAPManager:
         if self._cache is None:
             return
         operations = [op for op in self._journal if op.name != "normalize"]
-        asyncio.get_running_loop().create_task(self._write(self._cache.save_journal, operations))
+        task = asyncio.get_running_loop().create_task(
+            self._write(self._cache.save_journal, operations)
+        )
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     async def _write(self, function: Any, *args: Any) -> None:
         """Run a cache write in a worker, one at a time and in order."""
@@ -374,9 +379,18 @@ class XCAPManager:
                     await self._wait_in_sync()
                     continue
                 self._backoff.reset()
-            except (XCAPConnectionError, XCAPError, DNSLookupError, XMLDocumentParseError) as e:
+            except Exception as e:
                 delay = self._backoff.next()
-                log.info("%r: %s failed (%s): again in %.1f s", self, self._state, e, delay)
+                expected = (XCAPConnectionError, XCAPError, DNSLookupError, XMLDocumentParseError)
+                log.log(
+                    logging.INFO if isinstance(e, expected) else logging.ERROR,
+                    "%r: %s failed (%r): again in %.1f s",
+                    self,
+                    self._state,
+                    e,
+                    delay,
+                    exc_info=not isinstance(e, expected),
+                )
                 if self._state == "initializing":
                     self._post_cached_data()
                 await self._sleep(delay)
@@ -470,7 +484,11 @@ class XCAPManager:
         )
         workspace = self._workspace()
         for operation in operations:
-            workspace.apply(operation)
+            try:
+                workspace.apply(operation)
+            except (TypeError, ValueError, AttributeError) as error:
+                # an operation from a journal written by another version: dropped
+                log.error("%r: dropping the operation %s: %s", self, operation.name, error)
             operation.applied = True
         try:
             for key, content in workspace.changes().items():
