@@ -354,3 +354,17 @@ async def test_the_api_checks_its_arguments_and_is_one_per_account(kamailio, tmp
             timeout=10,
         )
         await reloaded(queue)
+
+
+async def test_an_operation_it_cannot_apply_is_dropped(kamailio, tmp_path):
+    journal = tmp_path / "alice@example.test" / "journal.json"
+    journal.parent.mkdir()
+    journal.write_text(
+        '{"version": 1, "operations": [{"name": "format_disk", "args": {"$": "dict", "v": {}}},'
+        ' {"name": "add_group", "args": {"$": "dict", "v": {"group": "Kept"}}}]}'
+    )
+    async with xcap_manager(kamailio, tmp_path) as (_, queue):
+        data = await reloaded(queue)
+        assert data.groups == ["Kept"]
+        await asyncio.sleep(0.2)
+        assert "format_disk" not in journal.read_text()
