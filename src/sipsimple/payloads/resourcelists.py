@@ -24,6 +24,9 @@ RESOURCE_LISTS_NAMESPACE = "urn:ietf:params:xml:ns:resource-lists"
 RESOURCE_LISTS_CONTENT_TYPE = "application/resource-lists+xml"
 AGP_RESOURCE_LISTS_NAMESPACE = "urn:ag-projects:xml:ns:resource-lists"
 
+_NAMESPACES = {"rl": RESOURCE_LISTS_NAMESPACE}
+_CHILD_ENTRY = etree.XPath("rl:entry[@uri=$uri]", namespaces=_NAMESPACES)
+_ENTRIES_BELOW = etree.XPath(".//rl:entry[@uri=$uri]", namespaces=_NAMESPACES)
 _ATTRIBUTES = qname(AGP_RESOURCE_LISTS_NAMESPACE, "attributes")
 _ATTRIBUTE = qname(AGP_RESOURCE_LISTS_NAMESPACE, "attribute")
 
@@ -91,10 +94,12 @@ class ResourceListsDocument(XMLDocument):
         return self.children(parent, "entry")
 
     def find_entry(self, parent: etree._Element, uri: str) -> etree._Element | None:
-        for entry in self.entries(parent):
-            if entry.get("uri") == uri:
-                return entry
-        return None
+        found = _CHILD_ENTRY(parent, uri=uri)
+        return found[0] if found else None
+
+    def find_entries(self, uri: str, parent: etree._Element | None = None) -> list[etree._Element]:
+        """The entries for ``uri`` anywhere under ``parent`` (the root when None)."""
+        return _ENTRIES_BELOW(self.root if parent is None else parent, uri=uri)
 
     def add_entry(
         self, parent: etree._Element, uri: str, display_name: str | None = None
@@ -111,20 +116,22 @@ class ResourceListsDocument(XMLDocument):
     def iter_entries(
         self, parent: etree._Element | None = None
     ) -> Iterator[tuple[etree._Element, list[etree._Element]]]:
-        """Every entry under ``parent`` (depth first), with its ancestor lists (innermost
-        last)."""
+        """Every entry under ``parent`` (document order) reached through lists only, with
+        its ancestor lists from ``parent`` down (innermost last)."""
         start = self.root if parent is None else parent
-
-        def walk(
-            element: etree._Element, path: list[etree._Element]
-        ) -> Iterator[tuple[etree._Element, list[etree._Element]]]:
-            for child in element:
-                if child.tag == self.tag("entry"):
-                    yield child, path
-                elif child.tag == self.tag("list"):
-                    yield from walk(child, [*path, child])
-
-        yield from walk(start, [] if parent is None else [parent])
+        list_tag = self.tag("list")
+        for entry in start.iter(self.tag("entry")):
+            path = []
+            ancestor = entry.getparent()
+            while ancestor is not start and ancestor is not None and ancestor.tag == list_tag:
+                path.append(ancestor)
+                ancestor = ancestor.getparent()
+            if ancestor is not start:
+                continue  # inside an element that is not a list (an extension)
+            if parent is not None:
+                path.append(parent)
+            path.reverse()
+            yield entry, path
 
     def entry_attributes(self, entry: etree._Element) -> dict[str, str]:
         container = entry.find(_ATTRIBUTES)

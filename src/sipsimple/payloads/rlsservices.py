@@ -15,7 +15,7 @@ RLS_SERVICES_NAMESPACE = "urn:ietf:params:xml:ns:rls-services"
 RLS_SERVICES_CONTENT_TYPE = "application/rls-services+xml"
 
 _ENTRY = qname(RESOURCE_LISTS_NAMESPACE, "entry")
-_LIST = qname(RESOURCE_LISTS_NAMESPACE, "list")
+_ENTRIES_BELOW = etree.XPath(".//rl:entry[@uri=$uri]", namespaces={"rl": RESOURCE_LISTS_NAMESPACE})
 
 
 class RLSServicesDocument(XMLDocument):
@@ -94,15 +94,19 @@ class RLSServicesDocument(XMLDocument):
         element = self.inline_list(service)
         if element is None:
             raise ValueError(f"service {service.get('uri')} refers to a resource-list")
-        if uri not in self.inline_entries(service):
+        if not _ENTRIES_BELOW(element, uri=uri):
             etree.SubElement(element, _ENTRY).set("uri", uri)
+
+    def has_entry(self, service: etree._Element, uri: str) -> bool:
+        """Whether the service's inline list holds ``uri``."""
+        element = self.inline_list(service)
+        return element is not None and bool(_ENTRIES_BELOW(element, uri=uri))
 
     def remove_entry(self, service: etree._Element, uri: str) -> bool:
         element = self.inline_list(service)
         removed = False
         if element is not None:
-            for entry in list(element.iter(_ENTRY)):
-                if entry.get("uri") == uri:
-                    entry.getparent().remove(entry)
-                    removed = True
+            for entry in _ENTRIES_BELOW(element, uri=uri):
+                entry.getparent().remove(entry)
+                removed = True
         return removed

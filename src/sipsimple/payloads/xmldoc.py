@@ -8,6 +8,7 @@ read and change the parts this SDK manages and leave everything else as it was.
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar, Self
 
 from lxml import etree
@@ -29,6 +30,7 @@ class XMLDocumentParseError(ValueError):
     """Bytes that are not the XML document expected."""
 
 
+@functools.cache
 def qname(namespace: str, name: str) -> str:
     """The Clark name ``{namespace}name`` lxml uses for tags."""
     return f"{{{namespace}}}{name}"

@@ -334,9 +334,8 @@ class Workspace:
         uri = contact.uri
         lists = self._resource_lists()
         if lists is not None:
-            for entry, _ in list(lists.iter_entries()):
-                if entry.get("uri") == uri:
-                    lists.remove(entry)
+            for entry in lists.find_entries(uri):
+                lists.remove(entry)
         rls = self._rls()
         if rls is not None:
             for service in rls.services():
@@ -446,10 +445,68 @@ class Workspace:
         return None
 
     def _find_contact(self, uri: str) -> Contact | None:
-        for contact in self.extract().contacts:
-            if contact.uri == uri:
-                return contact
-        return None
+        """The contact ``uri`` as :meth:`extract` would give it (None when no document
+        names it), found without reading every contact."""
+        lists = self.documents.get("resource_lists")
+        contact = None
+        named = False
+        if lists is not None:
+            for name in (BUDDYLIST, UNGROUPED, GRANTED, BLOCKED):
+                top = lists.find_list(name)
+                entries = [] if top is None else lists.find_entries(uri, top)
+                if entries and name in (BUDDYLIST, UNGROUPED) and contact is None:
+                    entry = entries[0]
+                    group = _group(lists, _lists_between(lists, top, entry))
+                    group = group if name == BUDDYLIST else None
+                    attributes = lists.entry_attributes(entry)
+                    contact = Contact(lists.display_name(entry), uri, group, **attributes)
+                named = named or bool(entries)
+        packages: set[str] = set()
+        rls = self.documents.get("rls_services")
+        if rls is not None:
+            for service in rls.services():
+                reference = rls.resource_list(service)
+                if reference is None:
+                    found = rls.has_entry(service, uri)
+                else:
+                    target = None if lists is None else _resolve_anchor(lists, reference)
+                    found = target is not None and bool(lists.find_entries(uri, target))
+                if found:
+                    packages.update(rls.packages(service))
+                    named = True
+        policies = {}
+        for key, kind in (("pres_rules", PresencePolicy), ("dialog_rules", DialoginfoPolicy)):
+            rules = self.documents.get(key)
+            policies[key] = [
+                _read_policy(rules, rule, kind)
+                for rule in rules_of(rules)
+                if self._names(rules, rule, uri)
+            ]
+            named = named or bool(policies[key])
+        if contact is None:
+            if not named or uri == self.account_uri:
+                return None
+            contact = Contact(None, uri, None)
+        contact.subscribe_to_presence = "presence" in packages
+        contact.subscribe_to_dialoginfo = "dialog" in packages
+        if "pres_rules" in self.applications:
+            contact.presence_policies = policies["pres_rules"]
+        if "dialog_rules" in self.applications:
+            contact.dialoginfo_policies = policies["dialog_rules"]
+        return contact
+
+    def _names(self, rules: RulesetDocument, rule: etree._Element, uri: str) -> bool:
+        """Whether the rule names ``uri`` (see :meth:`_members`)."""
+        if uri in rules.identity_ones(rule):
+            return True
+        lists = self.documents.get("resource_lists")
+        if not isinstance(rules, PresRulesDocument) or lists is None:
+            return False
+        for anchor in rules.external_lists(rule):
+            target = _resolve_anchor(lists, anchor)
+            if target is not None and lists.find_entries(uri, target):
+                return True
+        return False
 
     def _write_contact(self, contact: Contact) -> None:
         self._op_remove_contact(contact)
@@ -500,12 +557,14 @@ class Workspace:
     # -- extraction
 
     def extract(self) -> ReloadData:
+        """The data the documents hold."""
         lists = self.documents.get("resource_lists")
         rls = self.documents.get("rls_services")
         pres_rules = self.documents.get("pres_rules")
         dialog_rules = self.documents.get("dialog_rules")
         contacts: dict[str, Contact] = {}
         groups: list[str] = []
+
         if lists is not None:
             buddies = lists.find_list(BUDDYLIST)
             if buddies is not None:
@@ -514,11 +573,7 @@ class Workspace:
                     if name is not None and name not in groups:
                         groups.append(name)
                 for entry, path in lists.iter_entries(buddies):
-                    group = next(
-                        (lists.display_name(a) for a in reversed(path) if lists.display_name(a)),
-                        None,
-                    )
-                    _add_contact(contacts, lists, entry, group)
+                    _add_contact(contacts, lists, entry, _group(lists, path))
             ungrouped = lists.find_list(UNGROUPED)
             if ungrouped is not None:
                 for entry, _ in lists.iter_entries(ungrouped):
@@ -531,95 +586,98 @@ class Workspace:
                     entries = rls.inline_entries(element)
                 else:
                     target = None if lists is None else _resolve_anchor(lists, reference)
-                    entries = (
-                        []
-                        if target is None
-                        else [e.get("uri") for e, _ in lists.iter_entries(target)]
-                    )
+                    entries = [] if target is None else _list_uris(lists, target)
                 services.append(Service(element.get("uri"), rls.packages(element), entries))
-        presence_policies = (
-            []
-            if pres_rules is None
-            else [_read_policy(pres_rules, r, PresencePolicy) for r in pres_rules.rules()]
-        )
-        dialoginfo_policies = (
-            []
-            if dialog_rules is None
-            else [_read_policy(dialog_rules, r, DialoginfoPolicy) for r in dialog_rules.rules()]
-        )
+        presence = [
+            (_read_policy(pres_rules, rule, PresencePolicy), self._members(pres_rules, rule))
+            for rule in rules_of(pres_rules)
+        ]
+        dialoginfo = [
+            (_read_policy(dialog_rules, rule, DialoginfoPolicy), self._members(dialog_rules, rule))
+            for rule in rules_of(dialog_rules)
+        ]
         referenced = [uri for service in services for uri in service.entries]
-        for rules in (pres_rules, dialog_rules):
-            if rules is not None:
-                referenced += [uri for rule in rules.rules() for uri in rules.identity_ones(rule)]
+        referenced += [uri for _, members in presence + dialoginfo for uri in members]
         if lists is not None:
             for name in (GRANTED, BLOCKED):
                 element = lists.find_list(name)
                 if element is not None:
-                    referenced += [e.get("uri") for e, _ in lists.iter_entries(element)]
+                    referenced += _list_uris(lists, element)
         for uri in referenced:
             if uri and uri != self.account_uri and uri not in contacts:
                 contacts[uri] = Contact(None, uri, None)
+        presence_uris = set().union(*(s.entries for s in services if "presence" in s.packages))
+        dialog_uris = set().union(*(s.entries for s in services if "dialog" in s.packages))
         for contact in contacts.values():
-            contact.subscribe_to_presence = any(
-                "presence" in s.packages and contact.uri in s.entries for s in services
-            )
-            contact.subscribe_to_dialoginfo = any(
-                "dialog" in s.packages and contact.uri in s.entries for s in services
-            )
-            contact.presence_policies = None
+            contact.subscribe_to_presence = contact.uri in presence_uris
+            contact.subscribe_to_dialoginfo = contact.uri in dialog_uris
             if "pres_rules" in self.applications:
-                contact.presence_policies = [
-                    policy
-                    for rule, policy in zip(rules_of(pres_rules), presence_policies, strict=True)
-                    if self._references(pres_rules, rule, contact.uri)
-                ]
-            contact.dialoginfo_policies = None
+                contact.presence_policies = [p for p, uris in presence if contact.uri in uris]
             if "dialog_rules" in self.applications:
-                contact.dialoginfo_policies = [
-                    policy
-                    for rule, policy in zip(
-                        rules_of(dialog_rules), dialoginfo_policies, strict=True
-                    )
-                    if contact.uri in dialog_rules.identity_ones(rule)
-                ]
-        icon_document = self.documents.get("status_icon")
-        status_icon = None
-        if icon_document is not None:
-            stored = self.stored.get("status_icon", StoredDocument())
-            location = stored.location or self.urls.get("status_icon")
-            mime_type = icon_document.mime_type or "image/png"
-            try:
-                status_icon = Icon(
-                    icon_document.data, mime_type, icon_document.description, location
-                )
-            except ValueError:
-                status_icon = None
-        offline = self.documents.get("offline_status")
-        offline_status = None
-        if offline is not None:
-            activities = offline.activities()
-            offline_status = OfflineStatus(activities[0] if activities else None, offline.note())
+                contact.dialoginfo_policies = [p for p, uris in dialoginfo if contact.uri in uris]
         return ReloadData(
             list(contacts.values()),
             groups,
             services,
-            presence_policies,
-            dialoginfo_policies,
-            status_icon,
-            offline_status,
+            [policy for policy, _ in presence],
+            [policy for policy, _ in dialoginfo],
+            self._status_icon(),
+            self._offline_status(),
         )
 
-    def _references(self, rules: PresRulesDocument, rule: etree._Element, uri: str) -> bool:
-        if uri in rules.identity_ones(rule):
-            return True
+    def _members(self, rules: RulesetDocument, rule: etree._Element) -> set[str]:
+        """The URIs a rule names: its identity ``<one>``s and the entries of the lists
+        its OMA external-list points at."""
+        members = set(rules.identity_ones(rule))
         lists = self.documents.get("resource_lists")
-        for anchor in rules.external_lists(rule):
-            target = None if lists is None else _resolve_anchor(lists, anchor)
-            if target is not None and any(
-                e.get("uri") == uri for e, _ in lists.iter_entries(target)
-            ):
-                return True
-        return False
+        if isinstance(rules, PresRulesDocument) and lists is not None:
+            for anchor in rules.external_lists(rule):
+                target = _resolve_anchor(lists, anchor)
+                if target is not None:
+                    members.update(_list_uris(lists, target))
+        return members
+
+    def _status_icon(self) -> Icon | None:
+        content = self.documents.get("status_icon")
+        if content is None:
+            return None
+        stored = self.stored.get("status_icon", StoredDocument())
+        location = stored.location or self.urls.get("status_icon")
+        try:
+            return Icon(
+                content.data, content.mime_type or "image/png", content.description, location
+            )
+        except ValueError:  # a MIME type the spec does not allow for an icon
+            return None
+
+    def _offline_status(self) -> OfflineStatus | None:
+        document = self.documents.get("offline_status")
+        if document is None:
+            return None
+        activities = document.activities()
+        return OfflineStatus(activities[0] if activities else None, document.note())
+
+
+def _group(lists: ResourceListsDocument, path: list[etree._Element]) -> str | None:
+    """A contact's group: the innermost display-name of the lists holding its entry."""
+    names = (lists.display_name(element) for element in reversed(path))
+    return next((name for name in names if name), None)
+
+
+def _lists_between(
+    lists: ResourceListsDocument, top: etree._Element, entry: etree._Element
+) -> list[etree._Element]:
+    """The lists from ``top`` down to the one holding ``entry`` (outermost first)."""
+    path = []
+    element = entry.getparent()
+    while element is not None and element is not top:
+        path.append(element)
+        element = element.getparent()
+    return [top, *reversed(path)]
+
+
+def _list_uris(lists: ResourceListsDocument, element: etree._Element) -> list[str]:
+    return [entry.get("uri") for entry, _ in lists.iter_entries(element)]
 
 
 # -- policies <-> rules

@@ -482,16 +482,13 @@ class XCAPManager:
             if self._transaction_depth == 0
             else [op for op in self._journal if op.name == "normalize"]
         )
-        workspace = self._workspace()
+        # Applying a long journal to big documents costs CPU: a worker does it, on
+        # copies, and the operations are marked here.
+        changes = await asyncio.to_thread(self._apply, self._workspace(), operations)
         for operation in operations:
-            try:
-                workspace.apply(operation)
-            except (TypeError, ValueError, AttributeError) as error:
-                # an operation from a journal written by another version: dropped
-                log.error("%r: dropping the operation %s: %s", self, operation.name, error)
             operation.applied = True
         try:
-            for key, content in workspace.changes().items():
+            for key, content in changes.items():
                 await self._push(self._applications[key], content)
         except XCAPPreconditionFailed as error:
             log.info("%r: %s changed meanwhile: fetching it again", self, error.url)
@@ -506,7 +503,7 @@ class XCAPManager:
         self._journal = [op for op in self._journal if not op.applied]
         if operations:
             self._save_journal_soon()
-        data = self._workspace().extract()
+        data = await asyncio.to_thread(Workspace.extract, self._workspace())
         self._post("XCAPManagerDidReloadData", **data.as_dict())
         if self._fetch_wanted:
             self._set_state("fetching")
@@ -514,6 +511,16 @@ class XCAPManager:
             self._set_state("updating")
         else:
             self._set_state("insync")
+
+    def _apply(self, workspace: Workspace, operations: list[Operation]) -> dict[str, bytes | None]:
+        """The documents the operations change (worker thread)."""
+        for operation in operations:
+            try:
+                workspace.apply(operation)
+            except (TypeError, ValueError, AttributeError) as error:
+                # an operation from a journal written by another version: dropped
+                log.error("%r: dropping the operation %s: %s", self, operation.name, error)
+        return workspace.changes()
 
     async def _push(self, application: Application, content: bytes | None) -> None:
         assert self._client is not None
