@@ -360,8 +360,9 @@ async def test_an_operation_it_cannot_apply_is_dropped(kamailio, tmp_path):
     journal = tmp_path / "alice@example.test" / "journal.json"
     journal.parent.mkdir()
     journal.write_text(
-        '{"version": 1, "operations": [{"name": "format_disk", "args": {"$": "dict", "v": {}}},'
-        ' {"name": "add_group", "args": {"$": "dict", "v": {"group": "Kept"}}}]}'
+        '{"version": 1, "operations": ['
+        '{"name": "format_disk", "args": {"$": "dict", "v": {}}, "token": "t1"},'
+        ' {"name": "add_group", "args": {"$": "dict", "v": {"group": "Kept"}}, "token": "t2"}]}'
     )
     async with xcap_manager(kamailio, tmp_path) as (_, queue):
         data = await reloaded(queue)

@@ -203,6 +203,24 @@ def test_presence_policy_round_trip_and_oma_rules():
     assert "wp_prs_grantedcontacts" in ids and stored.id not in ids
 
 
+def test_a_replayed_operation_makes_the_same_ids():
+    """After a 412 cut an update short, some documents hold the operation's work and
+    others do not: applying it again must not make a second policy or group."""
+    server = Server()
+    queued = [
+        op("add_presence_policy", policy=PresencePolicy(None, "allow", name="once")),
+        op("add_group", group="Once"),
+    ]
+    server.run(*queued)
+    assert server.run(*queued) == {}
+    data = server.data()
+    assert [p.name for p in data.presence_policies] == ["once"]
+    assert data.groups == ["Once"]
+    fresh = Server()
+    fresh.run(*queued)
+    assert fresh.stored == server.stored
+
+
 def test_contact_in_reserved_policy_is_ignored():
     server = Server()
     server.run(op("normalize"))

@@ -72,23 +72,26 @@ class XCAPCache:
     # -- journal
 
     def load_journal(self) -> list[Operation]:
+        """The saved operations; one that cannot be read is logged and left out."""
         data = self._read_json("journal.json")
         if not isinstance(data, dict) or data.get("version") != _VERSION:
             return []
-        try:
-            return [
-                Operation(item["name"], from_json(item["args"]))
-                for item in data.get("operations", [])
-            ]
-        except (KeyError, TypeError, ValueError) as error:
-            log.warning("XCAP journal %s unreadable: %s", self.directory, error)
-            self._set_aside("journal.json")
-            return []
+        operations = []
+        for item in data.get("operations", []):
+            try:
+                operations.append(
+                    Operation(item["name"], from_json(item["args"]), token=str(item["token"]))
+                )
+            except (KeyError, TypeError, ValueError) as error:
+                log.warning("XCAP journal %s: an operation unreadable: %s", self.directory, error)
+        return operations
 
     def save_journal(self, operations: list[Operation]) -> None:
         data = {
             "version": _VERSION,
-            "operations": [{"name": op.name, "args": to_json(op.args)} for op in operations],
+            "operations": [
+                {"name": op.name, "args": to_json(op.args), "token": op.token} for op in operations
+            ],
         }
         self._write_json("journal.json", data)
 

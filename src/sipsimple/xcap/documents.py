@@ -145,6 +145,9 @@ class Operation:
     name: str
     args: dict[str, AnyType] = field(default_factory=dict)
     applied: bool = False
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Seeds the ids the operation makes, so that applying it again (after a 412 cut
+    an update short) makes the same ones: operations stay idempotent."""
 
 
 @dataclass(slots=True)
@@ -207,6 +210,7 @@ class Workspace:
         self.presence_service = f"sip:{user}+presence@{domain}"
         self.dialog_service = f"sip:{user}+dialog@{domain}"
         self.oma = applications.get("pres_rules", Application("", "", "")).auid == OMA_PRES_RULES
+        self._token, self._made = "", 0
 
     # -- results
 
@@ -230,7 +234,14 @@ class Workspace:
         method = getattr(self, f"_op_{operation.name}", None)
         if method is None:
             raise ValueError(f"unknown XCAP operation {operation.name!r}")
+        self._token, self._made = operation.token, 0
         method(**operation.args)
+
+    def _new_id(self, prefix: str) -> str:
+        """An id for something the current operation makes (the same on a replay)."""
+        self._made += 1
+        digest = uuid.uuid5(uuid.NAMESPACE_OID, f"{self._token}.{self._made}").hex
+        return f"{prefix}-{digest[:16]}"
 
     # -- the documents, made when missing
 
@@ -293,7 +304,7 @@ class Workspace:
         lists = self._resource_lists()
         if lists is not None and self._group_list(lists, group) is None:
             buddies = lists.add_list(BUDDYLIST)
-            lists.add_list(f"g-{uuid.uuid4().hex[:12]}", group, parent=buddies)
+            lists.add_list(self._new_id("g"), group, parent=buddies)
 
     def _op_rename_group(self, old_name: str, new_name: str) -> None:
         lists = self._resource_lists()
@@ -406,7 +417,7 @@ class Workspace:
         rule_id = policy.id
         oma_defined = rule_id is not None and rule_id.startswith("wp_prs_")
         if rule_id is None or (oma_defined and policy.multi_identity_conditions):
-            rule_id = f"{prefix}-{uuid.uuid4().hex[:16]}"
+            rule_id = self._new_id(prefix)
         return rule_id
 
     def _update_policy(
