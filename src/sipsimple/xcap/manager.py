@@ -652,11 +652,17 @@ class _DiffSubscriber:
         return subscription is not None and subscription.state in ("ACCEPTED", "PENDING", "ACTIVE")
 
     def restart(self, wanted: bool) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        self._task = None
+        """End the subscription there is, then (if ``wanted``) keep up a new one."""
+        self._task = asyncio.get_running_loop().create_task(self._restart(self._task, wanted))
+
+    async def _restart(self, previous: asyncio.Task[None] | None, wanted: bool) -> None:
+        if previous is not None:
+            previous.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await previous
+        await self._end(self.manager.stop_timeout)
         if wanted:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            await self._run()
 
     async def stop(self, timeout: float) -> None:
         task, self._task = self._task, None
