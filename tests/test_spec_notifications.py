@@ -1,7 +1,7 @@
 """Every notification the spec documents for the classes of issue 5 (SIPApplication,
-SessionManager/Session, IMediaStream, AccountManager, Account, BonjourAccount) and for
-the desktop sharing handlers is posted somewhere in the suite, with the data fields the
-spec lists for it.
+SessionManager/Session, IMediaStream, AccountManager, Account, BonjourAccount, XCAPManager)
+and for the desktop sharing handlers is posted somewhere in the suite, with the data
+fields the spec lists for it.
 
 The record is made by the session fixture in tests/conftest.py (RemoteSDK children
 included); this module runs last. The check means something only when the whole suite
@@ -29,6 +29,7 @@ SPEC_CLASSES = (
     "IDesktopSharingHandler",
     "InternalVNCViewerHandler",
     "InternalVNCServerHandler",
+    "XCAPManager",
 )
 
 # name -> the data fields the spec lists (every notification also has "timestamp"),
@@ -94,6 +95,27 @@ SPEC_NOTIFICATIONS: dict[str, set[str]] = {
     "BonjourAccountWillRegister": {"transport"},
     "DesktopSharingHandlerDidFail": {"context", "failure", "reason"},
     "DesktopSharingStreamGotData": {"data"},
+    "XCAPManagerWillStart": set(),
+    "XCAPManagerDidStart": set(),
+    "XCAPManagerWillEnd": set(),
+    "XCAPManagerDidEnd": set(),
+    "XCAPManagerDidDiscoverServerCapabilities": {
+        "contactlist_supported",
+        "dialoginfo_policies_supported",
+        "offline_status_supported",
+        "presence_policies_supported",
+        "status_icon_supported",
+    },
+    "XCAPManagerDidReloadData": {
+        "contacts",
+        "dialoginfo_policies",
+        "groups",
+        "offline_status",
+        "presence_policies",
+        "services",
+        "status_icon",
+    },
+    "XCAPManagerDidChangeState": {"prev_state", "state"},
 }
 
 # Fields the spec says are present only sometimes: they must be seen at least once.

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any as _Any
 
-__all__ = ["Route"]
+__all__ = ["All", "Any", "Route"]
 
 _TRANSPORTS = ("udp", "tcp", "tls")
 
@@ -59,7 +59,7 @@ class Route:
             raise ValueError(f"Route transport must be one of {_TRANSPORTS}, not {value!r}")
         self._transport = value.lower()
 
-    def get_uri(self) -> Any:
+    def get_uri(self) -> _Any:
         """A SIPURI with this address, port and transport parameter, for a RouteHeader."""
         from sipsimple.core import SIPURI  # on use, so that importing util never loads the core
 
@@ -79,3 +79,25 @@ class Route:
 
     def __repr__(self) -> str:
         return f"Route(address={self.address!r}, port={self.port!r}, transport={self.transport!r})"
+
+
+class _Marker:
+    """A named singleton value (see All and Any)."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+    def __reduce__(self) -> str:
+        return self._name
+
+
+All = _Marker("All")
+"""Everything of a kind (e.g. XCAP PresencePolicy.provide_devices: every device)."""
+
+Any = _Marker("Any")
+"""No constraint (e.g. Policy.check_validity's sphere: whatever the sphere)."""

@@ -33,7 +33,9 @@ class Kamailio(PeerProcess):
     for its users' AORs, the presence and presence.winfo events, every watcher
     authorized).  msrp_relay=True adds an RFC 4976 MSRP relay on the TLS port
     (AUTH with the users' digest credentials, realm = domain); msrp_relay_address
-    is the account setting that uses it.
+    is the account setting that uses it.  xcap=True adds an XCAP server (xhttp +
+    xcap_server, digest authentication with the users' credentials) at xcap_root; halt()
+    and start() take it down and up again with its documents kept.
     """
 
     name = "kamailio"
@@ -49,6 +51,7 @@ class Kamailio(PeerProcess):
         msrp_relay: bool = False,
         debug: int = 2,
         presence: bool = False,
+        xcap: bool = False,
         start_timeout: float = 10.0,
     ) -> None:
         super().__init__(start_timeout=start_timeout)
@@ -62,10 +65,14 @@ class Kamailio(PeerProcess):
         self.defines = (("WITH_AUTH",) if auth else ()) + (("WITH_PRESENCE",) if presence else ())
         if msrp_relay:
             self.defines += ("WITH_MSRP_RELAY",)
+        self.xcap = xcap
+        if xcap:
+            self.defines += ("WITH_XCAP",)
         self.certificates = certificates or make_certificates(self.directory / "certs", domain)
         self.server_cert = self.certificates.server_pair(server_cert)
         self.sip_port = free_port()
         self.tls_port = free_port()
+        self.http_port = free_port() if xcap else 0
         self.database_path = self.directory / "kamailio.sqlite"
         self.config_path = self.directory / "kamailio.cfg"
         self.ctl_socket = self.directory / "kamailio_ctl"
@@ -85,6 +92,22 @@ class Kamailio(PeerProcess):
     def msrp_relay_address(self) -> str:
         """The MSRP relay (msrp_relay=True) as an account's nat_traversal.msrp_relay."""
         return f"{LOOPBACK}:{self.tls_port};transport=tls"
+
+    @property
+    def xcap_root(self) -> str:
+        """The XCAP root (xcap=True), as an account's xcap.xcap_root."""
+        return f"http://{LOOPBACK}:{self.http_port}/xcap-root"
+
+    def xcap_documents(self) -> dict[str, bytes]:
+        """The documents the XCAP server holds: document URI path -> body."""
+        with sqlite3.connect(self.database_path, timeout=10) as db:
+            rows = db.execute("SELECT doc_uri, doc FROM xcap").fetchall()
+        db.close()
+        return {uri: bytes(doc) for uri, doc in rows}
+
+    def halt(self) -> None:
+        """Stop the program but keep its directory and database (start() again resumes)."""
+        self._stop_process()
 
     def address(self, transport: str = "udp") -> tuple[str, int]:
         return LOOPBACK, self.ports[_checked(transport)]
@@ -164,6 +187,7 @@ class Kamailio(PeerProcess):
                     "DOMAIN": self.domain,
                     "SIP_PORT": self.sip_port,
                     "TLS_PORT": self.tls_port,
+                    "HTTP_PORT": self.http_port,
                     "TLS_CONFIG": tls_config,
                     "CTL_SOCKET": self.ctl_socket,
                     "DATABASE": self.database_path,
@@ -191,6 +215,7 @@ class Kamailio(PeerProcess):
             self.ctl_socket.exists()
             and is_listening(self.sip_port, "tcp")
             and is_listening(self.tls_port, "tcp")
+            and (not self.xcap or is_listening(self.http_port, "tcp"))
             and self._answers_options()
         )
 
@@ -209,7 +234,9 @@ class Kamailio(PeerProcess):
         return reply.startswith(b"SIP/2.0 200 ")
 
     def _create_database(self) -> None:
-        schemas = ["standard", "auth_db"] + (["presence"] if self.presence else [])
+        if self.database_path.exists():  # started again after halt()
+            return
+        schemas = ["standard", "auth_db"] + (["presence"] if self.presence or self.xcap else [])
         with sqlite3.connect(self.database_path) as db:
             for schema in schemas:
                 db.executescript((SCHEMA_DIR / f"{schema}-create.sql").read_text())
