@@ -75,7 +75,7 @@ log = logging.getLogger("sipsimple.media.mixer")
 
 PTIME = 0.02
 FRAMES_PER_SECOND = 50
-DEFAULT_SLOT_COUNT = 254
+DEFAULT_SLOT_COUNT = 1024  # slots are a free list: cheap; a conference of N takes 3N+1
 DEFAULT_MAX_BURST = 10
 DEVICE_SLOT = 0
 
