@@ -54,13 +54,12 @@ from sipsimple.msrp import (
     TransactionTimedOut,
     make_id,
 )
+from sipsimple.msrp.transport import DEFAULT_WRITE_BUFFER_SIZE
 from sipsimple.streams.msrp.base import MSRPStreamBase, MSRPStreamError, post_library_log
 from sipsimple.streams.msrp.files import FileHashMismatchError, IncomingFile
 from sipsimple.threading import run_in_worker
 
 __all__ = ["FileSelector", "FileTransferStream"]
-
-_READ_SIZE = 256 * 1024
 
 
 def _describe(selector: FileSelector) -> FileSelector:
@@ -110,7 +109,12 @@ class FileTransferStream(MSRPStreamBase):
     use_msrp_session = False
     chunk_size: ClassVar[int] = 64 * 1024
     relay_chunk_size: ClassVar[int] = DEFAULT_CHUNK_SIZE
-    write_buffer_size: ClassVar[int] = 1024 * 1024
+    read_size: ClassVar[int] = 256 * 1024
+    """Bytes the sender reads from the file at a time."""
+    write_size: ClassVar[int] = 1024 * 1024
+    """Bytes the receiver collects before writing them to the file."""
+    write_buffer_size: ClassVar[int] = DEFAULT_WRITE_BUFFER_SIZE
+    """Bytes the connection may hold unsent before the sender waits."""
 
     def __init__(self, account: Any, file_selector: FileSelector | None = None) -> None:
         if file_selector is not None:
@@ -184,6 +188,7 @@ class FileTransferStream(MSRPStreamBase):
 
     def _session_options(self) -> dict[str, Any]:
         options = super()._session_options()
+        options["write_buffer_size"] = self.write_buffer_size
         if self._relay is not None or len(self.remote_path) > 1:
             options["chunk_size"] = self.relay_chunk_size  # relays take small frames only
         return options
@@ -234,9 +239,9 @@ class FileTransferStream(MSRPStreamBase):
         reading = None
         try:
             await run_in_worker(file.seek, self.offset)
-            reading = loop.create_task(run_in_worker(file.read, _READ_SIZE))
+            reading = loop.create_task(run_in_worker(file.read, self.read_size))
             while block := await reading:
-                reading = loop.create_task(run_in_worker(file.read, _READ_SIZE))  # read ahead
+                reading = loop.create_task(run_in_worker(file.read, self.read_size))  # read ahead
                 yield block
             reading = None
         finally:
@@ -375,7 +380,7 @@ class FileTransferStream(MSRPStreamBase):
             transferred_bytes=self.transferred_bytes,
             file_size=size,
         )
-        if len(self._buffer) >= self.write_buffer_size:
+        if len(self._buffer) >= self.write_size:
             await self._flush()
         if size is not None and self._received.covers(self.offset + 1, size):
             await self._complete()
