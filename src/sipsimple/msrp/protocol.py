@@ -442,8 +442,8 @@ class MSRPData:
         return b"".join(self._encode_parts(check_body=True))
 
     def _encode_parts(self, *, check_body: bool) -> tuple[bytes, bytes, bytes]:
-        # Start, body and end, for a writer that joins them with other frames in one
-        # copy; ``check_body`` False when the transaction id was picked to avoid the body.
+        # Start, body and end, for a writer that writes the body as it is; ``check_body``
+        # False when the transaction id was picked to avoid the body.
         with_body = self.method is not None and (bool(self.data) or "Content-Type" in self.headers)
         if check_body and with_body and (b"-------" + self.transaction_id.encode()) in self.data:
             raise ValueError("the body contains this transaction's end-line: pick another id")

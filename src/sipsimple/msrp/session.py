@@ -2,11 +2,12 @@
 7 and 8; RFC 6135 connection binding).
 
 Feed it what the connection received with ``receive_data(data, now)``, write what
-``data_to_send(now)`` returns, call ``handle_timer(now)`` at ``get_timer()``, and
-read ``next_event()`` until it returns None.  It checks paths (481), answers
-SENDs as their Failure-Report asks, reassembles chunked messages (in any order,
-duplicates included), sends success REPORTs, matches responses to its requests,
-times transactions out (408), and interleaves the chunks of outgoing messages.
+``data_to_send(now)`` returns (or the pieces of ``pieces_to_send(now)``), call
+``handle_timer(now)`` at ``get_timer()``, and read ``next_event()`` until it returns
+None.  It checks paths (481), answers SENDs as their Failure-Report asks,
+reassembles chunked messages (in any order, duplicates included), sends success
+REPORTs, matches responses to its requests, times transactions out (408), and
+interleaves the chunks of outgoing messages.
 """
 
 from __future__ import annotations
@@ -308,12 +309,17 @@ class MSRPSession:
 
     def data_to_send(self, now: float) -> bytes:
         """Responses and reports, then one chunk of each ready outgoing message."""
+        return b"".join(self.pieces_to_send(now))
+
+    def pieces_to_send(self, now: float) -> list[bytes]:
+        """What data_to_send() joins, for a writer that writes each piece as it is:
+        a chunk's body is the very object fed to its message, never copied."""
         out = self._control
         self._control = []
-        if self.relay is not None:
-            out.append(self.relay.data_to_send())
+        if self.relay is not None and (auth := self.relay.data_to_send()):
+            out.append(auth)
         if self.closed or not self._bound:
-            return b"".join(out)
+            return out
         for _ in range(len(self._queue)):
             message = self._queue.popleft()
             if message.done or message.aborted:
@@ -336,7 +342,7 @@ class MSRPSession:
             frame.set_header("Byte-Range", ByteRange(1, 0, 0))
             out.append(frame.encode())
             self._start_transaction(frame, None, "yes", now)
-        return b"".join(out)
+        return out
 
     def _start_transaction(
         self, frame: MSRPData, message_id: str | None, failure_report: str, now: float

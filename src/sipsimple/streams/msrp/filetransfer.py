@@ -107,9 +107,9 @@ class FileTransferStream(MSRPStreamBase):
     accept_types: ClassVar[list[str]] = ["*"]
     accept_wrapped_types: ClassVar[list[str] | None] = ["*"]
     use_msrp_session = False
-    chunk_size: ClassVar[int] = 64 * 1024
+    chunk_size: ClassVar[int] = 1024 * 1024
     relay_chunk_size: ClassVar[int] = DEFAULT_CHUNK_SIZE
-    read_size: ClassVar[int] = 256 * 1024
+    read_size: ClassVar[int] = 1024 * 1024
     """Bytes the sender reads from the file at a time."""
     write_size: ClassVar[int] = 1024 * 1024
     """Bytes the receiver collects before writing them to the file."""
@@ -131,8 +131,9 @@ class FileTransferStream(MSRPStreamBase):
         self.filename: str | None = None
         self._message_id: str | None = None
         self._incoming: IncomingFile | None = None
-        self._buffer = bytearray()
-        self._buffer_offset = 0
+        self._pieces: list[bytes] = []  # received data not written yet, as it came
+        self._pieces_offset = 0
+        self._pieces_size = 0
         self._writing: asyncio.Task[None] | None = None
         self._disk = asyncio.Lock()
         self._received = ByteRanges()
@@ -367,11 +368,12 @@ class FileTransferStream(MSRPStreamBase):
         if not event.data:
             return
         self._received.add(event.offset + 1, end)
-        if self._buffer and event.offset != self._buffer_offset + len(self._buffer):
+        if self._pieces and event.offset != self._pieces_offset + self._pieces_size:
             await self._flush()
-        if not self._buffer:
-            self._buffer_offset = event.offset
-        self._buffer += event.data
+        if not self._pieces:
+            self._pieces_offset = event.offset
+        self._pieces.append(event.data)
+        self._pieces_size += len(event.data)
         self.transferred_bytes = max(self.transferred_bytes, end)
         self._post(
             "FileTransferStreamGotChunk",
@@ -380,29 +382,30 @@ class FileTransferStream(MSRPStreamBase):
             transferred_bytes=self.transferred_bytes,
             file_size=size,
         )
-        if len(self._buffer) >= self.write_size:
+        if self._pieces_size >= self.write_size:
             await self._flush()
         if size is not None and self._received.covers(self.offset + 1, size):
             await self._complete()
 
     async def _flush(self) -> None:
-        """Hand the buffer to a worker; wait only for the write before it (one write is
-        in flight while the next chunks arrive)."""
+        """Hand the pieces received to a worker, which writes them (without joining
+        them) and hashes them; wait only for the write before (one write is in flight
+        while the next pieces arrive)."""
         if self._writing is not None:
             await self._writing
             self._writing = None
-        if not self._buffer:
+        if not self._pieces:
             return
-        data, offset = bytes(self._buffer), self._buffer_offset
-        self._buffer = bytearray()
-        self._writing = asyncio.get_running_loop().create_task(self._write(offset, data))
+        pieces, offset = self._pieces, self._pieces_offset
+        self._pieces, self._pieces_size = [], 0
+        self._writing = asyncio.get_running_loop().create_task(self._write(offset, pieces))
 
-    async def _write(self, offset: int, data: bytes) -> None:
+    async def _write(self, offset: int, pieces: list[bytes]) -> None:
         assert self._incoming is not None
         incoming = self._incoming
 
         def write() -> None:
-            incoming.write(offset, data)
+            incoming.write(offset, *pieces)
             incoming.save()
 
         async with self._disk:
