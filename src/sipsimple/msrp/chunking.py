@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 
 from sipsimple.msrp.errors import MSRPParseError
-from sipsimple.msrp.protocol import ByteRange, MSRPData, header_text, make_id
+from sipsimple.msrp.protocol import ByteRange, MSRPData, header_text, make_id, path_text
 from sipsimple.msrp.uri import MSRPURI
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "ByteRanges", "IncomingMessage", "OutgoingMessage"]
@@ -304,8 +304,8 @@ class OutgoingMessage:
         end = self.position + len(body) - 1
         byte_range = ByteRange(self.position, end, self.size)
         headers = {
-            "To-Path": header_text("To-Path", to_path)[1],
-            "From-Path": header_text("From-Path", from_path)[1],
+            "To-Path": path_text(tuple(to_path)),
+            "From-Path": path_text(tuple(from_path)),
             "Message-ID": self._message_id_text,
             "Byte-Range": str(byte_range),
         }

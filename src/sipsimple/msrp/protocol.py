@@ -35,6 +35,7 @@ __all__ = [
     "format_auth_params",
     "make_id",
     "parse_auth_params",
+    "path_text",
 ]
 
 CONTINUATION_FLAGS = "$+#"
@@ -176,6 +177,13 @@ def header_text(name: str, value: object) -> tuple[str, str]:
     if not name or _BAD_NAME_RE.search(name) or _BAD_VALUE_RE.search(text):
         raise ValueError(f"invalid MSRP header {name!r}: {text!r}")
     return _CANONICAL.get(name.lower(), name), text
+
+
+@lru_cache(maxsize=256)
+def path_text(path: tuple[MSRPURI, ...]) -> str:
+    """The wire text of a path header, checked once per path: the paths of a session
+    are the same in every frame it sends."""
+    return header_text("To-Path", path)[1]
 
 
 def _wire_order(name: str) -> tuple[bool, bool, bool, bool]:

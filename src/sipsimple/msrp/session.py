@@ -31,6 +31,7 @@ from sipsimple.msrp.protocol import (
     ParserEvent,
     Status,
     make_id,
+    path_text,
 )
 from sipsimple.msrp.relay import RelayAuthentication, RelayEvent
 from sipsimple.msrp.uri import MSRPURI
@@ -53,6 +54,7 @@ __all__ = [
 DEFAULT_TRANSACTION_TIMEOUT = 30.0
 """Seconds to wait for the response to a SEND (RFC 4975 section 7.1.1)."""
 
+_STATUS_OK = Status(200, "OK")
 _REMEMBERED = 4096  # outgoing messages kept for their REPORTs, completed ids kept for duplicates
 
 
@@ -601,13 +603,13 @@ class MSRPSession:
             self._report(frame, message.message_id, ByteRange(1, message.total, message.total))
 
     def _report(self, request: MSRPData, message_id: str, byte_range: ByteRange) -> None:
-        report = MSRPData(self.make_transaction_id(), method="REPORT")
-        report.set_header("To-Path", request.from_path)
-        report.set_header("From-Path", [self.local_uri])
-        report.set_header("Message-ID", message_id)
-        report.set_header("Byte-Range", byte_range)
-        report.set_header("Status", Status(200, "OK"))
-        self._control.append(report.encode())
+        # Formatted directly (what MSRPData.encode() gives): one per chat message.
+        tid = self.make_transaction_id()
+        self._control.append(
+            f"MSRP {tid} REPORT\r\nTo-Path: {path_text(tuple(request.from_path))}\r\n"
+            f"From-Path: {self.local_uri}\r\nMessage-ID: {message_id}\r\n"
+            f"Byte-Range: {byte_range}\r\nStatus: {_STATUS_OK}\r\n-------{tid}$\r\n".encode()
+        )
 
     def _handle_response(self, frame: MSRPData, now: float) -> None:
         self._current = None

@@ -292,7 +292,7 @@ class _Connection(asyncio.Protocol):
         (connection_lost then comes in a later loop iteration)."""
         return self._closing or (self.transport is not None and self.transport.is_closing())
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if self.closing or self.transport is None:
             return
         if self.trace is not None:
@@ -301,7 +301,9 @@ class _Connection(asyncio.Protocol):
 
     def write_pieces(self, pieces: list[bytes]) -> None:
         """Write what MSRPSession.pieces_to_send() gave: short pieces joined (many small
-        frames in one send), long ones (chunk bodies) as they are, without a copy."""
+        frames in one send), long ones (chunk bodies) as they are, through a
+        memoryview: what the socket does not take at once is then copied once into
+        the transport's buffer (a bytes object would be sliced first, a second copy)."""
         if self.trace is not None:
             self.write(b"".join(pieces))  # the trace shows whole frames
             return
@@ -313,7 +315,7 @@ class _Connection(asyncio.Protocol):
             if short:
                 self.write(b"".join(short))
                 short = []
-            self.write(piece)
+            self.write(memoryview(piece))
         if short:
             self.write(b"".join(short))
 
