@@ -18,10 +18,12 @@ Notifications (besides the MediaStream* ones), all with ``timestamp``:
 
 FileTransferStreamGotChunk (receiver)
     ``content`` (bytes), ``content_type``, ``transferred_bytes`` (including a resumed
-    part), ``file_size``.
+    part), ``file_size``.  One per piece of data as the connection delivers it (up to
+    256 KB; the contents of all of them are the file).
 FileTransferStreamDidDeliverChunk (sender)
     ``message_id``, ``chunk`` (the MSRPData of the 200 response or success REPORT),
-    ``code``, ``reason``, ``transferred_bytes``, ``file_size``.
+    ``code``, ``reason``, ``transferred_bytes``, ``file_size``.  One per chunk (1 MB
+    on a direct connection, see ``chunk_size``).
 FileTransferStreamDidNotDeliverChunk (sender)
     ``message_id``, ``chunk`` (the error response or failure REPORT; None after a
     timeout), ``code``, ``reason``.
@@ -108,7 +110,12 @@ class FileTransferStream(MSRPStreamBase):
     accept_wrapped_types: ClassVar[list[str] | None] = ["*"]
     use_msrp_session = False
     chunk_size: ClassVar[int] = 1024 * 1024
+    """Body bytes per SEND chunk on a direct connection.  The transfer has its
+    connection to itself, so nothing waits behind a chunk; large chunks mean few
+    responses, headers and progress notifications.  Equal to ``read_size``: each
+    chunk is one block read from the file, sent without a copy."""
     relay_chunk_size: ClassVar[int] = DEFAULT_CHUNK_SIZE
+    """Body bytes per chunk through a relay (relays take small frames only)."""
     read_size: ClassVar[int] = 1024 * 1024
     """Bytes the sender reads from the file at a time."""
     write_size: ClassVar[int] = 1024 * 1024
