@@ -186,8 +186,10 @@ def path_text(path: tuple[MSRPURI, ...]) -> str:
     return header_text("To-Path", path)[1]
 
 
+@lru_cache(maxsize=256)
 def _wire_order(name: str) -> tuple[bool, bool, bool, bool]:
     # To-Path, From-Path, the others as set, Content-* headers, Content-Type last.
+    # Cached: the sort key of every header of every frame sent.
     return (
         name != "To-Path",
         name != "From-Path",
