@@ -124,6 +124,33 @@ def test_active_side_binds_the_connection_with_a_bodiless_send():
     assert a.data_to_send(0) == b""  # bound: no second bodiless SEND
 
 
+def test_pieces_to_send_hand_out_fed_bodies_without_a_copy():
+    a, b = pair({"chunk_size": 4096}, {"reassemble": False})
+    blocks = [random.Random(n).randbytes(4096) for n in range(3)]
+    message = a.send_message(None, "application/octet-stream", size=3 * 4096)
+    for block in blocks:
+        message.feed(block)
+    message.finish()
+    pieces = []
+    while more := a.pieces_to_send(0):  # a chunk of each message per call
+        pieces += more
+    for block in blocks:
+        assert any(piece is block for piece in pieces)
+    b.receive_data(b"".join(pieces), 0)
+    got = events(b)
+    assert b"".join(e.data for e in of(MessageDataReceived, got)) == b"".join(blocks)
+    assert of(MessageReceived, got)[0].size == 3 * 4096
+    # the responses and the report the same way: data_to_send() is their join
+    a2, b2 = pair()
+    a2.send_message(b"hi", "text/plain", success_report="yes")
+    b2.receive_data(a2.data_to_send(0), 0)
+    response, report = frames(b"".join(b2.pieces_to_send(0)))
+    assert response.code == 200 and report.method == "REPORT"
+    assert report.status == Status(200, "OK") and report.byte_range == ByteRange(1, 2, 2)
+    assert report.to_path == [A] and report.from_path == [B]
+    assert b2.pieces_to_send(0) == [] and b2.data_to_send(0) == b""
+
+
 def test_chunked_message_is_reassembled():
     body = bytes(random.Random(1).randrange(256) for _ in range(10000))
     a, b = pair({"chunk_size": 1000})

@@ -4,6 +4,7 @@ partial files with metadata, resuming, and the hash check."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from pathlib import Path
@@ -179,6 +180,36 @@ def test_out_of_order_and_repeated_data_is_hashed_whole(tmp_path: Path) -> None:
     incoming.write(0, DATA[:4000])
     incoming.write(2000, DATA[2000:6000])
     assert incoming.finish().read_bytes() == DATA
+
+
+def test_many_pieces_are_written_in_one_call_and_hashed(tmp_path: Path) -> None:
+    incoming = receive(tmp_path)
+    incoming.open()
+    cuts = [*range(0, len(DATA), 7), len(DATA)]  # 1463 pieces: more than one pwritev
+    pieces: list[bytes | bytearray | memoryview] = []
+    for number, (start, end) in enumerate(itertools.pairwise(cuts)):
+        piece = DATA[start:end]
+        pieces.append([piece, bytearray(piece), memoryview(piece)][number % 3])
+        if number == 100:
+            pieces.append(b"")
+    incoming.write(0, *pieces)
+    assert incoming.contiguous == len(DATA)
+    assert incoming.finish().read_bytes() == DATA
+
+
+def test_progress_is_saved_every_16_mb(tmp_path: Path) -> None:
+    block = bytes(range(256)) * 4096  # 1 MB
+    size = 17 * len(block)
+    incoming = IncomingFile(tmp_path, "big.bin", size, None, None)
+    incoming.open()
+    metadata = tmp_path / "big.bin.part.json"
+    for number in range(17):
+        incoming.write(number * len(block), block)
+        incoming.save()
+        saved = json.loads(metadata.read_text())["offset"]
+        assert saved == (16 * len(block) if number >= 15 else 0)
+    incoming.close()
+    assert json.loads(metadata.read_text())["offset"] == size
 
 
 def test_the_hash_format_follows_the_file_selector() -> None:

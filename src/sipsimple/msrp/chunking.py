@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 
 from sipsimple.msrp.errors import MSRPParseError
-from sipsimple.msrp.protocol import ByteRange, MSRPData, header_text, make_id
+from sipsimple.msrp.protocol import ByteRange, MSRPData, header_text, make_id, path_text
 from sipsimple.msrp.uri import MSRPURI
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "ByteRanges", "IncomingMessage", "OutgoingMessage"]
@@ -190,17 +190,18 @@ class OutgoingMessage:
         self.done = False
         self.aborted = False
         self.failed = False  # set by the session when a chunk got an error response
-        # The fixed headers of every chunk, checked once here (canonical name -> text).
+        # The fixed headers of every chunk, checked once here (canonical name -> text);
+        # the report values were checked above.
         fixed: list[tuple[str, str]] = []
         if success_report != "no":
             fixed.append(("Success-Report", success_report))
         if failure_report != "yes":
             fixed.append(("Failure-Report", failure_report))
-        fixed.extend(self.headers.items())
+        fixed += [header_text(name, value) for name, value in self.headers.items()]
         if content_type is not None:
-            fixed.append(("Content-Type", content_type))
+            fixed.append(header_text("Content-Type", content_type))
         self._message_id_text = header_text("Message-ID", message_id)[1]
-        self._fixed = [header_text(name, value) for name, value in fixed]
+        self._fixed = fixed
         self._own_byte_range = all(name != "Byte-Range" for name, _ in self._fixed)
         self._finished = data is not None
         self._pieces: deque[bytes] = deque()
@@ -304,8 +305,8 @@ class OutgoingMessage:
         end = self.position + len(body) - 1
         byte_range = ByteRange(self.position, end, self.size)
         headers = {
-            "To-Path": header_text("To-Path", to_path)[1],
-            "From-Path": header_text("From-Path", from_path)[1],
+            "To-Path": path_text(tuple(to_path)),
+            "From-Path": path_text(tuple(from_path)),
             "Message-ID": self._message_id_text,
             "Byte-Range": str(byte_range),
         }

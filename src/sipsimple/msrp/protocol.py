@@ -35,6 +35,7 @@ __all__ = [
     "format_auth_params",
     "make_id",
     "parse_auth_params",
+    "path_text",
 ]
 
 CONTINUATION_FLAGS = "$+#"
@@ -178,8 +179,17 @@ def header_text(name: str, value: object) -> tuple[str, str]:
     return _CANONICAL.get(name.lower(), name), text
 
 
+@lru_cache(maxsize=256)
+def path_text(path: tuple[MSRPURI, ...]) -> str:
+    """The wire text of a path header, checked once per path: the paths of a session
+    are the same in every frame it sends."""
+    return header_text("To-Path", path)[1]
+
+
+@lru_cache(maxsize=256)
 def _wire_order(name: str) -> tuple[bool, bool, bool, bool]:
     # To-Path, From-Path, the others as set, Content-* headers, Content-Type last.
+    # Cached: the sort key of every header of every frame sent.
     return (
         name != "To-Path",
         name != "From-Path",
@@ -442,8 +452,8 @@ class MSRPData:
         return b"".join(self._encode_parts(check_body=True))
 
     def _encode_parts(self, *, check_body: bool) -> tuple[bytes, bytes, bytes]:
-        # Start, body and end, for a writer that joins them with other frames in one
-        # copy; ``check_body`` False when the transaction id was picked to avoid the body.
+        # Start, body and end, for a writer that writes the body as it is; ``check_body``
+        # False when the transaction id was picked to avoid the body.
         with_body = self.method is not None and (bool(self.data) or "Content-Type" in self.headers)
         if check_body and with_body and (b"-------" + self.transaction_id.encode()) in self.data:
             raise ValueError("the body contains this transaction's end-line: pick another id")

@@ -2,11 +2,12 @@
 7 and 8; RFC 6135 connection binding).
 
 Feed it what the connection received with ``receive_data(data, now)``, write what
-``data_to_send(now)`` returns, call ``handle_timer(now)`` at ``get_timer()``, and
-read ``next_event()`` until it returns None.  It checks paths (481), answers
-SENDs as their Failure-Report asks, reassembles chunked messages (in any order,
-duplicates included), sends success REPORTs, matches responses to its requests,
-times transactions out (408), and interleaves the chunks of outgoing messages.
+``data_to_send(now)`` returns (or the pieces of ``pieces_to_send(now)``), call
+``handle_timer(now)`` at ``get_timer()``, and read ``next_event()`` until it returns
+None.  It checks paths (481), answers SENDs as their Failure-Report asks,
+reassembles chunked messages (in any order, duplicates included), sends success
+REPORTs, matches responses to its requests, times transactions out (408), and
+interleaves the chunks of outgoing messages.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sipsimple.msrp.protocol import (
     ParserEvent,
     Status,
     make_id,
+    path_text,
 )
 from sipsimple.msrp.relay import RelayAuthentication, RelayEvent
 from sipsimple.msrp.uri import MSRPURI
@@ -52,6 +54,7 @@ __all__ = [
 DEFAULT_TRANSACTION_TIMEOUT = 30.0
 """Seconds to wait for the response to a SEND (RFC 4975 section 7.1.1)."""
 
+_STATUS_OK = Status(200, "OK")
 _REMEMBERED = 4096  # outgoing messages kept for their REPORTs, completed ids kept for duplicates
 
 
@@ -308,12 +311,17 @@ class MSRPSession:
 
     def data_to_send(self, now: float) -> bytes:
         """Responses and reports, then one chunk of each ready outgoing message."""
+        return b"".join(self.pieces_to_send(now))
+
+    def pieces_to_send(self, now: float) -> list[bytes]:
+        """What data_to_send() joins, for a writer that writes each piece as it is:
+        a chunk's body is the very object fed to its message, never copied."""
         out = self._control
         self._control = []
-        if self.relay is not None:
-            out.append(self.relay.data_to_send())
+        if self.relay is not None and (auth := self.relay.data_to_send()):
+            out.append(auth)
         if self.closed or not self._bound:
-            return b"".join(out)
+            return out
         for _ in range(len(self._queue)):
             message = self._queue.popleft()
             if message.done or message.aborted:
@@ -336,7 +344,7 @@ class MSRPSession:
             frame.set_header("Byte-Range", ByteRange(1, 0, 0))
             out.append(frame.encode())
             self._start_transaction(frame, None, "yes", now)
-        return b"".join(out)
+        return out
 
     def _start_transaction(
         self, frame: MSRPData, message_id: str | None, failure_report: str, now: float
@@ -595,13 +603,13 @@ class MSRPSession:
             self._report(frame, message.message_id, ByteRange(1, message.total, message.total))
 
     def _report(self, request: MSRPData, message_id: str, byte_range: ByteRange) -> None:
-        report = MSRPData(self.make_transaction_id(), method="REPORT")
-        report.set_header("To-Path", request.from_path)
-        report.set_header("From-Path", [self.local_uri])
-        report.set_header("Message-ID", message_id)
-        report.set_header("Byte-Range", byte_range)
-        report.set_header("Status", Status(200, "OK"))
-        self._control.append(report.encode())
+        # Formatted directly (what MSRPData.encode() gives): one per chat message.
+        tid = self.make_transaction_id()
+        self._control.append(
+            f"MSRP {tid} REPORT\r\nTo-Path: {path_text(tuple(request.from_path))}\r\n"
+            f"From-Path: {self.local_uri}\r\nMessage-ID: {message_id}\r\n"
+            f"Byte-Range: {byte_range}\r\nStatus: {_STATUS_OK}\r\n-------{tid}$\r\n".encode()
+        )
 
     def _handle_response(self, frame: MSRPData, now: float) -> None:
         self._current = None

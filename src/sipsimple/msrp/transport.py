@@ -33,10 +33,11 @@ Use the transport with ``send_message()`` (a whole body), ``await send_stream()`
 (a body from an iterable, read only as fast as the peer takes it), and ``async for
 event in transport`` (the session's events, then :class:`TransportClosed`).  Memory
 stays bounded both ways: a sender waits while the connection's write buffer is
-above ``write_buffer_size``, and reading stops while more than
-``max_queued_bytes`` of received data wait in the event queue.  Keyword arguments
-not listed go to MSRPSession (``chunk_size``, ``reassemble``, ``accept_types``,
-``max_message_size``, ``transaction_timeout`` ...).
+above ``write_buffer_size`` (and the kernel keeps at most KERNEL_UNSENT_LIMIT bytes
+unsent), and reading stops while more than ``max_queued_bytes`` of received data
+wait in the event queue.  Keyword arguments not listed go to MSRPSession
+(``chunk_size``, ``reassemble``, ``accept_types``, ``max_message_size``,
+``transaction_timeout`` ...).
 
 A ``trace`` hook, ``trace(direction, local_address, remote_address, data)`` with
 direction ``"incoming"`` or ``"outgoing"``, sees every byte read or written (the
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl as _ssl
 from collections import deque
 from collections.abc import AsyncIterable, Callable, Iterable
@@ -84,6 +86,7 @@ from sipsimple.msrp.uri import MSRPURI
 __all__ = [
     "DEFAULT_MAX_QUEUED_BYTES",
     "DEFAULT_WRITE_BUFFER_SIZE",
+    "KERNEL_UNSENT_LIMIT",
     "MSRPAcceptor",
     "MSRPConnectionError",
     "MSRPListener",
@@ -110,9 +113,14 @@ TraceHook = Callable[[str, Address | None, Address | None, bytes], None]
 DEFAULT_WRITE_BUFFER_SIZE = 256 * 1024
 """Bytes the connection may hold unsent before senders wait (its high-water mark)."""
 
+KERNEL_UNSENT_LIMIT = 128 * 1024
+"""Bytes the kernel may hold not yet sent on a connection (TCP_NOTSENT_LOWAT, on the
+systems that have it): what a message queued now may find ahead of it there."""
+
 DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024
 """Received body bytes that may wait in the event queue before reading pauses."""
 
+_SHORT_PIECE = 16 * 1024  # pieces shorter than this are joined before they are written
 _MAX_QUEUED_EVENTS = 4096  # events waiting before reading pauses, whatever their size
 _MAX_STASHED_EVENTS = 256  # parser events held for a session not started yet ...
 _MAX_STASHED_BYTES = 256 * 1024  # ... and the body bytes among them
@@ -202,6 +210,20 @@ class _Owner:
         pass
 
 
+def _limit_unsent(transport: asyncio.Transport) -> None:
+    # The kernel would queue megabytes of a file (its send buffer grows with the
+    # connection's speed); a message sent after them would wait for all of them.
+    # TCP_NOTSENT_LOWAT bounds only what is not sent yet, not what is in flight.
+    sock = transport.get_extra_info("socket")
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+    if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, KERNEL_UNSENT_LIMIT)
+    except OSError:
+        pass  # not supported here: only the latency behind a transfer suffers
+
+
 class _Connection(asyncio.Protocol):
     """The asyncio side of one connection: parses what arrives for its ``owner``,
     writes, traces, and keeps the flow-control state.  The owner changes as the
@@ -233,6 +255,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         self.local_address = transport.get_extra_info("sockname")
         self.remote_address = transport.get_extra_info("peername")
+        _limit_unsent(transport)
         if self.owner is not None:
             self.owner._connected()
 
@@ -269,12 +292,32 @@ class _Connection(asyncio.Protocol):
         (connection_lost then comes in a later loop iteration)."""
         return self._closing or (self.transport is not None and self.transport.is_closing())
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if self.closing or self.transport is None:
             return
         if self.trace is not None:
             self._trace("outgoing", data)
         self.transport.write(data)
+
+    def write_pieces(self, pieces: list[bytes]) -> None:
+        """Write what MSRPSession.pieces_to_send() gave: short pieces joined (many small
+        frames in one send), long ones (chunk bodies) as they are, through a
+        memoryview: what the socket does not take at once is then copied once into
+        the transport's buffer (a bytes object would be sliced first, a second copy)."""
+        if self.trace is not None:
+            self.write(b"".join(pieces))  # the trace shows whole frames
+            return
+        short: list[bytes] = []
+        for piece in pieces:
+            if len(piece) < _SHORT_PIECE:
+                short.append(piece)
+                continue
+            if short:
+                self.write(b"".join(short))
+                short = []
+            self.write(memoryview(piece))
+        if short:
+            self.write(b"".join(short))
 
     def _trace(self, direction: str, data: bytes) -> None:
         assert self.trace is not None
@@ -607,10 +650,10 @@ class MSRPTransport(_Owner):
         session = self.session
         now = self._loop.time()
         while not conn.write_paused and not conn.closing:
-            data = session.data_to_send(now)
-            if not data:
+            pieces = session.pieces_to_send(now)
+            if not pieces:
                 break
-            conn.write(data)
+            conn.write_pieces(pieces)
         if self._room:
             self._wake_senders()
 

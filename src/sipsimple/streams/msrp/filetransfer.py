@@ -18,10 +18,12 @@ Notifications (besides the MediaStream* ones), all with ``timestamp``:
 
 FileTransferStreamGotChunk (receiver)
     ``content`` (bytes), ``content_type``, ``transferred_bytes`` (including a resumed
-    part), ``file_size``.
+    part), ``file_size``.  One per piece of data as the connection delivers it (up to
+    256 KB; the contents of all of them are the file).
 FileTransferStreamDidDeliverChunk (sender)
     ``message_id``, ``chunk`` (the MSRPData of the 200 response or success REPORT),
-    ``code``, ``reason``, ``transferred_bytes``, ``file_size``.
+    ``code``, ``reason``, ``transferred_bytes``, ``file_size``.  One per chunk (1 MB
+    on a direct connection, see ``chunk_size``).
 FileTransferStreamDidNotDeliverChunk (sender)
     ``message_id``, ``chunk`` (the error response or failure REPORT; None after a
     timeout), ``code``, ``reason``.
@@ -54,13 +56,12 @@ from sipsimple.msrp import (
     TransactionTimedOut,
     make_id,
 )
+from sipsimple.msrp.transport import DEFAULT_WRITE_BUFFER_SIZE
 from sipsimple.streams.msrp.base import MSRPStreamBase, MSRPStreamError, post_library_log
 from sipsimple.streams.msrp.files import FileHashMismatchError, IncomingFile
 from sipsimple.threading import run_in_worker
 
 __all__ = ["FileSelector", "FileTransferStream"]
-
-_READ_SIZE = 256 * 1024
 
 
 def _describe(selector: FileSelector) -> FileSelector:
@@ -108,9 +109,19 @@ class FileTransferStream(MSRPStreamBase):
     accept_types: ClassVar[list[str]] = ["*"]
     accept_wrapped_types: ClassVar[list[str] | None] = ["*"]
     use_msrp_session = False
-    chunk_size: ClassVar[int] = 64 * 1024
+    chunk_size: ClassVar[int] = 1024 * 1024
+    """Body bytes per SEND chunk on a direct connection.  The transfer has its
+    connection to itself, so nothing waits behind a chunk; large chunks mean few
+    responses, headers and progress notifications.  Equal to ``read_size``: each
+    chunk is one block read from the file, sent without a copy."""
     relay_chunk_size: ClassVar[int] = DEFAULT_CHUNK_SIZE
-    write_buffer_size: ClassVar[int] = 1024 * 1024
+    """Body bytes per chunk through a relay (relays take small frames only)."""
+    read_size: ClassVar[int] = 1024 * 1024
+    """Bytes the sender reads from the file at a time."""
+    write_size: ClassVar[int] = 1024 * 1024
+    """Bytes the receiver collects before writing them to the file."""
+    write_buffer_size: ClassVar[int] = DEFAULT_WRITE_BUFFER_SIZE
+    """Bytes the connection may hold unsent before the sender waits."""
 
     def __init__(self, account: Any, file_selector: FileSelector | None = None) -> None:
         if file_selector is not None:
@@ -127,8 +138,9 @@ class FileTransferStream(MSRPStreamBase):
         self.filename: str | None = None
         self._message_id: str | None = None
         self._incoming: IncomingFile | None = None
-        self._buffer = bytearray()
-        self._buffer_offset = 0
+        self._pieces: list[bytes] = []  # received data not written yet, as it came
+        self._pieces_offset = 0
+        self._pieces_size = 0
         self._writing: asyncio.Task[None] | None = None
         self._disk = asyncio.Lock()
         self._received = ByteRanges()
@@ -184,6 +196,7 @@ class FileTransferStream(MSRPStreamBase):
 
     def _session_options(self) -> dict[str, Any]:
         options = super()._session_options()
+        options["write_buffer_size"] = self.write_buffer_size
         if self._relay is not None or len(self.remote_path) > 1:
             options["chunk_size"] = self.relay_chunk_size  # relays take small frames only
         return options
@@ -234,9 +247,9 @@ class FileTransferStream(MSRPStreamBase):
         reading = None
         try:
             await run_in_worker(file.seek, self.offset)
-            reading = loop.create_task(run_in_worker(file.read, _READ_SIZE))
+            reading = loop.create_task(run_in_worker(file.read, self.read_size))
             while block := await reading:
-                reading = loop.create_task(run_in_worker(file.read, _READ_SIZE))  # read ahead
+                reading = loop.create_task(run_in_worker(file.read, self.read_size))  # read ahead
                 yield block
             reading = None
         finally:
@@ -362,11 +375,12 @@ class FileTransferStream(MSRPStreamBase):
         if not event.data:
             return
         self._received.add(event.offset + 1, end)
-        if self._buffer and event.offset != self._buffer_offset + len(self._buffer):
+        if self._pieces and event.offset != self._pieces_offset + self._pieces_size:
             await self._flush()
-        if not self._buffer:
-            self._buffer_offset = event.offset
-        self._buffer += event.data
+        if not self._pieces:
+            self._pieces_offset = event.offset
+        self._pieces.append(event.data)
+        self._pieces_size += len(event.data)
         self.transferred_bytes = max(self.transferred_bytes, end)
         self._post(
             "FileTransferStreamGotChunk",
@@ -375,29 +389,30 @@ class FileTransferStream(MSRPStreamBase):
             transferred_bytes=self.transferred_bytes,
             file_size=size,
         )
-        if len(self._buffer) >= self.write_buffer_size:
+        if self._pieces_size >= self.write_size:
             await self._flush()
         if size is not None and self._received.covers(self.offset + 1, size):
             await self._complete()
 
     async def _flush(self) -> None:
-        """Hand the buffer to a worker; wait only for the write before it (one write is
-        in flight while the next chunks arrive)."""
+        """Hand the pieces received to a worker, which writes them (without joining
+        them) and hashes them; wait only for the write before (one write is in flight
+        while the next pieces arrive)."""
         if self._writing is not None:
             await self._writing
             self._writing = None
-        if not self._buffer:
+        if not self._pieces:
             return
-        data, offset = bytes(self._buffer), self._buffer_offset
-        self._buffer = bytearray()
-        self._writing = asyncio.get_running_loop().create_task(self._write(offset, data))
+        pieces, offset = self._pieces, self._pieces_offset
+        self._pieces, self._pieces_size = [], 0
+        self._writing = asyncio.get_running_loop().create_task(self._write(offset, pieces))
 
-    async def _write(self, offset: int, data: bytes) -> None:
+    async def _write(self, offset: int, pieces: list[bytes]) -> None:
         assert self._incoming is not None
         incoming = self._incoming
 
         def write() -> None:
-            incoming.write(offset, data)
+            incoming.write(offset, *pieces)
             incoming.save()
 
         async with self._disk:
