@@ -108,9 +108,10 @@ class RTCPSession:
 
     def rtp_received(self, packet: RTPPacket, now: float) -> bool:
         """Accounts a received packet; False while its source is not yet valid (A.1)."""
-        source = self._source(packet.ssrc)
-        self._current_source = packet.ssrc
-        self._heard.add(packet.ssrc)
+        ssrc = packet.ssrc
+        source = self.sources.get(ssrc) or self._source(ssrc)
+        self._current_source = ssrc
+        self._heard.add(ssrc)
         return source.update(packet.sequence_number, packet.timestamp, now, len(packet.payload))
 
     # RTCP in

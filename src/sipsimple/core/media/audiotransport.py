@@ -154,15 +154,18 @@ def _send_all(members: list[AudioTransport], now: float, due: float) -> None:
             key = (member._down, type(member._codec).encode_many, len(pcm))
             groups.setdefault(key, []).append((member, pcm))
     for (bank, encode_many, _length), group in groups.items():
-        pcm = np.stack([frame for _member, frame in group])
-        if bank is not None:
-            pcm = bank.process([member._down_lane for member, _frame in group], pcm)
+        if bank is None and encode_many is None:
+            frames: Sequence[np.ndarray] = [frame for _member, frame in group]
+        else:
+            frames = np.stack([frame for _member, frame in group])
+            if bank is not None:
+                frames = bank.process([member._down_lane for member, _frame in group], frames)
         if encode_many is not None:
-            payloads = encode_many(pcm)
+            payloads = encode_many(frames)
             for (member, _frame), payload in zip(group, payloads, strict=True):
                 member._send_payload(payload.tobytes(), now, due)
             continue
-        for (member, _frame), row in zip(group, pcm, strict=True):
+        for (member, _frame), row in zip(group, frames, strict=True):
             try:
                 payload = member._codec.encode(row)
             except (CodecError, ValueError):
