@@ -383,6 +383,7 @@ class AudioTransport:
         rate = self.mixer.sample_rate
         self._send_samples = rate * info.ptime // 1000  # mixer samples per packet
         self._ticks_per_sample = info.clock_rate / info.sample_rate
+        self._frame_samples = info.samples_per_frame  # codec samples per packet
         # Resampling (none where the codec runs at the mixer's rate: Opus at 48 kHz, G.711
         # at 8 kHz) in a lane of a shared ResamplerBank, or a Resampler of our own for the
         # ratios a bank cannot do.
@@ -634,7 +635,7 @@ class AudioTransport:
         the audio at the mixer's rate."""
         codec = self._codec
         decoded = []
-        self._playout_debt += codec.info.samples_per_frame
+        self._playout_debt += self._frame_samples
         while self._playout_debt > 0:
             frame = self._jitter.get(now)
             if frame is None:  # nothing under way: silence
