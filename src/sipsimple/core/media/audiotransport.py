@@ -29,6 +29,7 @@ import itertools
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -78,7 +79,10 @@ GOLDEN_RATIO = 0.6180339887498949
 _phases = itertools.count()
 _ClockKey = tuple[asyncio.AbstractEventLoop, AudioMixer, float, int]
 _clocks: dict[_ClockKey, _SharedClock] = {}
-_banks: dict[tuple[int, int, int], ResamplerBank] = {}
+# A bank's work buffers serve one loop at a time: each loop (thread) has its own banks.
+_banks: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[int, int, int], ResamplerBank]
+] = weakref.WeakKeyDictionary()
 
 
 class AudioTransportError(SIPCoreError):
@@ -137,7 +141,8 @@ def _run_frames(
         _send_all([m for m in members if m._clock is clock and m._started], now, due)
     if skipped:  # the loop stalled: that stretch of time is not sent
         for member in members:
-            member._packetizer.advance(skipped * member._timestamp_step)
+            if member._clock is clock and member._started:
+                member._packetizer.advance(skipped * member._timestamp_step)
     for _ in range(frames):
         _play_all([m for m in members if m._clock is clock and m._started], now)
     for member in members:
@@ -199,14 +204,17 @@ def _play_all(members: list[AudioTransport], now: float) -> None:
         queues = [(member, frames) for member, frames in queues if frames]
 
 
-def _bank(input_rate: int, output_rate: int, frame: int) -> ResamplerBank | None:
-    """The shared ResamplerBank of this conversion, None where one cannot do it."""
+def _bank(
+    loop: asyncio.AbstractEventLoop, input_rate: int, output_rate: int, frame: int
+) -> ResamplerBank | None:
+    """The ResamplerBank of this conversion on ``loop``, None where one cannot do it."""
     if not ResamplerBank.supports(input_rate, output_rate, frame):
         return None
+    banks = _banks.setdefault(loop, {})
     key = (input_rate, output_rate, frame)
-    bank = _banks.get(key)
+    bank = banks.get(key)
     if bank is None:
-        bank = _banks[key] = ResamplerBank(input_rate, output_rate, frame)
+        bank = banks[key] = ResamplerBank(input_rate, output_rate, frame)
     return bank
 
 
@@ -433,13 +441,13 @@ class AudioTransport:
         self.transport.receiver = self
         self._timer = loop.call_at(self._pacer.deadline, self._tick)
 
-    @staticmethod
     def _converter(
-        input_rate: int, output_rate: int, frame: int
+        self, input_rate: int, output_rate: int, frame: int
     ) -> tuple[ResamplerBank | None, int, Resampler | None]:
         if input_rate == output_rate:
             return None, 0, None
-        bank = _bank(input_rate, output_rate, frame)
+        assert self._loop is not None
+        bank = _bank(self._loop, input_rate, output_rate, frame)
         if bank is None:
             return None, 0, Resampler(input_rate, output_rate)
         return bank, bank.open(), None
