@@ -50,7 +50,6 @@ from sipsimple.core.media import AudioTransport, RTPTransport
 from sipsimple.core.sdp import SDPConnection, SDPSession
 from sipsimple.media.devices import DummyDevice
 from sipsimple.media.mixer import AudioMixer
-from sipsimple.media.rtp import RTPPacket
 
 LOCAL = "127.0.0.1"
 PORTS = {"offerer": (20000, 29999), "answerer": (30000, 39999)}
@@ -67,16 +66,10 @@ _lateness: list[float] | None = None  # collected during the window only
 class MeasuredAudioTransport(AudioTransport):
     """Notes when each packet leaves, against the deadline of its frame."""
 
-    def _send_frames(self, now: float, frames: int, skipped: int) -> None:
-        # The pacer has counted these frames already: the first was due this long ago.
-        self._due = self._pacer.deadline - (frames + skipped) * self._pacer.period
-        super()._send_frames(now, frames, skipped)
-
-    def _transmit(self, packet: RTPPacket, now: float) -> None:
-        super()._transmit(packet, now)
+    def _transmit(self, data: bytes, timestamp: int, octets: int, now: float, due: float) -> None:
+        super()._transmit(data, timestamp, octets, now, due)
         if _lateness is not None:
-            _lateness.append(self._loop.time() - self._due)  # type: ignore[union-attr]
-        self._due += self._pacer.period
+            _lateness.append(self._loop.time() - due)  # type: ignore[union-attr]
 
 
 @dataclass

@@ -345,3 +345,17 @@ def test_reused_input_frame_encodes_as_fresh_frames_do(name):
         frame.sample_rate, frame.pts = rate, k
         theirs.append(b"".join(bytes(p) for p in twin.encode(frame)))
     assert ours == theirs and all(ours)
+
+
+@pytest.mark.parametrize("name", ["PCMU", "PCMA"])
+def test_g711_encodes_many_frames_at_once_as_one_by_one(name):
+    codec = create_codec(name)
+    frames = np.random.default_rng(3).integers(-32768, 32767, (7, 160), dtype=np.int16)
+    payloads = type(codec).encode_many(frames)
+    assert payloads.dtype == np.uint8 and payloads.shape == (7, 160)
+    assert [row.tobytes() for row in payloads] == [codec.encode(frame) for frame in frames]
+
+
+@pytest.mark.parametrize("name", ["opus", "G722"])
+def test_codecs_with_state_do_not_encode_many(name):
+    assert type(create_codec(name)).encode_many is None

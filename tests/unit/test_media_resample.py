@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sipsimple.media.resample import Resampler, _SwResampler
+from sipsimple.media.resample import Resampler, ResamplerBank, _SwResampler
 
 RATES = [
     (8000, 48000),
@@ -195,3 +195,32 @@ def test_fir_saturates_instead_of_wrapping():
         half = Resampler(source, target).process(square // 2).astype(int)
         assert full.max() == 32767 and full.min() == -32768
         assert np.abs(full - np.clip(2 * half, -32768, 32767)).max() <= 2
+
+
+@pytest.mark.parametrize(
+    ("source", "target"), [(48000, 8000), (8000, 48000), (48000, 16000), (16000, 48000)]
+)
+def test_a_bank_resamples_each_lane_as_its_own_resampler_would(source, target):
+    frame = source // 50
+    bank = ResamplerBank(source, target, frame)
+    lanes = [bank.open() for _ in range(5)]
+    bank.close(lanes.pop(2))  # a closed lane is reused, silent, by the next stream
+    lanes.append(bank.open())
+    resamplers = [Resampler(source, target) for _ in lanes]
+    rng = np.random.default_rng(7)
+    for _ in range(6):
+        pcm = rng.integers(-20000, 20000, (len(lanes), frame), dtype=np.int16)
+        # lanes in another order than they were opened, and only some of them each time
+        order = rng.permutation(len(lanes))[: rng.integers(1, len(lanes) + 1)]
+        out = bank.process([lanes[i] for i in order], pcm[order])
+        assert out.shape == (len(order), target // 50) and out.dtype == np.int16
+        for row, i in zip(out, order, strict=True):
+            expected = resamplers[i].process(pcm[i])
+            assert np.abs(row.astype(int) - expected).max() <= 1  # float rounding at most
+
+
+def test_a_bank_takes_only_integer_ratios_and_whole_frames():
+    assert not ResamplerBank.supports(44100, 48000, 882)
+    assert not ResamplerBank.supports(48000, 8000, 961)
+    with pytest.raises(ValueError, match="integer ratio"):
+        ResamplerBank(44100, 48000, 882)

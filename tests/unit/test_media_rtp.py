@@ -185,3 +185,17 @@ def test_extension_garbage_raises_only_parse_error(data):
 )
 def test_extension_elements_round_trip(elements):
     assert RTPHeaderExtension.from_elements(elements).elements() == elements
+
+
+def test_packetizer_header_is_the_header_of_the_packet_it_would_make():
+    ours, theirs = (RTPPacketizer(96, 0xCAFE, sequence_number=65535, timestamp=7) for _ in "ab")
+    for marker, payload_type, timestamp in (
+        (True, None, None),
+        (False, 101, 99),
+        (False, None, None),
+    ):
+        packet = theirs.next_packet(
+            b"x", marker=marker, payload_type=payload_type, timestamp=timestamp
+        )
+        assert ours.next_header(marker, payload_type, timestamp) + b"x" == packet.serialize()
+    assert ours.sequence_number == theirs.sequence_number == 2

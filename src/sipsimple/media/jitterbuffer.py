@@ -162,7 +162,10 @@ class JitterBuffer:
                 abs(now - ext_ts / self.clock_rate - self._base) <= self._jump
                 and abs(ext_seq - seq_ref) <= MAX_DROPOUT
             ):
-                self._take(packet, now, ext_ts, ext_seq)
+                if self._suspect is not None:  # it was a stray
+                    stats.discarded += 1
+                    self._suspect = None
+                self._store(packet, now, ext_ts, ext_seq)
                 return
         # A new SSRC, or a jump no network delay explains.  Restart only when a second
         # packet confirms the new source or timeline (as in RFC 3550 A.1), so a stray

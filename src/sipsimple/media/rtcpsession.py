@@ -98,15 +98,20 @@ class RTCPSession:
     # RTP accounting
 
     def rtp_sent(self, packet: RTPPacket, now: float) -> None:
+        self.sent(packet.timestamp, len(packet.payload), now)
+
+    def sent(self, timestamp: int, octets: int, now: float) -> None:
+        """Accounts a packet sent with RTP ``timestamp`` and ``octets`` of payload."""
         self._packets_sent += 1
-        self._octets_sent += len(packet.payload)
-        self._last_rtp = (packet.timestamp, now)
+        self._octets_sent += octets
+        self._last_rtp = (timestamp, now)
 
     def rtp_received(self, packet: RTPPacket, now: float) -> bool:
         """Accounts a received packet; False while its source is not yet valid (A.1)."""
-        source = self._source(packet.ssrc)
-        self._current_source = packet.ssrc
-        self._heard.add(packet.ssrc)
+        ssrc = packet.ssrc
+        source = self.sources.get(ssrc) or self._source(ssrc)
+        self._current_source = ssrc
+        self._heard.add(ssrc)
         return source.update(packet.sequence_number, packet.timestamp, now, len(packet.payload))
 
     # RTCP in

@@ -264,6 +264,21 @@ class RTPPacketizer:
         self.sequence_number = (self.sequence_number + 1) & 0xFFFF
         return packet
 
+    def next_header(
+        self, marker: bool = False, payload_type: int | None = None, timestamp: int | None = None
+    ) -> bytes:
+        """The 12-byte header of the next packet (no CSRC, extension or padding): what
+        next_packet() would serialize, without the packet object a sender need not make."""
+        header = _HEADER.pack(
+            0x80,
+            (self.payload_type if payload_type is None else payload_type) | (0x80 if marker else 0),
+            self.sequence_number,
+            self.timestamp if timestamp is None else timestamp,
+            self.ssrc,
+        )
+        self.sequence_number = (self.sequence_number + 1) & 0xFFFF
+        return header
+
     def advance(self, samples: int) -> None:
         """Moves the media timestamp on by one frame of ``samples`` clock ticks."""
         self.timestamp = (self.timestamp + samples) & 0xFFFFFFFF

@@ -140,7 +140,15 @@ class ReceiveStatistics:
             self.max_seq = (sequence_number - 1) & 0xFFFF
         self.packets += 1
         self.octets += octets
-        valid = self._update_seq(sequence_number)
+        if not self.probation and sequence_number == (self.max_seq + 1) & 0xFFFF:
+            # The usual packet: the next in sequence (wrapping to 0 starts a new cycle).
+            if not sequence_number:
+                self.cycles += RTP_SEQ_MOD
+            self.max_seq = sequence_number
+            self.received += 1
+            valid = True
+        else:
+            valid = self._update_seq(sequence_number)
         # A.8: transit time in timestamp units; the difference is taken modulo 2**32 so a
         # timestamp wrap is not mistaken for a huge delay variation.
         transit = arrival * self.clock_rate - timestamp

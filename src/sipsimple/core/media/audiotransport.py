@@ -16,7 +16,9 @@ picks the codec the negotiation settled on and then runs the stream on the loop:
 
 Once the mixer has ticked, each transport takes a phase against the mixer's clock, so the
 packets of many calls spread over the frame period instead of leaving in one burst at the
-mixer's tick; transports of the same phase and ptime share one timer (a _SharedClock).
+mixer's tick; transports of the same phase and ptime share one timer (a _SharedClock), and
+each wake-up does the numeric work of all of them at once: one matrix product resamples
+every call's frame (ResamplerBank), one table lookup encodes every G.711 frame.
 Methods must be called on the loop that runs the transport (the SIP thread).
 """
 
@@ -27,6 +29,7 @@ import itertools
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,7 +51,7 @@ from sipsimple.media.dtmf import TELEPHONE_EVENT_FMTP, DTMFReceiver, DTMFSender
 from sipsimple.media.errors import CodecError, RTCPParseError
 from sipsimple.media.jitterbuffer import FrameKind, JitterBuffer, JitterBufferStatistics
 from sipsimple.media.mixer import PTIME, AudioMixer, FramePacer, MixerPort
-from sipsimple.media.resample import Resampler
+from sipsimple.media.resample import Resampler, ResamplerBank
 from sipsimple.media.rtcpsession import RTCPSession, StreamStatistics
 from sipsimple.media.rtp import RTPPacket, RTPPacketizer
 from sipsimple.notification import NotificationCenter, NotificationData
@@ -76,6 +79,10 @@ GOLDEN_RATIO = 0.6180339887498949
 _phases = itertools.count()
 _ClockKey = tuple[asyncio.AbstractEventLoop, AudioMixer, float, int]
 _clocks: dict[_ClockKey, _SharedClock] = {}
+# A bank's work buffers serve one loop at a time: each loop (thread) has its own banks.
+_banks: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[int, int, int], ResamplerBank]
+] = weakref.WeakKeyDictionary()
 
 
 class AudioTransportError(SIPCoreError):
@@ -116,16 +123,99 @@ class _SharedClock:
 
     def _wake(self) -> None:
         now = self._loop.time()
-        frames, skipped = self.pacer.advance(now)
-        members = list(self.members)
-        for member in members:
-            if member._clock is self:
-                member._send_frames(now, frames, skipped)
-        for member in members:
-            if member._clock is self:
-                member._receive_frames(now, frames)
+        _run_frames(list(self.members), self.pacer, now, self)
         if self.members:
             self._handle = self._loop.call_at(self.pacer.deadline, self._wake)
+
+
+def _run_frames(
+    members: list[AudioTransport], pacer: FramePacer, now: float, clock: _SharedClock | None
+) -> None:
+    """The frames ``pacer`` says are due at ``now``, for every member still on ``clock``
+    (None: a transport's own timer): first every packet is sent, then what each member
+    received is played, so that no member's packet waits for the others' playout work."""
+    frames, skipped = pacer.advance(now)
+    period = pacer.period
+    for index in range(frames):
+        due = pacer.deadline - (frames - index) * period
+        _send_all([m for m in members if m._clock is clock and m._started], now, due)
+    if skipped:  # the loop stalled: that stretch of time is not sent
+        for member in members:
+            if member._clock is clock and member._started:
+                member._packetizer.advance(skipped * member._timestamp_step)
+    for _ in range(frames):
+        _play_all([m for m in members if m._clock is clock and m._started], now)
+    for member in members:
+        if member._clock is clock and member._started:
+            member._after_frames(now)
+
+
+def _send_all(members: list[AudioTransport], now: float, due: float) -> None:
+    """One frame of each member: resampled and encoded in groups, then sent one by one."""
+    groups: dict[tuple[object, ...], list[tuple[AudioTransport, np.ndarray]]] = {}
+    for member in members:
+        pcm = member._next_audio(now, due)
+        if pcm is not None:
+            key = (member._down, type(member._codec).encode_many, len(pcm))
+            groups.setdefault(key, []).append((member, pcm))
+    for (bank, encode_many, _length), group in groups.items():
+        if bank is None and encode_many is None:
+            frames: Sequence[np.ndarray] = [frame for _member, frame in group]
+        else:
+            frames = np.stack([frame for _member, frame in group])
+            if bank is not None:
+                frames = bank.process([member._down_lane for member, _frame in group], frames)
+        if encode_many is not None:
+            payloads = encode_many(frames)
+            for (member, _frame), payload in zip(group, payloads, strict=True):
+                member._send_payload(payload.tobytes(), now, due)
+            continue
+        for (member, _frame), row in zip(group, frames, strict=True):
+            try:
+                payload = member._codec.encode(row)
+            except (CodecError, ValueError):
+                logger.exception("cannot encode a %s frame", member.codec)
+                member._packetizer.advance(member._timestamp_step)
+                continue
+            member._send_payload(payload, now, due)
+
+
+def _play_all(members: list[AudioTransport], now: float) -> None:
+    """One packet interval of each member's received audio to the mixer: decoded one by
+    one, resampled in groups, a frame of each member per matrix product."""
+    queues = [(member, member._decode(now)) for member in members if member._receiving]
+    queues = [(member, frames) for member, frames in queues if frames]
+    while queues:
+        groups: dict[ResamplerBank, list[tuple[AudioTransport, np.ndarray]]] = {}
+        for member, frames in queues:
+            frame = frames.pop(0)
+            bank = member._up
+            if bank is None:
+                member._queue(frame)
+            else:
+                groups.setdefault(bank, []).append((member, frame))
+        for bank, group in groups.items():
+            out = bank.process(
+                [member._up_lane for member, _frame in group],
+                np.stack([frame for _member, frame in group]),
+            )
+            for (member, _frame), pcm in zip(group, out, strict=True):
+                member._queue(pcm)
+        queues = [(member, frames) for member, frames in queues if frames]
+
+
+def _bank(
+    loop: asyncio.AbstractEventLoop, input_rate: int, output_rate: int, frame: int
+) -> ResamplerBank | None:
+    """The ResamplerBank of this conversion on ``loop``, None where one cannot do it."""
+    if not ResamplerBank.supports(input_rate, output_rate, frame):
+        return None
+    banks = _banks.setdefault(loop, {})
+    key = (input_rate, output_rate, frame)
+    bank = banks.get(key)
+    if bank is None:
+        bank = banks[key] = ResamplerBank(input_rate, output_rate, frame)
+    return bank
 
 
 def _codec_list(codecs: Sequence[str] | None) -> list[CodecInfo]:
@@ -301,9 +391,17 @@ class AudioTransport:
         rate = self.mixer.sample_rate
         self._send_samples = rate * info.ptime // 1000  # mixer samples per packet
         self._ticks_per_sample = info.clock_rate / info.sample_rate
-        # None where the codec runs at the mixer's rate (Opus at 48 kHz, G.711 at 8 kHz).
-        self._to_codec = Resampler(rate, info.sample_rate) if rate != info.sample_rate else None
-        self._from_codec = Resampler(info.sample_rate, rate) if rate != info.sample_rate else None
+        self._frame_samples = info.samples_per_frame  # codec samples per packet
+        # Resampling (none where the codec runs at the mixer's rate: Opus at 48 kHz, G.711
+        # at 8 kHz) in a lane of a shared ResamplerBank, or a Resampler of our own for the
+        # ratios a bank cannot do.
+        self._down, self._down_lane, self._to_codec = self._converter(
+            rate, info.sample_rate, self._send_samples
+        )
+        self._up, self._up_lane, self._from_codec = self._converter(
+            info.sample_rate, rate, info.samples_per_frame
+        )
+        self._decoded = np.zeros(0, dtype=np.int16)  # codec-rate audio not yet resampled
         self._packetizer = RTPPacketizer(info.payload_type)
         self._marker = True
         self._jitter = JitterBuffer(info.clock_rate, ptime=info.ptime)
@@ -342,6 +440,17 @@ class AudioTransport:
         )
         self.transport.receiver = self
         self._timer = loop.call_at(self._pacer.deadline, self._tick)
+
+    def _converter(
+        self, input_rate: int, output_rate: int, frame: int
+    ) -> tuple[ResamplerBank | None, int, Resampler | None]:
+        if input_rate == output_rate:
+            return None, 0, None
+        assert self._loop is not None
+        bank = _bank(self._loop, input_rate, output_rate, frame)
+        if bank is None:
+            return None, 0, Resampler(input_rate, output_rate)
+        return bank, bank.open(), None
 
     def _choose_codec(
         self, local: BaseSDPMediaStream, remote: BaseSDPMediaStream
@@ -413,6 +522,9 @@ class AudioTransport:
         self.transport.send_rtcp(self._rtcp.bye(self._loop.time()))  # type: ignore[union-attr]
         if self._port is not None:
             self._port.stop()
+        for bank, lane in ((self._down, self._down_lane), (self._up, self._up_lane)):
+            if bank is not None:
+                bank.close(lane)
 
     @property
     def statistics(self) -> StreamStatistics | None:
@@ -430,23 +542,12 @@ class AudioTransport:
         """Our own timer, until the mixer's first tick gives us a phase."""
         loop = self._loop
         assert loop is not None
-        now = loop.time()
-        frames, skipped = self._pacer.advance(now)
-        self._send_frames(now, frames, skipped)
-        self._receive_frames(now, frames)
+        _run_frames([self], self._pacer, loop.time(), None)
         if self._started and self._clock is None:  # an observer may have stopped us
             self._timer = loop.call_at(self._pacer.deadline, self._tick)
 
-    def _send_frames(self, now: float, frames: int, skipped: int) -> None:
-        for _ in range(frames):
-            self._send(now)
-        if skipped:  # the loop stalled: that stretch of time is not sent
-            self._packetizer.advance(skipped * self._timestamp_step)
-
-    def _receive_frames(self, now: float, frames: int) -> None:
-        """Playout of ``frames`` frames, then RTCP and the RTP timeout."""
-        for _ in range(frames):
-            self._play(now)
+    def _after_frames(self, now: float) -> None:
+        """RTCP and the RTP timeout, once the frames of a wake-up are done."""
         report_due = self._rtcp.get_timer()
         if report_due is not None and now >= report_due:
             report = self._rtcp.handle_timer(now)
@@ -457,40 +558,39 @@ class AudioTransport:
             self._timed_out = True
             self._post("RTPAudioTransportDidTimeout")
 
-    def _send(self, now: float) -> None:
+    def _next_audio(self, now: float, due: float) -> np.ndarray | None:
+        """This frame's mixed audio to encode (at the codec's rate unless a bank resamples
+        it), or None when no audio is sent: not sending, or a DTMF packet in its place."""
         pcm = self._mixed_audio()
         packetizer = self._packetizer
         if not self._sending:
             packetizer.advance(self._timestamp_step)
-            return
+            return None
         if self._event_type is not None:
             event = self._dtmf_sender.tick(packetizer.timestamp)
             if event is not None:
-                packet = packetizer.next_packet(
-                    event.payload,
-                    marker=event.marker,
-                    payload_type=self._event_type,
-                    timestamp=event.timestamp,
-                )
+                header = packetizer.next_header(event.marker, self._event_type, event.timestamp)
                 packetizer.advance(self._timestamp_step)
-                self._transmit(packet, now)
-                return
-        try:
-            if self._to_codec is not None:
-                pcm = self._to_codec.process(pcm)
-            payload = self._codec.encode(pcm)
-        except (CodecError, ValueError):
-            logger.exception("cannot encode a %s frame", self.codec)
-            packetizer.advance(self._timestamp_step)
-            return
-        packet = packetizer.next_packet(payload, marker=self._marker)
+                payload = event.payload
+                self._transmit(header + payload, event.timestamp, len(payload), now, due)
+                return None
+        if self._to_codec is not None:
+            pcm = self._to_codec.process(pcm)
+        return pcm
+
+    def _send_payload(self, payload: bytes, now: float, due: float) -> None:
+        packetizer = self._packetizer
+        timestamp = packetizer.timestamp
+        header = packetizer.next_header(self._marker)
         self._marker = False
         packetizer.advance(self._timestamp_step)
-        self._transmit(packet, now)
+        self._transmit(header + payload, timestamp, len(payload), now, due)
 
-    def _transmit(self, packet: RTPPacket, now: float) -> None:
-        self._rtcp.rtp_sent(packet, now)
-        self.transport.send_rtp(packet.serialize())
+    def _transmit(self, data: bytes, timestamp: int, octets: int, now: float, due: float) -> None:
+        """Sends one packet; ``due`` is when its frame fell due (for a subclass that
+        measures lateness)."""
+        self._rtcp.sent(timestamp, octets, now)
+        self.transport.send_rtp(data)
 
     def _mixed_audio(self) -> np.ndarray:
         """One packet's worth of what the mixer mixed for our slot (silence if nothing)."""
@@ -537,18 +637,18 @@ class AudioTransport:
         self._clock = _SharedClock.join(self, key, loop.time() + phase * PTIME)
         self._pacer = self._clock.pacer
 
-    def _play(self, now: float) -> None:
-        """Move one packet interval of received audio from the jitter buffer to the mixer."""
-        if not self._receiving:
-            return
-        codec, port = self._codec, self._port
-        assert port is not None
-        self._playout_debt += codec.info.samples_per_frame
+    def _decode(self, now: float) -> list[np.ndarray]:
+        """One packet interval of received audio from the jitter buffer, decoded (or
+        concealed): the frames of codec-rate audio a bank resamples, or, without a bank,
+        the audio at the mixer's rate."""
+        codec = self._codec
+        decoded = []
+        self._playout_debt += self._frame_samples
         while self._playout_debt > 0:
             frame = self._jitter.get(now)
             if frame is None:  # nothing under way: silence
                 self._playout_debt = 0
-                return
+                break
             if frame.kind is FrameKind.AUDIO:
                 try:
                     pcm = codec.decode(frame.packet.payload)  # type: ignore[union-attr]
@@ -560,9 +660,26 @@ class AudioTransport:
             self._playout_debt -= max(len(pcm), round(frame.samples / self._ticks_per_sample))
             if self._from_codec is not None:
                 pcm = self._from_codec.process(pcm)
-            if self._inbound <= MAX_QUEUED_FRAMES * self.mixer.frame_samples:
-                self._inbound += len(pcm)
-                port.put_frame(pcm)
+            decoded.append(pcm)
+        bank = self._up
+        if bank is None:
+            return decoded
+        # The bank takes whole frames: what is left waits for the next interval.
+        size = bank.frame
+        if len(decoded) == 1 and len(decoded[0]) == size and not len(self._decoded):
+            return decoded
+        pending = np.concatenate([self._decoded, *decoded])
+        count = len(pending) // size
+        self._decoded = pending[count * size :]
+        return [pending[i * size : (i + 1) * size] for i in range(count)]
+
+    def _queue(self, pcm: np.ndarray) -> None:
+        """Received audio at the mixer's rate, for its next tick (dropped when late)."""
+        port = self._port
+        assert port is not None
+        if self._inbound <= MAX_QUEUED_FRAMES * self.mixer.frame_samples:
+            self._inbound += len(pcm)
+            port.put_frame(pcm)
 
     # -- from the RTPTransport --------------------------------------------------------------
 

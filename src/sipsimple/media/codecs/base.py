@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import ClassVar
 
 import numpy as np
 
@@ -57,6 +59,10 @@ class AudioCodec(ABC):
     conceal() returns a frame to play in place of a lost packet: by default the last
     decoded frame repeated with a fade to silence over FADE_FRAMES frames.
     """
+
+    # A stateless codec encodes the frames of many streams in one step: encode_many takes
+    # int16 frames as the rows of a 2-D array and returns their payloads as rows of uint8.
+    encode_many: ClassVar[Callable[[np.ndarray], np.ndarray] | None] = None
 
     def __init__(self, info: CodecInfo) -> None:
         self.info = info

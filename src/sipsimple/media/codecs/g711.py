@@ -79,6 +79,14 @@ def ulaw_encode(pcm: np.ndarray) -> bytes:
     return _ULAW_ENCODE[pcm.view(np.uint16)].tobytes()
 
 
+def _ulaw_encode_many(pcm: np.ndarray) -> np.ndarray:
+    return _ULAW_ENCODE[pcm.view(np.uint16)]
+
+
+def _alaw_encode_many(pcm: np.ndarray) -> np.ndarray:
+    return _ALAW_ENCODE[pcm.view(np.uint16)]
+
+
 def ulaw_decode(data: bytes) -> np.ndarray:
     return _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
 
@@ -94,6 +102,8 @@ def alaw_decode(data: bytes) -> np.ndarray:
 class PCMU(AudioCodec):
     """G.711 mu-law, static payload type 0."""
 
+    encode_many = staticmethod(_ulaw_encode_many)
+
     def _encode(self, pcm: np.ndarray) -> bytes:
         return ulaw_encode(pcm)
 
@@ -103,6 +113,8 @@ class PCMU(AudioCodec):
 
 class PCMA(AudioCodec):
     """G.711 A-law, static payload type 8."""
+
+    encode_many = staticmethod(_alaw_encode_many)
 
     def _encode(self, pcm: np.ndarray) -> bytes:
         return alaw_encode(pcm)
