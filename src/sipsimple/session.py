@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import ipaddress
 import logging
 import random
@@ -173,15 +174,18 @@ class SessionManager:
     _instance_lock: ClassVar[threading.Lock] = threading.Lock()
     stop_timeout: ClassVar[float] = 5.0
 
-    _sessions: list[Session]
+    _sessions: dict[Session, None]  # an ordered set
     _lock: threading.Lock
     _started: bool
 
     def __new__(cls) -> SessionManager:
+        instance = cls._instance
+        if instance is not None:
+            return instance
         with cls._instance_lock:
             if cls._instance is None:
                 instance = super().__new__(cls)
-                instance._sessions = []
+                instance._sessions = {}
                 instance._lock = threading.Lock()
                 instance._started = False
                 cls._instance = instance
@@ -226,13 +230,11 @@ class SessionManager:
 
     def _add(self, session: Session) -> None:
         with self._lock:
-            if session not in self._sessions:
-                self._sessions.append(session)
+            self._sessions[session] = None
 
     def _remove(self, session: Session) -> None:
         with self._lock:
-            if session in self._sessions:
-                self._sessions.remove(session)
+            self._sessions.pop(session, None)
 
     def _invitation_changed(self, notification: Notification) -> None:
         data = notification.data
@@ -543,14 +545,22 @@ class Session:
             SessionManager()._remove(self)
         else:
             SessionManager()._add(self)
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake)
+        loop = self._loop
+        if loop is not None:
+            if asyncio._get_running_loop() is loop:
+                loop.call_soon(self._wake)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(self._wake)
 
     # -- the SIP thread: plumbing ------------------------------------------------------
 
     def _hand(self, function: Callable[..., Any], *args: Any) -> None:
         """Run ``function(*args)`` on the SIP thread soon (a coroutine as a task)."""
-        sip_loop().call_soon_threadsafe(self._run, function, args)
+        loop = sip_loop()
+        if asyncio._get_running_loop() is loop:
+            loop.call_soon(self._run, function, args)  # no wake-up of the loop to pay for
+        else:
+            loop.call_soon_threadsafe(self._run, function, args)
 
     def _run(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self._setup()
@@ -603,7 +613,7 @@ class Session:
                 awaitable.close()
             raise _Aborted
         future = asyncio.ensure_future(awaitable)
-        await asyncio.wait((future, abort), return_when=asyncio.FIRST_COMPLETED)
+        await _first(future, abort)
         if abort.done():
             future.cancel()
             raise _Aborted
@@ -614,6 +624,14 @@ class Session:
         pending = set(futures)
         abort = self._abort_future
         assert abort is not None
+        if abort.done():
+            raise _Aborted
+        if all(future.done() for future in pending):  # streams that answered at once
+            for future in pending:
+                error = future.exception()
+                if error is not None:
+                    raise error
+            return
         deadline = asyncio.get_running_loop().time() + self.stream_timeout
         while pending:
             left = deadline - asyncio.get_running_loop().time()
@@ -1593,6 +1611,25 @@ class Session:
 # -- helpers ------------------------------------------------------------------------------------
 
 
+async def _first(future: asyncio.Future[Any], other: asyncio.Future[Any]) -> None:
+    """Until ``future`` or ``other`` is done: asyncio.wait for two, without its sets."""
+    if future.done() or other.done():
+        return
+    waiter = asyncio.get_running_loop().create_future()
+
+    def wake(_: asyncio.Future[Any]) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    future.add_done_callback(wake)
+    other.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        future.remove_done_callback(wake)
+        other.remove_done_callback(wake)
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
@@ -1626,7 +1663,12 @@ def _invite_timeout() -> float | None:
 def _local_address() -> str:
     """The address our SDP names: the Engine's, else the configured local_ip."""
     address = Engine().ip_address
-    if address and not ipaddress.ip_address(address).is_unspecified:
+    if address and not _unspecified(str(address)):
         return str(address)
     settings = _settings()
     return str(settings.local_ip) if settings is not None else "127.0.0.1"
+
+
+@functools.lru_cache(maxsize=16)
+def _unspecified(address: str) -> bool:
+    return ipaddress.ip_address(address).is_unspecified
