@@ -19,7 +19,7 @@ initialization and start, SDP building, the notifications) on top of the SIP exc
 Run it in a loopback-only network namespace (scripts/bench.sh does), as root:
     unshare -n sh -c 'ip link set lo up; PYTHONPATH=src python benchmarks/bench_sessions.py'
 ``--profile PREFIX`` writes cProfile statistics (CPU time of the SIP thread) of the
-Session latency run of both processes to PREFIX.caller and PREFIX.callee (pstats).
+latency runs of both processes to PREFIX.{session,invitation}.{caller,callee} (pstats).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -57,6 +57,7 @@ from sipsimple.streams import IMediaStream, MediaStreamRegistrar
 from sipsimple.util import Route
 
 SESSIONS = "tests.support.sessions"
+T = TypeVar("T")
 HERE = "benchmarks.bench_sessions"  # what the child imports (this file runs as __main__)
 ACCOUNT = {"enabled": "true", "registration": {"enabled": "false"}}
 FORMAT = "x-sipsimple-null"
@@ -283,6 +284,21 @@ async def rate(
     return per_second, cpu, bob_cpu
 
 
+async def _profiled(bob: RemoteSDK, prefix: str | None, what: str, run: Awaitable[T]) -> T:
+    """Await ``run``, profiled in both processes when a prefix is given."""
+    if not prefix:
+        return await run
+    await bob.async_call(f"{HERE}:profile_start")
+    caller = cProfile.Profile(time.thread_time)
+    caller.enable()
+    try:
+        return await run
+    finally:
+        caller.disable()
+        caller.dump_stats(f"{prefix}.{what}.caller")
+        await bob.async_call(f"{HERE}:profile_stop", f"{prefix}.{what}.callee")
+
+
 async def run(count: int, window: int, profile: str | None) -> None:
     quiet = (*DEFAULT_EXCLUDE, *PER_CALL)  # Bob forwards no per-call notification
     with RemoteSDK(call_timeout=30, exclude=quiet) as bob:
@@ -293,20 +309,12 @@ async def run(count: int, window: int, profile: str | None) -> None:
             await bob.async_call(f"{HERE}:answer_invitations")
             bare = invitation_call(account, ports["udp"], waiter)
             await latency(bob, bare, 20)  # warm up
-            bare_latency = await latency(bob, bare, count)
+            bare_latency = await _profiled(bob, profile, "invitation", latency(bob, bare, count))
             bare_rate = await rate(bob, bare, count, window)
             await bob.async_call(f"{HERE}:answer_sessions")
             full = session_call(account, ports["udp"], waiter)
             await latency(bob, full, 20)
-            if profile:
-                await bob.async_call(f"{HERE}:profile_start")
-                caller_profile = cProfile.Profile(time.thread_time)
-                caller_profile.enable()
-            full_latency = await latency(bob, full, count)
-            if profile:
-                caller_profile.disable()
-                caller_profile.dump_stats(f"{profile}.caller")
-                await bob.async_call(f"{HERE}:profile_stop", f"{profile}.callee")
+            full_latency = await _profiled(bob, profile, "session", latency(bob, full, count))
             full_rate = await rate(bob, full, count, window)
         await bob.async_call(f"{SESSIONS}:stop_endpoint")
     print(f"connect() to SIPSessionDidStart over {count} sessions on loopback (UDP):")
