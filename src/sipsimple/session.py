@@ -351,6 +351,7 @@ class Session:
         self._starting: dict[IMediaStream, asyncio.Future[None]] = {}
         self._rejected: set[IMediaStream] = set()  # refused in the peer's answer
         self._outcome: asyncio.Future[Any] | None = None
+        self._initial: list[tuple[IMediaStream, asyncio.Future[None]]] | None = None
         self._provisional = False
         self._reinvite_result: asyncio.Future[tuple[int, str]] | None = None
         self._glared = False
@@ -713,6 +714,8 @@ class Session:
             future = self._pending.pop((stream, name), None)
             if future is not None and not future.done():
                 future.set_result(None)
+                if name == "MediaStreamDidStart" and self._initial is not None:
+                    self._initial_started()
         elif name == "MediaStreamDidFail":
             reason = getattr(notification.data, "reason", None) or "unknown error"
             failure = _Failure("local", 0, None, f"media stream failed: {reason}")
@@ -898,6 +901,7 @@ class Session:
             if data.prev_state == "connecting":
                 if self._outcome is not None and not self._outcome.done():
                     self._outcome.set_result(None)
+                    asyncio.get_running_loop().call_soon(self._begin_initial)
             else:
                 self._sub_state_changed(data)
         elif state == "disconnected":
@@ -1034,8 +1038,30 @@ class Session:
                 break
         raise failure
 
-    async def _start_initial(self, invitation: Invitation) -> None:
-        """The INVITE transaction is done: start the streams the answer kept."""
+    def _begin_initial(self) -> None:
+        """The INVITE transaction is done: start the streams the answer kept.
+
+        Called soon after the Invitation tells it is connected (once it has told all it
+        had to), not when the connect or accept task next runs: that is later than the
+        next message read, so a BYE right after the ACK would fail a session whose
+        streams start at once instead of ending it."""
+        if (
+            self._initial is not None
+            or self._started
+            or self._end_reason is not None
+            or self._state not in ("outgoing", "accepting")
+        ):
+            return
+        try:
+            self._start_streams()
+        except _Failure as failure:
+            self._fail(failure)
+            return
+        self._initial_started()  # the streams that started at once
+
+    def _start_streams(self) -> None:
+        invitation = self._invitation
+        assert invitation is not None
         local, remote = invitation.sdp.active_local, invitation.sdp.active_remote
         if local is None or remote is None:
             raise _Failure("local", 0, None, "the offer/answer exchange failed")
@@ -1050,14 +1076,42 @@ class Session:
             started.append((stream, self._start_stream(stream, local, remote, index)))
         if not started:
             raise _Failure("remote", 0, None, "no stream was accepted")
-        await self._wait_all(future for _, future in started)
+        self._initial = started
+
+    def _initial_started(self) -> None:
+        """A stream of the initial offer started: the session starts with the last."""
+        initial = self._initial
+        assert initial is not None
+        if (
+            self._end_reason is None
+            and self._state in ("outgoing", "accepting")
+            and all(f.done() and not f.cancelled() and f.exception() is None for _, f in initial)
+        ):
+            self._started_with(initial)
+
+    async def _start_initial(self, invitation: Invitation) -> None:
+        """Wait for the streams of the initial offer to start (the task's side of
+        _begin_initial: a stream that fails or takes too long fails the session)."""
+        if self._started:
+            return
+        if self._initial is None:
+            self._start_streams()
+        initial = self._initial
+        assert initial is not None
+        await self._wait_all(future for _, future in initial)
         if self._end_reason is not None:
             raise _Aborted
+        self._started_with(initial)
+
+    def _started_with(self, started: list[tuple[IMediaStream, asyncio.Future[None]]]) -> None:
+        if self._started:
+            return
         with self._lock:
             self._streams = [stream for stream, _ in started]
             self._proposed = None
             self._started = True
             hold = self._want_hold
+        self._initial = None
         self.start_time = _now()
         self._set_state("connected")
         self._post("SIPSessionDidStart", streams=list(self._streams))
