@@ -216,9 +216,16 @@ class NotificationCenter:
         # (name or Any, id(sender) or id(Any)) -> registrations.  Tuples, replaced and never
         # mutated, so that a delivery in progress keeps its snapshot.
         self._registry: dict[tuple[object, int], tuple[_Registration, ...]] = {}
-        # (name, id(sender)) -> the registrations it matches, in delivery order.  Delivery reads
-        # it without the lock; it is filled and cleared under the lock.
-        self._matches: dict[tuple[str, int], tuple[_Registration, ...]] = {}
+        # The registrations a notification matches, in delivery order.  Delivery reads these
+        # caches without the lock; they are filled and invalidated under the lock, only where
+        # a registration changed (sessions add and remove observers for each of their
+        # objects all the time).  A sender no registration names (most are new objects)
+        # matches what its name does: name -> registrations.
+        self._by_name: dict[str, tuple[_Registration, ...]] = {}
+        # The others: id(sender) -> name -> registrations; and how many registry keys name
+        # each such sender (a registration pins its sender, so such an id is not reused).
+        self._by_sender: dict[int, dict[str, tuple[_Registration, ...]]] = {}
+        self._sender_keys: dict[int, int] = {}
         self._keys_by_observer: dict[object, set[tuple[object, int]]] = {}
         self._seq = count()
         self._dead: list[object] = []  # observer keys of collected weak observers
@@ -279,28 +286,45 @@ class NotificationCenter:
             raise TypeError(f"notification name must be a str, not {name!r}")
         if sender is Any:
             raise ValueError("Any is a wildcard for observers, not a sender")
-        notification = Notification(name, sender, NotificationData() if data is None else data)
         state = self._state
         if state.delivering:
-            state.queue.append(notification)
+            data = NotificationData() if data is None else data
+            state.queue.append(Notification(name, sender, data))
             return
+        registrations = self._registrations(name, sender)
+        if not registrations:
+            return  # nobody to tell: no Notification to make
         state.delivering = True
         try:
-            self._deliver(notification)
+            data = NotificationData() if data is None else data
+            self._deliver(Notification(name, sender, data), registrations)
             queue = state.queue
             while queue:
-                self._deliver(queue.popleft())
+                notification = queue.popleft()
+                self._deliver(
+                    notification, self._registrations(notification.name, notification.sender)
+                )
         finally:
             state.delivering = False
 
-    def _deliver(self, notification: Notification) -> None:
+    def _registrations(self, name: str, sender: object) -> tuple[_Registration, ...]:
+        """The registrations a notification goes to, from the cache when it has them."""
         if self._dead:
             with self._lock:
                 self._purge_dead()
-        key = (notification.name, id(notification.sender))
-        registrations = self._matches.get(key)
+        sender_id = id(sender)
+        if sender_id in self._sender_keys:
+            by_name = self._by_sender.get(sender_id)
+            registrations = by_name.get(name) if by_name is not None else None
+        else:
+            registrations = self._by_name.get(name)
         if registrations is None:
-            registrations = self._match(key)
+            registrations = self._match(name, sender_id)
+        return registrations
+
+    def _deliver(
+        self, notification: Notification, registrations: tuple[_Registration, ...]
+    ) -> None:
         for registration in registrations:
             if not registration.active:
                 continue
@@ -313,15 +337,14 @@ class NotificationCenter:
             except Exception:
                 log.exception("observer %r failed to handle %r", callback, notification)
 
-    def _match(self, key: tuple[str, int]) -> tuple[_Registration, ...]:
+    def _match(self, name: str, sender_id: int) -> tuple[_Registration, ...]:
         """The registrations matching (name, id(sender)), cached until registrations change."""
-        name, sender_id = key
         with self._lock:
             get = self._registry.get
             found = [
                 registrations
                 for registrations in (
-                    get(key),
+                    get((name, sender_id)),
                     get((name, _ANY_ID)),
                     get((Any, sender_id)),
                     get((Any, _ANY_ID)),
@@ -334,18 +357,45 @@ class NotificationCenter:
                 matched = found[0]
             else:
                 matched = _merge(found)
-            if len(self._matches) >= _MAX_CACHED_MATCHES:
-                self._matches.clear()
-            self._matches[key] = matched
+            if sender_id in self._sender_keys:
+                self._by_sender.setdefault(sender_id, {})[name] = matched
+            else:
+                if len(self._by_name) >= _MAX_CACHED_MATCHES:
+                    self._by_name.clear()
+                self._by_name[name] = matched
         return matched
 
     def _set(self, key: tuple[object, int], registrations: tuple[_Registration, ...]) -> None:
-        """Replace the registrations under ``key``; the lock is held."""
+        """Replace the registrations under ``key`` and forget the matches they were part
+        of; the lock is held."""
+        existed = key in self._registry
         if registrations:
             self._registry[key] = registrations
         else:
             del self._registry[key]
-        self._matches.clear()
+        name, sender_id = key
+        if sender_id != _ANY_ID:
+            if not existed:
+                self._sender_keys[sender_id] = self._sender_keys.get(sender_id, 0) + 1
+            elif not registrations:
+                left = self._sender_keys[sender_id] - 1
+                if left:
+                    self._sender_keys[sender_id] = left
+                else:
+                    del self._sender_keys[sender_id]
+            by_name = self._by_sender.get(sender_id)
+            if by_name is not None:
+                if name is Any or sender_id not in self._sender_keys:
+                    del self._by_sender[sender_id]
+                else:
+                    by_name.pop(name, None)  # type: ignore[call-overload]
+        elif name is Any:
+            self._by_name.clear()
+            self._by_sender.clear()
+        else:
+            self._by_name.pop(name, None)  # type: ignore[call-overload]
+            for by_name in self._by_sender.values():
+                by_name.pop(name, None)  # type: ignore[call-overload]
 
     def _remove(self, observer: ObserverType, name: str | _AnyType, sender: object) -> bool:
         _check_name(name)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import ipaddress
 import logging
 import random
@@ -173,15 +174,18 @@ class SessionManager:
     _instance_lock: ClassVar[threading.Lock] = threading.Lock()
     stop_timeout: ClassVar[float] = 5.0
 
-    _sessions: list[Session]
+    _sessions: dict[Session, None]  # an ordered set
     _lock: threading.Lock
     _started: bool
 
     def __new__(cls) -> SessionManager:
+        instance = cls._instance
+        if instance is not None:
+            return instance
         with cls._instance_lock:
             if cls._instance is None:
                 instance = super().__new__(cls)
-                instance._sessions = []
+                instance._sessions = {}
                 instance._lock = threading.Lock()
                 instance._started = False
                 cls._instance = instance
@@ -226,13 +230,11 @@ class SessionManager:
 
     def _add(self, session: Session) -> None:
         with self._lock:
-            if session not in self._sessions:
-                self._sessions.append(session)
+            self._sessions[session] = None
 
     def _remove(self, session: Session) -> None:
         with self._lock:
-            if session in self._sessions:
-                self._sessions.remove(session)
+            self._sessions.pop(session, None)
 
     def _invitation_changed(self, notification: Notification) -> None:
         data = notification.data
@@ -349,6 +351,7 @@ class Session:
         self._starting: dict[IMediaStream, asyncio.Future[None]] = {}
         self._rejected: set[IMediaStream] = set()  # refused in the peer's answer
         self._outcome: asyncio.Future[Any] | None = None
+        self._initial: list[tuple[IMediaStream, asyncio.Future[None]]] | None = None
         self._provisional = False
         self._reinvite_result: asyncio.Future[tuple[int, str]] | None = None
         self._glared = False
@@ -543,14 +546,22 @@ class Session:
             SessionManager()._remove(self)
         else:
             SessionManager()._add(self)
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake)
+        loop = self._loop
+        if loop is not None:
+            if asyncio._get_running_loop() is loop:
+                loop.call_soon(self._wake)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(self._wake)
 
     # -- the SIP thread: plumbing ------------------------------------------------------
 
     def _hand(self, function: Callable[..., Any], *args: Any) -> None:
         """Run ``function(*args)`` on the SIP thread soon (a coroutine as a task)."""
-        sip_loop().call_soon_threadsafe(self._run, function, args)
+        loop = sip_loop()
+        if asyncio._get_running_loop() is loop:
+            loop.call_soon(self._run, function, args)  # no wake-up of the loop to pay for
+        else:
+            loop.call_soon_threadsafe(self._run, function, args)
 
     def _run(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self._setup()
@@ -603,7 +614,7 @@ class Session:
                 awaitable.close()
             raise _Aborted
         future = asyncio.ensure_future(awaitable)
-        await asyncio.wait((future, abort), return_when=asyncio.FIRST_COMPLETED)
+        await _first(future, abort)
         if abort.done():
             future.cancel()
             raise _Aborted
@@ -614,6 +625,14 @@ class Session:
         pending = set(futures)
         abort = self._abort_future
         assert abort is not None
+        if abort.done():
+            raise _Aborted
+        if all(future.done() for future in pending):  # streams that answered at once
+            for future in pending:
+                error = future.exception()
+                if error is not None:
+                    raise error
+            return
         deadline = asyncio.get_running_loop().time() + self.stream_timeout
         while pending:
             left = deadline - asyncio.get_running_loop().time()
@@ -695,6 +714,8 @@ class Session:
             future = self._pending.pop((stream, name), None)
             if future is not None and not future.done():
                 future.set_result(None)
+                if name == "MediaStreamDidStart" and self._initial is not None:
+                    self._initial_started()
         elif name == "MediaStreamDidFail":
             reason = getattr(notification.data, "reason", None) or "unknown error"
             failure = _Failure("local", 0, None, f"media stream failed: {reason}")
@@ -880,6 +901,7 @@ class Session:
             if data.prev_state == "connecting":
                 if self._outcome is not None and not self._outcome.done():
                     self._outcome.set_result(None)
+                    asyncio.get_running_loop().call_soon(self._begin_initial)
             else:
                 self._sub_state_changed(data)
         elif state == "disconnected":
@@ -1016,8 +1038,30 @@ class Session:
                 break
         raise failure
 
-    async def _start_initial(self, invitation: Invitation) -> None:
-        """The INVITE transaction is done: start the streams the answer kept."""
+    def _begin_initial(self) -> None:
+        """The INVITE transaction is done: start the streams the answer kept.
+
+        Called soon after the Invitation tells it is connected (once it has told all it
+        had to), not when the connect or accept task next runs: that is later than the
+        next message read, so a BYE right after the ACK would fail a session whose
+        streams start at once instead of ending it."""
+        if (
+            self._initial is not None
+            or self._started
+            or self._end_reason is not None
+            or self._state not in ("outgoing", "accepting")
+        ):
+            return
+        try:
+            self._start_streams()
+        except _Failure as failure:
+            self._fail(failure)
+            return
+        self._initial_started()  # the streams that started at once
+
+    def _start_streams(self) -> None:
+        invitation = self._invitation
+        assert invitation is not None
         local, remote = invitation.sdp.active_local, invitation.sdp.active_remote
         if local is None or remote is None:
             raise _Failure("local", 0, None, "the offer/answer exchange failed")
@@ -1032,14 +1076,42 @@ class Session:
             started.append((stream, self._start_stream(stream, local, remote, index)))
         if not started:
             raise _Failure("remote", 0, None, "no stream was accepted")
-        await self._wait_all(future for _, future in started)
+        self._initial = started
+
+    def _initial_started(self) -> None:
+        """A stream of the initial offer started: the session starts with the last."""
+        initial = self._initial
+        assert initial is not None
+        if (
+            self._end_reason is None
+            and self._state in ("outgoing", "accepting")
+            and all(f.done() and not f.cancelled() and f.exception() is None for _, f in initial)
+        ):
+            self._started_with(initial)
+
+    async def _start_initial(self, invitation: Invitation) -> None:
+        """Wait for the streams of the initial offer to start (the task's side of
+        _begin_initial: a stream that fails or takes too long fails the session)."""
+        if self._started:
+            return
+        if self._initial is None:
+            self._start_streams()
+        initial = self._initial
+        assert initial is not None
+        await self._wait_all(future for _, future in initial)
         if self._end_reason is not None:
             raise _Aborted
+        self._started_with(initial)
+
+    def _started_with(self, started: list[tuple[IMediaStream, asyncio.Future[None]]]) -> None:
+        if self._started:
+            return
         with self._lock:
             self._streams = [stream for stream, _ in started]
             self._proposed = None
             self._started = True
             hold = self._want_hold
+        self._initial = None
         self.start_time = _now()
         self._set_state("connected")
         self._post("SIPSessionDidStart", streams=list(self._streams))
@@ -1593,6 +1665,25 @@ class Session:
 # -- helpers ------------------------------------------------------------------------------------
 
 
+async def _first(future: asyncio.Future[Any], other: asyncio.Future[Any]) -> None:
+    """Until ``future`` or ``other`` is done: asyncio.wait for two, without its sets."""
+    if future.done() or other.done():
+        return
+    waiter = asyncio.get_running_loop().create_future()
+
+    def wake(_: asyncio.Future[Any]) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    future.add_done_callback(wake)
+    other.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        future.remove_done_callback(wake)
+        other.remove_done_callback(wake)
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
@@ -1626,7 +1717,12 @@ def _invite_timeout() -> float | None:
 def _local_address() -> str:
     """The address our SDP names: the Engine's, else the configured local_ip."""
     address = Engine().ip_address
-    if address and not ipaddress.ip_address(address).is_unspecified:
+    if address and not _unspecified(str(address)):
         return str(address)
     settings = _settings()
     return str(settings.local_ip) if settings is not None else "127.0.0.1"
+
+
+@functools.lru_cache(maxsize=16)
+def _unspecified(address: str) -> bool:
+    return ipaddress.ip_address(address).is_unspecified

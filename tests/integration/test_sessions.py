@@ -194,6 +194,28 @@ async def test_connect_ring_accept_and_end_from_the_caller(endpoints):
     assert (await bob_state(remote))["stop_time"]
 
 
+async def test_a_bye_right_after_the_ack_ends_the_session_the_callee_started(endpoints):
+    """The caller ends each session as soon as it starts: its BYE follows its ACK at
+    once. The callee's streams start at once, so each of his sessions has started when
+    the ACK came, and the BYE ends it (never SIPSessionDidFail)."""
+    account, remote, ports = endpoints
+    await remote.async_call(f"{SESSIONS}:answer_mode", "accept")
+    seen_before = len(remote.notifications)
+    rounds = 10
+    for _ in range(rounds):
+        session = Session(account)
+        log = SessionLog(session)
+        session.connect(bob_uri(ports), bob_route(ports), [DatagramStream(account)])
+        await log.wait("SIPSessionDidStart")
+        session.end()
+        await log.wait("SIPSessionDidEnd")
+    for _ in range(rounds):
+        await remote_wait(remote, "SIPSessionDidEnd")
+    names = [n.name for n in remote.notifications[seen_before:]]
+    assert names.count("SIPSessionDidStart") == rounds
+    assert "SIPSessionDidFail" not in names
+
+
 async def _received(remote: RemoteSDK, data: bytes) -> bool:
     info = await bob_state(remote)
     return bool(info["streams"]) and data in info["streams"][0]["received"]

@@ -256,6 +256,41 @@ def test_registrations_apply_to_the_next_post(center):
     assert [n.name for n in second.received if n.sender is sender] == ["Next", "Next"]
 
 
+def test_cached_matches_follow_every_kind_of_registration_change(center):
+    """What a name and a sender matched is cached: each change of registrations (by
+    name, by sender, by both, wildcard) must show at the next post, for a sender seen
+    before and for one never seen."""
+    seen, fresh = Sender(), Sender()
+    by_name, by_sender, by_both, everything = Recorder(), Recorder(), Recorder(), Recorder()
+    center.post_notification("CacheTest", sender=seen)  # cached: nobody
+    center.add_observer(by_name, "CacheTest")
+    center.post_notification("CacheTest", sender=seen)
+    center.add_observer(by_sender, sender=seen)
+    center.post_notification("CacheTest", sender=seen)
+    center.post_notification("CacheTest", sender=fresh)
+    center.add_observer(by_both, "CacheTest", sender=fresh)
+    center.post_notification("CacheTest", sender=fresh)
+    center.add_observer(everything)
+    center.post_notification("CacheTest", sender=seen)
+    center.post_notification("Other", sender=fresh)
+    center.remove_observer(by_sender, sender=seen)
+    center.remove_observer(by_name, "CacheTest")
+    center.post_notification("CacheTest", sender=seen)
+    center.remove_observer(by_both, "CacheTest", sender=fresh)
+    center.post_notification("CacheTest", sender=fresh)
+    center.remove_observer(everything)
+    center.post_notification("CacheTest", sender=fresh)
+    assert [n.sender for n in by_name.received] == [seen, seen, fresh, fresh, seen]
+    assert [n.sender for n in by_sender.received] == [seen, seen]
+    assert [n.sender for n in by_both.received] == [fresh]
+    assert [(n.name, n.sender) for n in everything.received] == [
+        ("CacheTest", seen),
+        ("Other", fresh),
+        ("CacheTest", seen),
+        ("CacheTest", fresh),
+    ]
+
+
 def test_delivery_is_fifo(center):
     sender = Sender()
     recorder = Recorder()

@@ -256,6 +256,7 @@ class Account(_Activation, AccountSettings):
     def __init__(self, id: str) -> None:
         self._init_activation()
         self._contact_user = _random_user()
+        self._contact: ContactURI | None = None
         self._registrar = AccountRegistrar(self)
         self._mwi = MWISubscriber(self)
 
@@ -264,7 +265,11 @@ class Account(_Activation, AccountSettings):
 
     @property
     def contact(self) -> ContactURI:
-        return ContactURI(f"{self._contact_user}@{SIPSimpleSettings().local_ip}")
+        local_ip = str(SIPSimpleSettings().local_ip)
+        contact = self._contact
+        if contact is None or contact.domain != local_ip:  # made again when local_ip changes
+            contact = self._contact = ContactURI(f"{self._contact_user}@{local_ip}")
+        return contact
 
     @property
     def credentials(self) -> Credentials:
@@ -341,6 +346,7 @@ class BonjourAccount(_Activation, BonjourAccountSettings):
     def __init__(self) -> None:
         self._init_activation()
         self._contact_user = _random_user()
+        self._contact: ContactURI | None = None
         self._services = BonjourServices(self)
 
     def __repr__(self) -> str:
@@ -348,7 +354,11 @@ class BonjourAccount(_Activation, BonjourAccountSettings):
 
     @property
     def contact(self) -> ContactURI:
-        return ContactURI(f"{self._contact_user}@{SIPSimpleSettings().local_ip}")
+        local_ip = str(SIPSimpleSettings().local_ip)
+        contact = self._contact
+        if contact is None or contact.domain != local_ip:  # made again when local_ip changes
+            contact = self._contact = ContactURI(f"{self._contact_user}@{local_ip}")
+        return contact
 
     @property
     def credentials(self) -> Credentials:
