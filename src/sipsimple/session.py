@@ -167,7 +167,9 @@ class SessionManager:
     (AccountManager.find_account), 488 when it carries no offer or no m-line a
     registered stream class accepts; otherwise a Session in state "incoming" is
     announced with SIPSessionNewIncoming. ``stop()`` ends every session and is done
-    once all of them terminated (or ``stop_timeout`` seconds passed).
+    once all of them terminated and every stream that was ending posted
+    MediaStreamDidEnd (a file transfer still writing and checking its file, say), or
+    ``stop_timeout`` seconds passed.
     """
 
     _instance: ClassVar[SessionManager | None] = None
@@ -175,6 +177,8 @@ class SessionManager:
     stop_timeout: ClassVar[float] = 5.0
 
     _sessions: dict[Session, None]  # an ordered set
+    _ending: dict[object, None]  # streams between MediaStreamWillEnd and MediaStreamDidEnd
+    _ended: asyncio.Future[None] | None  # what _stop waits on while streams are ending
     _lock: threading.Lock
     _started: bool
 
@@ -186,6 +190,8 @@ class SessionManager:
             if cls._instance is None:
                 instance = super().__new__(cls)
                 instance._sessions = {}
+                instance._ending = {}
+                instance._ended = None
                 instance._lock = threading.Lock()
                 instance._started = False
                 cls._instance = instance
@@ -203,9 +209,10 @@ class SessionManager:
             if self._started:
                 return
             self._started = True
-        NotificationCenter().add_observer(
-            self._invitation_changed, name="SIPInvitationChangedState"
-        )
+        center = NotificationCenter()
+        center.add_observer(self._invitation_changed, name="SIPInvitationChangedState")
+        center.add_observer(self._stream_ending, name="MediaStreamWillEnd")
+        center.add_observer(self._stream_ending, name="MediaStreamDidEnd")
 
     def stop(self) -> asyncio.Task[None] | concurrent.futures.Future[None]:
         """Stop taking incoming sessions and end every session; returns what to wait on
@@ -220,13 +227,37 @@ class SessionManager:
         return asyncio.run_coroutine_threadsafe(self._stop(), sip_loop())
 
     async def _stop(self) -> None:
-        sessions = self.sessions
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stop_timeout
         waiters = []
-        for session in sessions:
+        for session in self.sessions:
             waiters.append(session._terminated)
             session._end("user_request")
         if waiters:
             await asyncio.wait(waiters, timeout=self.stop_timeout)
+        with self._lock:
+            if self._ending:
+                self._ended = loop.create_future()
+            ended = self._ended
+        if ended is not None:
+            await asyncio.wait([ended], timeout=max(0.0, deadline - loop.time()))
+        with self._lock:
+            self._ended = None
+            self._ending.clear()
+        center = NotificationCenter()
+        center.discard_observer(self._stream_ending, name="MediaStreamWillEnd")
+        center.discard_observer(self._stream_ending, name="MediaStreamDidEnd")
+
+    def _stream_ending(self, notification: Notification) -> None:
+        """Keep the streams that are still ending, for ``stop()`` to wait on."""
+        with self._lock:
+            if notification.name == "MediaStreamWillEnd":
+                self._ending[notification.sender] = None
+                return
+            self._ending.pop(notification.sender, None)
+            ended = self._ended if not self._ending else None
+        if ended is not None:
+            ended.get_loop().call_soon_threadsafe(_resolve, ended)
 
     def _add(self, session: Session) -> None:
         with self._lock:
@@ -1663,6 +1694,11 @@ class Session:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _first(future: asyncio.Future[Any], other: asyncio.Future[Any]) -> None:

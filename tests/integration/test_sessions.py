@@ -46,6 +46,25 @@ class ProbeStream(DatagramStream):
         return None
 
 
+class SlowEndingStream(DatagramStream):
+    """Ends as a file transfer does: MediaStreamDidEnd comes a while after WillEnd."""
+
+    type = "slow-ending"
+
+    def end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._post("MediaStreamWillEnd")
+        if self._transport is not None:
+            self._transport.close()
+        asyncio.get_running_loop().call_later(0.5, self._post, "MediaStreamDidEnd")
+
+    @classmethod
+    def new_from_sdp(cls, account: Any, remote_sdp: Any, stream_index: int) -> None:
+        return None
+
+
 @pytest.fixture(scope="module")
 def bob() -> Iterator[tuple[RemoteSDK, dict[str, int]]]:
     with RemoteSDK(call_timeout=20) as remote:
@@ -836,6 +855,29 @@ async def test_stopping_the_application_ends_the_sessions(bob):
     assert log.names[-1] == "SIPSessionDidEnd" and session.state == "terminated"
     assert center is NotificationCenter()
     await remote_wait(remote, "SIPSessionDidEnd")
+
+
+async def test_stopping_the_application_waits_for_streams_still_ending(bob):
+    remote, ports = bob
+    remote.clear()
+    await remote.async_call(f"{SESSIONS}:answer_mode", "accept", None)
+    await remote.async_call(f"{SESSIONS}:set_stream_failures")
+    async with running_application(loopback_storage(accounts={ALICE: ACCOUNT})):
+        session = Session(AccountManager().get_account(ALICE))
+        log = SessionLog(session)
+        stream = SlowEndingStream(session.account)
+        session.connect(bob_uri(ports), bob_route(ports), [stream])
+        await log.wait("SIPSessionDidStart")
+        await remote_wait(remote, "SIPSessionDidStart")
+        order = SessionLog()
+        await bob_act(remote, "end")
+        await log.wait("SIPSessionDidEnd")
+        assert "MediaStreamDidEnd" not in order.names
+    # The application stopped while the stream was still ending: it waited for it.
+    ended = [n for n in order.notifications if n.name == "MediaStreamDidEnd"]
+    order.close()
+    assert [n.sender for n in ended] == [stream]
+    assert order.notifications.index(ended[0]) < order.names.index("SIPApplicationDidEnd")
 
 
 # -- the API's checks -----------------------------------------------------------------------
