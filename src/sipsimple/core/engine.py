@@ -19,7 +19,9 @@ The transport parses, stamps ``received``/``rport`` on requests and drops respon
 whose Via is not ours (RFC 3261 sections 18.1.2 and 18.2.1; nothing else repeats
 those steps). The transaction layer is sans-IO: after every input the Engine drains
 its events and transmissions, then arms one loop timer at ``get_timer()`` (a single
-handle, moved when the deadline changes; never polling).
+handle, never polling). The handle moves only when the deadline comes earlier: one
+that moved later (the transaction whose timer was first has ended) is left to fire
+early and rearm, which costs one wake-up where a message costs a cancelled handle.
 
 What the Engine answers by itself (RFC 3261 section 8.2): 505 to other SIP versions,
 416 to Request-URIs that are not sip/sips, 482 to a loop when ``detect_sip_loops`` (a
@@ -810,7 +812,8 @@ class Engine:
             self._timer_deadline = None
 
     def _pump(self) -> None:
-        """Drain the layer's events and transmissions, then arm the timer."""
+        """Drain the layer's events and transmissions, then arm the timer if the next
+        deadline came earlier (see the module docstring)."""
         layer = self.transaction_layer
         if self._pumping or layer is None:
             return
@@ -835,11 +838,12 @@ class Engine:
         finally:
             self._pumping = False
         deadline = layer.get_timer()
-        if deadline != self._timer_deadline:
+        armed = self._timer_deadline
+        if deadline is not None and (armed is None or deadline < armed):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_deadline = deadline
-            self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+            self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _bad_request(self, event: TransactionEvent, error: SIPParseError) -> None:
         """A header parsed on demand was malformed: 400 with a Warning saying which."""
