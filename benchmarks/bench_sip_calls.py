@@ -14,8 +14,11 @@ own SIP thread and answers every INVITE with 180 then 200 and an SDP answer:
   minimal call usage on the Engine's internal API (transactions, dialogs, ACK,
   BYE): the Engine's own ceiling.
 
-The ceiling is the same ramp from SIPp uac to SIPp uas. The ratio (SIPp uas /
-Engine) is what answering calls in Python costs.
+The Engine runs with ``tune_gc`` (Engine.start's garbage collector setting for a busy
+core). Each run of the Engine says the CPU time this process spent per call (the
+Engine and the answerer: the figure that stays meaningful on a shared machine) and the
+machine's load at the time. The ceiling is the same ramp from SIPp uac to SIPp uas.
+The ratio (SIPp uas / Engine) is what answering calls in Python costs.
 
 Run it in a loopback-only network namespace (scripts/bench.sh does), as root:
     unshare -n sh -c 'ip link set lo up; PYTHONPATH=src python benchmarks/bench_sip_calls.py'
@@ -26,7 +29,9 @@ Options: --duration S (default 30), --start-rate R (default 25), --max-rate R
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,7 +49,7 @@ REFINE = 2
 
 
 def ramp(
-    place_calls: Callable[[float, float], tuple[int, int]],
+    place_calls: Callable[[float, float], tuple[int, int, str]],
     start: float,
     maximum: float,
     duration: float,
@@ -61,10 +66,10 @@ def ramp(
 
     def passes(rate: float) -> bool:
         for attempt in (1, 2):
-            successful, failed = place_calls(rate, duration)
+            successful, failed, detail = place_calls(rate, duration)
             retry = " (second try)" if attempt == 2 else ""
             lines.append(
-                f"    {rate:7.0f} calls/s: {successful} successful, {failed} failed{retry}"
+                f"    {rate:7.0f} calls/s: {successful} successful, {failed} failed{retry}{detail}"
             )
             if not failed and successful:
                 return True
@@ -84,6 +89,7 @@ def ramp(
 
 
 def sipp_uac(target: tuple[str, int], rate: float, duration: float) -> tuple[int, int]:
+    """SIPp's uac at ``rate`` for ``duration`` s: (successful, failed) calls."""
     calls = int(rate * duration)
     uac = Sipp(
         "uac",
@@ -98,12 +104,23 @@ def sipp_uac(target: tuple[str, int], rate: float, duration: float) -> tuple[int
     return result.successful, result.failed + (calls - result.successful - result.failed)
 
 
+def machine_load() -> str:
+    """The load average and CPU pressure (PSI, the share of time some task waited for a
+    CPU) over the last minute: how much of the machine the run had."""
+    load = os.getloadavg()[0]
+    try:
+        pressure = Path("/proc/pressure/cpu").read_text().split()[2].split("=")[1]
+    except (OSError, IndexError):
+        return f"load {load:.1f}"
+    return f"load {load:.1f}, CPU pressure {pressure}% (avg60)"
+
+
 def ceiling(start: float, maximum: float, duration: float) -> tuple[float, list[str]]:
     # SIPp ends itself after -timeout seconds: the uas must outlive the whole ramp
     with Sipp("uas", timeout=24 * 3600) as uas:
 
-        def place(rate: float, seconds: float) -> tuple[int, int]:
-            return sipp_uac(uas.address, rate, seconds)
+        def place(rate: float, seconds: float) -> tuple[int, int, str]:
+            return (*sipp_uac(uas.address, rate, seconds), f"; {machine_load()}")
 
         return ramp(place, start, maximum, duration)
 
@@ -148,15 +165,23 @@ def main() -> None:
             answerer = "invitation"
 
     engine = Engine()
-    engine.start(ip_address="127.0.0.1", udp_port=0, tcp_port=None).result(10)
+    engine.start(ip_address="127.0.0.1", udp_port=0, tcp_port=None, tune_gc=True).result(10)
     try:
         if answerer == "invitation":
             install_invitation_answerer(engine)
         else:
             install_usage_answerer()
 
-        def place(rate: float, seconds: float) -> tuple[int, int]:
-            return sipp_uac(("127.0.0.1", engine.udp_port), rate, seconds)  # type: ignore[arg-type]
+        def place(rate: float, seconds: float) -> tuple[int, int, str]:
+            start, cpu = time.perf_counter(), time.process_time()
+            successful, failed = sipp_uac(("127.0.0.1", engine.udp_port), rate, seconds)  # type: ignore[arg-type]
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+            calls = max(successful + failed, 1)
+            detail = (
+                f"; Engine {cpu / calls * 1e3:.2f} ms CPU per call,"
+                f" {cpu / elapsed:.0%} of a core; {machine_load()}"
+            )
+            return successful, failed, detail
 
         best, engine_lines = ramp(place, args.start_rate, args.max_rate, args.duration)
     finally:

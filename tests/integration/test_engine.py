@@ -8,6 +8,7 @@ itself blocks on a socket.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 
@@ -16,6 +17,7 @@ from tests.support.remote import RemoteSDK
 from tests.support.sip import LOOPBACK, RawSIP, local_engine
 
 from sipsimple.core import Engine, EngineError
+from sipsimple.core.engine import GC_THRESHOLDS
 from sipsimple.core.sip.message import SIPRequest
 from sipsimple.core.usage import ServerRequest
 from sipsimple.notification import NotificationCenter, NotificationQueue
@@ -63,6 +65,7 @@ async def test_start_and_stop_post_their_notifications_and_give_the_ports():
         ({"T1": 0}, ValueError),
         ({"T1": 2.0, "T2": 1.0}, ValueError),
         ({"trace_sip": "yes"}, TypeError),
+        ({"tune_gc": 1}, TypeError),
         ({"ip_address": "example.com"}, ValueError),
         ({"incoming_requests": "MESSAGE"}, TypeError),
     ],
@@ -71,6 +74,19 @@ def test_bad_options_are_refused_at_once(options, error):
     with pytest.raises(error):
         Engine().start(**options)
     assert Engine().state == "stopped"
+
+
+async def test_tune_gc_sets_the_collector_while_running_and_restores_it():
+    before = gc.get_threshold()
+    assert before != GC_THRESHOLDS
+    frozen = gc.get_freeze_count()
+    async with local_engine(udp_port=0, tcp_port=None, tune_gc=True):
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > frozen
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+    async with local_engine(udp_port=0, tcp_port=None):
+        assert gc.get_threshold() == before
 
 
 async def test_a_port_in_use_fails_the_start_and_leaves_it_stopped():

@@ -258,7 +258,9 @@ async def test_udp_response_without_rport_goes_to_sent_by_port() -> None:
 
 
 def udp_socket_of(peer: Peer) -> socket.socket:
-    return peer.manager._udp[0]._transport.get_extra_info("socket")  # type: ignore[no-any-return, union-attr]
+    sock = peer.manager._udp[0].socket
+    assert sock is not None
+    return sock
 
 
 async def test_udp_receive_buffer_absorbs_a_burst() -> None:

@@ -221,8 +221,7 @@ class TransportManager:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
                 except OSError as e:  # the system's limits: keep its default
                     log.debug("cannot set SO_RCVBUF to %d: %s", buffer, e)
-            _, endpoint = await loop.create_datagram_endpoint(lambda: UDPEndpoint(self), sock=sock)
-            self._udp.append(endpoint)
+            self._udp.append(UDPEndpoint(self, sock, loop))
             return
         server = await loop.create_server(
             lambda: SIPConnection(self, name, outbound=False),
