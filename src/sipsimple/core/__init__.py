@@ -1,5 +1,7 @@
 """The SIP core: sans-IO protocol machines and the asyncio objects built on them."""
 
+import importlib
+
 from sipsimple.core.engine import Engine, EngineError
 from sipsimple.core.errors import SDPParseError, SIPCoreError, SIPParseError
 from sipsimple.core.invitation import Invitation, InvitationStateError
@@ -98,17 +100,38 @@ from sipsimple.core.sip.transaction import (
 )
 from sipsimple.core.sip.uri import SIPURI, BaseSIPURI, FrozenSIPURI, OpaqueURI, parse_uri
 from sipsimple.core.subscription import IncomingSubscription, Subscription
-from sipsimple.media.devices import (
-    SoundDeviceError,
-    default_input_device,
-    default_output_device,
-    input_devices,
-    output_devices,
-    refresh_sound_devices,
-)
-from sipsimple.media.mixer import AudioMixer, MixerError, MixerPort
-from sipsimple.media.tones import ToneGenerator
-from sipsimple.media.wave import RecordingWaveFile, WaveFile, WaveFileError
+
+# The media objects the core exposes load on first use (PEP 562): they bring numpy and
+# PyAV, which a program that only signals (or `sipsimple settings`) does not need.
+_MEDIA = {
+    "SoundDeviceError": "sipsimple.media.devices",
+    "default_input_device": "sipsimple.media.devices",
+    "default_output_device": "sipsimple.media.devices",
+    "input_devices": "sipsimple.media.devices",
+    "output_devices": "sipsimple.media.devices",
+    "refresh_sound_devices": "sipsimple.media.devices",
+    "AudioMixer": "sipsimple.media.mixer",
+    "MixerError": "sipsimple.media.mixer",
+    "MixerPort": "sipsimple.media.mixer",
+    "ToneGenerator": "sipsimple.media.tones",
+    "RecordingWaveFile": "sipsimple.media.wave",
+    "WaveFile": "sipsimple.media.wave",
+    "WaveFileError": "sipsimple.media.wave",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _MEDIA.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MEDIA))
+
 
 __all__ = [
     "SIPURI",
