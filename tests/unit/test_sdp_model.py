@@ -454,3 +454,19 @@ def test_default_session_identity_is_random_and_version_starts_at_the_id():
     assert first.id != second.id
     assert first.version == first.id > 0
     assert FrozenSDPSession("192.0.2.1", id=5).version == 5
+
+
+def test_a_frozen_session_is_written_once_and_as_its_mutable_copy():
+    mutable = SDPSession.parse(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=audio 5000 RTP/AVP 0\r\na=sendrecv\r\n"
+    )
+    frozen = FrozenSDPSession.new(mutable)
+    text = str(frozen)
+    assert text == str(mutable) and str(frozen) is text
+    assert pickle.loads(pickle.dumps(frozen)) == frozen
+    bad = FrozenSDPSession.new(mutable)
+    broken = SDPSession.new(bad)
+    broken.name = "two\r\nlines"
+    with pytest.raises(ValueError):
+        str(FrozenSDPSession.new(broken))

@@ -191,9 +191,12 @@ def _text(value: str, what: str) -> str:
     return value
 
 
+_BLANK = re.compile(r"\s")
+
+
 def _token(value: str, what: str) -> str:
     _text(value, what)
-    if not value or any(ch.isspace() for ch in value):
+    if not value or _BLANK.search(value):
         raise ValueError(f"SDP {what} must be a non-empty token without blanks, got {value!r}")
     return value
 
@@ -998,6 +1001,7 @@ class SDPSession(BaseSDPSession):
 
 class FrozenSDPSession(_Frozen, BaseSDPSession):
     __slots__ = (
+        "_text",
         "address",
         "address_type",
         "attributes",
@@ -1052,12 +1056,21 @@ class FrozenSDPSession(_Frozen, BaseSDPSession):
             media=tuple(FrozenSDPMediaStream.new(m) for m in media),
             extra_lines=tuple((kind, value) for kind, value in extra_lines),
         )
+        _set(self, "_text", None)
 
     @classmethod
     def new(cls, session: BaseSDPSession) -> FrozenSDPSession:
         if isinstance(session, FrozenSDPSession):
             return session
         return cls(**{name: getattr(session, name) for name in cls._FIELDS})
+
+    def __str__(self) -> str:
+        """Written once: a negotiated description is checked and then sent as the same text."""
+        text: str | None = self._text
+        if text is None:
+            text = BaseSDPSession.__str__(self)
+            _set(self, "_text", text)
+        return text
 
 
 BaseSDPSession._FAMILY = BaseSDPSession
