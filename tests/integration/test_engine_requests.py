@@ -82,6 +82,38 @@ async def test_a_message_reaches_the_other_endpoint(engine, remote, transport):
         message.send()
 
 
+async def test_a_large_message_to_a_udp_only_peer_falls_back_to_udp(engine):
+    """RFC 3261 section 18.1.1: too large for UDP, so TCP first; TCP refused, so UDP."""
+    udp = silent_udp()
+    udp.setblocking(False)
+    port = udp.getsockname()[1]
+    closed_tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    closed_tcp.bind((LOOPBACK, port))  # bound, not listening: a connection is refused
+    loop = asyncio.get_running_loop()
+
+    async def answer() -> SIPRequest:
+        data, source = await loop.sock_recvfrom(udp, 65536)
+        request = parse_message(data)
+        assert isinstance(request, SIPRequest)
+        await loop.sock_sendto(udp, bytes(request.make_response(200, "OK")), source)
+        return request
+
+    body = "x" * 2000  # well over the 1300 bytes of the size rule
+    message = Message(FromHeader(ALICE), ToHeader(BOB), route_to(port, "udp"), "text/plain", body)
+    try:
+        with NotificationQueue(sender=message) as queue:
+            answering = asyncio.ensure_future(answer())
+            message.send()
+            request = await asyncio.wait_for(answering, 5)
+            note = await wait(queue, "SIPMessageDidSucceed")
+    finally:
+        udp.close()
+        closed_tcp.close()
+    assert note.data.code == 200
+    assert request.body == body.encode()
+    assert request.headers.get("Via").startswith("SIP/2.0/UDP ")
+
+
 async def test_a_message_from_the_other_endpoint_is_posted_here(engine, remote):
     with NotificationQueue("SIPEngineGotMessage") as queue:
         await remote.async_call(

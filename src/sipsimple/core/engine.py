@@ -749,7 +749,12 @@ class Engine:
         return self.transport
 
     def _start_client(
-        self, request: SIPRequest, destination: TransportAddress, client: ClientRequest
+        self,
+        request: SIPRequest,
+        destination: TransportAddress,
+        client: ClientRequest,
+        *,
+        size_rule: bool = True,
     ) -> ClientTransaction:
         """Start a client transaction for ``request``: a new top Via (a new branch), made
         whole by the transport as it serialises the request, once."""
@@ -758,7 +763,9 @@ class Engine:
         layer = self._layer
         branch = layer.new_branch()
         try:
-            data, actual = self._transport.prepare_request_data(request, destination, branch=branch)
+            data, actual = self._transport.prepare_request_data(
+                request, destination, branch=branch, size_rule=size_rule
+            )
         except TransportError:
             self.new_via(request)  # the request (and a local answer to it) has its own Via
             raise
@@ -935,6 +942,7 @@ class Engine:
             client = self._clients.get(transaction)
             if client is not None:
                 client._last_error = str(error)
+                client._last_failure = getattr(error, "failure", None)
             layer.transport_error(transaction, self.loop.time())
             self._pump()
 

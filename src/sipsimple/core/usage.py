@@ -91,7 +91,7 @@ from sipsimple.core.sip.transaction import (
     TransactionStateError,
 )
 from sipsimple.core.sip.uri import BaseSIPURI
-from sipsimple.core.transport import TransportAddress, TransportError
+from sipsimple.core.transport import TransportAddress, TransportError, TransportFailure
 from sipsimple.core.transport.address import DEFAULT_PORTS, canonical_ip
 from sipsimple.util import Route
 
@@ -227,6 +227,8 @@ class ClientRequest:
         self._routes = list(routes) if routes is not None else None
         self._destinations: list[TransportAddress] = []
         self._last_error: str | None = None
+        self._last_failure: TransportFailure | None = None
+        self._size_rule = True  # False once TCP chosen for size was refused (retry on UDP)
         self._auth_retries = 0
         self._abandoned = False
         self._timeout = timeout
@@ -298,6 +300,7 @@ class ClientRequest:
 
     def _next(self) -> None:
         """Send to the next destination; a local failure when none is left."""
+        self._size_rule = True
         while self._destinations and not self.done:
             if self._send(self.request, self._destinations.pop(0)):
                 return
@@ -305,13 +308,34 @@ class ClientRequest:
 
     def _send(self, request: SIPRequest, destination: TransportAddress) -> bool:
         self.request = request
+        self._last_failure = None
         try:
-            self.transaction = self.engine._start_client(request, destination, self)
+            self.transaction = self.engine._start_client(
+                request, destination, self, size_rule=self._size_rule
+            )
         except TransportError as e:
             self._last_error = str(e)
             return False
         self.destination = destination
         return True
+
+    def _retry_on_udp(self) -> bool:
+        """RFC 3261 section 18.1.1: a request that went to TCP only for its size, and
+        whose connection was refused, is sent again over UDP."""
+        destination = self.destination
+        transaction = self.transaction
+        if (
+            not self._size_rule
+            or destination is None
+            or transaction is None
+            or destination.transport != "udp"
+            or transaction.destination.transport != "tcp"
+            or self._last_failure is not TransportFailure.CONNECTION_REFUSED
+        ):
+            return False
+        log.info("%s: TCP refused for a large request, sending it over UDP", self)
+        self._size_rule = False
+        return self._send(self.request, destination)
 
     def _authorize(self, request: SIPRequest) -> None:
         assert self.authenticator is not None
@@ -377,6 +401,8 @@ class ClientRequest:
     def _transaction_failed(self, transaction: ClientTransaction | None, reason: str) -> None:
         """The transaction timed out (``reason`` "timeout") or could not send."""
         if self.done or (transaction is not None and transaction is not self.transaction):
+            return
+        if reason == "transport" and self._retry_on_udp():
             return
         if self._destinations and reason != "stopped":
             self._next()

@@ -268,21 +268,32 @@ class TransportManager:
         return self.prepare_request_data(request, destination)[1]
 
     def prepare_request_data(
-        self, request: SIPRequest, destination: TransportAddress, *, branch: str | None = None
+        self,
+        request: SIPRequest,
+        destination: TransportAddress,
+        *,
+        branch: str | None = None,
+        size_rule: bool = True,
     ) -> tuple[bytes, TransportAddress]:
         """:meth:`prepare_request`, and the request's bytes as finalised (serialised once:
         what the caller keeps for retransmissions and gives to :meth:`send_nowait`).
 
         With ``branch`` the top Via is made here, whole, with that branch (added, or put
         in place of the top one): the caller has no Via to make first, and nothing is
-        formatted, parsed back and formatted again.
+        formatted, parsed back and formatted again. ``size_rule=False`` keeps a large
+        request on UDP (the retry RFC 3261 section 18.1.1 asks for when TCP was refused).
         """
         transport = destination.transport
         self._check_enabled(transport, destination)
         local_host = self._local_host(destination)
         self._stamp(request, transport, local_host, branch)
         data = bytes(request)
-        if transport == "udp" and len(data) > self.settings.size_threshold and "tcp" in self._ports:
+        if (
+            size_rule
+            and transport == "udp"
+            and len(data) > self.settings.size_threshold
+            and "tcp" in self._ports
+        ):
             destination = destination.with_transport("tcp")
             self._stamp(request, "tcp", local_host, branch)
             data = bytes(request)
