@@ -127,29 +127,31 @@ class Policy(_Value):
         return any(_within(timestamp, start, end) for start, end in self.validity)
 
 
-class Class(_Value):
+class _Single(_Value):
+    """One value: the provide_* items of a PresencePolicy (spec: Class, DeviceID, ...)."""
+
     def __init__(self, value: str) -> None:
         self.value = value
 
 
-class OccurenceID(_Value):
-    def __init__(self, value: str) -> None:
-        self.value = value
+class Class(_Single):
+    """A <class> value (RFC 4480) a presence policy provides."""
 
 
-class DeviceID(_Value):
-    def __init__(self, value: str) -> None:
-        self.value = value
+class OccurenceID(_Single):
+    """An <occurence-id> a presence policy provides."""
 
 
-class ServiceURI(_Value):
-    def __init__(self, value: str) -> None:
-        self.value = value
+class DeviceID(_Single):
+    """A device id a presence policy provides."""
 
 
-class ServiceURIScheme(_Value):
-    def __init__(self, value: str) -> None:
-        self.value = value
+class ServiceURI(_Single):
+    """A service URI a presence policy provides."""
+
+
+class ServiceURIScheme(_Single):
+    """A service URI scheme a presence policy provides."""
 
 
 _BOOLEAN_TRANSFORMATIONS = (
