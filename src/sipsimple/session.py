@@ -936,6 +936,15 @@ class Session:
             else:
                 self._sub_state_changed(data)
         elif state == "disconnected":
+            if self._initial is None and self._outcome is not None and self._outcome.done():
+                # Connected, then ended before _begin_initial's turn (the ACK and the BYE
+                # read in one go): the session was established, so its streams start now.
+                self._begin_initial()
+            if self._initial is not None and not self._started and self._end_reason is None:
+                # Started streams say so in notifications queued behind this one: hear
+                # them first, so that an established session ends rather than fails.
+                asyncio.get_running_loop().call_soon(self._disconnected, data)
+                return
             self._disconnected(data)
 
     def _sub_state_changed(self, data: NotificationData) -> None:

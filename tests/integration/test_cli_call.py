@@ -7,6 +7,7 @@ own; their HOME stays empty."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def test_a_call_with_audio_a_chat_both_ways_and_a_file(home, endpoints, place):
         bob.expect(r"chat from .*alice@example\.test.*: Hello Bob, the minutes follow")
         bob.send("Thanks Alice!")
         alice.expect(r"chat from .*bob@example\.test.*: Thanks Alice!")
+        time.sleep(1)  # a second of audio both ways, for the RTCP figures checked below
         alice.close_stdin()  # end of input: hang up, everything being sent
         alice.expect("hanging up: end of input")
         alice.expect(r"session ended by us \(user_request\)")
