@@ -383,24 +383,33 @@ _NAME_ADDR_CHECKED = re.compile(
 _BARE = _NAME_ADDR_CHECKED.groups - 1
 
 
-def valid_name_addr(cls: Any, text: str) -> tuple[Any]:
-    """The value of a single name-addr / addr-spec line (From, To); raises SIPParseError.
+def valid_name_addr(cls: Any, text: str) -> tuple[Any] | re.Match[str]:
+    """Validate a single name-addr / addr-spec line (From, To); raises SIPParseError.
 
-    One regex call checks the line and the URI in angle brackets (the URI is built when
-    ``uri`` is first read); nothing is memoized here: the message layer memoizes what it
-    validated once the whole message proved valid.
+    Like :func:`valid_vias`: the match, from which :func:`name_addr_from_match` builds
+    the value when it is read; nothing memoized.
     """
     m = _NAME_ADDR_CHECKED.fullmatch(text)
     if m is None or (m[3] is None and not is_valid_uri(m[_BARE])):
         return tuple(_scan_name_addrs(cls, text, True))  # type: ignore[return-value]
-    quoted, tokens, uri = m.group(1, 2, 3)
-    value = _new(cls._draft)
-    value._uri = m[_BARE] if uri is None else uri
-    value.display_name = tokens if quoted is None else unquote_string(quoted)
-    value.parameters = params_dict(m[_BARE + 1])
-    value._body = text
-    value.__class__ = cls
-    return (value,)
+    return m
+
+
+def name_addr_from_match(cls: Any, m: re.Match[str]) -> tuple[Any]:
+    """The shared value of a line validated by :func:`valid_name_addr`, built and memoized."""
+    text = m.string
+    memo = cls._memo
+    cached = memo.get(text)
+    if type(cached) is not tuple:
+        quoted, tokens, uri = m.group(1, 2, 3)
+        value = _new(cls._draft)
+        value._uri = m[_BARE] if uri is None else uri
+        value.display_name = tokens if quoted is None else unquote_string(quoted)
+        value.parameters = params_dict(m[_BARE + 1])
+        value._body = text
+        value.__class__ = cls
+        cached = memo.remember(text, (value,))
+    return cached  # type: ignore[no-any-return]
 
 
 def _parse_name_addrs(cls: Any, text: str, single: bool) -> Sequence[Any]:
@@ -763,16 +772,26 @@ def _parse_vias(text: str, cls: Any = None) -> Sequence[Any]:
     return _scan_vias(text, cls)
 
 
-def valid_vias(text: str) -> tuple[FrozenViaHeader, ...]:
-    """The values of a Via line; raises SIPParseError.
+def valid_vias(text: str) -> tuple[FrozenViaHeader, ...] | re.Match[str]:
+    """Validate a Via line; raises SIPParseError.
 
-    Nothing is memoized here: the message layer memoizes what it validated once the
-    whole message proved valid.
+    A line with one value is only matched: :func:`vias_from_match` builds the value
+    from the match when it is read. A list is parsed at once. Nothing is memoized here:
+    the message layer memoizes what it validated once the whole message proved valid.
     """
     m = _VIA.fullmatch(text)
-    if m is None:
+    if m is None or (m[6] is not None and not 0 < int(m[6]) < 65536):
         return tuple(_scan_vias(text, FrozenViaHeader))
-    return (_via_from_match(FrozenViaHeader, m),)
+    return m
+
+
+def vias_from_match(m: re.Match[str]) -> tuple[FrozenViaHeader, ...]:
+    """The shared value of a line validated by :func:`valid_vias`, built and memoized."""
+    text = m.string
+    cached = _VIA_MEMO.get(text)
+    if type(cached) is not tuple:
+        cached = _VIA_MEMO.remember(text, (_via_from_match(FrozenViaHeader, m),))
+    return cached  # type: ignore[no-any-return]
 
 
 def _via_from_match(cls: Any, m: re.Match[str]) -> Any:

@@ -17,9 +17,9 @@ Parsing
     - Content-Length when present: one value, no larger than the body received (a longer
       body is cut to it: the rest of a datagram is noise, RFC 3261 section 18.3).
 
-    Validating Via, From and To takes one regex match each, and their values are built
-    from that match at once (the transaction layer reads them on every message). Any
-    other header stays raw text until it is asked for; a malformed one
+    Validating Via, From and To takes one regex match each; their values are built from
+    that match when first read (a message that is only routed or dropped never builds
+    them). Any other header stays raw text until it is asked for; a malformed one
     raises SIPParseError then, and only then (``message.contact`` on ``Contact: ;;;``),
     so the rest of the message stays usable. URIs inside headers (and the Request-URI)
     are checked with the header but built on first use. Typed values are cached per
@@ -71,7 +71,8 @@ Building and sending
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 from sipsimple.core.errors import SIPParseError
@@ -97,8 +98,10 @@ from sipsimple.core.sip.headers import (
     _cseq,
     _parse_vias,
     _uint,
+    name_addr_from_match,
     valid_name_addr,
     valid_vias,
+    vias_from_match,
 )
 from sipsimple.core.sip.uri import (
     SIPURI,
@@ -197,6 +200,13 @@ for _key in CANONICAL_NAMES:
 for _letter, _key in COMPACT_FORMS.items():
     _KEYS[_letter] = _KEYS[_letter.upper()] = _key
 del _key, _letter
+# Values of the eager headers validated at parse but not built yet: the key's builder
+# turns the regex match into the shared typed values when they are first read.
+_FROM_MATCH: dict[str, Callable[[re.Match[str]], tuple[Any, ...]]] = {
+    "via": vias_from_match,
+    "from": partial(name_addr_from_match, FrozenFromHeader),
+    "to": partial(name_addr_from_match, FrozenToHeader),
+}
 
 
 def _header_key(name: str) -> tuple[str, str]:
@@ -244,7 +254,8 @@ class SIPHeaders:
     """
 
     # _values: key -> raw entries (one per line, or per value given); _names: display
-    # names of unknown keys; _cache: key -> tuple of typed values; _pristine: exactly
+    # names of unknown keys; _cache: key -> tuple of typed values, or the regex match of
+    # an eager header validated at parse and built on first read; _pristine: exactly
     # what the parser read (only text entries, never changed), so that the message may
     # send the bytes it was parsed from.
     __slots__ = ("_cache", "_names", "_pristine", "_values")
@@ -392,25 +403,30 @@ class SIPHeaders:
         """:meth:`typed` for a key, as the cached (immutable, maybe shared) tuple."""
         cached = self._cache.get(key)
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        entries = self._values.get(key)
-        if not entries:
-            return ()
-        spec = TYPED_HEADERS.get(key)
-        if spec is None:
-            display = self._display(key)
-            result = tuple(FrozenHeader(display, _entry_text(entry)) for entry in entries)
+            if type(cached) is tuple:
+                return cached
+            result = _FROM_MATCH[key](cached)
         else:
-            is_list, parse = spec
-            if len(entries) == 1:
-                entry = entries[0]
-                result = parse(entry if type(entry) is str else entry.body)
-                if type(result) is not tuple:
-                    result = tuple(result)
-            elif not is_list:
-                raise SIPParseError(f"multiple {self._display(key)} headers")
+            entries = self._values.get(key)
+            if not entries:
+                return ()
+            spec = TYPED_HEADERS.get(key)
+            if spec is None:
+                display = self._display(key)
+                result = tuple(FrozenHeader(display, _entry_text(entry)) for entry in entries)
             else:
-                result = tuple(value for entry in entries for value in parse(_entry_text(entry)))
+                is_list, parse = spec
+                if len(entries) == 1:
+                    entry = entries[0]
+                    result = parse(entry if type(entry) is str else entry.body)
+                    if type(result) is not tuple:
+                        result = tuple(result)
+                elif not is_list:
+                    raise SIPParseError(f"multiple {self._display(key)} headers")
+                else:
+                    result = tuple(
+                        value for entry in entries for value in parse(_entry_text(entry))
+                    )
         self._cache[key] = result
         return result
 
@@ -1013,8 +1029,8 @@ def _validate(headers: SIPHeaders, method: str | None) -> None:
     """Check what the transaction layer needs; raise on what it cannot use.
 
     Values already seen come from the memos (looked up here, before any call); Via,
-    From and To seen for the first time take one regex call each and are built from
-    its match. What was new goes into the memos only once the whole
+    From and To seen for the first time are only matched (one regex call each) and
+    built when first read. What was new goes into the memos only once the whole
     message proved valid: a flood of malformed messages leaves nothing behind.
     """
     values = headers._values
