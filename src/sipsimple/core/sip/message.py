@@ -608,6 +608,23 @@ def _response_for(
     return SIPResponse(code, reason, copied, body)
 
 
+def _shared(headers: SIPHeaders, key: str, memo: Memo) -> tuple[Any, ...]:
+    """:meth:`SIPHeaders._typed` for a list header whose Frozen values are memoized by
+    line text (Contact, Route): a single line seen before is one lookup, not a parse
+    call chain; anything else is parsed by ``_typed``."""
+    entries = headers._values.get(key)
+    if entries is not None and len(entries) == 1 and type(entries[0]) is str:
+        values = memo.get(entries[0])
+        if values is not None:
+            headers._cache[key] = values
+            return values  # type: ignore[no-any-return]
+    return headers._typed(key)
+
+
+_CONTACT_MEMO = FrozenContactHeader._memo
+_ROUTE_MEMO = FrozenRouteHeader._memo
+
+
 class SIPMessage:
     """What requests and responses share: headers, body, version and typed accessors."""
 
@@ -748,14 +765,14 @@ class SIPMessage:
     def contact(self) -> list[FrozenContactHeader]:
         values = self.headers._cache.get("contact")
         if type(values) is not tuple:
-            values = self.headers._typed("contact")
+            values = _shared(self.headers, "contact", _CONTACT_MEMO)
         return list(values)
 
     @property
     def route(self) -> list[FrozenRouteHeader]:
         values = self.headers._cache.get("route")
         if type(values) is not tuple:
-            values = self.headers._typed("route")
+            values = _shared(self.headers, "route", _ROUTE_MEMO)
         return list(values)
 
     @property
