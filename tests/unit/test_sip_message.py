@@ -453,3 +453,22 @@ def test_typed_values_handed_out_are_copies() -> None:
     m.via.append(m.top_via)
     m.contact.append(None)  # type: ignore[arg-type]
     assert len(m.via) == 2 and m.contact == [] and m.get_headers("via") == m.via
+
+
+def test_lines_seen_before_parse_as_new_ones() -> None:
+    """Clean lines are remembered whole; a repeat must give the same values and the same
+    canonical-form verdict as a line never seen."""
+    route = "Route: <sip:p1.example.com;lr>"
+    first = with_headers(route, "Max-Forwards: 70", "Content-Length: 0")
+    assert bytes(parse_message(first)) == first  # canonical: every line remembered
+    again = parse_message(first)
+    assert again == parse_message(first) and bytes(again) == first
+    # both Route lines are remembered ones, but apart: not canonical any more
+    apart = with_headers(route, "Max-Forwards: 70", route, "Content-Length: 0")
+    m = parse_message(apart)
+    assert [str(r.uri) for r in m.route] == ["sip:p1.example.com;lr"] * 2
+    assert bytes(m) != apart and bytes(m) == _rebuilt(m)
+    # a line that needs stripping is never taken for its clean twin's verdict
+    spaced = with_headers(route + " ", "Max-Forwards: 70", "Content-Length: 0")
+    m = parse_message(spaced)
+    assert m.headers.getall("Route") == ["<sip:p1.example.com;lr>"] and bytes(m) == first

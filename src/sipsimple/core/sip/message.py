@@ -448,25 +448,51 @@ class SIPHeaders:
 _PREFIXES = {key: f"{name}: " for key, name in CANONICAL_NAMES.items()}
 
 
+# Whole header lines of the clean canonical form (``Name: value``, nothing to strip)
+# -> (key, value): most lines repeat verbatim from message to message (Max-Forwards,
+# Content-Type, Allow, To, CSeq, Contact, Route, ...), and one lookup of the line
+# replaces splitting it, stripping the value and looking up the name. Long lines are
+# not remembered: the memo stays small whatever arrives (at most 4096 lines of 256).
+_LINES = Memo()
+_LINE_LIMIT = 256
+
+
 def _parse_header_lines(lines: list[str]) -> tuple[SIPHeaders, bool]:
     """SIPHeaders from ``Name: value`` lines (the hot loop of parsing), and whether the
     lines are what bytes() would write: canonical names, one space after the colon, no
     folding, repeated names on adjacent lines, Content-Length last (its value is for
     the caller to compare with the body).
 
-    A line starting with whitespace continues the one before (RFC 3261 section 7.3.1):
+    A clean line seen before is one lookup in ``_LINES``. A line starting with
+    whitespace continues the one before (RFC 3261 section 7.3.1):
     its CRLF is dropped, its whitespace kept. Checking this here, only for lines whose
     name is not a canonical one, is cheaper than searching the whole text for folds first.
     """
     values: dict[str, list[Any]] = {}
     names: dict[str, str] = {}
     canonical_keys = _CANONICAL_KEYS
+    seen = _LINES.get
     canonical = True
     last = None
     for line in lines:
+        found = seen(line)
+        if found is not None:
+            key, stripped = found
+            if key in values:
+                if key is not last:
+                    canonical = False
+                values[key].append(stripped)
+            else:
+                values[key] = [stripped]
+            last = key
+            continue
         name, _, value = line.partition(": ")
         try:
             key = canonical_keys[name]
+            if value.strip(" \t") is value and len(line) <= _LINE_LIMIT:  # clean: remembered
+                if len(_LINES) >= _LINES.limit:
+                    _LINES.clear()
+                _LINES[line] = (key, value)
         except KeyError:
             if line[:1] in (" ", "\t"):
                 if last is None:
@@ -606,6 +632,23 @@ def _response_for(
     for name, value in iter_pairs(headers):
         copied.add(name, value)
     return SIPResponse(code, reason, copied, body)
+
+
+def _shared(headers: SIPHeaders, key: str, memo: Memo) -> tuple[Any, ...]:
+    """:meth:`SIPHeaders._typed` for a list header whose Frozen values are memoized by
+    line text (Contact, Route): a single line seen before is one lookup, not a parse
+    call chain; anything else is parsed by ``_typed``."""
+    entries = headers._values.get(key)
+    if entries is not None and len(entries) == 1 and type(entries[0]) is str:
+        values = memo.get(entries[0])
+        if values is not None:
+            headers._cache[key] = values
+            return values  # type: ignore[no-any-return]
+    return headers._typed(key)
+
+
+_CONTACT_MEMO = FrozenContactHeader._memo
+_ROUTE_MEMO = FrozenRouteHeader._memo
 
 
 class SIPMessage:
@@ -748,14 +791,14 @@ class SIPMessage:
     def contact(self) -> list[FrozenContactHeader]:
         values = self.headers._cache.get("contact")
         if type(values) is not tuple:
-            values = self.headers._typed("contact")
+            values = _shared(self.headers, "contact", _CONTACT_MEMO)
         return list(values)
 
     @property
     def route(self) -> list[FrozenRouteHeader]:
         values = self.headers._cache.get("route")
         if type(values) is not tuple:
-            values = self.headers._typed("route")
+            values = _shared(self.headers, "route", _ROUTE_MEMO)
         return list(values)
 
     @property
