@@ -5,6 +5,8 @@ the configuration directory."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,17 @@ def test_a_broken_configuration_file_is_reported_and_left_alone(tmp_path, home):
             f"sipsimple {command[0]}: cannot load the configuration: {config / 'config'}, line 2"
         )
         assert (config / "config").read_bytes() == before
+
+
+def test_the_settings_command_does_not_load_the_media_stack(tmp_path):
+    script = (
+        "import sys\n"
+        "from sipsimple.cli.main import main\n"
+        f"code = main(['settings', '--config-dir', {str(tmp_path)!r}, 'show', 'rtp'])\n"
+        "print('LOADED', sorted(m for m in ('numpy', 'av') if m in sys.modules), code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "LOADED [] 0"
