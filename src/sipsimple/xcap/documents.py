@@ -357,42 +357,30 @@ class Workspace:
                     _remove_identity(rules, rule, uri)
 
     def _op_add_presence_policy(self, policy: PresencePolicy) -> None:
-        rules = self._pres_rules()
-        if rules is None:
-            return
-        rule_id = self._policy_id(policy, "pres")
-        if rules.find_rule(rule_id) is None:
-            _write_policy(rules, rules.add_rule(rule_id), policy)
+        self._add_policy(self._pres_rules(), policy, "pres")
 
     def _op_update_presence_policy(self, policy: PresencePolicy, attributes: dict) -> None:
         self._update_policy(self._pres_rules(), policy, attributes, PresencePolicy, "pres")
 
     def _op_remove_presence_policy(self, policy: PresencePolicy) -> None:
-        rules = self._pres_rules()
-        if rules is None or policy.id is None or policy.id in OMA_UNREMOVABLE:
-            return
-        rule = rules.find_rule(policy.id)
-        if rule is not None:
-            rules.root.remove(rule)
+        if policy.id not in OMA_UNREMOVABLE:
+            _remove_policy(self._pres_rules(), policy)
 
     def _op_add_dialoginfo_policy(self, policy: DialoginfoPolicy) -> None:
-        rules = self._dialog_rules()
-        if rules is None:
-            return
-        rule_id = self._policy_id(policy, "dialog")
-        if rules.find_rule(rule_id) is None:
-            _write_policy(rules, rules.add_rule(rule_id), policy)
+        self._add_policy(self._dialog_rules(), policy, "dialog")
 
     def _op_update_dialoginfo_policy(self, policy: DialoginfoPolicy, attributes: dict) -> None:
         self._update_policy(self._dialog_rules(), policy, attributes, DialoginfoPolicy, "dialog")
 
     def _op_remove_dialoginfo_policy(self, policy: DialoginfoPolicy) -> None:
-        rules = self._dialog_rules()
-        if rules is None or policy.id is None:
+        _remove_policy(self._dialog_rules(), policy)
+
+    def _add_policy(self, rules: RulesetDocument | None, policy: Policy, prefix: str) -> None:
+        if rules is None:
             return
-        rule = rules.find_rule(policy.id)
-        if rule is not None:
-            rules.root.remove(rule)
+        rule_id = self._policy_id(policy, prefix)
+        if rules.find_rule(rule_id) is None:
+            _write_policy(rules, rules.add_rule(rule_id), policy)
 
     def _op_set_status_icon(self, icon: Icon | None) -> None:
         if not self._available("status_icon"):
@@ -778,6 +766,14 @@ def _read_policy(rules: RulesetDocument, rule: etree._Element, kind: type) -> Po
 
 def _action(value: str | None) -> str | None:
     return value if value in ("allow", "confirm", "polite-block", "block") else None
+
+
+def _remove_policy(rules: RulesetDocument | None, policy: Policy) -> None:
+    if rules is None or policy.id is None:
+        return
+    rule = rules.find_rule(policy.id)
+    if rule is not None:
+        rules.root.remove(rule)
 
 
 def _write_policy(rules: RulesetDocument, rule: etree._Element, policy: Policy) -> None:
