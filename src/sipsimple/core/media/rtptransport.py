@@ -28,7 +28,7 @@ import logging
 import random
 import socket
 from collections import deque
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
@@ -659,31 +659,39 @@ class RTPTransport:
 
     def _rtp_readable(self) -> None:
         # One datagram per call: the selector calls again while more are waiting.
-        sock = self._rtp_socket
-        if sock is None:
-            return
-        try:
-            data, address = sock.recvfrom(RECEIVE_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # an ICMP error (port unreachable while the peer is not up): not fatal
-            self.counters.send_errors += 1
-            return
-        self._rtp_datagram(data, address if len(address) == 2 else address[:2])
+        received = self._read(self._rtp_socket)
+        if received is not None:
+            self._rtp_datagram(*received)
 
     def _rtcp_readable(self) -> None:
-        sock = self._rtcp_socket
+        received = self._read(self._rtcp_socket)
+        if received is not None:
+            self._rtcp_datagram(*received, self._loop.time(), muxed=False)
+
+    def _read(self, sock: socket.socket | None) -> tuple[bytes, Address] | None:
         if sock is None:
-            return
+            return None
         try:
             data, address = sock.recvfrom(RECEIVE_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
+            return None
+        except OSError:  # an ICMP error (port unreachable while the peer is not up): not fatal
             self.counters.send_errors += 1
-            return
-        address = address if len(address) == 2 else address[:2]
-        self._rtcp_datagram(data, address, self._loop.time(), muxed=False)
+            return None
+        return data, address if len(address) == 2 else address[:2]
+
+    def _unprotect(self, unprotect: Callable[[bytes], bytes], data: bytes) -> bytes | None:
+        """SRTP or SRTCP: the clear packet, or None once the refusal is counted."""
+        counters = self.counters
+        try:
+            return unprotect(data)
+        except SRTPAuthenticationError:
+            counters.srtp_authentication_failures += 1
+        except SRTPReplayError:
+            counters.srtp_replays += 1
+        except SRTPError:
+            counters.srtp_errors += 1
+        return None
 
     def _rtp_datagram(self, data: bytes, address: Address) -> None:
         counters = self.counters
@@ -699,16 +707,8 @@ class RTPTransport:
             return
         srtp = self._srtp
         if srtp is not None:
-            try:
-                data = srtp.unprotect(data)
-            except SRTPAuthenticationError:
-                counters.srtp_authentication_failures += 1
-                return
-            except SRTPReplayError:
-                counters.srtp_replays += 1
-                return
-            except SRTPError:
-                counters.srtp_errors += 1
+            data = self._unprotect(srtp.unprotect, data)
+            if data is None:
                 return
         try:
             packet = RTPPacket.parse(data)
@@ -777,16 +777,8 @@ class RTPTransport:
             return
         srtp = self._srtp
         if srtp is not None:
-            try:
-                data = srtp.unprotect_rtcp(data)
-            except SRTPAuthenticationError:
-                counters.srtp_authentication_failures += 1
-                return
-            except SRTPReplayError:
-                counters.srtp_replays += 1
-                return
-            except SRTPError:
-                counters.srtp_errors += 1
+            data = self._unprotect(srtp.unprotect_rtcp, data)
+            if data is None:
                 return
         if self._ice_running:
             accepted = address in self._ice_peers
