@@ -65,13 +65,14 @@ async def xcap_manager(
     start: bool = True,
     proxy_port: int | None = None,
     nameserver: str | None = None,
+    xcap_root: str | None = None,
 ) -> AsyncIterator[tuple[XCAPManager, NotificationQueue]]:
     """A running application with alice's account and its XCAPManager (the XCAP root
     looked up in DNS when a ``nameserver`` is given)."""
     proxy = f"127.0.0.1:{proxy_port or kamailio.sip_port};transport=udp"
     xcap = {"enabled": "true"}
     if nameserver is None:
-        xcap["xcap_root"] = kamailio.xcap_root
+        xcap["xcap_root"] = xcap_root or kamailio.xcap_root
     account = {
         "enabled": "true",
         "auth": {"password": PASSWORD},
@@ -246,6 +247,69 @@ async def test_remote_change_is_fetched_by_polling_without_xcap_diff(kamailio, t
         assert "Remote" in data.groups
         # Kamailio refused the xcap-diff SUBSCRIBE: the reload came from polling
         assert manager._subscriber is not None and not manager._subscriber.active
+
+
+class FailingHalfway:
+    """An HTTP pass-through in front of Kamailio's XCAP server that, once armed, answers
+    500 to the first GET of ``then`` after a GET of ``first`` returned a new version: a
+    server failing halfway through a fetch that has already stored a changed document."""
+
+    def __init__(self, kamailio: Kamailio, first: str, then: str) -> None:
+        self.upstream = kamailio.xcap_root.split("//")[1].split("/")[0].split(":")
+        self.first, self.then = first.encode(), then.encode()
+        self.armed = self.failing = self.failed = False
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/xcap-root"
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                body = await reader.readexactly(_content_length(head))
+                method, path = head.split(b" ", 2)[:2]
+                if method == b"GET" and self.failing and self.then in path:
+                    self.failing, self.failed = False, True
+                    writer.write(b"HTTP/1.1 500 Injected\r\nContent-Length: 0\r\n\r\n")
+                    continue
+                response = await self._forward(head + body)
+                if method == b"GET" and self.armed and self.first in path:
+                    self.failing = response.startswith(b"HTTP/1.1 200")
+                writer.write(response)
+        writer.close()
+
+    async def _forward(self, request: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection(self.upstream[0], int(self.upstream[1]))
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        body = await reader.readexactly(_content_length(head))
+        writer.close()
+        return head + body
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.lower().split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+async def test_a_fetch_failing_halfway_still_reloads_the_document_it_got(kamailio, tmp_path):
+    proxy = FailingHalfway(kamailio, "/resource-lists/", "/rls-services/")
+    async with (
+        proxy as root,
+        xcap_manager(kamailio, tmp_path, poll_interval=0.5, xcap_root=root) as (_, queue),
+    ):
+        await reloaded(queue)
+        proxy.armed = True
+        await second_client_adds(kamailio, "sip:carol@example.test", "Remote")
+        data = await until(queue, lambda d: "sip:carol@example.test" in contacts(d), timeout=10)
+        assert proxy.failed  # the fetch that got the new resource-lists failed after it
+        assert contacts(data)["sip:carol@example.test"].group == "Remote"
 
 
 async def test_a_stale_etag_is_refetched_and_the_journal_applied_again(kamailio, tmp_path):

@@ -158,7 +158,12 @@ class XCAPClient:
         self, method: str, url: str, headers: dict[str, str], content: bytes | None = None
     ) -> httpx.Response:
         try:
-            response = await self._http.request(method, url, headers=headers, content=content)
+            try:
+                response = await self._http.request(method, url, headers=headers, content=content)
+            except httpx.RemoteProtocolError:
+                # The server closed a kept-alive connection as we reused it (Kamailio's
+                # xhttp does): GET, PUT and DELETE are idempotent, so once more on a new one.
+                response = await self._http.request(method, url, headers=headers, content=content)
         except httpx.HTTPError as error:
             raise XCAPConnectionError(f"{method} {url}: {error!r}") from None
         code = response.status_code

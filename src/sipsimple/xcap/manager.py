@@ -147,6 +147,9 @@ class XCAPManager:
         self._wakeup: asyncio.Event | None = None
         self._fetched = False
         self._fetch_wanted = False
+        # A fetch that stored a changed document and then failed: its retry sees 304 for
+        # that document and must still reload.
+        self._fetch_changed = False
         self._restart_wanted = False
         self._journal_lock: asyncio.Lock | None = None
         self._writes: set[asyncio.Task[None]] = set()
@@ -447,7 +450,6 @@ class XCAPManager:
     async def _fetch(self) -> None:
         assert self._client is not None
         self._fetch_wanted = False
-        changed = False
         for key, application in self._applications.items():
             _, stored = self._stored.get(key, (application.auid, StoredDocument()))
             etag = stored.etag if stored.content is not None else None
@@ -455,18 +457,20 @@ class XCAPManager:
                 response = await self._client.get(application.auid, etag, application.filename)
             except XCAPNotFound:
                 if stored.content is not None or stored.etag is not None:
-                    changed = True
+                    self._fetch_changed = True
                 self._stored[key] = (application.auid, StoredDocument())
                 continue
             if response.not_modified and stored.content is not None:
                 continue
-            changed = True
+            self._fetch_changed = True
             self._stored[key] = (
                 application.auid,
                 StoredDocument(response.content, response.etag, response.location),
             )
+        changed = self._fetch_changed
         if changed:
             await self._save_documents()
+            self._fetch_changed = False
         first, self._fetched = not self._fetched, True
         if not changed and not first:
             self._set_state("updating" if self._journal_ready() else "insync")
