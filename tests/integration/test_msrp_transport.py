@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from sipsimple.msrp import (
     MSRPURI,
     ByteRange,
+    FileRegion,
     MessageDataReceived,
     MessageReceived,
     MessageSent,
@@ -337,6 +338,58 @@ async def test_chat_overtakes_a_large_transfer():
     assert chat_sent_at is not None and chat_arrived_at is not None
     # it came through while three quarters of the file were still on their way
     assert chat_arrived_at < total // 4 + chat_sent_at, (chat_sent_at, chat_arrived_at)
+    await close_all(alice, bob, listener)
+    await drain
+
+
+def file_regions(fd: int, count: int, size: int) -> Iterator[FileRegion]:
+    for index in range(count):
+        yield FileRegion(fd, index * size, size)
+
+
+@pytest.mark.parametrize("use_tls", [False, True], ids=["tcp", "tls"])
+async def test_a_file_sent_as_regions(use_tls, tls, tmp_path):
+    count, size = 24, 256 * 1024  # 6 MB, one region per chunk
+    path = tmp_path / "source.bin"
+    with open(path, "wb") as file:
+        for block in blocks(count, size):
+            file.write(block)
+    alice, bob, listener = await open_pair(
+        tls if use_tls else None, a_options={"chunk_size": size}, b_options={"reassemble": False}
+    )
+    assert alice.sends_file_regions is not use_tls  # TLS reads them (loop.sendfile cannot)
+    drain = asyncio.ensure_future(consume(alice))
+    digest = hashlib.sha1()
+    received = 0
+    chat_sent_at = chat_arrived_at = None
+    with open(path, "rb") as file:
+        send = asyncio.ensure_future(
+            alice.send_stream(
+                file_regions(file.fileno(), count, size),
+                "application/octet-stream",
+                size=count * size,
+            )
+        )
+        async for event in bob:
+            if isinstance(event, MessageDataReceived) and event.content_type == "text/plain":
+                assert event.data == b"still there?"
+            elif isinstance(event, MessageDataReceived):
+                assert event.offset == received
+                digest.update(event.data)
+                received += len(event.data)
+                if chat_sent_at is None and received >= 1 * MB:
+                    alice.send_message(b"still there?", "text/plain")
+                    chat_sent_at = received
+            elif isinstance(event, MessageReceived):
+                if event.content_type == "text/plain":
+                    chat_arrived_at = received
+                else:
+                    break
+        message = await send
+    assert digest.hexdigest() == pattern_sha1(count, size) and message.done
+    assert chat_arrived_at is not None
+    if not use_tls:  # sendfile: the chat waits for the chunks on their way, not for the file
+        assert chat_arrived_at <= chat_sent_at + 4 * size, (chat_sent_at, chat_arrived_at)
     await close_all(alice, bob, listener)
     await drain
 

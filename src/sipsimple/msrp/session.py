@@ -21,6 +21,7 @@ from sipsimple.msrp.chunking import DEFAULT_CHUNK_SIZE, IncomingMessage, Outgoin
 from sipsimple.msrp.errors import MSRPParseError
 from sipsimple.msrp.protocol import (
     REASONS,
+    Body,
     ByteRange,
     FrameData,
     FrameEnded,
@@ -30,6 +31,7 @@ from sipsimple.msrp.protocol import (
     MSRPParser,
     ParserEvent,
     Status,
+    body_bytes,
     make_id,
     path_text,
 )
@@ -245,7 +247,7 @@ class MSRPSession:
         self._parser = MSRPParser(max_header_size=max_header_size, max_headers=max_headers)
         self._bound = active
         self._sent_request = False
-        self._control: list[bytes] = []
+        self._control: list[Body] = []
         self._queue: deque[OutgoingMessage] = deque()
         self._outgoing: OrderedDict[str, OutgoingMessage] = OrderedDict()
         self._transactions: dict[str, _Transaction] = {}
@@ -311,11 +313,12 @@ class MSRPSession:
 
     def data_to_send(self, now: float) -> bytes:
         """Responses and reports, then one chunk of each ready outgoing message."""
-        return b"".join(self.pieces_to_send(now))
+        return b"".join(body_bytes(piece) for piece in self.pieces_to_send(now))
 
-    def pieces_to_send(self, now: float) -> list[bytes]:
+    def pieces_to_send(self, now: float) -> list[Body]:
         """What data_to_send() joins, for a writer that writes each piece as it is:
-        a chunk's body is the very object fed to its message, never copied."""
+        a chunk's body is the very object fed to its message, never copied (a
+        FileRegion when one was fed, see OutgoingMessage)."""
         out = self._control
         self._control = []
         if self.relay is not None and (auth := self.relay.data_to_send()):

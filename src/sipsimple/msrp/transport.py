@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import ssl as _ssl
 from collections import deque
@@ -59,6 +60,8 @@ from sipsimple.msrp.chunking import OutgoingMessage
 from sipsimple.msrp.errors import MSRPError, MSRPStateError
 from sipsimple.msrp.protocol import (
     REASONS,
+    Body,
+    FileRegion,
     FrameData,
     FrameEnded,
     FrameError,
@@ -66,6 +69,7 @@ from sipsimple.msrp.protocol import (
     MSRPData,
     MSRPParser,
     ParserEvent,
+    body_bytes,
     make_id,
 )
 from sipsimple.msrp.relay import (
@@ -245,6 +249,9 @@ class _Connection(asyncio.Protocol):
         self.remote_address: Address | None = None
         self.write_paused = False
         self.reading_paused = False
+        self.sendfile = False  # whether FileRegion bodies go out with os.sendfile
+        self._file_send: asyncio.Task[None] | None = None
+        self._behind_file: list[Body] = []  # pieces written while a region is sent
         self._closing = False
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -256,6 +263,12 @@ class _Connection(asyncio.Protocol):
         self.local_address = transport.get_extra_info("sockname")
         self.remote_address = transport.get_extra_info("peername")
         _limit_unsent(transport)
+        self.sendfile = (
+            hasattr(os, "sendfile")
+            and self.trace is None
+            and transport.get_extra_info("sslcontext") is None
+            and transport.get_extra_info("socket") is not None
+        )
         if self.owner is not None:
             self.owner._connected()
 
@@ -279,6 +292,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._stop_file_send()
         if not self.lost.done():
             self.lost.set_result(None)
         if self.owner is not None:
@@ -299,16 +313,35 @@ class _Connection(asyncio.Protocol):
             self._trace("outgoing", data)
         self.transport.write(data)
 
-    def write_pieces(self, pieces: list[bytes]) -> None:
+    @property
+    def sending_file(self) -> bool:
+        """Whether a FileRegion is being sent: what is written meanwhile waits."""
+        return self._file_send is not None
+
+    def write_pieces(self, pieces: list[Body]) -> None:
         """Write what MSRPSession.pieces_to_send() gave: short pieces joined (many small
         frames in one send), long ones (chunk bodies) as they are, through a
         memoryview: what the socket does not take at once is then copied once into
-        the transport's buffer (a bytes object would be sliced first, a second copy)."""
+        the transport's buffer (a bytes object would be sliced first, a second copy).
+        A FileRegion goes out with os.sendfile (loop.sendfile: the kernel copies from
+        the file to the socket as the socket drains); the pieces after it wait."""
+        if self._file_send is not None:
+            self._behind_file += pieces
+            return
         if self.trace is not None:
-            self.write(b"".join(pieces))  # the trace shows whole frames
+            self.write(b"".join(body_bytes(piece) for piece in pieces))  # whole frames
             return
         short: list[bytes] = []
-        for piece in pieces:
+        for index, piece in enumerate(pieces):
+            if type(piece) is FileRegion:
+                if self.sendfile and not self.closing and piece.count:
+                    if short:
+                        self.write(b"".join(short))
+                    task = asyncio.get_running_loop().create_task(self._send_region(piece))
+                    self._file_send = task
+                    self._behind_file = pieces[index + 1 :]
+                    return
+                piece = piece.read()
             if len(piece) < _SHORT_PIECE:
                 short.append(piece)
                 continue
@@ -318,6 +351,37 @@ class _Connection(asyncio.Protocol):
             self.write(memoryview(piece))
         if short:
             self.write(b"".join(short))
+
+    async def _send_region(self, region: FileRegion) -> None:
+        transport = self.transport
+        assert transport is not None
+        sent = 0
+        try:
+            with open(region.fd, "rb", buffering=0, closefd=False) as file:
+                sent = await asyncio.get_running_loop().sendfile(
+                    transport, file, region.offset, region.count, fallback=False
+                )
+        except (OSError, RuntimeError) as error:
+            _log.info("MSRP sendfile failed: %s", error)  # connection_lost follows
+        if self.reading_paused and not self.closing:
+            transport.pause_reading()  # loop.sendfile resumes what it paused
+        self._file_send = None
+        if sent != region.count:
+            self._behind_file = []
+            if not self.closing:
+                _log.error("%r ended after %d bytes: the chunk is cut", region, sent)
+                self.abort()
+            return
+        behind, self._behind_file = self._behind_file, []
+        self.write_pieces(behind)
+        if self._file_send is None and not self.write_paused and self.owner is not None:
+            self.owner._writable()
+
+    def _stop_file_send(self) -> None:
+        if self._file_send is not None:
+            self._file_send.cancel()
+            self._file_send = None
+            self._behind_file = []
 
     def _trace(self, direction: str, data: bytes) -> None:
         assert self.trace is not None
@@ -341,13 +405,15 @@ class _Connection(asyncio.Protocol):
             self.transport.set_write_buffer_limits(high=size, low=size // 4)
 
     def close(self) -> None:
-        """Close after what is written has gone out."""
+        """Close after what is written has gone out (a file region being sent is cut)."""
         if not self.closing and self.transport is not None:
             self._closing = True
+            self._stop_file_send()
             self.transport.close()
 
     def abort(self) -> None:
         self._closing = True
+        self._stop_file_send()
         if self.transport is not None:
             self.transport.abort()
         elif not self.lost.done():
@@ -465,6 +531,13 @@ class MSRPTransport(_Owner):
     def closed(self) -> bool:
         """Whether close() was called or the connection is gone."""
         return self._closing or self._ended
+
+    @property
+    def sends_file_regions(self) -> bool:
+        """Whether FileRegion pieces fed to a message go out with os.sendfile (a plain
+        TCP connection without a trace hook); elsewhere they would be read on the
+        event loop, so feed bytes read in a worker instead."""
+        return self._conn.sendfile
 
     # -- sending ----------------------------------------------------------------------
 
@@ -645,11 +718,11 @@ class MSRPTransport(_Owner):
 
     def _pump(self) -> None:
         conn = self._conn
-        if conn.write_paused or self._closing or conn.transport is None:
+        if conn.write_paused or conn.sending_file or self._closing or conn.transport is None:
             return
         session = self.session
         now = self._loop.time()
-        while not conn.write_paused and not conn.closing:
+        while not conn.write_paused and not conn.sending_file and not conn.closing:
             pieces = session.pieces_to_send(now)
             if not pieces:
                 break

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -45,6 +46,7 @@ from sipsimple.core import SDPAttribute
 from sipsimple.msrp import (
     DEFAULT_CHUNK_SIZE,
     ByteRanges,
+    FileRegion,
     FileSelector,
     MessageAborted,
     MessageDataReceived,
@@ -147,6 +149,7 @@ class FileTransferStream(MSRPStreamBase):
         self._acked = 0
         self._responses = 0
         self._sent_message: Any = None
+        self._source: Any = None  # the file we opened to send (closed by end())
 
     @property
     def outgoing(self) -> bool:
@@ -233,16 +236,30 @@ class FileTransferStream(MSRPStreamBase):
         if self.outgoing:
             self._spawn(self._send_file())
 
-    async def _blocks(self) -> AsyncIterator[bytes]:
+    async def _open_source(self) -> Any:
         selector = self.file_selector
         assert selector is not None
         if selector.fd is not None:
-            file = selector.fd
-            close = False
-        else:
-            assert selector.path is not None
-            file = await run_in_worker(open, selector.path, "rb")
-            close = True
+            return selector.fd
+        assert selector.path is not None
+        self._source = await run_in_worker(open, selector.path, "rb")
+        return self._source
+
+    async def _blocks(self, file: Any) -> AsyncIterator[bytes | FileRegion]:
+        """The file from ``offset`` in blocks of ``read_size``: parts of the file that
+        the connection sends with os.sendfile when it can (the file stays open until
+        the stream ends), else bytes read by a worker, one block read ahead."""
+        assert self.msrp is not None and self.file_selector is not None
+        if self.msrp.sends_file_regions and self.msrp.session.chunk_size >= self.read_size:
+            fd = file.fileno()
+            offset, size = self.offset, self.file_selector.size or 0
+            if hasattr(os, "posix_fadvise"):  # the kernel reads ahead, sendfile finds it cached
+                await run_in_worker(os.posix_fadvise, fd, offset, 0, os.POSIX_FADV_WILLNEED)
+            while offset < size:
+                count = min(self.read_size, size - offset)
+                yield FileRegion(fd, offset, count)
+                offset += count
+            return
         loop = asyncio.get_running_loop()
         reading = None
         try:
@@ -256,15 +273,14 @@ class FileTransferStream(MSRPStreamBase):
             if reading is not None:
                 reading.cancel()
                 await asyncio.gather(reading, return_exceptions=True)
-            if close:
-                await run_in_worker(file.close)
 
     async def _send_file(self) -> None:
         assert self.msrp is not None and self.file_selector is not None
         self._message_id = make_id()
         try:
+            file = await self._open_source()
             self._sent_message = await self.msrp.send_stream(
-                self._blocks(),
+                self._blocks(file),
                 self.file_selector.type,
                 size=self.file_selector.size,
                 start=self.offset + 1,
@@ -485,6 +501,9 @@ class FileTransferStream(MSRPStreamBase):
         self._finish(f"the transfer was interrupted{': ' + error if error else ''}")
 
     async def _cleanup(self) -> None:
+        if self._source is not None:
+            source, self._source = self._source, None
+            await run_in_worker(source.close)
         if not self.finished:
             await self._keep_partial()
             self._finish("the transfer was interrupted: the stream ended")
