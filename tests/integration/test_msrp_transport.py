@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import hashlib
 import ipaddress
+import socket
 import ssl
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
@@ -37,6 +38,7 @@ from sipsimple.msrp import (
 )
 from sipsimple.msrp.protocol import FrameData, FrameEnded, FrameStarted, format_auth_params
 from sipsimple.msrp.transport import (
+    KERNEL_UNSENT_LIMIT,
     MSRPConnectionError,
     MSRPListener,
     MSRPRelayError,
@@ -447,6 +449,68 @@ async def test_a_peer_that_stops_reading_pauses_the_sender():
     for peer in peers:
         peer.transport.abort()
     await server.wait_closed()
+
+
+async def test_file_regions_to_a_peer_that_stops_reading(tmp_path):
+    size = 1 * MB
+    path = tmp_path / "source.bin"
+    with open(path, "wb") as file:
+        for block in blocks(64, size // 64):
+            file.write(block)
+    peers: list[Deaf] = []
+
+    def factory() -> Deaf:
+        peers.append(Deaf())
+        return peers[-1]
+
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    alice = await connect(
+        A_URI,
+        [MSRPURI("127.0.0.1", port, session_id="deafsession")],
+        chunk_size=size,
+        kernel_unsent_limit=None,
+    )
+    assert alice.sends_file_regions
+    pulled = 0
+    with open(path, "rb") as file:
+
+        def source() -> Iterator[FileRegion]:
+            nonlocal pulled
+            for _ in range(1000):  # 1 GB if nobody stopped us: the same MB again and again
+                pulled += 1
+                yield FileRegion(file.fileno(), 0, size)
+
+        send = asyncio.ensure_future(alice.send_stream(source(), "application/octet-stream"))
+        previous = -1
+        while pulled != previous:  # until the sender stops pulling
+            previous = pulled
+            await asyncio.sleep(0.2)
+        assert not send.done()
+        assert pulled < 100, f"{pulled} MB pulled: only kernel buffers should hold any"
+        await alice.close(timeout=0.1)  # cuts the region being sent
+        with pytest.raises(MSRPConnectionError):
+            await send
+    events = [event async for event in alice]
+    assert isinstance(events[-1], TransportClosed)
+    server.close()
+    for peer in peers:
+        peer.transport.abort()
+    await server.wait_closed()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="no TCP_NOTSENT_LOWAT")
+async def test_the_kernel_unsent_limit_can_be_lifted():
+    def limit(transport: MSRPTransport) -> int:
+        sock = transport._conn.transport.get_extra_info("socket")
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+
+    alice, bob, listener = await open_pair(b_options={"kernel_unsent_limit": None})
+    assert limit(alice) == KERNEL_UNSENT_LIMIT
+    assert limit(bob) in (0, 2**32 - 1)  # the system's default: no limit
+    await close_all(alice, bob, listener)
+    with pytest.raises(ValueError):
+        await connect(A_URI, [MSRPURI("127.0.0.1", 9, session_id="x")], kernel_unsent_limit=0)
 
 
 async def test_a_connection_dropped_mid_transfer_ends_cleanly():

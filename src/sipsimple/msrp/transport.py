@@ -33,9 +33,11 @@ Use the transport with ``send_message()`` (a whole body), ``await send_stream()`
 (a body from an iterable, read only as fast as the peer takes it), and ``async for
 event in transport`` (the session's events, then :class:`TransportClosed`).  Memory
 stays bounded both ways: a sender waits while the connection's write buffer is
-above ``write_buffer_size`` (and the kernel keeps at most KERNEL_UNSENT_LIMIT bytes
-unsent), and reading stops while more than ``max_queued_bytes`` of received data
-wait in the event queue.  Keyword arguments not listed go to MSRPSession
+above ``write_buffer_size`` (and the kernel keeps at most ``kernel_unsent_limit``
+bytes unsent, KERNEL_UNSENT_LIMIT unless a connection that carries only a file lifts
+the limit with None), and reading stops while more than ``max_queued_bytes`` of
+received data wait in the event queue.  A FileRegion body goes out with os.sendfile
+on a plain TCP connection (``sends_file_regions``).  Keyword arguments not listed go to MSRPSession
 (``chunk_size``, ``reassemble``, ``accept_types``, ``max_message_size``,
 ``transaction_timeout`` ...).
 
@@ -214,16 +216,17 @@ class _Owner:
         pass
 
 
-def _limit_unsent(transport: asyncio.Transport) -> None:
+def _limit_unsent(transport: asyncio.Transport, limit: int | None) -> None:
     # The kernel would queue megabytes of a file (its send buffer grows with the
     # connection's speed); a message sent after them would wait for all of them.
     # TCP_NOTSENT_LOWAT bounds only what is not sent yet, not what is in flight.
+    # None (0 to the kernel) restores the system's default, no limit.
     sock = transport.get_extra_info("socket")
     option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
     if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, option, KERNEL_UNSENT_LIMIT)
+        sock.setsockopt(socket.IPPROTO_TCP, option, limit or 0)
     except OSError:
         pass  # not supported here: only the latency behind a transfer suffers
 
@@ -252,6 +255,7 @@ class _Connection(asyncio.Protocol):
         self.sendfile = False  # whether FileRegion bodies go out with os.sendfile
         self._file_send: asyncio.Task[None] | None = None
         self._behind_file: list[Body] = []  # pieces written while a region is sent
+        self._held: list[Body] = []  # ... then written with the next pieces
         self._closing = False
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -262,7 +266,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         self.local_address = transport.get_extra_info("sockname")
         self.remote_address = transport.get_extra_info("peername")
-        _limit_unsent(transport)
+        _limit_unsent(transport, KERNEL_UNSENT_LIMIT)
         self.sendfile = (
             hasattr(os, "sendfile")
             and self.trace is None
@@ -328,6 +332,9 @@ class _Connection(asyncio.Protocol):
         if self._file_send is not None:
             self._behind_file += pieces
             return
+        if self._held:
+            pieces = self._held + pieces
+            self._held = []
         if self.trace is not None:
             self.write(b"".join(body_bytes(piece) for piece in pieces))  # whole frames
             return
@@ -372,16 +379,20 @@ class _Connection(asyncio.Protocol):
                 _log.error("%r ended after %d bytes: the chunk is cut", region, sent)
                 self.abort()
             return
-        behind, self._behind_file = self._behind_file, []
-        self.write_pieces(behind)
-        if self._file_send is None and not self.write_paused and self.owner is not None:
+        # What came behind the region (its end-line) goes out with what the owner
+        # writes now (the next chunk's header): one send for both.
+        self._held, self._behind_file = self._behind_file, []
+        if not self.write_paused and self.owner is not None:
             self.owner._writable()
+        if self._held and self._file_send is None:
+            self.write_pieces([])
 
     def _stop_file_send(self) -> None:
         if self._file_send is not None:
             self._file_send.cancel()
             self._file_send = None
             self._behind_file = []
+            self._held = []
 
     def _trace(self, direction: str, data: bytes) -> None:
         assert self.trace is not None
@@ -498,14 +509,18 @@ class MSRPTransport(_Owner):
         *,
         write_buffer_size: int = DEFAULT_WRITE_BUFFER_SIZE,
         max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+        kernel_unsent_limit: int | None = KERNEL_UNSENT_LIMIT,
     ) -> None:
         if write_buffer_size < 1 or max_queued_bytes < 1:
             raise ValueError("write_buffer_size and max_queued_bytes must be positive")
+        if kernel_unsent_limit is not None and kernel_unsent_limit < 1:
+            raise ValueError("kernel_unsent_limit must be positive or None (no limit)")
         self.session = session
         self._conn = connection
         self._loop = asyncio.get_running_loop()
         self._write_buffer_size = write_buffer_size
         self._max_queued_bytes = max_queued_bytes
+        self._kernel_unsent_limit = kernel_unsent_limit
         self._timer = _Timer(self._on_timer)
         self._events: deque[TransportEvent] = deque()
         self._queued_bytes = 0
@@ -679,6 +694,8 @@ class MSRPTransport(_Owner):
 
     def _connected(self) -> None:
         self._conn.set_write_buffer_size(self._write_buffer_size)
+        if self._kernel_unsent_limit != KERNEL_UNSENT_LIMIT and self._conn.transport is not None:
+            _limit_unsent(self._conn.transport, self._kernel_unsent_limit)
         self._after_io()
 
     def _received(self, events: list[ParserEvent]) -> None:
@@ -770,7 +787,7 @@ class MSRPTransport(_Owner):
 
 # -- the active side ----------------------------------------------------------------------------
 
-_TRANSPORT_OPTIONS = ("write_buffer_size", "max_queued_bytes")
+_TRANSPORT_OPTIONS = ("write_buffer_size", "max_queued_bytes", "kernel_unsent_limit")
 
 
 def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -830,7 +847,7 @@ async def connect(
     """Open the connection to ``remote_path[0]`` as the active side (TLS when it is
     an ``msrps`` URI; ``ssl`` defaults to a verifying client context) and start the
     session, which binds it with a first request.  Other keyword arguments:
-    ``write_buffer_size``, ``max_queued_bytes`` and MSRPSession's.
+    ``write_buffer_size``, ``max_queued_bytes``, ``kernel_unsent_limit`` and MSRPSession's.
     """
     if not remote_path:
         raise ValueError("remote_path needs at least the peer's URI")
@@ -922,7 +939,7 @@ class MSRPAcceptor:
     ) -> MSRPTransport:
         """Wait for the peer's connection (it may have come already) and start the
         session on it as the passive side.  Other keyword arguments:
-        ``write_buffer_size``, ``max_queued_bytes`` and MSRPSession's.
+        ``write_buffer_size``, ``max_queued_bytes``, ``kernel_unsent_limit`` and MSRPSession's.
         """
         if self._done or self._waiter is not None:
             raise MSRPStateError(f"accept() for {self.local_uri} was already called")
@@ -1171,7 +1188,7 @@ class MSRPRelayConnection:
         """Start the session with the peer at ``remote_path`` on this connection
         (``active``: we send the first request).  The relay authentication goes on
         being refreshed by the session.  Other keyword arguments:
-        ``write_buffer_size``, ``max_queued_bytes`` and MSRPSession's.
+        ``write_buffer_size``, ``max_queued_bytes``, ``kernel_unsent_limit`` and MSRPSession's.
         """
         if self._started:
             raise MSRPStateError("start_session() was already called on this relay connection")

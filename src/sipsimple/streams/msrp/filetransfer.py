@@ -38,7 +38,9 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from sipsimple.configuration.settings import SIPSimpleSettings
@@ -122,6 +124,8 @@ class FileTransferStream(MSRPStreamBase):
     """Bytes the sender reads from the file at a time."""
     write_size: ClassVar[int] = 1024 * 1024
     """Bytes the receiver collects before writing them to the file."""
+    writes_in_flight: ClassVar[int] = 4
+    """Blocks of ``write_size`` the receiver may have queued for writing at once."""
     write_buffer_size: ClassVar[int] = DEFAULT_WRITE_BUFFER_SIZE
     """Bytes the connection may hold unsent before the sender waits."""
 
@@ -143,8 +147,8 @@ class FileTransferStream(MSRPStreamBase):
         self._pieces: list[bytes] = []  # received data not written yet, as it came
         self._pieces_offset = 0
         self._pieces_size = 0
-        self._writing: asyncio.Task[None] | None = None
-        self._disk = asyncio.Lock()
+        self._writes: deque[asyncio.Future[None]] = deque()  # in order, oldest first
+        self._disk: ThreadPoolExecutor | None = None  # the received file's one thread
         self._received = ByteRanges()
         self._acked = 0
         self._responses = 0
@@ -200,6 +204,7 @@ class FileTransferStream(MSRPStreamBase):
     def _session_options(self) -> dict[str, Any]:
         options = super()._session_options()
         options["write_buffer_size"] = self.write_buffer_size
+        options["kernel_unsent_limit"] = None  # nothing on this connection waits behind the file
         if self._relay is not None or len(self.remote_path) > 1:
             options["chunk_size"] = self.relay_chunk_size  # relays take small frames only
         return options
@@ -222,8 +227,8 @@ class FileTransferStream(MSRPStreamBase):
         self._incoming = IncomingFile(
             directory, selector.name, selector.size, selector.hash, selector.type
         )
-        async with self._disk:
-            offset = await run_in_worker(self._incoming.open)
+        self._disk = ThreadPoolExecutor(1, thread_name_prefix="msrp-file")
+        offset = await self._on_disk(self._incoming.open)
         if selector.size:
             offset = min(offset, selector.size - 1)  # the last byte comes again: it ends it
         self.offset = self.transferred_bytes = offset
@@ -410,35 +415,42 @@ class FileTransferStream(MSRPStreamBase):
         if size is not None and self._received.covers(self.offset + 1, size):
             await self._complete()
 
+    def _on_disk(self, function: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Run ``function`` on the received file's own worker thread: its writes (with
+        their hashing), its opening and closing run there one after the other, in the
+        order given, without the event loop waiting between them."""
+        assert self._disk is not None
+        return asyncio.get_running_loop().run_in_executor(self._disk, function)
+
     async def _flush(self) -> None:
-        """Hand the pieces received to a worker, which writes them (without joining
-        them) and hashes them; wait only for the write before (one write is in flight
-        while the next pieces arrive)."""
-        if self._writing is not None:
-            await self._writing
-            self._writing = None
+        """Hand the pieces received to the file's worker, which writes them (without
+        joining them) and hashes them; wait only while ``writes_in_flight`` writes are
+        queued there (what bounds the memory held)."""
+        writes = self._writes
+        while writes and writes[0].done():
+            writes.popleft().result()
+        while len(writes) >= self.writes_in_flight:
+            await writes.popleft()
         if not self._pieces:
             return
-        pieces, offset = self._pieces, self._pieces_offset
-        self._pieces, self._pieces_size = [], 0
-        self._writing = asyncio.get_running_loop().create_task(self._write(offset, pieces))
-
-    async def _write(self, offset: int, pieces: list[bytes]) -> None:
         assert self._incoming is not None
         incoming = self._incoming
+        pieces, offset = self._pieces, self._pieces_offset
+        self._pieces, self._pieces_size = [], 0
 
         def write() -> None:
             incoming.write(offset, *pieces)
             incoming.save()
 
-        async with self._disk:
-            await run_in_worker(write)
+        writes.append(self._on_disk(write))
 
     async def _settle(self) -> None:
+        """Write what is left and wait for every queued write; raises the first error."""
         await self._flush()
-        if self._writing is not None:
-            await self._writing
-            self._writing = None
+        writes, self._writes = list(self._writes), deque()
+        for outcome in await asyncio.gather(*writes, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _complete(self) -> None:
         if self.finished or self._incoming is None:
@@ -449,8 +461,7 @@ class FileTransferStream(MSRPStreamBase):
             return
         try:
             await self._settle()
-            async with self._disk:
-                path = await run_in_worker(self._incoming.finish)
+            path = await self._on_disk(self._incoming.finish)
         except FileHashMismatchError as error:
             self._incoming = None
             self._finish(str(error))
@@ -478,8 +489,7 @@ class FileTransferStream(MSRPStreamBase):
         except OSError as error:
             post_library_log(f"cannot save the partial file: {error}", logging.ERROR)
         self._incoming = None
-        async with self._disk:
-            await run_in_worker(incoming.close)
+        await self._on_disk(incoming.close)
 
     # -- ending -------------------------------------------------------------------------
 
@@ -507,3 +517,6 @@ class FileTransferStream(MSRPStreamBase):
         if not self.finished:
             await self._keep_partial()
             self._finish("the transfer was interrupted: the stream ended")
+        if self._disk is not None:
+            self._disk.shutdown(wait=False)  # its thread ends after the jobs queued
+            self._disk = None
