@@ -127,6 +127,8 @@ DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024
 """Received body bytes that may wait in the event queue before reading pauses."""
 
 _SHORT_PIECE = 16 * 1024  # pieces shorter than this are joined before they are written
+_READ_SIZE = 64 * 1024  # the read buffer of a connection at first ...
+_MAX_READ_SIZE = 1024 * 1024  # ... grown up to this while reads fill it (a file arrives)
 _MAX_QUEUED_EVENTS = 4096  # events waiting before reading pauses, whatever their size
 _MAX_STASHED_EVENTS = 256  # parser events held for a session not started yet ...
 _MAX_STASHED_BYTES = 256 * 1024  # ... and the body bytes among them
@@ -231,10 +233,14 @@ def _limit_unsent(transport: asyncio.Transport, limit: int | None) -> None:
         pass  # not supported here: only the latency behind a transfer suffers
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     """The asyncio side of one connection: parses what arrives for its ``owner``,
     writes, traces, and keeps the flow-control state.  The owner changes as the
-    connection gets bound to a session."""
+    connection gets bound to a session.
+
+    It reads into a buffer of its own that grows (up to ``max_read_size``) while reads
+    fill it: a file arrives in reads of up to 1 MB, each one pass through the parser,
+    the session and the stream, instead of asyncio's reads of 256 KB."""
 
     def __init__(
         self,
@@ -258,8 +264,10 @@ class _Connection(asyncio.Protocol):
         self._held: list[Body] = []  # ... then written with the next pieces
         self._closing = False
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._read_view = memoryview(bytearray(_READ_SIZE))
+        self.max_read_size = _MAX_READ_SIZE  # its owner's queue bound may lower it
 
-    # asyncio.Protocol
+    # asyncio.BufferedProtocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -275,6 +283,16 @@ class _Connection(asyncio.Protocol):
         )
         if self.owner is not None:
             self.owner._connected()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        view = self._read_view
+        data = view[:nbytes].tobytes()  # the parser and the events keep bytes
+        if nbytes == len(view) and nbytes < self.max_read_size:
+            self._read_view = memoryview(bytearray(min(4 * nbytes, self.max_read_size)))
+        self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
         if self.trace is not None:
@@ -531,6 +549,8 @@ class MSRPTransport(_Owner):
         self._finished = False
         self._ended = False
         connection.owner = self
+        # A read goes past the queue's bound by at most half of it before reading pauses.
+        connection.max_read_size = min(_MAX_READ_SIZE, max(_READ_SIZE, max_queued_bytes // 2))
         if connection.transport is not None:
             self._connected()
 

@@ -19,7 +19,7 @@ Notifications (besides the MediaStream* ones), all with ``timestamp``:
 FileTransferStreamGotChunk (receiver)
     ``content`` (bytes), ``content_type``, ``transferred_bytes`` (including a resumed
     part), ``file_size``.  One per piece of data as the connection delivers it (up to
-    256 KB; the contents of all of them are the file).
+    1 MB; the contents of all of them are the file).
 FileTransferStreamDidDeliverChunk (sender)
     ``message_id``, ``chunk`` (the MSRPData of the 200 response or success REPORT),
     ``code``, ``reason``, ``transferred_bytes``, ``file_size``.  One per chunk (1 MB
@@ -204,6 +204,7 @@ class FileTransferStream(MSRPStreamBase):
     def _session_options(self) -> dict[str, Any]:
         options = super()._session_options()
         options["write_buffer_size"] = self.write_buffer_size
+        options["max_queued_bytes"] = 2 * self.write_size  # reads of write_size
         options["kernel_unsent_limit"] = None  # nothing on this connection waits behind the file
         if self._relay is not None or len(self.remote_path) > 1:
             options["chunk_size"] = self.relay_chunk_size  # relays take small frames only
