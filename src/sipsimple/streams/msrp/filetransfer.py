@@ -67,6 +67,8 @@ from sipsimple.threading import run_in_worker
 
 __all__ = ["FileSelector", "FileTransferStream"]
 
+_ADVICE = 4 * 1024 * 1024  # the sender asks the kernel to read the next 8 MB every 4 MB
+
 
 def _describe(selector: FileSelector) -> FileSelector:
     """Size, type and hash of the file a selector names (blocking)."""
@@ -259,9 +261,13 @@ class FileTransferStream(MSRPStreamBase):
         if self.msrp.sends_file_regions and self.msrp.session.chunk_size >= self.read_size:
             fd = file.fileno()
             offset, size = self.offset, self.file_selector.size or 0
-            if hasattr(os, "posix_fadvise"):  # the kernel reads ahead, sendfile finds it cached
-                await run_in_worker(os.posix_fadvise, fd, offset, 0, os.POSIX_FADV_WILLNEED)
+            advised = offset  # the kernel reads ahead of sendfile, which then finds it cached
             while offset < size:
+                if hasattr(os, "posix_fadvise") and advised < min(offset + _ADVICE, size):
+                    await run_in_worker(
+                        os.posix_fadvise, fd, advised, 2 * _ADVICE, os.POSIX_FADV_WILLNEED
+                    )
+                    advised += 2 * _ADVICE
                 count = min(self.read_size, size - offset)
                 yield FileRegion(fd, offset, count)
                 offset += count
