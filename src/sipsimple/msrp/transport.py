@@ -37,9 +37,9 @@ above ``write_buffer_size`` (and the kernel keeps at most ``kernel_unsent_limit`
 bytes unsent, KERNEL_UNSENT_LIMIT unless a connection that carries only a file lifts
 the limit with None), and reading stops while more than ``max_queued_bytes`` of
 received data wait in the event queue.  A FileRegion body goes out with os.sendfile
-on a plain TCP connection (``sends_file_regions``).  Keyword arguments not listed go to MSRPSession
-(``chunk_size``, ``reassemble``, ``accept_types``, ``max_message_size``,
-``transaction_timeout`` ...).
+on a plain TCP connection (``sends_file_regions``).  Keyword arguments not listed go
+to MSRPSession (``chunk_size``, ``reassemble``, ``accept_types``,
+``max_message_size``, ``transaction_timeout`` ...).
 
 A ``trace`` hook, ``trace(direction, local_address, remote_address, data)`` with
 direction ``"incoming"`` or ``"outgoing"``, sees every byte read or written (the
@@ -383,8 +383,9 @@ class _Connection(asyncio.BufferedProtocol):
         sent = 0
         try:
             with open(region.fd, "rb", buffering=0, closefd=False) as file:
+                # fallback: a loop without native sendfile reads the file in a worker
                 sent = await asyncio.get_running_loop().sendfile(
-                    transport, file, region.offset, region.count, fallback=False
+                    transport, file, region.offset, region.count
                 )
         except (OSError, RuntimeError) as error:
             _log.info("MSRP sendfile failed: %s", error)  # connection_lost follows

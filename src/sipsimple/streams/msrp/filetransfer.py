@@ -11,8 +11,12 @@ The receiver writes into ``SIPSimpleSettings.file_transfer.directory`` (see
 :mod:`sipsimple.streams.msrp.files`: a ``.part`` file with its metadata while the data
 arrives, then the final name, never overwriting a file and never outside the
 directory), checks the SHA-1 hash, and keeps the partial file when the transfer is cut.
-Reading, writing and hashing run in worker threads, never on the SIP thread; the
-receiver reads no more from the connection while its writes lag behind.
+Reading, writing and hashing run in worker threads, never on the SIP thread, with one
+exception: on a plain TCP connection the sender's chunks go from the file to the
+socket with os.sendfile, which the kernel serves from the page cache (the sender asks
+it to read ahead).  The receiver writes and hashes on the file's own worker thread,
+several blocks queued there, and reads no more from the connection while its writes
+lag behind.
 
 Notifications (besides the MediaStream* ones), all with ``timestamp``:
 
