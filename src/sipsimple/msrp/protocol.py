@@ -522,10 +522,12 @@ class FileRegion:
     that a plain TCP connection hands to the kernel with os.sendfile, so the bytes
     never pass through Python.  Whatever cannot send it so reads it (``read()``).
 
-    The file must stay open until the frame carrying it has been written.
+    The file must stay open until the frame carrying it has been written.  A writer
+    that sends it on its own calls ``written(now)`` (when set) once the last byte is
+    out: the session then starts waiting for the chunk's response.
     """
 
-    __slots__ = ("count", "fd", "offset")
+    __slots__ = ("count", "fd", "offset", "written")
 
     def __init__(self, fd: int, offset: int, count: int) -> None:
         if offset < 0 or count < 0:
@@ -533,6 +535,7 @@ class FileRegion:
         self.fd = fd
         self.offset = offset
         self.count = count
+        self.written: Callable[[float], None] | None = None
 
     def __len__(self) -> int:
         return self.count

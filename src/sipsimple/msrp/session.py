@@ -16,6 +16,7 @@ import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from sipsimple.msrp.chunking import DEFAULT_CHUNK_SIZE, IncomingMessage, OutgoingMessage
 from sipsimple.msrp.errors import MSRPParseError
@@ -23,6 +24,7 @@ from sipsimple.msrp.protocol import (
     REASONS,
     Body,
     ByteRange,
+    FileRegion,
     FrameData,
     FrameEnded,
     FrameError,
@@ -333,6 +335,11 @@ class MSRPSession:
                 self._queue.append(message)
                 continue
             chunk = message.next_chunk(self.to_path, [self.local_uri], self.make_transaction_id)
+            if type(chunk.data) is FileRegion:
+                # A writer sending the file on its own may take long over a large chunk:
+                # the wait for the response restarts once it says the chunk is out.
+                chunk.data = chunk.data.part(0, len(chunk.data))
+                chunk.data.written = partial(self._chunk_written, chunk.transaction_id)
             out += chunk._encode_parts(check_body=False)  # its id was picked to avoid the body
             self._start_transaction(chunk, message.message_id, message.failure_report, now)
             if message.done:
@@ -361,6 +368,12 @@ class MSRPSession:
             message_id, frame.byte_range, deadline, failure_report == "partial"
         )
         heapq.heappush(self._timers, (deadline, tid))
+
+    def _chunk_written(self, transaction_id: str, now: float) -> None:
+        transaction = self._transactions.get(transaction_id)
+        if transaction is not None:
+            transaction.deadline = now + self.transaction_timeout
+            heapq.heappush(self._timers, (transaction.deadline, transaction_id))
 
     # -- timers ------------------------------------------------------------------------
 

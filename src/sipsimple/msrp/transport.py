@@ -398,6 +398,8 @@ class _Connection(asyncio.BufferedProtocol):
                 _log.error("%r ended after %d bytes: the chunk is cut", region, sent)
                 self.abort()
             return
+        if region.written is not None:
+            region.written(asyncio.get_running_loop().time())
         # What came behind the region (its end-line) goes out with what the owner
         # writes now (the next chunk's header): one send for both.
         self._held, self._behind_file = self._behind_file, []

@@ -26,8 +26,9 @@ FileTransferStreamGotChunk (receiver)
     1 MB; the contents of all of them are the file).
 FileTransferStreamDidDeliverChunk (sender)
     ``message_id``, ``chunk`` (the MSRPData of the 200 response or success REPORT),
-    ``code``, ``reason``, ``transferred_bytes``, ``file_size``.  One per chunk (1 MB
-    on a direct connection, see ``chunk_size``).
+    ``code``, ``reason``, ``transferred_bytes``, ``file_size``.  One per chunk (4 MB
+    on a direct TCP connection, 1 MB over TLS: see ``sendfile_chunk_size`` and
+    ``chunk_size``).
 FileTransferStreamDidNotDeliverChunk (sender)
     ``message_id``, ``chunk`` (the error response or failure REPORT; None after a
     timeout), ``code``, ``reason``.
@@ -124,6 +125,10 @@ class FileTransferStream(MSRPStreamBase):
     connection to itself, so nothing waits behind a chunk; large chunks mean few
     responses, headers and progress notifications.  Equal to ``read_size``: each
     chunk is one block read from the file, sent without a copy."""
+    sendfile_chunk_size: ClassVar[int] = 4 * 1024 * 1024
+    """Body bytes per chunk when the connection sends them from the file with
+    os.sendfile (plain TCP): such a chunk holds no memory, and the wait for its
+    response starts once it is written, so a slow link does not time it out."""
     relay_chunk_size: ClassVar[int] = DEFAULT_CHUNK_SIZE
     """Body bytes per chunk through a relay (relays take small frames only)."""
     read_size: ClassVar[int] = 1024 * 1024
@@ -257,12 +262,17 @@ class FileTransferStream(MSRPStreamBase):
         self._source = await run_in_worker(open, selector.path, "rb")
         return self._source
 
+    def _sends_regions(self) -> bool:
+        assert self.msrp is not None
+        return self.msrp.sends_file_regions and self.msrp.session.chunk_size >= self.read_size
+
     async def _blocks(self, file: Any) -> AsyncIterator[bytes | FileRegion]:
-        """The file from ``offset`` in blocks of ``read_size``: parts of the file that
+        """The file from ``offset``: parts of the file of ``sendfile_chunk_size`` that
         the connection sends with os.sendfile when it can (the file stays open until
-        the stream ends), else bytes read by a worker, one block read ahead."""
+        the stream ends), else blocks of ``read_size`` read by a worker, one block read
+        ahead."""
         assert self.msrp is not None and self.file_selector is not None
-        if self.msrp.sends_file_regions and self.msrp.session.chunk_size >= self.read_size:
+        if self._sends_regions():
             fd = file.fileno()
             offset, size = self.offset, self.file_selector.size or 0
             advised = offset  # the kernel reads ahead of sendfile, which then finds it cached
@@ -272,7 +282,7 @@ class FileTransferStream(MSRPStreamBase):
                         os.posix_fadvise, fd, advised, 2 * _ADVICE, os.POSIX_FADV_WILLNEED
                     )
                     advised += 2 * _ADVICE
-                count = min(self.read_size, size - offset)
+                count = min(self.sendfile_chunk_size, size - offset)
                 yield FileRegion(fd, offset, count)
                 offset += count
             return
@@ -295,6 +305,7 @@ class FileTransferStream(MSRPStreamBase):
         self._message_id = make_id()
         try:
             file = await self._open_source()
+            options = {"chunk_size": self.sendfile_chunk_size} if self._sends_regions() else {}
             self._sent_message = await self.msrp.send_stream(
                 self._blocks(file),
                 self.file_selector.type,
@@ -303,6 +314,7 @@ class FileTransferStream(MSRPStreamBase):
                 message_id=self._message_id,
                 success_report="no",
                 failure_report="yes",
+                **options,
             )
         except (MSRPError, OSError, ValueError) as error:
             self._finish(f"cannot send the file: {error}")
