@@ -499,6 +499,35 @@ async def test_file_regions_to_a_peer_that_stops_reading(tmp_path):
     await server.wait_closed()
 
 
+async def test_a_peer_gone_in_the_middle_of_a_file_region(tmp_path):
+    size = 4 * MB
+    path = tmp_path / "source.bin"
+    with open(path, "wb") as file:
+        for block in blocks(64, size // 64):
+            file.write(block)
+    alice, bob, listener = await open_pair(
+        a_options={"chunk_size": size}, b_options={"reassemble": False}
+    )
+    with open(path, "rb") as file:
+        send = asyncio.ensure_future(
+            alice.send_stream(
+                file_regions(file.fileno(), 16, size), "application/octet-stream", size=16 * size
+            )
+        )
+        received = 0
+        async for event in bob:
+            if isinstance(event, MessageDataReceived):
+                received += len(event.data)
+                if received > size + size // 2:
+                    break
+        await bob.close(timeout=0)  # gone, without a word, in the middle of a chunk
+        with pytest.raises(MSRPConnectionError):
+            await send
+    events = [event async for event in alice]
+    assert isinstance(events[-1], TransportClosed) and events[-1].error is not None
+    await listener.close()
+
+
 @pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="no TCP_NOTSENT_LOWAT")
 async def test_the_kernel_unsent_limit_can_be_lifted():
     def limit(transport: MSRPTransport) -> int:

@@ -381,6 +381,7 @@ class _Connection(asyncio.BufferedProtocol):
         transport = self.transport
         assert transport is not None
         sent = 0
+        failure: str | None = None
         try:
             with open(region.fd, "rb", buffering=0, closefd=False) as file:
                 # fallback: a loop without native sendfile reads the file in a worker
@@ -388,15 +389,18 @@ class _Connection(asyncio.BufferedProtocol):
                     transport, file, region.offset, region.count
                 )
         except (OSError, RuntimeError) as error:
-            _log.info("MSRP sendfile failed: %s", error)  # connection_lost follows
+            failure = str(error)  # the connection broke (or was closed meanwhile)
         if self.reading_paused and not self.closing:
             transport.pause_reading()  # loop.sendfile resumes what it paused
         self._file_send = None
         if sent != region.count:
             self._behind_file = []
             if not self.closing:
-                _log.error("%r ended after %d bytes: the chunk is cut", region, sent)
-                self.abort()
+                if failure is None:
+                    _log.error("%r ended after %d bytes: the file shrank", region, sent)
+                else:
+                    _log.info("MSRP sendfile failed: %s", failure)
+                self.abort()  # the chunk is cut: framing is lost
             return
         if region.written is not None:
             region.written(asyncio.get_running_loop().time())
