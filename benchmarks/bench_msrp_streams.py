@@ -20,11 +20,13 @@ would run), set up with SDP as a Session would do it, without the SIP signalling
   ChatStreamGotMessage, median and 99th percentile), CPIM-wrapped with success
   reports; the peer is bench_msrp_transfer's chat over bare transports.
 
-Run it in a loopback-only namespace (scripts/bench.sh does).
+Run it in a loopback-only namespace (scripts/bench.sh does); ``--help`` lists the
+options that narrow it (one transport, fewer runs, no chat).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime
 import ipaddress
@@ -214,7 +216,7 @@ async def chat(transport: str) -> tuple[float, float, float]:
     return rate, statistics.median(delays) * 1e6, delays[int(len(delays) * 0.99)] * 1e6
 
 
-async def run(directory: Path) -> None:
+async def run(directory: Path, transports: list[str], runs: int, with_chat: bool) -> None:
     SIPThread().start(asyncio.get_running_loop())
     received = directory / "received"
     configuration = {
@@ -234,7 +236,7 @@ async def run(directory: Path) -> None:
     selector = await asyncio.to_thread(FileSelector.for_file, str(source))
     contexts = tls_contexts()
 
-    print(f"file transfer, {TOTAL // MB} MB, best of {RUNS}")
+    print(f"file transfer, {TOTAL // MB} MB, best of {runs}")
     print(f"{'':4} {'':32} {'MB/s':>6} {'CPU s':>6} {'ours/plain':>11} {'CPU ratio':>10}")
     sizes = {
         "read_size": FileTransferStream.read_size,
@@ -249,24 +251,30 @@ async def run(directory: Path) -> None:
             line += f" {ours.rate / plain.rate:>11.2f} {ours.cpu / plain.cpu:>10.2f}"
         print(line)
 
-    for transport, context in (("tcp", None), ("tls", contexts)):
-        # The four in turn, RUNS times: a change of the machine's load hits them alike.
-        runs: list[list[Figure]] = [[], [], [], []]
-        for _ in range(RUNS):
-            runs[0].append(await plain_copy(context))
-            runs[1].append(await msrp_transfer(context, FileTransferStream.chunk_size))
-            runs[2].append(await plain_file_copy(context, source, target, **sizes))
-            runs[3].append(await file_transfer(source, selector, transport))
-        plain, raw, plain_file, streams = (best_of(figures) for figures in runs)
+    kinds = [(name, context) for name, context in (("tcp", None), ("tls", contexts))]
+    kinds = [(name, context) for name, context in kinds if name in transports]
+    for transport, context in kinds:
+        # The four in turn, ``runs`` times: a change of the machine's load hits them alike.
+        figures: list[list[Figure]] = [[], [], [], []]
+        for _ in range(runs):
+            figures[0].append(await plain_copy(context))
+            figures[1].append(await msrp_transfer(context, FileTransferStream.chunk_size))
+            figures[2].append(await plain_file_copy(context, source, target, **sizes))
+            figures[3].append(await file_transfer(source, selector, transport))
+        plain, raw, plain_file, streams = (best_of(each) for each in figures)
         row(transport, "plain copy, memory", plain)
         row(transport, "MSRPTransport, memory", raw, plain)
         row(transport, "plain copy, disk to disk", plain_file)
         row(transport, "FileTransferStream, disk to disk", streams, plain_file)
-    target.unlink()
+    target.unlink(missing_ok=True)
+    if not with_chat:
+        ConfigurationManager().stop()
+        SIPThread().stop()
+        return
 
     print(f"chat: {CHAT_COUNT} back to back, {LATENCY_COUNT} one at a time")
     print(f"{'':16} {'msg/s':>8} {'median us':>10} {'p99 us':>8}")
-    for transport, context in (("tcp", None), ("tls", contexts)):
+    for transport, context in kinds:
         rate, median, p99 = await chat(transport)
         raw_rate, raw_median, raw_p99 = await transport_chat(context)
         print(f"{transport + ' ChatStream':16} {rate:>8.0f} {median:>10.0f} {p99:>8.0f}")
@@ -277,9 +285,20 @@ async def run(directory: Path) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--transport", choices=("tcp", "tls"), action="append", help="only this one (repeatable)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=RUNS, help=f"file transfers of each kind ({RUNS})"
+    )
+    parser.add_argument("--no-chat", action="store_true", help="skip the chat figures")
+    options = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="bench-msrp-streams-"))
     try:
-        asyncio.run(run(directory))
+        asyncio.run(
+            run(directory, options.transport or ["tcp", "tls"], options.runs, not options.no_chat)
+        )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import hashlib
 import ipaddress
+import socket
 import ssl
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +25,7 @@ from cryptography.x509.oid import NameOID
 from sipsimple.msrp import (
     MSRPURI,
     ByteRange,
+    FileRegion,
     MessageDataReceived,
     MessageReceived,
     MessageSent,
@@ -36,6 +38,7 @@ from sipsimple.msrp import (
 )
 from sipsimple.msrp.protocol import FrameData, FrameEnded, FrameStarted, format_auth_params
 from sipsimple.msrp.transport import (
+    KERNEL_UNSENT_LIMIT,
     MSRPConnectionError,
     MSRPListener,
     MSRPRelayError,
@@ -341,6 +344,58 @@ async def test_chat_overtakes_a_large_transfer():
     await drain
 
 
+def file_regions(fd: int, count: int, size: int) -> Iterator[FileRegion]:
+    for index in range(count):
+        yield FileRegion(fd, index * size, size)
+
+
+@pytest.mark.parametrize("use_tls", [False, True], ids=["tcp", "tls"])
+async def test_a_file_sent_as_regions(use_tls, tls, tmp_path):
+    count, size = 24, 256 * 1024  # 6 MB, one region per chunk
+    path = tmp_path / "source.bin"
+    with open(path, "wb") as file:
+        for block in blocks(count, size):
+            file.write(block)
+    alice, bob, listener = await open_pair(
+        tls if use_tls else None, a_options={"chunk_size": size}, b_options={"reassemble": False}
+    )
+    assert alice.sends_file_regions is not use_tls  # TLS reads them (loop.sendfile cannot)
+    drain = asyncio.ensure_future(consume(alice))
+    digest = hashlib.sha1()
+    received = 0
+    chat_sent_at = chat_arrived_at = None
+    with open(path, "rb") as file:
+        send = asyncio.ensure_future(
+            alice.send_stream(
+                file_regions(file.fileno(), count, size),
+                "application/octet-stream",
+                size=count * size,
+            )
+        )
+        async for event in bob:
+            if isinstance(event, MessageDataReceived) and event.content_type == "text/plain":
+                assert event.data == b"still there?"
+            elif isinstance(event, MessageDataReceived):
+                assert event.offset == received
+                digest.update(event.data)
+                received += len(event.data)
+                if chat_sent_at is None and received >= 1 * MB:
+                    alice.send_message(b"still there?", "text/plain")
+                    chat_sent_at = received
+            elif isinstance(event, MessageReceived):
+                if event.content_type == "text/plain":
+                    chat_arrived_at = received
+                else:
+                    break
+        message = await send
+    assert digest.hexdigest() == pattern_sha1(count, size) and message.done
+    assert chat_arrived_at is not None
+    if not use_tls:  # sendfile: the chat waits for the chunks on their way, not for the file
+        assert chat_arrived_at <= chat_sent_at + 4 * size, (chat_sent_at, chat_arrived_at)
+    await close_all(alice, bob, listener)
+    await drain
+
+
 # -- flow control and failures -------------------------------------------------------------------
 
 
@@ -394,6 +449,97 @@ async def test_a_peer_that_stops_reading_pauses_the_sender():
     for peer in peers:
         peer.transport.abort()
     await server.wait_closed()
+
+
+async def test_file_regions_to_a_peer_that_stops_reading(tmp_path):
+    size = 1 * MB
+    path = tmp_path / "source.bin"
+    with open(path, "wb") as file:
+        for block in blocks(64, size // 64):
+            file.write(block)
+    peers: list[Deaf] = []
+
+    def factory() -> Deaf:
+        peers.append(Deaf())
+        return peers[-1]
+
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    alice = await connect(
+        A_URI,
+        [MSRPURI("127.0.0.1", port, session_id="deafsession")],
+        chunk_size=size,
+        kernel_unsent_limit=None,
+    )
+    assert alice.sends_file_regions
+    pulled = 0
+    with open(path, "rb") as file:
+
+        def source() -> Iterator[FileRegion]:
+            nonlocal pulled
+            for _ in range(1000):  # 1 GB if nobody stopped us: the same MB again and again
+                pulled += 1
+                yield FileRegion(file.fileno(), 0, size)
+
+        send = asyncio.ensure_future(alice.send_stream(source(), "application/octet-stream"))
+        previous = -1
+        while pulled != previous:  # until the sender stops pulling
+            previous = pulled
+            await asyncio.sleep(0.2)
+        assert not send.done()
+        assert pulled < 100, f"{pulled} MB pulled: only kernel buffers should hold any"
+        await alice.close(timeout=0.1)  # cuts the region being sent
+        with pytest.raises(MSRPConnectionError):
+            await send
+    events = [event async for event in alice]
+    assert isinstance(events[-1], TransportClosed)
+    server.close()
+    for peer in peers:
+        peer.transport.abort()
+    await server.wait_closed()
+
+
+async def test_a_peer_gone_in_the_middle_of_a_file_region(tmp_path):
+    size = 4 * MB
+    path = tmp_path / "source.bin"
+    with open(path, "wb") as file:
+        for block in blocks(64, size // 64):
+            file.write(block)
+    alice, bob, listener = await open_pair(
+        a_options={"chunk_size": size}, b_options={"reassemble": False}
+    )
+    with open(path, "rb") as file:
+        send = asyncio.ensure_future(
+            alice.send_stream(
+                file_regions(file.fileno(), 16, size), "application/octet-stream", size=16 * size
+            )
+        )
+        received = 0
+        async for event in bob:
+            if isinstance(event, MessageDataReceived):
+                received += len(event.data)
+                if received > size + size // 2:
+                    break
+        await bob.close(timeout=0)  # gone, without a word, in the middle of a chunk
+        with pytest.raises(MSRPConnectionError):
+            await send
+    events = [event async for event in alice]
+    assert isinstance(events[-1], TransportClosed) and events[-1].error is not None
+    await listener.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="no TCP_NOTSENT_LOWAT")
+async def test_the_kernel_unsent_limit_can_be_lifted():
+    def limit(transport: MSRPTransport) -> int:
+        sock = transport._conn.transport.get_extra_info("socket")
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+
+    alice, bob, listener = await open_pair(b_options={"kernel_unsent_limit": None})
+    assert limit(alice) == KERNEL_UNSENT_LIMIT
+    assert limit(bob) in (0, 2**32 - 1)  # the system's default: no limit
+    await close_all(alice, bob, listener)
+    with pytest.raises(ValueError):
+        await connect(A_URI, [MSRPURI("127.0.0.1", 9, session_id="x")], kernel_unsent_limit=0)
 
 
 async def test_a_connection_dropped_mid_transfer_ends_cleanly():

@@ -8,7 +8,9 @@ from sipsimple.msrp import (
     MSRPURI,
     ByteRange,
     ByteRanges,
+    FileRegion,
     IncomingMessage,
+    MSRPData,
     MSRPParseError,
     OutgoingMessage,
 )
@@ -216,3 +218,70 @@ def test_chunks_of_fed_pieces_rebuild_the_data(pieces, chunk_size, data):
         assert len(chunk.data) <= chunk_size
         position += len(chunk.data)
     assert [c.contflag for c in chunks] == ["+"] * (len(chunks) - 1) + ["$"]
+
+
+# -- file regions ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    data = bytes(range(256)) * 40  # 10240 bytes
+    path = tmp_path / "data.bin"
+    path.write_bytes(data)
+    with open(path, "rb") as file:
+        yield file.fileno(), data
+
+
+def test_a_chunk_within_a_file_region_is_a_region(data_file):
+    fd, data = data_file
+    message = OutgoingMessage("msg1", "x/y", size=7000, chunk_size=4096, start=1001)
+    region = FileRegion(fd, 1000, 6000)
+    message.feed(region)
+    message.finish()
+    make = counter()
+    first = message.next_chunk([B], [A], make)
+    second = message.next_chunk([B], [A], make)
+    assert type(first.data) is FileRegion and type(second.data) is FileRegion
+    assert (first.data.offset, first.data.count) == (1000, 4096)
+    assert (second.data.offset, second.data.count) == (5096, 1904)
+    assert first.byte_range == ByteRange(1001, 5096, 7000) and second.contflag == "$"
+    # data_to_send()/encode() read it: the same bytes as a frame built from them
+    assert first.encode() == _same_frame(first, data[1000:5096]).encode()
+
+
+def test_a_chunk_spanning_a_region_and_bytes_reads_the_region(data_file):
+    fd, data = data_file
+    message = OutgoingMessage("msg1", "x/y", size=3000, chunk_size=2500)
+    message.feed(b"x" * 1000)
+    message.feed(FileRegion(fd, 0, 2000))
+    message.finish()
+    make = counter()
+    chunks = [message.next_chunk([B], [A], make), message.next_chunk([B], [A], make)]
+    assert chunks[0].data == b"x" * 1000 + data[:1500]
+    assert type(chunks[1].data) is FileRegion and chunks[1].data.read() == data[1500:2000]
+
+
+def test_a_predictable_transaction_id_is_checked_against_the_file(tmp_path):
+    ids = iter(["aaaa", "bbbb"])
+    data = b"\r\n-------aaaa$\r\n" + b"z" * 100
+    (tmp_path / "body").write_bytes(data)
+    with open(tmp_path / "body", "rb") as file:
+        message = OutgoingMessage("msg1", "x/y", size=len(data), chunk_size=4096)
+        message.feed(FileRegion(file.fileno(), 0, len(data)))
+        message.finish()
+        assert message.next_chunk([B], [A], lambda: next(ids)).transaction_id == "bbbb"
+
+
+def test_file_region_bounds(data_file):
+    fd, data = data_file
+    assert FileRegion(fd, 10000, 240).read() == data[10000:]
+    with pytest.raises(OSError):
+        FileRegion(fd, 10000, 241).read()
+    with pytest.raises(ValueError):
+        FileRegion(fd, -1, 10)
+
+
+def _same_frame(chunk, body):
+    frame = MSRPData(chunk.transaction_id, method="SEND", contflag=chunk.contflag, data=body)
+    frame.headers = dict(chunk.headers)
+    return frame

@@ -7,6 +7,7 @@ import pytest
 from sipsimple.msrp import (
     MSRPURI,
     ByteRange,
+    FileRegion,
     MessageAborted,
     MessageDataReceived,
     MessageDeliveryFailed,
@@ -328,6 +329,28 @@ def test_transaction_timeout():
     assert got[1].code == 408
     assert a.data_to_send(41.0) == b""  # the rest of the message is not sent
     assert a.get_timer() is None
+
+
+def test_a_file_region_chunk_is_timed_from_when_it_was_written(tmp_path):
+    (tmp_path / "body").write_bytes(b"0123456789")
+    a = MSRPSession(A, [B], chunk_size=8)
+    with open(tmp_path / "body", "rb") as file:
+        message = a.send_message(None, "x/y", size=10)
+        region = FileRegion(file.fileno(), 0, 10)
+        message.feed(region)
+        message.finish()
+        pieces = a.pieces_to_send(10.0)
+        sent = [piece for piece in pieces if type(piece) is FileRegion]
+        # the session's own part of the fed region, with the hook: the fed one is untouched
+        assert len(sent) == 1 and sent[0] is not region and region.written is None
+        assert (sent[0].offset, sent[0].count) == (0, 8)
+        assert a.get_timer() == 40.0
+        sent[0].written(35.0)  # a slow link: the chunk took 25 s to go out
+        assert a.get_timer() == 65.0
+        a.handle_timer(40.0)
+        assert of(TransactionTimedOut, events(a)) == []
+        a.handle_timer(65.0)
+        assert [type(e) for e in events(a)] == [TransactionTimedOut, MessageDeliveryFailed]
 
 
 def test_response_stops_the_timer_and_partial_has_no_timeout():

@@ -11,6 +11,7 @@ from sipsimple.msrp.fileselector import FileSelector
 from sipsimple.msrp.protocol import (
     REASONS,
     ByteRange,
+    FileRegion,
     FrameData,
     FrameEnded,
     FrameError,
@@ -42,6 +43,7 @@ __all__ = [
     "REASONS",
     "ByteRange",
     "ByteRanges",
+    "FileRegion",
     "FileSelector",
     "FrameData",
     "FrameEnded",

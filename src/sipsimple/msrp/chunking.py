@@ -13,7 +13,16 @@ from collections import deque
 from collections.abc import Callable, Iterator
 
 from sipsimple.msrp.errors import MSRPParseError
-from sipsimple.msrp.protocol import ByteRange, MSRPData, header_text, make_id, path_text
+from sipsimple.msrp.protocol import (
+    Body,
+    ByteRange,
+    FileRegion,
+    MSRPData,
+    body_bytes,
+    header_text,
+    make_id,
+    path_text,
+)
 from sipsimple.msrp.uri import MSRPURI
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "ByteRanges", "IncomingMessage", "OutgoingMessage"]
@@ -153,7 +162,10 @@ class OutgoingMessage:
     ``abort_chunk()`` ends the message with the ``#`` flag.
 
     Fed data is kept as the pieces given: a chunk that is exactly one fed piece is
-    sent without a copy, and no buffer is ever shifted.
+    sent without a copy, and no buffer is ever shifted.  A piece may be a
+    FileRegion (a part of an open file): a chunk within one region is that region's
+    part, sent by the connection from the file (see MSRPTransport.sends_file_regions);
+    a chunk spanning several pieces reads its regions.
     """
 
     def __init__(
@@ -204,7 +216,7 @@ class OutgoingMessage:
         self._fixed = fixed
         self._own_byte_range = all(name != "Byte-Range" for name, _ in self._fixed)
         self._finished = data is not None
-        self._pieces: deque[bytes] = deque()
+        self._pieces: deque[Body] = deque()
         self._head = 0  # bytes of the first piece already taken
         self._buffered = 0
         if data:
@@ -216,11 +228,11 @@ class OutgoingMessage:
 
     # -- feeding ---------------------------------------------------------------------
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | FileRegion) -> None:
         if self._finished:
             raise ValueError("feed() after finish() or on a message given whole")
         if data:
-            self._pieces.append(bytes(data))
+            self._pieces.append(data if type(data) is FileRegion else bytes(data))
             self._buffered += len(data)
 
     def finish(self) -> None:
@@ -262,25 +274,30 @@ class OutgoingMessage:
             )
         return self._frame(to_path, from_path, make_transaction_id, body, "$" if last else "+")
 
-    def _take(self, size: int) -> bytes:
+    def _take(self, size: int) -> Body:
         pieces = self._pieces
-        parts: list[bytes | memoryview] = []
+        parts: list[bytes | memoryview | FileRegion] = []
         self._buffered -= size
         while size:
             piece = pieces[0]
-            left = len(piece) - self._head
-            if left <= size:
-                parts.append(memoryview(piece)[self._head :] if self._head else piece)
+            head = self._head
+            left = len(piece) - head
+            take = min(left, size)
+            if not head and take == left:
+                parts.append(piece)
+            elif type(piece) is FileRegion:
+                parts.append(piece.part(head, head + take))
+            else:
+                parts.append(memoryview(piece)[head : head + take])
+            if take == left:
                 pieces.popleft()
                 self._head = 0
-                size -= left
             else:
-                parts.append(memoryview(piece)[self._head : self._head + size])
-                self._head += size
-                size = 0
-        if len(parts) == 1 and type(parts[0]) is bytes:
+                self._head += take
+            size -= take
+        if len(parts) == 1 and type(parts[0]) is not memoryview:
             return parts[0]  # type: ignore[return-value]
-        return b"".join(parts)
+        return b"".join(body_bytes(part) for part in parts)
 
     def abort_chunk(
         self,
@@ -299,7 +316,7 @@ class OutgoingMessage:
         to_path: list[MSRPURI],
         from_path: list[MSRPURI],
         make_transaction_id: Callable[[], str],
-        body: bytes,
+        body: Body,
         contflag: str,
     ) -> MSRPData:
         end = self.position + len(body) - 1
@@ -311,14 +328,16 @@ class OutgoingMessage:
             "Byte-Range": str(byte_range),
         }
         headers.update(self._fixed)
+        text = None
         while True:
             transaction_id = make_transaction_id()
             # make_id() draws 80 random bits after the body is fixed: the chance that
             # the body holds its end-line is below 2**-60, not worth a pass over the
             # body.  Other generators may be predictable, so their ids are checked.
-            if make_transaction_id is make_id or (
-                ("-------" + transaction_id).encode() not in body
-            ):
+            if make_transaction_id is make_id:
+                break
+            text = body_bytes(body) if text is None else text
+            if ("-------" + transaction_id).encode() not in text:
                 break
         frame = MSRPData(transaction_id, method="SEND", contflag=contflag)
         frame.headers = headers

@@ -10,6 +10,7 @@ continuation flag, and ``FrameError`` for malformed input.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ __all__ = [
     "CONTINUATION_FLAGS",
     "REASONS",
     "ByteRange",
+    "FileRegion",
     "FrameData",
     "FrameEnded",
     "FrameError",
@@ -284,7 +286,7 @@ class MSRPData:
         code: int | None = None,
         comment: str | None = None,
         headers: dict[str, str] | None = None,
-        data: bytes = b"",
+        data: Body = b"",
         contflag: str = "$",
     ) -> None:
         if (method is None) == (code is None):
@@ -448,14 +450,20 @@ class MSRPData:
         return f"{prefix}-------{self.transaction_id}{flag}\r\n".encode()
 
     def encode(self) -> bytes:
-        """The whole frame.  Raises ValueError when the body contains the end-line."""
-        return b"".join(self._encode_parts(check_body=True))
+        """The whole frame (a FileRegion body is read).  Raises ValueError when the body
+        contains the end-line."""
+        start, body, end = self._encode_parts(check_body=True)
+        return b"".join((start, body_bytes(body), end))
 
-    def _encode_parts(self, *, check_body: bool) -> tuple[bytes, bytes, bytes]:
+    def _encode_parts(self, *, check_body: bool) -> tuple[bytes, Body, bytes]:
         # Start, body and end, for a writer that writes the body as it is; ``check_body``
         # False when the transaction id was picked to avoid the body.
         with_body = self.method is not None and (bool(self.data) or "Content-Type" in self.headers)
-        if check_body and with_body and (b"-------" + self.transaction_id.encode()) in self.data:
+        if (
+            check_body
+            and with_body
+            and (b"-------" + self.transaction_id.encode()) in body_bytes(self.data)
+        ):
             raise ValueError("the body contains this transaction's end-line: pick another id")
         return (
             self.encode_start(with_body=with_body),
@@ -507,6 +515,55 @@ class MSRPData:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+class FileRegion:
+    """``count`` bytes of the file open as ``fd`` from 0-based ``offset``: a chunk body
+    that a plain TCP connection hands to the kernel with os.sendfile, so the bytes
+    never pass through Python.  Whatever cannot send it so reads it (``read()``).
+
+    The file must stay open until the frame carrying it has been written.  A writer
+    that sends it on its own calls ``written(now)`` (when set) once the last byte is
+    out: the session then starts waiting for the chunk's response.
+    """
+
+    __slots__ = ("count", "fd", "offset", "written")
+
+    def __init__(self, fd: int, offset: int, count: int) -> None:
+        if offset < 0 or count < 0:
+            raise ValueError(f"a file region needs offset and count >= 0, not {offset}, {count}")
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+        self.written: Callable[[float], None] | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return f"FileRegion(fd={self.fd}, offset={self.offset}, count={self.count})"
+
+    def part(self, start: int, stop: int) -> FileRegion:
+        """The bytes ``start:stop`` of this region (0 <= start <= stop <= count)."""
+        return FileRegion(self.fd, self.offset + start, stop - start)
+
+    def read(self) -> bytes:
+        """The region's bytes (blocking); OSError when the file is shorter."""
+        data = os.pread(self.fd, self.count, self.offset)
+        while len(data) < self.count:
+            more = os.pread(self.fd, self.count - len(data), self.offset + len(data))
+            if not more:
+                raise OSError(f"{self!r} goes past the end of the file")
+            data += more
+        return data
+
+
+Body = bytes | FileRegion
+
+
+def body_bytes(body: Body | memoryview) -> bytes | memoryview:
+    """A body as bytes: a FileRegion is read."""
+    return body.read() if type(body) is FileRegion else body
 
 
 # -- parser events ----------------------------------------------------------------------

@@ -16,12 +16,15 @@ import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from sipsimple.msrp.chunking import DEFAULT_CHUNK_SIZE, IncomingMessage, OutgoingMessage
 from sipsimple.msrp.errors import MSRPParseError
 from sipsimple.msrp.protocol import (
     REASONS,
+    Body,
     ByteRange,
+    FileRegion,
     FrameData,
     FrameEnded,
     FrameError,
@@ -30,6 +33,7 @@ from sipsimple.msrp.protocol import (
     MSRPParser,
     ParserEvent,
     Status,
+    body_bytes,
     make_id,
     path_text,
 )
@@ -245,7 +249,7 @@ class MSRPSession:
         self._parser = MSRPParser(max_header_size=max_header_size, max_headers=max_headers)
         self._bound = active
         self._sent_request = False
-        self._control: list[bytes] = []
+        self._control: list[Body] = []
         self._queue: deque[OutgoingMessage] = deque()
         self._outgoing: OrderedDict[str, OutgoingMessage] = OrderedDict()
         self._transactions: dict[str, _Transaction] = {}
@@ -311,11 +315,12 @@ class MSRPSession:
 
     def data_to_send(self, now: float) -> bytes:
         """Responses and reports, then one chunk of each ready outgoing message."""
-        return b"".join(self.pieces_to_send(now))
+        return b"".join(body_bytes(piece) for piece in self.pieces_to_send(now))
 
-    def pieces_to_send(self, now: float) -> list[bytes]:
+    def pieces_to_send(self, now: float) -> list[Body]:
         """What data_to_send() joins, for a writer that writes each piece as it is:
-        a chunk's body is the very object fed to its message, never copied."""
+        a chunk's body is the very object fed to its message, never copied (a
+        FileRegion when one was fed, see OutgoingMessage)."""
         out = self._control
         self._control = []
         if self.relay is not None and (auth := self.relay.data_to_send()):
@@ -330,6 +335,11 @@ class MSRPSession:
                 self._queue.append(message)
                 continue
             chunk = message.next_chunk(self.to_path, [self.local_uri], self.make_transaction_id)
+            if type(chunk.data) is FileRegion:
+                # A writer sending the file on its own may take long over a large chunk:
+                # the wait for the response restarts once it says the chunk is out.
+                chunk.data = chunk.data.part(0, len(chunk.data))
+                chunk.data.written = partial(self._chunk_written, chunk.transaction_id)
             out += chunk._encode_parts(check_body=False)  # its id was picked to avoid the body
             self._start_transaction(chunk, message.message_id, message.failure_report, now)
             if message.done:
@@ -358,6 +368,12 @@ class MSRPSession:
             message_id, frame.byte_range, deadline, failure_report == "partial"
         )
         heapq.heappush(self._timers, (deadline, tid))
+
+    def _chunk_written(self, transaction_id: str, now: float) -> None:
+        transaction = self._transactions.get(transaction_id)
+        if transaction is not None:
+            transaction.deadline = now + self.transaction_timeout
+            heapq.heappush(self._timers, (transaction.deadline, transaction_id))
 
     # -- timers ------------------------------------------------------------------------
 

@@ -33,11 +33,13 @@ Use the transport with ``send_message()`` (a whole body), ``await send_stream()`
 (a body from an iterable, read only as fast as the peer takes it), and ``async for
 event in transport`` (the session's events, then :class:`TransportClosed`).  Memory
 stays bounded both ways: a sender waits while the connection's write buffer is
-above ``write_buffer_size`` (and the kernel keeps at most KERNEL_UNSENT_LIMIT bytes
-unsent), and reading stops while more than ``max_queued_bytes`` of received data
-wait in the event queue.  Keyword arguments not listed go to MSRPSession
-(``chunk_size``, ``reassemble``, ``accept_types``, ``max_message_size``,
-``transaction_timeout`` ...).
+above ``write_buffer_size`` (and the kernel keeps at most ``kernel_unsent_limit``
+bytes unsent, KERNEL_UNSENT_LIMIT unless a connection that carries only a file lifts
+the limit with None), and reading stops while more than ``max_queued_bytes`` of
+received data wait in the event queue.  A FileRegion body goes out with os.sendfile
+on a plain TCP connection (``sends_file_regions``).  Keyword arguments not listed go
+to MSRPSession (``chunk_size``, ``reassemble``, ``accept_types``,
+``max_message_size``, ``transaction_timeout`` ...).
 
 A ``trace`` hook, ``trace(direction, local_address, remote_address, data)`` with
 direction ``"incoming"`` or ``"outgoing"``, sees every byte read or written (the
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import ssl as _ssl
 from collections import deque
@@ -59,6 +62,8 @@ from sipsimple.msrp.chunking import OutgoingMessage
 from sipsimple.msrp.errors import MSRPError, MSRPStateError
 from sipsimple.msrp.protocol import (
     REASONS,
+    Body,
+    FileRegion,
     FrameData,
     FrameEnded,
     FrameError,
@@ -66,6 +71,7 @@ from sipsimple.msrp.protocol import (
     MSRPData,
     MSRPParser,
     ParserEvent,
+    body_bytes,
     make_id,
 )
 from sipsimple.msrp.relay import (
@@ -121,6 +127,8 @@ DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024
 """Received body bytes that may wait in the event queue before reading pauses."""
 
 _SHORT_PIECE = 16 * 1024  # pieces shorter than this are joined before they are written
+_READ_SIZE = 64 * 1024  # the read buffer of a connection at first ...
+_MAX_READ_SIZE = 1024 * 1024  # ... grown up to this while reads fill it (a file arrives)
 _MAX_QUEUED_EVENTS = 4096  # events waiting before reading pauses, whatever their size
 _MAX_STASHED_EVENTS = 256  # parser events held for a session not started yet ...
 _MAX_STASHED_BYTES = 256 * 1024  # ... and the body bytes among them
@@ -210,24 +218,29 @@ class _Owner:
         pass
 
 
-def _limit_unsent(transport: asyncio.Transport) -> None:
+def _limit_unsent(transport: asyncio.Transport, limit: int | None) -> None:
     # The kernel would queue megabytes of a file (its send buffer grows with the
     # connection's speed); a message sent after them would wait for all of them.
     # TCP_NOTSENT_LOWAT bounds only what is not sent yet, not what is in flight.
+    # None (0 to the kernel) restores the system's default, no limit.
     sock = transport.get_extra_info("socket")
     option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
     if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, option, KERNEL_UNSENT_LIMIT)
+        sock.setsockopt(socket.IPPROTO_TCP, option, limit or 0)
     except OSError:
         pass  # not supported here: only the latency behind a transfer suffers
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     """The asyncio side of one connection: parses what arrives for its ``owner``,
     writes, traces, and keeps the flow-control state.  The owner changes as the
-    connection gets bound to a session."""
+    connection gets bound to a session.
+
+    It reads into a buffer of its own that grows (up to ``max_read_size``) while reads
+    fill it: a file arrives in reads of up to 1 MB, each one pass through the parser,
+    the session and the stream, instead of asyncio's reads of 256 KB."""
 
     def __init__(
         self,
@@ -245,19 +258,41 @@ class _Connection(asyncio.Protocol):
         self.remote_address: Address | None = None
         self.write_paused = False
         self.reading_paused = False
+        self.sendfile = False  # whether FileRegion bodies go out with os.sendfile
+        self._file_send: asyncio.Task[None] | None = None
+        self._behind_file: list[Body] = []  # pieces written while a region is sent
+        self._held: list[Body] = []  # ... then written with the next pieces
         self._closing = False
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._read_view = memoryview(bytearray(_READ_SIZE))
+        self.max_read_size = _MAX_READ_SIZE  # its owner's queue bound may lower it
 
-    # asyncio.Protocol
+    # asyncio.BufferedProtocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.local_address = transport.get_extra_info("sockname")
         self.remote_address = transport.get_extra_info("peername")
-        _limit_unsent(transport)
+        _limit_unsent(transport, KERNEL_UNSENT_LIMIT)
+        self.sendfile = (
+            hasattr(os, "sendfile")
+            and self.trace is None
+            and transport.get_extra_info("sslcontext") is None
+            and transport.get_extra_info("socket") is not None
+        )
         if self.owner is not None:
             self.owner._connected()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        view = self._read_view
+        data = view[:nbytes].tobytes()  # the parser and the events keep bytes
+        if nbytes == len(view) and nbytes < self.max_read_size:
+            self._read_view = memoryview(bytearray(min(4 * nbytes, self.max_read_size)))
+        self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
         if self.trace is not None:
@@ -279,6 +314,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._stop_file_send()
         if not self.lost.done():
             self.lost.set_result(None)
         if self.owner is not None:
@@ -299,16 +335,38 @@ class _Connection(asyncio.Protocol):
             self._trace("outgoing", data)
         self.transport.write(data)
 
-    def write_pieces(self, pieces: list[bytes]) -> None:
+    @property
+    def sending_file(self) -> bool:
+        """Whether a FileRegion is being sent: what is written meanwhile waits."""
+        return self._file_send is not None
+
+    def write_pieces(self, pieces: list[Body]) -> None:
         """Write what MSRPSession.pieces_to_send() gave: short pieces joined (many small
         frames in one send), long ones (chunk bodies) as they are, through a
         memoryview: what the socket does not take at once is then copied once into
-        the transport's buffer (a bytes object would be sliced first, a second copy)."""
+        the transport's buffer (a bytes object would be sliced first, a second copy).
+        A FileRegion goes out with os.sendfile (loop.sendfile: the kernel copies from
+        the file to the socket as the socket drains); the pieces after it wait."""
+        if self._file_send is not None:
+            self._behind_file += pieces
+            return
+        if self._held:
+            pieces = self._held + pieces
+            self._held = []
         if self.trace is not None:
-            self.write(b"".join(pieces))  # the trace shows whole frames
+            self.write(b"".join(body_bytes(piece) for piece in pieces))  # whole frames
             return
         short: list[bytes] = []
-        for piece in pieces:
+        for index, piece in enumerate(pieces):
+            if type(piece) is FileRegion:
+                if self.sendfile and not self.closing and piece.count:
+                    if short:
+                        self.write(b"".join(short))
+                    task = asyncio.get_running_loop().create_task(self._send_region(piece))
+                    self._file_send = task
+                    self._behind_file = pieces[index + 1 :]
+                    return
+                piece = piece.read()
             if len(piece) < _SHORT_PIECE:
                 short.append(piece)
                 continue
@@ -318,6 +376,48 @@ class _Connection(asyncio.Protocol):
             self.write(memoryview(piece))
         if short:
             self.write(b"".join(short))
+
+    async def _send_region(self, region: FileRegion) -> None:
+        transport = self.transport
+        assert transport is not None
+        sent = 0
+        failure: str | None = None
+        try:
+            with open(region.fd, "rb", buffering=0, closefd=False) as file:
+                # fallback: a loop without native sendfile reads the file in a worker
+                sent = await asyncio.get_running_loop().sendfile(
+                    transport, file, region.offset, region.count
+                )
+        except (OSError, RuntimeError) as error:
+            failure = str(error)  # the connection broke (or was closed meanwhile)
+        if self.reading_paused and not self.closing:
+            transport.pause_reading()  # loop.sendfile resumes what it paused
+        self._file_send = None
+        if sent != region.count:
+            self._behind_file = []
+            if not self.closing:
+                if failure is None:
+                    _log.error("%r ended after %d bytes: the file shrank", region, sent)
+                else:
+                    _log.info("MSRP sendfile failed: %s", failure)
+                self.abort()  # the chunk is cut: framing is lost
+            return
+        if region.written is not None:
+            region.written(asyncio.get_running_loop().time())
+        # What came behind the region (its end-line) goes out with what the owner
+        # writes now (the next chunk's header): one send for both.
+        self._held, self._behind_file = self._behind_file, []
+        if not self.write_paused and self.owner is not None:
+            self.owner._writable()
+        if self._held and self._file_send is None:
+            self.write_pieces([])
+
+    def _stop_file_send(self) -> None:
+        if self._file_send is not None:
+            self._file_send.cancel()
+            self._file_send = None
+            self._behind_file = []
+            self._held = []
 
     def _trace(self, direction: str, data: bytes) -> None:
         assert self.trace is not None
@@ -341,13 +441,15 @@ class _Connection(asyncio.Protocol):
             self.transport.set_write_buffer_limits(high=size, low=size // 4)
 
     def close(self) -> None:
-        """Close after what is written has gone out."""
+        """Close after what is written has gone out (a file region being sent is cut)."""
         if not self.closing and self.transport is not None:
             self._closing = True
+            self._stop_file_send()
             self.transport.close()
 
     def abort(self) -> None:
         self._closing = True
+        self._stop_file_send()
         if self.transport is not None:
             self.transport.abort()
         elif not self.lost.done():
@@ -432,14 +534,18 @@ class MSRPTransport(_Owner):
         *,
         write_buffer_size: int = DEFAULT_WRITE_BUFFER_SIZE,
         max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+        kernel_unsent_limit: int | None = KERNEL_UNSENT_LIMIT,
     ) -> None:
         if write_buffer_size < 1 or max_queued_bytes < 1:
             raise ValueError("write_buffer_size and max_queued_bytes must be positive")
+        if kernel_unsent_limit is not None and kernel_unsent_limit < 1:
+            raise ValueError("kernel_unsent_limit must be positive or None (no limit)")
         self.session = session
         self._conn = connection
         self._loop = asyncio.get_running_loop()
         self._write_buffer_size = write_buffer_size
         self._max_queued_bytes = max_queued_bytes
+        self._kernel_unsent_limit = kernel_unsent_limit
         self._timer = _Timer(self._on_timer)
         self._events: deque[TransportEvent] = deque()
         self._queued_bytes = 0
@@ -450,6 +556,8 @@ class MSRPTransport(_Owner):
         self._finished = False
         self._ended = False
         connection.owner = self
+        # A read goes past the queue's bound by at most half of it before reading pauses.
+        connection.max_read_size = min(_MAX_READ_SIZE, max(_READ_SIZE, max_queued_bytes // 2))
         if connection.transport is not None:
             self._connected()
 
@@ -465,6 +573,13 @@ class MSRPTransport(_Owner):
     def closed(self) -> bool:
         """Whether close() was called or the connection is gone."""
         return self._closing or self._ended
+
+    @property
+    def sends_file_regions(self) -> bool:
+        """Whether FileRegion pieces fed to a message go out with os.sendfile (a plain
+        TCP connection without a trace hook); elsewhere they would be read on the
+        event loop, so feed bytes read in a worker instead."""
+        return self._conn.sendfile
 
     # -- sending ----------------------------------------------------------------------
 
@@ -606,6 +721,8 @@ class MSRPTransport(_Owner):
 
     def _connected(self) -> None:
         self._conn.set_write_buffer_size(self._write_buffer_size)
+        if self._kernel_unsent_limit != KERNEL_UNSENT_LIMIT and self._conn.transport is not None:
+            _limit_unsent(self._conn.transport, self._kernel_unsent_limit)
         self._after_io()
 
     def _received(self, events: list[ParserEvent]) -> None:
@@ -645,11 +762,11 @@ class MSRPTransport(_Owner):
 
     def _pump(self) -> None:
         conn = self._conn
-        if conn.write_paused or self._closing or conn.transport is None:
+        if conn.write_paused or conn.sending_file or self._closing or conn.transport is None:
             return
         session = self.session
         now = self._loop.time()
-        while not conn.write_paused and not conn.closing:
+        while not conn.write_paused and not conn.sending_file and not conn.closing:
             pieces = session.pieces_to_send(now)
             if not pieces:
                 break
@@ -697,7 +814,7 @@ class MSRPTransport(_Owner):
 
 # -- the active side ----------------------------------------------------------------------------
 
-_TRANSPORT_OPTIONS = ("write_buffer_size", "max_queued_bytes")
+_TRANSPORT_OPTIONS = ("write_buffer_size", "max_queued_bytes", "kernel_unsent_limit")
 
 
 def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -757,7 +874,7 @@ async def connect(
     """Open the connection to ``remote_path[0]`` as the active side (TLS when it is
     an ``msrps`` URI; ``ssl`` defaults to a verifying client context) and start the
     session, which binds it with a first request.  Other keyword arguments:
-    ``write_buffer_size``, ``max_queued_bytes`` and MSRPSession's.
+    ``write_buffer_size``, ``max_queued_bytes``, ``kernel_unsent_limit`` and MSRPSession's.
     """
     if not remote_path:
         raise ValueError("remote_path needs at least the peer's URI")
@@ -849,7 +966,7 @@ class MSRPAcceptor:
     ) -> MSRPTransport:
         """Wait for the peer's connection (it may have come already) and start the
         session on it as the passive side.  Other keyword arguments:
-        ``write_buffer_size``, ``max_queued_bytes`` and MSRPSession's.
+        ``write_buffer_size``, ``max_queued_bytes``, ``kernel_unsent_limit`` and MSRPSession's.
         """
         if self._done or self._waiter is not None:
             raise MSRPStateError(f"accept() for {self.local_uri} was already called")
@@ -1098,7 +1215,7 @@ class MSRPRelayConnection:
         """Start the session with the peer at ``remote_path`` on this connection
         (``active``: we send the first request).  The relay authentication goes on
         being refreshed by the session.  Other keyword arguments:
-        ``write_buffer_size``, ``max_queued_bytes`` and MSRPSession's.
+        ``write_buffer_size``, ``max_queued_bytes``, ``kernel_unsent_limit`` and MSRPSession's.
         """
         if self._started:
             raise MSRPStateError("start_session() was already called on this relay connection")

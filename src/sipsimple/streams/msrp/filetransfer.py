@@ -11,19 +11,24 @@ The receiver writes into ``SIPSimpleSettings.file_transfer.directory`` (see
 :mod:`sipsimple.streams.msrp.files`: a ``.part`` file with its metadata while the data
 arrives, then the final name, never overwriting a file and never outside the
 directory), checks the SHA-1 hash, and keeps the partial file when the transfer is cut.
-Reading, writing and hashing run in worker threads, never on the SIP thread; the
-receiver reads no more from the connection while its writes lag behind.
+Reading, writing and hashing run in worker threads, never on the SIP thread, with one
+exception: on a plain TCP connection the sender's chunks go from the file to the
+socket with os.sendfile, which the kernel serves from the page cache (the sender asks
+it to read ahead).  The receiver writes and hashes on the file's own worker thread,
+several blocks queued there, and reads no more from the connection while its writes
+lag behind.
 
 Notifications (besides the MediaStream* ones), all with ``timestamp``:
 
 FileTransferStreamGotChunk (receiver)
     ``content`` (bytes), ``content_type``, ``transferred_bytes`` (including a resumed
     part), ``file_size``.  One per piece of data as the connection delivers it (up to
-    256 KB; the contents of all of them are the file).
+    1 MB; the contents of all of them are the file).
 FileTransferStreamDidDeliverChunk (sender)
     ``message_id``, ``chunk`` (the MSRPData of the 200 response or success REPORT),
-    ``code``, ``reason``, ``transferred_bytes``, ``file_size``.  One per chunk (1 MB
-    on a direct connection, see ``chunk_size``).
+    ``code``, ``reason``, ``transferred_bytes``, ``file_size``.  One per chunk (4 MB
+    on a direct TCP connection, 1 MB over TLS: see ``sendfile_chunk_size`` and
+    ``chunk_size``).
 FileTransferStreamDidNotDeliverChunk (sender)
     ``message_id``, ``chunk`` (the error response or failure REPORT; None after a
     timeout), ``code``, ``reason``.
@@ -37,7 +42,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from sipsimple.configuration.settings import SIPSimpleSettings
@@ -45,6 +53,7 @@ from sipsimple.core import SDPAttribute
 from sipsimple.msrp import (
     DEFAULT_CHUNK_SIZE,
     ByteRanges,
+    FileRegion,
     FileSelector,
     MessageAborted,
     MessageDataReceived,
@@ -62,6 +71,8 @@ from sipsimple.streams.msrp.files import FileHashMismatchError, IncomingFile
 from sipsimple.threading import run_in_worker
 
 __all__ = ["FileSelector", "FileTransferStream"]
+
+_ADVICE = 4 * 1024 * 1024  # the sender asks the kernel to read the next 8 MB every 4 MB
 
 
 def _describe(selector: FileSelector) -> FileSelector:
@@ -114,12 +125,18 @@ class FileTransferStream(MSRPStreamBase):
     connection to itself, so nothing waits behind a chunk; large chunks mean few
     responses, headers and progress notifications.  Equal to ``read_size``: each
     chunk is one block read from the file, sent without a copy."""
+    sendfile_chunk_size: ClassVar[int] = 4 * 1024 * 1024
+    """Body bytes per chunk when the connection sends them from the file with
+    os.sendfile (plain TCP): such a chunk holds no memory, and the wait for its
+    response starts once it is written, so a slow link does not time it out."""
     relay_chunk_size: ClassVar[int] = DEFAULT_CHUNK_SIZE
     """Body bytes per chunk through a relay (relays take small frames only)."""
     read_size: ClassVar[int] = 1024 * 1024
     """Bytes the sender reads from the file at a time."""
     write_size: ClassVar[int] = 1024 * 1024
     """Bytes the receiver collects before writing them to the file."""
+    writes_in_flight: ClassVar[int] = 4
+    """Blocks of ``write_size`` the receiver may have queued for writing at once."""
     write_buffer_size: ClassVar[int] = DEFAULT_WRITE_BUFFER_SIZE
     """Bytes the connection may hold unsent before the sender waits."""
 
@@ -141,12 +158,13 @@ class FileTransferStream(MSRPStreamBase):
         self._pieces: list[bytes] = []  # received data not written yet, as it came
         self._pieces_offset = 0
         self._pieces_size = 0
-        self._writing: asyncio.Task[None] | None = None
-        self._disk = asyncio.Lock()
+        self._writes: deque[asyncio.Future[None]] = deque()  # in order, oldest first
+        self._disk: ThreadPoolExecutor | None = None  # the received file's one thread
         self._received = ByteRanges()
         self._acked = 0
         self._responses = 0
         self._sent_message: Any = None
+        self._source: Any = None  # the file we opened to send (closed by end())
 
     @property
     def outgoing(self) -> bool:
@@ -197,6 +215,8 @@ class FileTransferStream(MSRPStreamBase):
     def _session_options(self) -> dict[str, Any]:
         options = super()._session_options()
         options["write_buffer_size"] = self.write_buffer_size
+        options["max_queued_bytes"] = 2 * self.write_size  # reads of write_size
+        options["kernel_unsent_limit"] = None  # nothing on this connection waits behind the file
         if self._relay is not None or len(self.remote_path) > 1:
             options["chunk_size"] = self.relay_chunk_size  # relays take small frames only
         return options
@@ -219,8 +239,8 @@ class FileTransferStream(MSRPStreamBase):
         self._incoming = IncomingFile(
             directory, selector.name, selector.size, selector.hash, selector.type
         )
-        async with self._disk:
-            offset = await run_in_worker(self._incoming.open)
+        self._disk = ThreadPoolExecutor(1, thread_name_prefix="msrp-file")
+        offset = await self._on_disk(self._incoming.open)
         if selector.size:
             offset = min(offset, selector.size - 1)  # the last byte comes again: it ends it
         self.offset = self.transferred_bytes = offset
@@ -233,16 +253,39 @@ class FileTransferStream(MSRPStreamBase):
         if self.outgoing:
             self._spawn(self._send_file())
 
-    async def _blocks(self) -> AsyncIterator[bytes]:
+    async def _open_source(self) -> Any:
         selector = self.file_selector
         assert selector is not None
         if selector.fd is not None:
-            file = selector.fd
-            close = False
-        else:
-            assert selector.path is not None
-            file = await run_in_worker(open, selector.path, "rb")
-            close = True
+            return selector.fd
+        assert selector.path is not None
+        self._source = await run_in_worker(open, selector.path, "rb")
+        return self._source
+
+    def _sends_regions(self) -> bool:
+        assert self.msrp is not None
+        return self.msrp.sends_file_regions and self.msrp.session.chunk_size >= self.read_size
+
+    async def _blocks(self, file: Any) -> AsyncIterator[bytes | FileRegion]:
+        """The file from ``offset``: parts of the file of ``sendfile_chunk_size`` that
+        the connection sends with os.sendfile when it can (the file stays open until
+        the stream ends), else blocks of ``read_size`` read by a worker, one block read
+        ahead."""
+        assert self.msrp is not None and self.file_selector is not None
+        if self._sends_regions():
+            fd = file.fileno()
+            offset, size = self.offset, self.file_selector.size or 0
+            advised = offset  # the kernel reads ahead of sendfile, which then finds it cached
+            while offset < size:
+                if hasattr(os, "posix_fadvise") and advised < min(offset + _ADVICE, size):
+                    await run_in_worker(
+                        os.posix_fadvise, fd, advised, 2 * _ADVICE, os.POSIX_FADV_WILLNEED
+                    )
+                    advised += 2 * _ADVICE
+                count = min(self.sendfile_chunk_size, size - offset)
+                yield FileRegion(fd, offset, count)
+                offset += count
+            return
         loop = asyncio.get_running_loop()
         reading = None
         try:
@@ -256,21 +299,22 @@ class FileTransferStream(MSRPStreamBase):
             if reading is not None:
                 reading.cancel()
                 await asyncio.gather(reading, return_exceptions=True)
-            if close:
-                await run_in_worker(file.close)
 
     async def _send_file(self) -> None:
         assert self.msrp is not None and self.file_selector is not None
         self._message_id = make_id()
         try:
+            file = await self._open_source()
+            options = {"chunk_size": self.sendfile_chunk_size} if self._sends_regions() else {}
             self._sent_message = await self.msrp.send_stream(
-                self._blocks(),
+                self._blocks(file),
                 self.file_selector.type,
                 size=self.file_selector.size,
                 start=self.offset + 1,
                 message_id=self._message_id,
                 success_report="no",
                 failure_report="yes",
+                **options,
             )
         except (MSRPError, OSError, ValueError) as error:
             self._finish(f"cannot send the file: {error}")
@@ -394,35 +438,42 @@ class FileTransferStream(MSRPStreamBase):
         if size is not None and self._received.covers(self.offset + 1, size):
             await self._complete()
 
+    def _on_disk(self, function: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Run ``function`` on the received file's own worker thread: its writes (with
+        their hashing), its opening and closing run there one after the other, in the
+        order given, without the event loop waiting between them."""
+        assert self._disk is not None
+        return asyncio.get_running_loop().run_in_executor(self._disk, function)
+
     async def _flush(self) -> None:
-        """Hand the pieces received to a worker, which writes them (without joining
-        them) and hashes them; wait only for the write before (one write is in flight
-        while the next pieces arrive)."""
-        if self._writing is not None:
-            await self._writing
-            self._writing = None
+        """Hand the pieces received to the file's worker, which writes them (without
+        joining them) and hashes them; wait only while ``writes_in_flight`` writes are
+        queued there (what bounds the memory held)."""
+        writes = self._writes
+        while writes and writes[0].done():
+            writes.popleft().result()
+        while len(writes) >= self.writes_in_flight:
+            await writes.popleft()
         if not self._pieces:
             return
-        pieces, offset = self._pieces, self._pieces_offset
-        self._pieces, self._pieces_size = [], 0
-        self._writing = asyncio.get_running_loop().create_task(self._write(offset, pieces))
-
-    async def _write(self, offset: int, pieces: list[bytes]) -> None:
         assert self._incoming is not None
         incoming = self._incoming
+        pieces, offset = self._pieces, self._pieces_offset
+        self._pieces, self._pieces_size = [], 0
 
         def write() -> None:
             incoming.write(offset, *pieces)
             incoming.save()
 
-        async with self._disk:
-            await run_in_worker(write)
+        writes.append(self._on_disk(write))
 
     async def _settle(self) -> None:
+        """Write what is left and wait for every queued write; raises the first error."""
         await self._flush()
-        if self._writing is not None:
-            await self._writing
-            self._writing = None
+        writes, self._writes = list(self._writes), deque()
+        for outcome in await asyncio.gather(*writes, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _complete(self) -> None:
         if self.finished or self._incoming is None:
@@ -433,8 +484,7 @@ class FileTransferStream(MSRPStreamBase):
             return
         try:
             await self._settle()
-            async with self._disk:
-                path = await run_in_worker(self._incoming.finish)
+            path = await self._on_disk(self._incoming.finish)
         except FileHashMismatchError as error:
             self._incoming = None
             self._finish(str(error))
@@ -462,8 +512,7 @@ class FileTransferStream(MSRPStreamBase):
         except OSError as error:
             post_library_log(f"cannot save the partial file: {error}", logging.ERROR)
         self._incoming = None
-        async with self._disk:
-            await run_in_worker(incoming.close)
+        await self._on_disk(incoming.close)
 
     # -- ending -------------------------------------------------------------------------
 
@@ -485,6 +534,12 @@ class FileTransferStream(MSRPStreamBase):
         self._finish(f"the transfer was interrupted{': ' + error if error else ''}")
 
     async def _cleanup(self) -> None:
+        if self._source is not None:
+            source, self._source = self._source, None
+            await run_in_worker(source.close)
         if not self.finished:
             await self._keep_partial()
             self._finish("the transfer was interrupted: the stream ended")
+        if self._disk is not None:
+            self._disk.shutdown(wait=False)  # its thread ends after the jobs queued
+            self._disk = None
