@@ -17,16 +17,23 @@ the fmtp we offer says useinbandfec=0.
 Loss concealment is libopus's own PLC: a packet whose frames all have length zero, which
 the decoder treats as lost frames (RFC 6716 3.2.1), as many as the last packet carried.
 
-Complexity: COMPLEXITY, chosen by CPU cost (process_time per 20 ms frame, libopus 1.6.1
-on this project's 2-core machine, 32 kbit/s VBR fullband voip):
+Complexity: COMPLEXITY = 1, for CPU.  The target is 50 calls per process within 70 % of a
+core, all RTP work included: 280 us per call and 20 ms frame, for one encode, one decode
+and two packets' RTP and mixing.  Encoding costs (thousands of instructions per 20 ms
+frame, callgrind; libopus 1.6.1, 32 kbit/s VBR fullband voip as we send it):
 
-    complexity            0     3     5     7     9    10
-    speech-like input   100   160   200   250   270   280 us
-    440 Hz tone         110   150   210   135   140   140 us
+    complexity        0     1     2     3   4-5     6     7  8-10
+    speech-like     722   787  1033  1091  1437  1530  1684  1950
+    440 Hz tone     779   845  1094  1159  1502  1656  1153  1303
 
-Speech-like is voiced segments (a pulse train at a drifting pitch through three formant
-filters), fricative noise and pauses.  pjsip, the engine under the original SDK, defaults
-to 5 (PJMEDIA_CODEC_OPUS_DEFAULT_COMPLEXITY), WebRTC to 9 on desktops and 5 on phones.
+(speech-like: harmonics of a drifting pitch in syllable bursts, fricative noise and
+pauses; the tone is what benchmarks/bench_rtp_calls.py's calls carry - from 7 up libopus
+analyses the signal and codes a pure tone with CELT alone.)  On this machine 1000
+thousand instructions are about 140 us, so complexity 5 (pjsip's default,
+PJMEDIA_CODEC_OPUS_DEFAULT_COMPLEXITY; WebRTC uses 5 on phones and 9 elsewhere) leaves no
+room for the rest, and 1 halves it.  A crude quality check, the log-spectral distance of
+decoded to original speech-like input, is the same at 1 as at 5 (5.3 dB) and worse at 0
+(6.5 dB).  benchmarks/bench_media.py prints the encoding cost by complexity.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ OPUS_INFO = CodecInfo(
 )  # fmt: skip
 
 DEFAULT_BITRATE = 32000
-COMPLEXITY = 5
+COMPLEXITY = 1  # libopus encoder complexity (0-10): see the module docstring
 _FRAME_DURATIONS = (10, 20, 40, 60)  # milliseconds: the Opus frame sizes we send
 _PARAMETER_RANGES = {
     "maxplaybackrate": (8000, 48000),
