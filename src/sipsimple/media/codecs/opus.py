@@ -2,11 +2,12 @@
 
 The codec is the libopus that ships inside the PyAV wheel, called directly through ctypes
 (ARCHITECTURE.md section 5: codecs come from PyAV's wheel; this keeps its library and
-skips its Python wrapper).  PyAV's own path costs ~80 us more per 20 ms encode: FFmpeg
-wants fixed-size encoder input, so PyAV sends every frame through an audio filter graph
-(push, pull, and a pull that raises EAGAIN) before avcodec_send_frame.  Where the wheel
-has no separate libopus (another layout, a PyAV built on a system FFmpeg) the codec runs
-through PyAV's libopus encoder and decoder with the same settings.
+skips its Python wrapper).  PyAV's own path costs 45-70 us more CPU time per 20 ms encode
+(+50 % at our complexity) and ~5 us more per decode: FFmpeg wants fixed-size encoder
+input, so PyAV sends every frame through an audio filter graph (push, pull, and a pull
+that raises EAGAIN) before avcodec_send_frame.  Where the wheel has no separate libopus
+(another layout, a PyAV built on a system FFmpeg) the codec runs through PyAV's libopus
+encoder and decoder with the same settings, and sends the same bytes.
 
 The remote side's fmtp tells our encoder what it wants to receive: maxplaybackrate limits
 the coded bandwidth, maxaveragebitrate caps the bit rate, cbr, useinbandfec and minptime
