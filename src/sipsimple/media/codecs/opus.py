@@ -24,17 +24,20 @@ and two packets' RTP and mixing.  Encoding costs (thousands of instructions per 
 frame, callgrind; libopus 1.6.1, 32 kbit/s VBR fullband voip as we send it):
 
     complexity        0     1     2     3   4-5     6     7  8-10
-    speech-like     722   787  1033  1091  1437  1530  1684  1950
-    440 Hz tone     779   845  1094  1159  1502  1656  1153  1303
+    speech-like     722   787  1034  1092  1437  1531  1684  1950
+    440 Hz tone     780   869  1105  1176  1493  1673  1083  1166
 
 (speech-like: harmonics of a drifting pitch in syllable bursts, fricative noise and
-pauses; the tone is what benchmarks/bench_rtp_calls.py's calls carry - from 7 up libopus
-analyses the signal and codes a pure tone with CELT alone.)  On this machine 1000
-thousand instructions are about 140 us, so complexity 5 (pjsip's default,
-PJMEDIA_CODEC_OPUS_DEFAULT_COMPLEXITY; WebRTC uses 5 on phones and 9 elsewhere) leaves no
-room for the rest, and 1 halves it.  A crude quality check, the log-spectral distance of
-decoded to original speech-like input, is the same at 1 as at 5 (5.3 dB) and worse at 0
-(6.5 dB).  benchmarks/bench_media.py prints the encoding cost by complexity.
+pauses.  From 7 up libopus analyses its input and codes a pure tone with CELT alone,
+which is cheap: a tone, as benchmarks/bench_rtp_calls.py's calls carry, understates what
+speech costs at high complexity.)  1000 thousand instructions take ~140 us here, so
+complexity 5 (pjsip's default, PJMEDIA_CODEC_OPUS_DEFAULT_COMPLEXITY; WebRTC uses 5 on
+phones and 9 elsewhere) leaves no room for the rest, and 1 about halves it.  A crude quality
+check, the log-spectral distance of decoded to original speech-like input, is the same
+at 1 as at 5 (5.3 dB) and worse at 0 (6.5 dB).  Forcing CELT-only mode would cut encoding
+and decoding of speech to ~40 % of that (50 and 28 us per frame at complexity 1) but give
+up SILK's coding of speech at low bit rates and its concealment: not done.
+benchmarks/bench_media.py prints the encoding cost by complexity.
 """
 
 from __future__ import annotations
