@@ -30,7 +30,7 @@ frame, callgrind; libopus 1.6.1, 32 kbit/s VBR fullband voip as we send it):
 (speech-like: harmonics of a drifting pitch in syllable bursts, fricative noise and
 pauses.  From 7 up libopus analyses its input and codes a pure tone with CELT alone,
 which is cheap: a tone, as benchmarks/bench_rtp_calls.py's calls carry, understates what
-speech costs at high complexity.)  1000 thousand instructions take ~140 us here, so
+speech costs at high complexity.)  A million instructions take ~140 us here, so
 complexity 5 (pjsip's default, PJMEDIA_CODEC_OPUS_DEFAULT_COMPLEXITY; WebRTC uses 5 on
 phones and 9 elsewhere) leaves no room for the rest, and 1 about halves it.  A crude quality
 check, the log-spectral distance of decoded to original speech-like input, is the same
@@ -311,8 +311,4 @@ class LibOpusDecoder:
         samples = self._lib.opus_decode(
             self._address, payload, len(payload), self._pcm_address, _MAX_SAMPLES, 0
         )
-        if samples < 0:
-            raise CodecError(
-                f"undecodable opus payload: {self._lib.opus_strerror(samples).decode()}"
-            )
-        return self._pcm[:samples].copy()
+        return self._pcm[: _check(self._lib, samples, "undecodable opus payload")].copy()
