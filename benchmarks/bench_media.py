@@ -5,7 +5,10 @@ Prints:
   12-byte header (the floor any Python RTP parser sits on);
 - G.711 frames (20 ms) encoded and decoded per second, against FFmpeg's own pcm_mulaw
   through PyAV;
-- Opus frames encoded and decoded per second;
+- CPU time per 20 ms frame encoded and decoded, for Opus (libopus called directly, against
+  the same libopus through PyAV with the same settings), G.722 (PyAV) and PCMU (our
+  tables, against FFmpeg's pcm_mulaw), on speech-like input and on a tone;
+- Opus encoding cost per complexity setting (the figures behind opus.COMPLEXITY);
 - the CPU time of one 20 ms frame of a whole call, send and receive path without sockets
   (resample from/to the mixer rate, encode, packetize, serialize, parse, RTCP accounting,
   jitter buffer, decode), for G.711 and Opus, and what that means in calls per core.
@@ -16,11 +19,12 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable
+from unittest import mock
 
 import av
 import numpy as np
 
-from sipsimple.media.codecs import create_codec
+from sipsimple.media.codecs import create_codec, opus
 from sipsimple.media.jitterbuffer import FrameKind, JitterBuffer
 from sipsimple.media.resample import Resampler
 from sipsimple.media.rtcpsession import RTCPSession
@@ -83,14 +87,97 @@ def bench_g711() -> None:
     print(f"peer FFmpeg pcm_mulaw enc {peer:12,.0f} frames/s  (ours = {encode / peer:.2f}x peer)")
 
 
-def bench_opus() -> None:
-    codec = create_codec("opus")
-    pcm = sine(440, 48000, 960)
-    payload = codec.encode(pcm)
-    encode = rate(lambda: codec.encode(pcm), seconds=1.0)
-    decode = rate(lambda: codec.decode(payload), seconds=1.0)
-    print(f"Opus encode               {encode:12,.0f} frames/s  ({encode / 50:.0f}x real time)")
-    print(f"Opus decode               {decode:12,.0f} frames/s  ({decode / 50:.0f}x real time)")
+def speech_like(sample_rate: int, seconds: float = 2.0) -> np.ndarray:
+    """Harmonics of a drifting pitch in syllable-like bursts, fricative noise and pauses:
+    the kind of input that sends Opus through SILK or hybrid mode, as speech does."""
+    rng = np.random.default_rng(5)
+    t = np.arange(int(sample_rate * seconds)) / sample_rate
+    phase = 2 * np.pi * np.cumsum(140 + 40 * np.sin(2 * np.pi * 1.3 * t)) / sample_rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, min(20, sample_rate // 400)))
+    syllables = np.clip(np.sin(2 * np.pi * 3 * t), 0, None)
+    fricatives = rng.normal(0, 0.3, len(t)) * (np.sin(2 * np.pi * 0.7 * t) > 0.8)
+    return np.round(6000 * (voiced * syllables + fricatives)).astype(np.int16)
+
+
+def cpu_per_frame(
+    encode: Callable[[np.ndarray], bytes],
+    decode: Callable[[bytes], object],
+    signal: np.ndarray,
+    frame: int,
+    passes: int = 3,
+) -> tuple[float, float]:
+    """CPU microseconds (process_time) per frame to encode, then to decode, ``signal``."""
+    frames = [signal[k : k + frame] for k in range(0, len(signal) - frame + 1, frame)]
+    start = time.process_time()
+    for _ in range(passes):
+        packets = [encode(pcm) for pcm in frames]
+    encoding = time.process_time() - start
+    start = time.process_time()
+    for _ in range(passes):
+        for packet in packets:
+            decode(packet)
+    decoding = time.process_time() - start
+    return 1e6 * encoding / (passes * len(frames)), 1e6 * decoding / (passes * len(frames))
+
+
+def bench_codecs() -> None:
+    print("CPU us per 20 ms frame          input    encode  decode")
+
+    def line(label: str, signal_name: str, costs: tuple[float, float], note: str = "") -> None:
+        print(f"{label:<31} {signal_name:<7} {costs[0]:7.1f} {costs[1]:7.1f}  {note}")
+
+    def codec_costs(name: str, signal: np.ndarray) -> tuple[float, float]:
+        encoder, decoder = create_codec(name), create_codec(name)
+        return cpu_per_frame(encoder.encode, decoder.decode, signal, encoder.info.samples_per_frame)
+
+    for signal_name, signal in (("speech", speech_like(48000)), ("tone", sine(440, 48000, 96000))):
+        ours = codec_costs("opus", signal)
+        with mock.patch.object(opus, "libopus", lambda: None):  # the same codec, PyAV's way
+            peer = codec_costs("opus", signal)
+        line("Opus, libopus direct", signal_name, ours)
+        ratio = f"(ours = {ours[0] / peer[0]:.2f}x, {ours[1] / peer[1]:.2f}x peer)"
+        line("peer Opus through PyAV", signal_name, peer, ratio)
+    line("G.722 (PyAV)", "speech", codec_costs("G722", speech_like(16000)))
+    narrowband = speech_like(8000)
+    ours = codec_costs("PCMU", narrowband)
+    ffmpeg = av.CodecContext.create("pcm_mulaw", "w")
+    ffmpeg.sample_rate = 8000
+    ffmpeg.layout = "mono"
+    ffmpeg.format = "s16"
+    ffmpeg.open()
+
+    def peer_encode(pcm: np.ndarray) -> bytes:
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        return b"".join(bytes(p) for p in ffmpeg.encode(frame))
+
+    decoder = av.CodecContext.create("pcm_mulaw", "r")
+    decoder.sample_rate = 8000
+    decoder.layout = "mono"
+    peer = cpu_per_frame(peer_encode, lambda p: decoder.decode(av.Packet(p)), narrowband, 160)
+    line("PCMU (our tables)", "speech", ours)
+    ratio = f"(ours = {ours[0] / peer[0]:.2f}x, {ours[1] / peer[1]:.2f}x peer)"
+    line("peer FFmpeg pcm_mulaw (PyAV)", "speech", peer, ratio)
+
+
+def bench_opus_complexity() -> None:
+    """Encoding cost per libopus complexity, 32 kbit/s VBR fullband voip as we send it."""
+    lib = opus.libopus()
+    if lib is None:
+        print("Opus complexity: no libopus in the PyAV wheel, skipped")
+        return
+    signals = {"speech": speech_like(48000), "tone": sine(440, 48000, 96000)}
+    print("Opus encode CPU us/frame by complexity (ours: " + str(opus.COMPLEXITY) + ")")
+    print("complexity " + "".join(f"{c:>6}" for c in range(11)))
+    for name, signal in signals.items():
+        costs = []
+        for complexity in range(11):
+            encoder = opus.LibOpusEncoder(
+                lib, 960, bit_rate=32000, bandwidth=1105, cbr=False, fec=False,
+                complexity=complexity,
+            )  # fmt: skip
+            costs.append(cpu_per_frame(encoder.encode, len, signal, 960)[0])
+        print(f"{name:<10} " + "".join(f"{cost:6.0f}" for cost in costs))
 
 
 def call_cost(name: str, mixer_rate: int, frames: int = 1500) -> float:
@@ -153,7 +240,8 @@ def bench_calls() -> None:
 def main() -> None:
     bench_rtp()
     bench_g711()
-    bench_opus()
+    bench_codecs()
+    bench_opus_complexity()
     bench_calls()
 
 

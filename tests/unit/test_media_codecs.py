@@ -11,6 +11,8 @@ from sipsimple.media.codecs import (
     codec_info,
     create_codec,
 )
+from sipsimple.media.codecs import opus as opus_module
+from sipsimple.media.codecs._pyav import PyAVEncoder
 from sipsimple.media.codecs.base import FADE_FRAMES
 from sipsimple.media.codecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from sipsimple.media.errors import CodecError
@@ -137,19 +139,47 @@ def snr_db(x, frequency, rate):
     return 10 * np.log10(np.sum(tone**2) / np.sum((x - fitted) ** 2)), np.hypot(*coefficients[:2])
 
 
-# The minimum SNR each codec must keep for a -10 dBFS sine (measured values are 4-10 dB above).
+def speech_like(seconds=1.0, seed=5):
+    """Harmonics of a drifting pitch in syllable-like bursts, fricative noise and pauses."""
+    rng = np.random.default_rng(seed)
+    n = int(48000 * seconds)
+    t = np.arange(n) / 48000
+    pitch = 140 + 40 * np.sin(2 * np.pi * 1.3 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / 48000
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 20))
+    syllables = np.clip(np.sin(2 * np.pi * 3 * t), 0, None)
+    fricatives = rng.normal(0, 0.3, n) * (np.sin(2 * np.pi * 0.7 * t) > 0.8)
+    return np.round(6000 * (voiced * syllables + fricatives)).astype(np.int16)
+
+
+@pytest.fixture(params=["libopus", "pyav"])
+def opus_backend(request, monkeypatch):
+    """Run an Opus test on each way to libopus: direct (ctypes) and through PyAV."""
+    if request.param == "pyav":
+        monkeypatch.setattr(opus_module, "libopus", lambda: None)
+    return request.param
+
+
+# The minimum SNR each codec must keep for a -10 dBFS sine (measured values are 2-10 dB above;
+# Opus at our complexity 1 codes a tone with SILK, ~4 dB below what complexity 10 gets).
 QUALITY = [
     ("PCMU", 1000, 33.0),
     ("PCMA", 1000, 33.0),
     ("G722", 1000, 40.0),
     ("G722", 6000, 22.0),  # wideband: 6 kHz passes (a narrowband codec could not carry it)
-    ("opus", 1000, 35.0),
-    ("opus", 6000, 32.0),
+    ("opus", 1000, 32.0),
+    ("opus", 6000, 29.0),
 ]
 
 
-@pytest.mark.parametrize(("name", "frequency", "minimum_snr"), QUALITY)
-def test_sine_survives_encode_and_decode(name, frequency, minimum_snr):
+@pytest.mark.parametrize(
+    ("name", "frequency", "minimum_snr", "backend"),
+    [(*case, "libopus") for case in QUALITY]
+    + [(*case, "pyav") for case in QUALITY if case[0] == "opus"],
+)
+def test_sine_survives_encode_and_decode(name, frequency, minimum_snr, backend, monkeypatch):
+    if backend == "pyav":
+        monkeypatch.setattr(opus_module, "libopus", lambda: None)
     codec = create_codec(name)
     rate = codec.info.sample_rate
     out = round_trip(codec, sine(frequency, rate, 1.0))
@@ -175,7 +205,7 @@ def test_repeat_and_fade_concealment(name):
     assert np.abs(codec.conceal()).max() > 0  # a good frame resets the fade
 
 
-def test_opus_concealment_uses_libopus_plc():
+def test_opus_concealment_uses_libopus_plc(opus_backend):
     codec = create_codec("opus")
     round_trip(codec, sine(440, 48000, 0.2))
     concealed = [codec.conceal() for _ in range(20)]
@@ -222,15 +252,24 @@ def opus_packets(fmtp, frequency=1000, seconds=0.5):
     return codec, [codec.encode(signal[k : k + n]) for k in range(0, len(signal), n)]
 
 
-def test_opus_bitrate_and_cbr_follow_the_remote_fmtp():
-    _, default = opus_packets("")
-    _, capped = opus_packets("maxaveragebitrate=8000")
-    _, cbr = opus_packets("cbr=1")
-    assert np.mean([len(p) for p in capped[5:]]) < 0.5 * np.mean([len(p) for p in default[5:]])
-    assert len({len(p) for p in cbr[5:]}) == 1
+def speech_bit_rates(fmtp):
+    codec = create_codec("opus", fmtp=fmtp)
+    signal = speech_like(1.0)
+    packets = [codec.encode(signal[k : k + 960]) for k in range(0, len(signal), 960)]
+    sizes = [len(p) for p in packets[10:]]  # once VBR has settled
+    return np.mean(sizes) * 8 * 50, set(sizes)
 
 
-def test_opus_maxplaybackrate_limits_the_coded_band():
+def test_opus_bitrate_and_cbr_follow_the_remote_fmtp(opus_backend):
+    default, _ = speech_bit_rates("")
+    capped, _ = speech_bit_rates("maxaveragebitrate=8000")
+    higher, _ = speech_bit_rates("maxaveragebitrate=16000")
+    _, cbr_sizes = speech_bit_rates("cbr=1")
+    assert capped <= 8000 * 1.1 < higher <= 16000 * 1.1 < default <= 32000 * 1.1
+    assert cbr_sizes == {80}  # 32 kbit/s in 20 ms packets, every one
+
+
+def test_opus_maxplaybackrate_limits_the_coded_band(opus_backend):
     narrow, packets = opus_packets("maxplaybackrate=8000", frequency=6000)
     out = np.concatenate([narrow.decode(p) for p in packets])
     wide, packets = opus_packets("", frequency=6000)
@@ -238,14 +277,15 @@ def test_opus_maxplaybackrate_limits_the_coded_band():
     assert np.abs(out[12000:]).max() < 0.1 * np.abs(full[12000:]).max()
 
 
-def test_opus_minptime_and_ptime_choose_the_frame_duration():
+def test_opus_minptime_and_ptime_choose_the_frame_duration(opus_backend):
     codec = create_codec("opus", fmtp="minptime=40")
     assert codec.info.ptime == 40 and codec.info.samples_per_frame == 1920
     assert len(codec.decode(codec.encode(np.zeros(1920, dtype=np.int16)))) == 1920
+    assert len(codec.conceal()) == 1920  # PLC lasts as long as the packets it replaces
     assert create_codec("opus", ptime=30).info.ptime == 40  # rounded up to an Opus duration
 
 
-def test_opus_decoder_takes_stereo_packets():
+def test_opus_decoder_takes_stereo_packets(opus_backend):
     encoder = av.CodecContext.create("libopus", "w")
     encoder.sample_rate = 48000
     encoder.layout = "stereo"
@@ -272,7 +312,7 @@ def test_empty_payload_and_bad_pcm(name):
         codec.encode(np.zeros((1, codec.info.samples_per_frame), dtype=np.int16))
 
 
-def test_opus_garbage_raises_codec_error_or_decodes():
+def test_opus_garbage_raises_codec_error_or_decodes(opus_backend):
     codec = create_codec("opus")
     rng = np.random.default_rng(1)
     for _ in range(200):
@@ -282,6 +322,21 @@ def test_opus_garbage_raises_codec_error_or_decodes():
         except CodecError:
             continue
         assert out.dtype == np.int16
+
+
+# Invalid per RFC 6716 section 3.4: R1 (code 3 with no frame), R3 (code 1 with an odd
+# length), R4 (code 2 with a first frame longer than the packet), R5 (code 3 with more
+# than 120 ms of audio), and the reserved code-3 length of 255 frames.
+MALFORMED_OPUS = [b"\x03\x00", b"\x01\x00\x00\x00", b"\x02\xfb\x00", b"\x03\x3f" + bytes(60)]
+
+
+@pytest.mark.parametrize("payload", MALFORMED_OPUS)
+def test_malformed_opus_packets_raise_codec_error(payload, opus_backend):
+    codec = create_codec("opus")
+    codec.decode(codec.encode(sine(440, 48000, 0.02)))
+    with pytest.raises(CodecError):
+        codec.decode(payload)
+    assert len(codec.conceal()) == 960  # and the stream goes on
 
 
 def test_frame_size_checks():
@@ -327,24 +382,89 @@ def test_create_codec_with_negotiated_values_and_errors():
 # --- PyAV glue ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["G722", "opus"])
-def test_reused_input_frame_encodes_as_fresh_frames_do(name):
+OPUS_OPTIONS = {"application": "voip", "frame_duration": "20", "vbr": "on"}
+
+
+@pytest.mark.parametrize(
+    ("name", "rate", "options"), [("g722", 16000, {}), ("libopus", 48000, OPUS_OPTIONS)]
+)
+def test_reused_input_frame_encodes_as_fresh_frames_do(name, rate, options):
     """Our encoder refills one AudioFrame for every call: what it sends must be byte for
     byte what FFmpeg makes from a new frame each time (the encoder keeps no reference)."""
-    codec = create_codec(name)
-    twin = create_codec(name)._encoder._context  # the same settings, fed by hand
-    rate = codec.info.sample_rate
-    samples = codec.info.samples_per_frame
+    encoder = PyAVEncoder(name, rate, options)
+    twin = PyAVEncoder(name, rate, options)._context  # the same settings, fed by hand
+    samples = rate // 50
     rng = np.random.default_rng(7)
     signal = (sine(700, rate, 1.0).astype(int) + rng.integers(-2000, 2000, rate)).astype(np.int16)
     ours, theirs = [], []
     for k in range(0, rate - samples + 1, samples):
         pcm = signal[k : k + samples]
-        ours.append(codec.encode(pcm))
+        ours.append(encoder.encode(pcm))
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate, frame.pts = rate, k
         theirs.append(b"".join(bytes(p) for p in twin.encode(frame)))
     assert ours == theirs and all(ours)
+
+
+# --- libopus direct ---------------------------------------------------------------------------
+
+
+def test_the_pyav_wheel_libopus_is_found_and_used():
+    lib = opus_module.libopus()
+    assert lib is not None and lib.opus_get_version_string  # the wheel ships libopus
+    codec = create_codec("opus")
+    assert isinstance(codec._encoder, opus_module.LibOpusEncoder)
+    assert isinstance(codec._decoder, opus_module.LibOpusDecoder)
+
+
+def run_opus(fmtp, signal, monkeypatch, direct):
+    with monkeypatch.context() as patch:
+        if not direct:
+            patch.setattr(opus_module, "libopus", lambda: None)
+        encoder, decoder = create_codec("opus", fmtp=fmtp), create_codec("opus", fmtp=fmtp)
+    n = encoder.info.samples_per_frame
+    packets = [encoder.encode(signal[k : k + n]) for k in range(0, len(signal) - n + 1, n)]
+    pcm = [decoder.decode(p) for p in packets] + [decoder.conceal() for _ in range(3)]
+    return packets, np.concatenate(pcm)
+
+
+@pytest.mark.parametrize(
+    "fmtp",
+    ["", "cbr=1;maxplaybackrate=16000", "useinbandfec=1;maxaveragebitrate=12000", "minptime=40",
+     "maxplaybackrate=8000;maxaveragebitrate=64000", "maxplaybackrate=24000"],
+)  # fmt: skip
+def test_libopus_direct_is_byte_for_byte_ffmpeg_libopus(fmtp, monkeypatch):
+    """The same settings reach libopus on both paths: FFmpeg's encoder (with our options)
+    sends exactly our packets, and its decoder (PLC included) plays exactly our PCM."""
+    signal = speech_like()
+    ours, our_pcm = run_opus(fmtp, signal, monkeypatch, direct=True)
+    theirs, their_pcm = run_opus(fmtp, signal, monkeypatch, direct=False)
+    assert ours == theirs
+    assert np.array_equal(our_pcm, their_pcm) and np.abs(our_pcm).max() > 1000
+
+
+def test_libopus_encoder_takes_strided_input():
+    signal = speech_like(0.2)
+    wide = np.repeat(signal, 2)[::2]  # the same samples, not contiguous in memory
+    assert not wide.flags.c_contiguous
+    one, other = create_codec("opus"), create_codec("opus")
+    for k in range(0, len(signal), 960):
+        assert one.encode(wide[k : k + 960]) == other.encode(signal[k : k + 960])
+
+
+def test_complexity_and_fec_reach_the_encoder():
+    lib = opus_module.libopus()
+    signal = speech_like(0.5)
+
+    def packets(**settings):
+        settings = {"bit_rate": 32000, "bandwidth": 1105, "cbr": False, "fec": False} | settings
+        encoder = opus_module.LibOpusEncoder(lib, 960, **settings)
+        return [encoder.encode(signal[k : k + 960]) for k in range(0, len(signal), 960)]
+
+    default = packets()
+    assert packets(complexity=opus_module.COMPLEXITY) == default
+    assert packets(complexity=10) != default and packets(complexity=0) != default
+    assert packets(fec=True) != default
 
 
 @pytest.mark.parametrize("name", ["PCMU", "PCMA"])

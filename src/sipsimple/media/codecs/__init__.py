@@ -1,6 +1,7 @@
 """Audio codecs behind one interface, and the registry of those we offer.
 
-We offer only codecs we can both encode and decode: Opus and G.722 through PyAV, G.711
+We offer only codecs we can both encode and decode: Opus through the libopus in PyAV's
+wheel (called directly, PyAV itself where the wheel has none), G.722 through PyAV, G.711
 through our own tables.  (PyAV decodes Speex, GSM, G.729 and iLBC but cannot encode them.)
 """
 
