@@ -152,25 +152,25 @@ def _run_frames(
 
 def _send_all(members: list[AudioTransport], now: float, due: float) -> None:
     """One frame of each member: resampled and encoded in groups, then sent one by one."""
-    groups: dict[tuple[object, ...], list[tuple[AudioTransport, np.ndarray]]] = {}
+    groups: dict[tuple[object, ...], tuple[list[AudioTransport], list[np.ndarray]]] = {}
     for member in members:
         pcm = member._next_audio(now, due)
         if pcm is not None:
-            key = (member._down, type(member._codec).encode_many, len(pcm))
-            groups.setdefault(key, []).append((member, pcm))
-    for (bank, encode_many, _length), group in groups.items():
-        if bank is None and encode_many is None:
-            frames: Sequence[np.ndarray] = [frame for _member, frame in group]
-        else:
-            frames = np.stack([frame for _member, frame in group])
-            if bank is not None:
-                frames = bank.process([member._down_lane for member, _frame in group], frames)
+            key = (member._down, member._encode_many, len(pcm))
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = ([], [])
+            group[0].append(member)
+            group[1].append(pcm)
+    for (bank, encode_many, _length), (group, frames) in groups.items():
+        if bank is not None:
+            frames = bank.process([member._down_lane for member in group], frames)
         if encode_many is not None:
-            payloads = encode_many(frames)
-            for (member, _frame), payload in zip(group, payloads, strict=True):
-                member._send_payload(payload.tobytes(), now, due)
+            payloads = encode_many(frames if bank is not None else np.stack(frames))
+            for member, payload in zip(group, payloads, strict=True):
+                member._send_payload(payload, now, due)
             continue
-        for (member, _frame), row in zip(group, frames, strict=True):
+        for member, row in zip(group, frames, strict=True):
             try:
                 payload = member._codec.encode(row)
             except (CodecError, ValueError):
@@ -385,6 +385,7 @@ class AudioTransport:
         now = loop.time()
         info = codec.info
         self._codec = codec
+        self._encode_many = type(codec).encode_many
         self.codec = info.name
         self.sample_rate = info.sample_rate
         self._timestamp_step = info.timestamp_increment
@@ -421,6 +422,7 @@ class AudioTransport:
         )
         self._pending = np.zeros(0, dtype=np.int16)  # mixed audio not yet sent
         self._silence = np.zeros(self.mixer.frame_samples, dtype=np.int16)
+        self._silence.flags.writeable = False
         self._mixed_frames = 0  # frames the mixer queued in our slot, not yet taken
         self._inbound = 0  # samples we queued for the mixer, not yet mixed
         self._in_phase = False
@@ -578,13 +580,13 @@ class AudioTransport:
             pcm = self._to_codec.process(pcm)
         return pcm
 
-    def _send_payload(self, payload: bytes, now: float, due: float) -> None:
+    def _send_payload(self, payload: bytes | np.ndarray, now: float, due: float) -> None:
+        """Sends a media frame's ``payload`` (bytes, or a row of encode_many's matrix)."""
         packetizer = self._packetizer
         timestamp = packetizer.timestamp
-        header = packetizer.next_header(self._marker)
+        data = packetizer.media_packet(payload, self._marker, self._timestamp_step)
         self._marker = False
-        packetizer.advance(self._timestamp_step)
-        self._transmit(header + payload, timestamp, len(payload), now, due)
+        self._transmit(data, timestamp, len(payload), now, due)
 
     def _transmit(self, data: bytes, timestamp: int, octets: int, now: float, due: float) -> None:
         """Sends one packet; ``due`` is when its frame fell due (for a subclass that
@@ -598,6 +600,15 @@ class AudioTransport:
         assert port is not None
         need = self._send_samples
         pending = self._pending
+        if need == len(self._silence) and not len(pending):  # a packet per mixer frame
+            frame = None
+            if self._mixed_frames:
+                self._mixed_frames -= 1
+                frame = port.get_frame()
+            while self._mixed_frames > MAX_QUEUED_FRAMES:
+                self._mixed_frames -= 1
+                port.get_frame()
+            return self._silence if frame is None else frame
         while len(pending) < need:
             frame = None
             if self._mixed_frames:
