@@ -11,6 +11,7 @@ Run inside a private network namespace:
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -381,3 +382,39 @@ async def test_a_transport_stopped_by_its_timeout_observer_sends_nothing_more():
             observer, name="RTPAudioTransportDidTimeout", sender=a.audio
         )
         await hang_up(a, b)
+
+
+async def test_the_packets_on_the_wire_number_time_and_mark_each_frame():
+    """Audio, a DTMF digit in its place, a pause (hold) and audio again: one SSRC, no gap
+    in sequence numbers, timestamps a frame apart (the paused frames' time passes), the
+    marker bit on the first packet and on the first after the pause."""
+    from sipsimple.media.rtp import RTPPacket
+
+    a, b = await call(offerer_codecs=["PCMU"], answerer_codecs=["PCMU"])
+    wire: list[RTPPacket] = []
+    send = a.rtp.send_rtp
+    a.rtp.send_rtp = lambda data: (wire.append(RTPPacket.parse(bytes(data))), send(data))[1]
+    try:
+        await asyncio.sleep(0.2)
+        a.audio.send_dtmf("7")
+        await asyncio.sleep(0.4)
+        a.audio.update_direction("recvonly")
+        await asyncio.sleep(0.1)
+        a.audio.update_direction("sendrecv")
+        resumed = len(wire)
+        await asyncio.sleep(0.2)
+    finally:
+        a.rtp.send_rtp = send
+        await hang_up(a, b)
+    audio = [p for p in wire if p.payload_type == 0]
+    events = [p for p in wire if p.payload_type != 0]
+    assert len({p.ssrc for p in wire}) == 1 and len(audio) > 20 and events
+    assert all(len(p.payload) == 160 for p in audio)
+    for previous, packet in itertools.pairwise(wire):
+        assert packet.sequence_number == (previous.sequence_number + 1) & 0xFFFF
+    steps = [(q.timestamp - p.timestamp) & 0xFFFFFFFF for p, q in itertools.pairwise(audio)]
+    assert all(step % 160 == 0 and step > 0 for step in steps)
+    first_after = audio.index(wire[resumed])
+    assert [i for i, p in enumerate(audio) if p.marker] == [0, first_after]
+    assert steps[first_after - 1] >= 160 * 4  # the 0.1 s on hold passed unsent
+    assert len({p.timestamp for p in events}) == 1 and events[0].marker

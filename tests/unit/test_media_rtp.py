@@ -2,6 +2,7 @@
 
 import struct
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -199,3 +200,18 @@ def test_packetizer_header_is_the_header_of_the_packet_it_would_make():
         )
         assert ours.next_header(marker, payload_type, timestamp) + b"x" == packet.serialize()
     assert ours.sequence_number == theirs.sequence_number == 2
+
+
+def test_media_packet_is_the_header_then_the_payload_then_an_advance():
+    ours, theirs = (
+        RTPPacketizer(0, 0xCAFE, sequence_number=65534, timestamp=0xFFFFFF00) for _ in "ab"
+    )
+    rows = np.arange(3 * 160, dtype=np.uint32).astype(np.uint8).reshape(3, 160)
+    for marker, row in zip((True, False, False), rows, strict=True):
+        expected = theirs.next_packet(row.tobytes(), marker=marker).serialize()
+        theirs.advance(160)
+        assert ours.media_packet(row, marker, 160) == expected  # a row of uint8 as payload
+    assert ours.media_packet(b"abc", False, 160) == theirs.next_header() + b"abc"
+    theirs.advance(160)
+    assert (ours.sequence_number, ours.timestamp) == (theirs.sequence_number, theirs.timestamp)
+    assert (ours.sequence_number, ours.timestamp) == (2, 0x180)  # both wrapped

@@ -33,6 +33,9 @@ ATTENUATION = 80.0  # dB in the stopband
 _DTYPE = np.float32  # 24-bit mantissa: rounding noise far below int16's
 _MAX_SHAPES = 8  # work buffers kept for this many input lengths
 BLOCK_OUTPUTS = 40  # a ResamplerBank computes this many output samples (about) per product row
+# when it interpolates; when it decimates, a block's window overlaps the next by the filter's
+# span, so fewer outputs per row waste fewer multiplications on the band's zeros.
+DECIMATOR_OUTPUTS = 20
 # OpenBLAS multiplies on every core once a product exceeds 2**18 multiply-adds, and its idle
 # threads then spin: on a machine shared by busy processes that costs far more than it
 # saves, so a ResamplerBank stacks its product in slices below that size.
@@ -249,7 +252,7 @@ class ResamplerBank:
             self._keep = k - 1
         else:
             # Output c = sum_i x[c*ratio + i] * h[::-1][i] over a window of k*ratio inputs.
-            outputs = _divisor_near(self.output_frame, BLOCK_OUTPUTS)
+            outputs = _divisor_near(self.output_frame, DECIMATOR_OUTPUTS)
             span = k * ratio
             step = outputs * ratio
             window = step - ratio + span
@@ -289,36 +292,45 @@ class ResamplerBank:
     def close(self, lane: int) -> None:
         self._free.append(lane)
 
-    def process(self, lanes: Sequence[int], pcm: np.ndarray) -> np.ndarray:
-        """Row i of ``pcm`` (int16, one frame per row) is the next frame of lanes[i]; the
+    def process(self, lanes: Sequence[int], pcm: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Row i of ``pcm`` (int16, one frame per row: a matrix, or a list of frames that
+        are written straight into the work buffer) is the next frame of lanes[i]; the
         result's row i is its converted frame."""
-        count = len(lanes)
-        work = self._work.get(count)
+        work = self._work.get(len(lanes))
         if work is None:
-            if len(self._work) >= _MAX_SHAPES:
-                self._work.clear()
-            buffer = np.zeros((count, self._keep + self.frame), dtype=_DTYPE)
-            size = buffer.itemsize
-            windows = as_strided(
-                buffer,
-                (count, self._blocks, self._window),
-                (buffer.strides[0], self._step * size, size),
-                writeable=False,
-            )
-            used = count * self._blocks
-            slices = -(-used // self._slice)
-            rows = np.zeros((slices, self._slice, self._window), dtype=_DTYPE)
-            target = rows.reshape(-1, self._window)[:used].reshape(windows.shape)
-            work = self._work[count] = (buffer, windows, rows, target)
-        buffer, windows, rows, target = work
+            work = self._prepare(len(lanes))
+        buffer, windows, index, rows, target, product, used = work
         keep = self._keep
-        index = np.asarray(lanes, dtype=np.intp)
-        buffer[:, :keep] = self._history[index]
+        index[:] = lanes
+        np.take(self._history, index, axis=0, out=buffer[:, :keep], mode="clip")
         buffer[:, keep:] = pcm
         self._history[index] = buffer[:, self.frame :]
         np.copyto(target, windows)
-        out = np.matmul(rows, self._matrix).reshape(-1, self._matrix.shape[1])
-        return _to_int16(out[: count * self._blocks]).reshape(count, self.output_frame)
+        np.matmul(rows, self._matrix, out=product)
+        return _to_int16(used).reshape(len(lanes), self.output_frame)
+
+    def _prepare(self, count: int) -> tuple[np.ndarray, ...]:
+        """The work buffers for ``count`` lanes at once."""
+        if len(self._work) >= _MAX_SHAPES:
+            self._work.clear()
+        buffer = np.zeros((count, self._keep + self.frame), dtype=_DTYPE)
+        size = buffer.itemsize
+        windows = as_strided(
+            buffer,
+            (count, self._blocks, self._window),
+            (buffer.strides[0], self._step * size, size),
+            writeable=False,
+        )
+        needed = count * self._blocks  # product rows
+        slices = -(-needed // self._slice)
+        per_slice = -(-needed // slices)  # as even as can be: few rows computed for nothing
+        rows = np.zeros((slices, per_slice, self._window), dtype=_DTYPE)
+        target = rows.reshape(-1, self._window)[:needed].reshape(windows.shape)
+        product = np.empty((slices, per_slice, self._matrix.shape[1]), dtype=_DTYPE)
+        used = product.reshape(-1, self._matrix.shape[1])[:needed]
+        index = np.zeros(count, dtype=np.intp)
+        work = self._work[count] = (buffer, windows, index, rows, target, product, used)
+        return work
 
 
 def _divisor_near(total: int, wanted: int) -> int:

@@ -9,8 +9,12 @@ from __future__ import annotations
 import secrets
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sipsimple.media.errors import RTPParseError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "RTP_HEADER_SIZE",
@@ -278,6 +282,28 @@ class RTPPacketizer:
         )
         self.sequence_number = (self.sequence_number + 1) & 0xFFFF
         return header
+
+    def media_packet(
+        self, payload: bytes | memoryview | np.ndarray, marker: bool, samples: int
+    ) -> bytes:
+        """The next packet of a media frame: next_header(marker) + ``payload`` (any
+        contiguous bytes-like object, such as a row of uint8), then advance(samples)."""
+        timestamp = self.timestamp
+        data = b"".join(
+            (
+                _HEADER.pack(
+                    0x80,
+                    self.payload_type | (0x80 if marker else 0),
+                    self.sequence_number,
+                    timestamp,
+                    self.ssrc,
+                ),
+                payload,
+            )
+        )
+        self.sequence_number = (self.sequence_number + 1) & 0xFFFF
+        self.timestamp = (timestamp + samples) & 0xFFFFFFFF
+        return data
 
     def advance(self, samples: int) -> None:
         """Moves the media timestamp on by one frame of ``samples`` clock ticks."""

@@ -71,6 +71,7 @@ MAX_BURST = 5  # frames sent at once to catch up after a late wake-up; later one
 # received audio queued for the mixer beyond this many frames is late: both are dropped.
 MAX_QUEUED_FRAMES = 2
 PORT_QUEUE = 0.1  # seconds of audio the MixerPort holds each way
+_PORT_FRAMES = round(PORT_QUEUE / PTIME)
 # Our ticks fall within this part of the mixer's frame period, after its tick, at one of
 # PHASE_SLOTS phases (about 1 ms apart with 20 ms frames).
 PHASE_LOW, PHASE_HIGH = 0.15, 0.85
@@ -152,32 +153,32 @@ def _run_frames(
 
 def _send_all(members: list[AudioTransport], now: float, due: float) -> None:
     """One frame of each member: resampled and encoded in groups, then sent one by one."""
-    groups: dict[tuple[object, ...], list[tuple[AudioTransport, np.ndarray]]] = {}
+    groups: dict[tuple[object, ...], tuple[list[AudioTransport], list[np.ndarray]]] = {}
     for member in members:
         pcm = member._next_audio(now, due)
         if pcm is not None:
-            key = (member._down, type(member._codec).encode_many, len(pcm))
-            groups.setdefault(key, []).append((member, pcm))
-    for (bank, encode_many, _length), group in groups.items():
-        if bank is None and encode_many is None:
-            frames: Sequence[np.ndarray] = [frame for _member, frame in group]
-        else:
-            frames = np.stack([frame for _member, frame in group])
-            if bank is not None:
-                frames = bank.process([member._down_lane for member, _frame in group], frames)
+            key = (member._down, member._encode_many, len(pcm))
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = ([], [])
+            group[0].append(member)
+            group[1].append(pcm)
+    for (bank, encode_many, _length), (group, frames) in groups.items():
+        if bank is not None:
+            frames = bank.process([member._down_lane for member in group], frames)
         if encode_many is not None:
-            payloads = encode_many(frames)
-            for (member, _frame), payload in zip(group, payloads, strict=True):
-                member._send_payload(payload.tobytes(), now, due)
-            continue
-        for (member, _frame), row in zip(group, frames, strict=True):
-            try:
-                payload = member._codec.encode(row)
-            except (CodecError, ValueError):
-                logger.exception("cannot encode a %s frame", member.codec)
-                member._packetizer.advance(member._timestamp_step)
+            payloads = encode_many(frames if bank is not None else np.stack(frames))
+        else:
+            payloads = [member._encode(row) for member, row in zip(group, frames, strict=True)]
+        for member, payload in zip(group, payloads, strict=True):
+            packetizer = member._packetizer
+            if payload is None:  # not encoded: the frame's time passes unsent
+                packetizer.advance(member._timestamp_step)
                 continue
-            member._send_payload(payload, now, due)
+            timestamp = packetizer.timestamp
+            data = packetizer.media_packet(payload, member._marker, member._timestamp_step)
+            member._marker = False
+            member._transmit(data, timestamp, len(payload), now, due)
 
 
 def _play_all(members: list[AudioTransport], now: float) -> None:
@@ -385,6 +386,7 @@ class AudioTransport:
         now = loop.time()
         info = codec.info
         self._codec = codec
+        self._encode_many = type(codec).encode_many
         self.codec = info.name
         self.sample_rate = info.sample_rate
         self._timestamp_step = info.timestamp_increment
@@ -420,7 +422,9 @@ class AudioTransport:
             min_interval=self.rtcp_interval,
         )
         self._pending = np.zeros(0, dtype=np.int16)  # mixed audio not yet sent
-        self._silence = np.zeros(self.mixer.frame_samples, dtype=np.int16)
+        self._mixer_frame = self.mixer.frame_samples
+        self._silence = np.zeros(self._mixer_frame, dtype=np.int16)
+        self._silence.flags.writeable = False
         self._mixed_frames = 0  # frames the mixer queued in our slot, not yet taken
         self._inbound = 0  # samples we queued for the mixer, not yet mixed
         self._in_phase = False
@@ -578,13 +582,13 @@ class AudioTransport:
             pcm = self._to_codec.process(pcm)
         return pcm
 
-    def _send_payload(self, payload: bytes, now: float, due: float) -> None:
-        packetizer = self._packetizer
-        timestamp = packetizer.timestamp
-        header = packetizer.next_header(self._marker)
-        self._marker = False
-        packetizer.advance(self._timestamp_step)
-        self._transmit(header + payload, timestamp, len(payload), now, due)
+    def _encode(self, pcm: np.ndarray) -> bytes | None:
+        """A frame encoded by our codec alone; None (logged) if it cannot be."""
+        try:
+            return self._codec.encode(pcm)
+        except (CodecError, ValueError):
+            logger.exception("cannot encode a %s frame", self.codec)
+            return None
 
     def _transmit(self, data: bytes, timestamp: int, octets: int, now: float, due: float) -> None:
         """Sends one packet; ``due`` is when its frame fell due (for a subclass that
@@ -598,6 +602,15 @@ class AudioTransport:
         assert port is not None
         need = self._send_samples
         pending = self._pending
+        if need == len(self._silence) and not len(pending):  # a packet per mixer frame
+            frame = None
+            if self._mixed_frames:
+                self._mixed_frames -= 1
+                frame = port.get_frame()
+            while self._mixed_frames > MAX_QUEUED_FRAMES:
+                self._mixed_frames -= 1
+                port.get_frame()
+            return self._silence if frame is None else frame
         while len(pending) < need:
             frame = None
             if self._mixed_frames:
@@ -622,8 +635,10 @@ class AudioTransport:
         many calls spread over the frame period instead of leaving in one burst.  From then
         on we run on the shared clock of that phase.
         """
-        self._mixed_frames = min(self._mixed_frames + 1, round(PORT_QUEUE / PTIME))
-        self._inbound = max(0, self._inbound - self.mixer.frame_samples)
+        if self._mixed_frames < _PORT_FRAMES:
+            self._mixed_frames += 1
+        inbound = self._inbound - self._mixer_frame
+        self._inbound = inbound if inbound > 0 else 0
         if self._in_phase or not self._started:
             return
         self._in_phase = True
