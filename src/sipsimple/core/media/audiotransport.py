@@ -181,9 +181,18 @@ def _send_all(members: list[AudioTransport], now: float, due: float) -> None:
 
 
 def _play_all(members: list[AudioTransport], now: float) -> None:
-    """One packet interval of each member's received audio to the mixer: decoded one by
-    one, resampled in groups, a frame of each member per matrix product."""
-    queues = [(member, member._decode(now)) for member in members if member._receiving]
+    """One packet interval of each member's received audio to the mixer, resampled in
+    groups, a frame of each member per matrix product.  The usual interval - one packet
+    for a codec that decodes many streams at once (G.711) - is decoded with the others of
+    its codec: one table lookup for them all, whose rows the bank resamples as they are."""
+    batches: dict[tuple[object, ResamplerBank | None], list[tuple[AudioTransport, bytes]]] = {}
+    queues = [(member, member._decode(now, batches)) for member in members if member._receiving]
+    for (decode_many, bank), batch in batches.items():
+        pcm = decode_many([member._codec for member, _ in batch], [p for _, p in batch])  # type: ignore[operator]
+        if bank is not None:
+            pcm = bank.process([member._up_lane for member, _ in batch], pcm)
+        for (member, _payload), frame in zip(batch, pcm, strict=True):
+            member._queue(frame)
     queues = [(member, frames) for member, frames in queues if frames]
     while queues:
         groups: dict[ResamplerBank, list[tuple[AudioTransport, np.ndarray]]] = {}
@@ -405,6 +414,7 @@ class AudioTransport:
         self._packetizer = RTPPacketizer(info.payload_type)
         self._marker = True
         self._jitter = JitterBuffer(info.clock_rate, ptime=info.ptime)
+        self._decode_many = getattr(codec, "decode_many", None)  # G.711: many streams at once
         self._playout_debt = 0.0  # codec samples the playout still owes the mixer
         self._dtmf_sender = DTMFSender(
             events[str(self._event_type)] if self._event_type is not None else 8000,
@@ -637,10 +647,16 @@ class AudioTransport:
         self._clock = _SharedClock.join(self, key, loop.time() + phase * PTIME)
         self._pacer = self._clock.pacer
 
-    def _decode(self, now: float) -> list[np.ndarray]:
+    def _decode(
+        self,
+        now: float,
+        batches: dict[tuple[object, ResamplerBank | None], list[tuple[AudioTransport, bytes]]],
+    ) -> list[np.ndarray]:
         """One packet interval of received audio from the jitter buffer, decoded (or
         concealed): the frames of codec-rate audio a bank resamples, or, without a bank,
-        the audio at the mixer's rate."""
+        the audio at the mixer's rate.  A lone packet of a whole frame, for a codec with
+        decode_many, joins ``batches`` instead (under its decoder and bank), to be decoded
+        and resampled with the others."""
         codec = self._codec
         decoded = []
         self._playout_debt += self._frame_samples
@@ -650,8 +666,25 @@ class AudioTransport:
                 self._playout_debt = 0
                 break
             if frame.kind is FrameKind.AUDIO:
+                payload = frame.packet.payload  # type: ignore[union-attr]
+                if (
+                    not decoded
+                    and len(payload) == self._frame_samples
+                    and self._decode_many is not None
+                    and self._from_codec is None
+                    and not len(self._decoded)
+                ):
+                    debt = self._playout_debt - max(
+                        len(payload), round(frame.samples / self._ticks_per_sample)
+                    )
+                    if debt <= 0:
+                        self._playout_debt = debt
+                        batches.setdefault((self._decode_many, self._up), []).append(
+                            (self, payload)
+                        )
+                        return decoded
                 try:
-                    pcm = codec.decode(frame.packet.payload)  # type: ignore[union-attr]
+                    pcm = codec.decode(payload)
                 except CodecError:
                     self.decode_errors += 1
                     pcm = codec.conceal()

@@ -658,10 +658,19 @@ class RTPTransport:
     # -- receiving --------------------------------------------------------------------------
 
     def _rtp_readable(self) -> None:
-        # One datagram per call: the selector calls again while more are waiting.
-        received = self._read(self._rtp_socket)
-        if received is not None:
-            self._rtp_datagram(*received)
+        # One datagram per call: the selector calls again while more are waiting.  What
+        # _read() does, without a call: this runs for every packet.
+        sock = self._rtp_socket
+        if sock is None:
+            return
+        try:
+            data, address = sock.recvfrom(RECEIVE_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # an ICMP error (port unreachable while the peer is not up): not fatal
+            self.counters.send_errors += 1
+            return
+        self._rtp_datagram(data, address if len(address) == 2 else address[:2])
 
     def _rtcp_readable(self) -> None:
         received = self._read(self._rtcp_socket)
@@ -715,7 +724,17 @@ class RTPTransport:
         except RTPParseError:
             counters.garbage += 1
             return
-        if not self._accept(packet, address):
+        # The usual packet, from where we receive and of the source we receive, with no
+        # switch of either under way, is one _accept() takes and changes nothing for.
+        ssrc = packet.ssrc
+        if ssrc != self._remote_ssrc or self._ssrc_candidate is not None:
+            usual = False
+        elif self._ice_running:
+            usual = address in self._ice_peers
+        else:
+            latch = self._latch
+            usual = address == latch.address and latch.candidate is None and latch.ssrc == ssrc
+        if not usual and not self._accept(packet, address):
             return
         receiver = self.receiver
         if receiver is not None:
