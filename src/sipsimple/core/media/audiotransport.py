@@ -30,6 +30,7 @@ import logging
 import secrets
 import time
 import weakref
+from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -78,6 +79,9 @@ PHASE_SLOTS = 14
 GOLDEN_RATIO = 0.6180339887498949
 _phases = itertools.count()
 _ClockKey = tuple[asyncio.AbstractEventLoop, AudioMixer, float, int]
+# Members whose packet of this interval is decoded with the others of its codec, by
+# (decode_many, the bank that resamples them or None).
+_Batches = defaultdict[tuple[object, ResamplerBank | None], list[tuple["AudioTransport", bytes]]]
 _clocks: dict[_ClockKey, _SharedClock] = {}
 # A bank's work buffers serve one loop at a time: each loop (thread) has its own banks.
 _banks: weakref.WeakKeyDictionary[
@@ -185,10 +189,11 @@ def _play_all(members: list[AudioTransport], now: float) -> None:
     groups, a frame of each member per matrix product.  The usual interval - one packet
     for a codec that decodes many streams at once (G.711) - is decoded with the others of
     its codec: one table lookup for them all, whose rows the bank resamples as they are."""
-    batches: dict[tuple[object, ResamplerBank | None], list[tuple[AudioTransport, bytes]]] = {}
+    batches: _Batches = defaultdict(list)
     queues = [(member, member._decode(now, batches)) for member in members if member._receiving]
     for (decode_many, bank), batch in batches.items():
-        pcm = decode_many([member._codec for member, _ in batch], [p for _, p in batch])  # type: ignore[operator]
+        codecs = [member._codec for member, _payload in batch]
+        pcm = decode_many(codecs, [payload for _member, payload in batch])  # type: ignore[operator]
         if bank is not None:
             pcm = bank.process([member._up_lane for member, _ in batch], pcm)
         for (member, _payload), frame in zip(batch, pcm, strict=True):
@@ -414,7 +419,10 @@ class AudioTransport:
         self._packetizer = RTPPacketizer(info.payload_type)
         self._marker = True
         self._jitter = JitterBuffer(info.clock_rate, ptime=info.ptime)
-        self._decode_many = getattr(codec, "decode_many", None)  # G.711: many streams at once
+        # A codec that decodes many streams' frames at once (G.711) with what resamples
+        # them, when no Resampler of our own keeps state between frames: our batch's key.
+        decode_many = getattr(codec, "decode_many", None)
+        self._batch = (decode_many, self._up) if decode_many and not self._from_codec else None
         self._playout_debt = 0.0  # codec samples the playout still owes the mixer
         self._dtmf_sender = DTMFSender(
             events[str(self._event_type)] if self._event_type is not None else 8000,
@@ -647,44 +655,38 @@ class AudioTransport:
         self._clock = _SharedClock.join(self, key, loop.time() + phase * PTIME)
         self._pacer = self._clock.pacer
 
-    def _decode(
-        self,
-        now: float,
-        batches: dict[tuple[object, ResamplerBank | None], list[tuple[AudioTransport, bytes]]],
-    ) -> list[np.ndarray]:
+    def _decode(self, now: float, batches: _Batches) -> list[np.ndarray]:
         """One packet interval of received audio from the jitter buffer, decoded (or
         concealed): the frames of codec-rate audio a bank resamples, or, without a bank,
-        the audio at the mixer's rate.  A lone packet of a whole frame, for a codec with
-        decode_many, joins ``batches`` instead (under its decoder and bank), to be decoded
-        and resampled with the others."""
+        the audio at the mixer's rate.  The usual interval, one packet of a whole frame
+        for a codec that decodes many streams at once, joins ``batches`` instead, to be
+        decoded and resampled with the others."""
+        self._playout_debt += self._frame_samples
+        first = None
+        if self._batch is not None and self._playout_debt > 0 and not len(self._decoded):
+            first = self._jitter.get(now)
+            if first is None:  # nothing under way: silence
+                self._playout_debt = 0
+                return []
+            if first.kind is FrameKind.AUDIO:
+                payload = first.packet.payload  # type: ignore[union-attr]
+                size = len(payload)
+                debt = self._playout_debt - max(size, round(first.samples / self._ticks_per_sample))
+                if size == self._frame_samples and debt <= 0:
+                    self._playout_debt = debt
+                    batches[self._batch].append((self, payload))
+                    return []
         codec = self._codec
         decoded = []
-        self._playout_debt += self._frame_samples
         while self._playout_debt > 0:
-            frame = self._jitter.get(now)
+            frame = self._jitter.get(now) if first is None else first
+            first = None
             if frame is None:  # nothing under way: silence
                 self._playout_debt = 0
                 break
             if frame.kind is FrameKind.AUDIO:
-                payload = frame.packet.payload  # type: ignore[union-attr]
-                if (
-                    not decoded
-                    and len(payload) == self._frame_samples
-                    and self._decode_many is not None
-                    and self._from_codec is None
-                    and not len(self._decoded)
-                ):
-                    debt = self._playout_debt - max(
-                        len(payload), round(frame.samples / self._ticks_per_sample)
-                    )
-                    if debt <= 0:
-                        self._playout_debt = debt
-                        batches.setdefault((self._decode_many, self._up), []).append(
-                            (self, payload)
-                        )
-                        return decoded
                 try:
-                    pcm = codec.decode(payload)
+                    pcm = codec.decode(frame.packet.payload)  # type: ignore[union-attr]
                 except CodecError:
                     self.decode_errors += 1
                     pcm = codec.conceal()
