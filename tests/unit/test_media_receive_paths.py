@@ -112,7 +112,7 @@ def test_the_delay_window_keeps_the_same_quantile_when_it_wraps():
     arrivals.sort(key=lambda a: a[0])
     new, old = JitterBuffer(8000), ReferenceJitterBuffer(8000)
     assert play(new, arrivals, 31) == play(old, arrivals, 31)
-    assert new._sorted == old._sorted
+    assert list(new._sorted) == old._sorted
 
 
 STATISTIC_FIELDS = (

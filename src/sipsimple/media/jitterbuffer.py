@@ -23,8 +23,9 @@ delay explains, restarts the buffer (keeping what it learned of the network).
 
 from __future__ import annotations
 
-import bisect
 import math
+from array import array
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
@@ -84,20 +85,6 @@ def _unwrap(value: int, reference: int, bits: int) -> int:
     return reference + delta
 
 
-def _replace(values: list[float], old: float, new: float) -> None:
-    """Replaces ``old`` by ``new`` in the sorted list ``values``, keeping it sorted."""
-    i = bisect.bisect_left(values, old)
-    j = bisect.bisect_left(values, new)
-    if i <= j <= i + 1:  # new fits where old was
-        values[i] = new
-    elif j < i:
-        del values[i]
-        values.insert(j, new)
-    else:
-        values.insert(j, new)
-        del values[i]
-
-
 class JitterBuffer:
     """Playout buffer of one audio stream; delays are in seconds, ``ptime`` in ms.
 
@@ -129,8 +116,11 @@ class JitterBuffer:
         self._frame_seconds = ptime / 1000
         self._target = initial_delay
         self._hold = 0  # frames left before the target may fall
-        self._excesses: deque[float] = deque()
-        self._sorted: list[float] = []  # the same excesses, sorted
+        # The excesses in arrival order (a ring once full, _oldest its start) and sorted:
+        # arrays of doubles, whose values lie together in memory for the binary searches.
+        self._excesses = array("d")
+        self._oldest = 0
+        self._sorted = array("d")
         self._previous_excess = 0.0
         self._jump = max(1.0, 2 * max_delay)
         self._capacity = int(2 * max_delay / self._frame_seconds) + 16
@@ -196,11 +186,24 @@ class JitterBuffer:
                 self._base_time = now
                 excess = transit - base
                 excesses = self._excesses
-                if len(excesses) == WINDOW:
-                    _replace(self._sorted, excesses.popleft(), excess)
+                window = self._sorted
+                if len(excesses) == WINDOW:  # _remember(excess), inline
+                    oldest = self._oldest
+                    i = bisect_left(window, excesses[oldest])
+                    excesses[oldest] = excess
+                    self._oldest = oldest + 1 if oldest + 1 < WINDOW else 0
+                    j = bisect_left(window, excess)
+                    if i <= j <= i + 1:  # it fits where the oldest was
+                        window[i] = excess
+                    elif j < i:
+                        del window[i]
+                        window.insert(j, excess)
+                    else:
+                        window.insert(j, excess)
+                        del window[i]
                 else:
-                    bisect.insort(self._sorted, excess)
-                excesses.append(excess)
+                    excesses.append(excess)
+                    insort(window, excess)
                 previous = self._previous_excess
                 self._previous_excess = excess
                 if (previous if previous < excess else excess) > self._target:
@@ -321,16 +324,33 @@ class JitterBuffer:
         self._base = min(transit, self._base + BASE_LEAK * (now - self._base_time))
         self._base_time = now
         excess = transit - self._base
-        if len(self._excesses) == WINDOW:
-            _replace(self._sorted, self._excesses.popleft(), excess)
-        else:
-            bisect.insort(self._sorted, excess)
-        self._excesses.append(excess)
+        self._remember(excess)
         # Grow at once when two packets in a row need it; one outlier alone does not.
         needed = min(excess, self._previous_excess)
         self._previous_excess = excess
         if needed > self._target:
             self._raise_target(needed)
+
+    def _remember(self, excess: float) -> None:
+        """Adds an excess to the window, in place of the oldest once it is full."""
+        excesses, window = self._excesses, self._sorted
+        if len(excesses) < WINDOW:
+            excesses.append(excess)
+            insort(window, excess)
+            return
+        oldest = self._oldest
+        i = bisect_left(window, excesses[oldest])
+        excesses[oldest] = excess
+        self._oldest = oldest + 1 if oldest + 1 < WINDOW else 0
+        j = bisect_left(window, excess)
+        if i <= j <= i + 1:  # it fits where the oldest was
+            window[i] = excess
+        elif j < i:
+            del window[i]
+            window.insert(j, excess)
+        else:
+            window.insert(j, excess)
+            del window[i]
 
     def _raise_target(self, needed: float) -> None:
         self._target = min(needed, self.max_delay)
