@@ -27,6 +27,7 @@ import ipaddress
 import logging
 import random
 import socket
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, fields, replace
@@ -78,6 +79,7 @@ SSRC_THRESHOLD = 3
 # Packets waiting for the ICE writer; beyond this the oldest are dropped (ICE is stuck).
 MAX_ICE_BACKLOG = 64
 RECEIVE_SIZE = 65536  # a datagram larger than this (none is) would be cut short
+_RTP_HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence number, timestamp, SSRC
 _RTP_PROFILES = ("RTP/AVP", "RTP/SAVP", "RTP/AVPF", "RTP/SAVPF")
 
 
@@ -670,7 +672,32 @@ class RTPTransport:
         except OSError:  # an ICMP error (port unreachable while the peer is not up): not fatal
             self.counters.send_errors += 1
             return
-        self._rtp_datagram(data, address if len(address) == 2 else address[:2])
+        if len(address) != 2:
+            address = address[:2]
+        # The usual packet: plain RTP (not SRTP, no CSRC, extension or padding, a payload
+        # type RTCP cannot be mistaken for) of the source we receive, from where we
+        # receive, with no switch of either under way.  For it _rtp_datagram() would
+        # parse as RTPPacket.parse() does and _accept() would change nothing: it is
+        # handed over at once.  Without ICE (which reads its own sockets).
+        latch = self._latch
+        if len(data) >= 12 and self._srtp is None and address == latch.address:
+            b0, b1, seq, timestamp, ssrc = _RTP_HEADER.unpack_from(data)
+            payload_type = b1 & 0x7F
+            if (
+                b0 == 0x80
+                and not 64 <= payload_type <= 95
+                and ssrc == self._remote_ssrc
+                and ssrc == latch.ssrc
+                and latch.candidate is None
+                and self._ssrc_candidate is None
+            ):
+                receiver = self.receiver
+                if receiver is not None:
+                    self.counters.rtp_received += 1
+                    packet = RTPPacket(payload_type, seq, timestamp, ssrc, data[12:], b1 > 0x7F)
+                    receiver.rtp_received(packet, self._loop.time())
+                return
+        self._rtp_datagram(data, address)
 
     def _rtcp_readable(self) -> None:
         received = self._read(self._rtcp_socket)
