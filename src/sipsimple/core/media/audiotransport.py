@@ -31,7 +31,7 @@ import secrets
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -50,7 +50,12 @@ from sipsimple.core.sdp.model import BaseSDPMediaStream, BaseSDPSession
 from sipsimple.media.codecs import AudioCodec, CodecInfo, available_codecs, codec_info, create_codec
 from sipsimple.media.dtmf import TELEPHONE_EVENT_FMTP, DTMFReceiver, DTMFSender
 from sipsimple.media.errors import CodecError, RTCPParseError
-from sipsimple.media.jitterbuffer import FrameKind, JitterBuffer, JitterBufferStatistics
+from sipsimple.media.jitterbuffer import (
+    FrameKind,
+    JitterBuffer,
+    JitterBufferStatistics,
+    JitterFrame,
+)
 from sipsimple.media.mixer import PTIME, AudioMixer, FramePacer, MixerPort
 from sipsimple.media.resample import Resampler, ResamplerBank
 from sipsimple.media.rtcpsession import RTCPSession, StreamStatistics
@@ -79,9 +84,9 @@ PHASE_SLOTS = 14
 GOLDEN_RATIO = 0.6180339887498949
 _phases = itertools.count()
 _ClockKey = tuple[asyncio.AbstractEventLoop, AudioMixer, float, int]
-# Members whose packet of this interval is decoded with the others of its codec, by
-# (decode_many, the bank that resamples them or None).
-_Batches = defaultdict[tuple[object, ResamplerBank | None], list[tuple["AudioTransport", bytes]]]
+# Members whose packet of this interval is decoded with the others of its codec go
+# together by (decode_many, the bank that resamples them or None).
+_BatchKey = tuple[object, ResamplerBank | None]
 _clocks: dict[_ClockKey, _SharedClock] = {}
 # A bank's work buffers serve one loop at a time: each loop (thread) has its own banks.
 _banks: weakref.WeakKeyDictionary[
@@ -187,35 +192,68 @@ def _send_all(members: list[AudioTransport], now: float, due: float) -> None:
 def _play_all(members: list[AudioTransport], now: float) -> None:
     """One packet interval of each member's received audio to the mixer, resampled in
     groups, a frame of each member per matrix product.  The usual interval - one packet
-    for a codec that decodes many streams at once (G.711) - is decoded with the others of
-    its codec: one table lookup for them all, whose rows the bank resamples as they are."""
-    batches: _Batches = defaultdict(list)
-    queues = [(member, member._decode(now, batches)) for member in members if member._receiving]
+    of a whole frame for a codec that decodes many streams at once (G.711) - is decoded
+    with the others of its codec: one table lookup for them all, whose rows the bank
+    resamples as they are.  This runs for every member every frame: _decode()'s usual
+    case is here, without a call per member."""
+    batches: dict[_BatchKey, list[tuple[AudioTransport, bytes]]] = defaultdict(list)
+    queues = []
+    for member in members:
+        if not member._receiving:
+            continue
+        member._playout_debt += member._frame_samples
+        first = None
+        batch = member._batch
+        if batch is not None and member._playout_debt > 0 and not len(member._decoded):
+            first = member._jitter.get(now)
+            if first is None:  # nothing under way: silence
+                member._playout_debt = 0
+                continue
+            if first.kind is FrameKind.AUDIO:
+                payload = first.packet.payload  # type: ignore[union-attr]
+                size = len(payload)
+                debt = member._playout_debt - max(
+                    size, round(first.samples / member._ticks_per_sample)
+                )
+                if size == member._frame_samples and debt <= 0:
+                    member._playout_debt = debt
+                    batches[batch].append((member, payload))
+                    continue
+        frames = member._decode(now, first)
+        if frames:
+            queues.append((member, frames))
     for (decode_many, bank), batch in batches.items():
         codecs = [member._codec for member, _payload in batch]
         pcm = decode_many(codecs, [payload for _member, payload in batch])  # type: ignore[operator]
         if bank is not None:
-            pcm = bank.process([member._up_lane for member, _ in batch], pcm)
-        for (member, _payload), frame in zip(batch, pcm, strict=True):
-            member._queue(frame)
-    queues = [(member, frames) for member, frames in queues if frames]
+            pcm = bank.process([member._up_lane for member, _payload in batch], pcm)
+        _queue(zip([member for member, _payload in batch], pcm, strict=True))
     while queues:
+        direct = []
         groups: dict[ResamplerBank, list[tuple[AudioTransport, np.ndarray]]] = {}
         for member, frames in queues:
             frame = frames.pop(0)
             bank = member._up
             if bank is None:
-                member._queue(frame)
+                direct.append((member, frame))
             else:
                 groups.setdefault(bank, []).append((member, frame))
+        _queue(direct)
         for bank, group in groups.items():
             out = bank.process(
                 [member._up_lane for member, _frame in group],
                 np.stack([frame for _member, frame in group]),
             )
-            for (member, _frame), pcm in zip(group, out, strict=True):
-                member._queue(pcm)
+            _queue(zip([member for member, _frame in group], out, strict=True))
         queues = [(member, frames) for member, frames in queues if frames]
+
+
+def _queue(frames: Iterable[tuple[AudioTransport, np.ndarray]]) -> None:
+    """Received audio at the mixer's rate, for its next tick (dropped when late)."""
+    for member, pcm in frames:
+        if member._inbound <= MAX_QUEUED_FRAMES * member.mixer.frame_samples:
+            member._inbound += len(pcm)
+            member._port.put_frame(pcm)  # type: ignore[union-attr]
 
 
 def _bank(
@@ -655,27 +693,11 @@ class AudioTransport:
         self._clock = _SharedClock.join(self, key, loop.time() + phase * PTIME)
         self._pacer = self._clock.pacer
 
-    def _decode(self, now: float, batches: _Batches) -> list[np.ndarray]:
-        """One packet interval of received audio from the jitter buffer, decoded (or
-        concealed): the frames of codec-rate audio a bank resamples, or, without a bank,
-        the audio at the mixer's rate.  The usual interval, one packet of a whole frame
-        for a codec that decodes many streams at once, joins ``batches`` instead, to be
-        decoded and resampled with the others."""
-        self._playout_debt += self._frame_samples
-        first = None
-        if self._batch is not None and self._playout_debt > 0 and not len(self._decoded):
-            first = self._jitter.get(now)
-            if first is None:  # nothing under way: silence
-                self._playout_debt = 0
-                return []
-            if first.kind is FrameKind.AUDIO:
-                payload = first.packet.payload  # type: ignore[union-attr]
-                size = len(payload)
-                debt = self._playout_debt - max(size, round(first.samples / self._ticks_per_sample))
-                if size == self._frame_samples and debt <= 0:
-                    self._playout_debt = debt
-                    batches[self._batch].append((self, payload))
-                    return []
+    def _decode(self, now: float, first: JitterFrame | None) -> list[np.ndarray]:
+        """What the playout owes the mixer (``_playout_debt``, in codec samples) from the
+        jitter buffer, decoded (or concealed): the frames of codec-rate audio a bank
+        resamples, or, without a bank, the audio at the mixer's rate.  ``first`` is the
+        buffer's next frame when _play_all() took it already."""
         codec = self._codec
         decoded = []
         while self._playout_debt > 0:
@@ -707,14 +729,6 @@ class AudioTransport:
         count = len(pending) // size
         self._decoded = pending[count * size :]
         return [pending[i * size : (i + 1) * size] for i in range(count)]
-
-    def _queue(self, pcm: np.ndarray) -> None:
-        """Received audio at the mixer's rate, for its next tick (dropped when late)."""
-        port = self._port
-        assert port is not None
-        if self._inbound <= MAX_QUEUED_FRAMES * self.mixer.frame_samples:
-            self._inbound += len(pcm)
-            port.put_frame(pcm)
 
     # -- from the RTPTransport --------------------------------------------------------------
 
