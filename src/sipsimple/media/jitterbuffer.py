@@ -23,11 +23,13 @@ delay explains, restarts the buffer (keeping what it learned of the network).
 
 from __future__ import annotations
 
-import bisect
 import math
+from array import array
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from sipsimple.media.rtp import RTPPacket
 
@@ -46,9 +48,12 @@ class FrameKind(Enum):
     LOST = "lost"  # nothing to play in this slot: run the codec's concealment
 
 
-@dataclass(frozen=True, slots=True)
-class JitterFrame:
-    """One slot of playout.  ``samples`` is its duration in RTP clock ticks."""
+_AUDIO, _LOST = FrameKind.AUDIO, FrameKind.LOST
+
+
+class JitterFrame(NamedTuple):
+    """One slot of playout.  ``samples`` is its duration in RTP clock ticks.  A named tuple:
+    one is made per frame, and a tuple is the cheapest immutable object to make."""
 
     kind: FrameKind
     timestamp: int
@@ -111,8 +116,11 @@ class JitterBuffer:
         self._frame_seconds = ptime / 1000
         self._target = initial_delay
         self._hold = 0  # frames left before the target may fall
-        self._excesses: deque[float] = deque()
-        self._sorted: list[float] = []  # the same excesses, sorted
+        # The excesses in arrival order (a ring once full, _oldest its start) and sorted:
+        # arrays of doubles, whose values lie together in memory for the binary searches.
+        self._excesses = array("d")
+        self._oldest = 0
+        self._sorted = array("d")
         self._previous_excess = 0.0
         self._jump = max(1.0, 2 * max_delay)
         self._capacity = int(2 * max_delay / self._frame_seconds) + 16
@@ -142,6 +150,78 @@ class JitterBuffer:
     # arrival side
 
     def put(self, packet: RTPPacket, now: float) -> None:
+        """Stores ``packet``, arrived at ``now``."""
+        # The usual packet: the next in sequence from the source we play, on its timeline,
+        # in time and no duplicate, while playing.  It takes the steps _put() would take,
+        # without the calls and the checks that cannot fail; anything else takes _put().
+        highest = self._highest
+        if (
+            self._playing
+            and highest is not None
+            and packet.ssrc == self._ssrc
+            and (seq_ref := self._seq_ref) == highest[0]
+            and packet.sequence_number == (seq_ref + 1) & 0xFFFF
+            and self._suspect is None
+        ):
+            ts_ref: int = self._ts_ref  # type: ignore[assignment]  # set with _highest
+            ext_ts = ts_ref + ((packet.timestamp - ts_ref + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            transit = now - ext_ts / self.clock_rate
+            buffer = self._buffer
+            if (
+                abs(transit - self._base) <= self._jump
+                and ext_ts not in buffer
+                and ext_ts >= self._playout - self._frame // 2
+            ):
+                stats = self.statistics
+                stats.received += 1
+                ext_seq = seq_ref + 1
+                self._seq_ref = ext_seq
+                if ext_ts > ts_ref:
+                    self._ts_ref = ext_ts
+                # _observe(transit, now):
+                base = self._base + BASE_LEAK * (now - self._base_time)
+                if transit < base:
+                    base = transit
+                self._base = base
+                self._base_time = now
+                excess = transit - base
+                excesses = self._excesses
+                window = self._sorted
+                if len(excesses) == WINDOW:  # _remember(excess), inline
+                    oldest = self._oldest
+                    i = bisect_left(window, excesses[oldest])
+                    excesses[oldest] = excess
+                    self._oldest = oldest + 1 if oldest + 1 < WINDOW else 0
+                    j = bisect_left(window, excess)
+                    if i <= j <= i + 1:  # it fits where the oldest was
+                        window[i] = excess
+                    elif j < i:
+                        del window[i]
+                        window.insert(j, excess)
+                    else:
+                        window.insert(j, excess)
+                        del window[i]
+                else:
+                    excesses.append(excess)
+                    insort(window, excess)
+                previous = self._previous_excess
+                self._previous_excess = excess
+                if (previous if previous < excess else excess) > self._target:
+                    self._raise_target(previous if previous < excess else excess)
+                # the packet duration, as in _store():
+                step = ext_ts - highest[1]
+                if step == self._step and 0 < step <= self.clock_rate * 0.12:
+                    self._frame = step
+                self._step = step
+                self._highest = (ext_seq, ext_ts)
+                buffer[ext_ts] = (ext_seq, packet)
+                if len(buffer) > self._capacity:
+                    del buffer[min(buffer)]
+                    stats.discarded += 1
+                return
+        self._put(packet, now)
+
+    def _put(self, packet: RTPPacket, now: float) -> None:
         stats = self.statistics
         stats.received += 1
         ssrc = packet.ssrc
@@ -244,17 +324,37 @@ class JitterBuffer:
         self._base = min(transit, self._base + BASE_LEAK * (now - self._base_time))
         self._base_time = now
         excess = transit - self._base
-        if len(self._excesses) == WINDOW:
-            old = self._excesses.popleft()
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
-        self._excesses.append(excess)
-        bisect.insort(self._sorted, excess)
+        self._remember(excess)
         # Grow at once when two packets in a row need it; one outlier alone does not.
         needed = min(excess, self._previous_excess)
         self._previous_excess = excess
         if needed > self._target:
-            self._target = min(needed, self.max_delay)
-            self._hold = round(HOLD / self._frame_seconds)
+            self._raise_target(needed)
+
+    def _remember(self, excess: float) -> None:
+        """Adds an excess to the window, in place of the oldest once it is full."""
+        excesses, window = self._excesses, self._sorted
+        if len(excesses) < WINDOW:
+            excesses.append(excess)
+            insort(window, excess)
+            return
+        oldest = self._oldest
+        i = bisect_left(window, excesses[oldest])
+        excesses[oldest] = excess
+        self._oldest = oldest + 1 if oldest + 1 < WINDOW else 0
+        j = bisect_left(window, excess)
+        if i <= j <= i + 1:  # it fits where the oldest was
+            window[i] = excess
+        elif j < i:
+            del window[i]
+            window.insert(j, excess)
+        else:
+            window.insert(j, excess)
+            del window[i]
+
+    def _raise_target(self, needed: float) -> None:
+        self._target = min(needed, self.max_delay)
+        self._hold = round(HOLD / self._frame_seconds)
 
     # playout side
 
@@ -263,16 +363,31 @@ class JitterBuffer:
         stats = self.statistics
         if not self._playing and not self._start(now):
             return None
-        self._update_target()
+        # The target falls back towards the quantile of the excesses once HOLD is over.
+        window = self._sorted
+        floor = window[int(QUANTILE * (len(window) - 1))]
+        max_delay = self.max_delay
+        if floor < self.min_delay:
+            floor = self.min_delay
+        if floor > max_delay:
+            floor = max_delay
         target = self._target
         frame_seconds = self._frame_seconds
-        delay = now - self._playout / self.clock_rate - self._base
+        if self._hold:
+            self._hold -= 1
+        elif target > floor:
+            target = max(floor, target - self.release * frame_seconds)
+        if target < floor:
+            target = floor
+        self._target = target
+        playout = self._playout
+        delay = now - playout / self.clock_rate - self._base
         stats.delay_ms = delay * 1000
         stats.target_delay_ms = target * 1000
         frame = self._frame
-        if delay < target and delay + frame_seconds <= self.max_delay:
+        if delay < target and delay + frame_seconds <= max_delay:
             stats.expanded += 1
-            return JitterFrame(FrameKind.LOST, self._playout & 0xFFFFFFFF, frame)
+            return JitterFrame(_LOST, playout & 0xFFFFFFFF, frame)
         buffer = self._buffer
         self._since_shrink += 1
         if (
@@ -281,41 +396,46 @@ class JitterBuffer:
             and len(buffer) >= 2
         ):
             self._since_shrink = 0
-            skipped = buffer.pop(self._playout, None)
+            skipped = buffer.pop(playout, None)
             if skipped is not None:
                 stats.discarded += 1
                 self._last_seq = skipped[0]
                 self._played_append(skipped[0])
-            self._playout += frame
-        slot = self._playout
+            playout += frame
+            self._playout = playout
         half = frame // 2
-        earliest = min(buffer) if buffer else None
-        if earliest is not None and earliest < slot - half:
-            for stale in [ts for ts in buffer if ts < slot - half]:
-                del buffer[stale]
-                stats.late += 1
-            earliest = min(buffer) if buffer else None
+        if buffer:
+            earliest = min(buffer)
+            if earliest < playout - half:
+                for stale in [ts for ts in buffer if ts < playout - half]:
+                    del buffer[stale]
+                    stats.late += 1
+                earliest = min(buffer) if buffer else None
+        else:
+            earliest = None
         if earliest is None:
             self._empty += 1
             if self._empty > IDLE_FRAMES:
                 self._stop()
                 return None
             stats.underruns += 1
-            self._playout = slot + frame
-            return JitterFrame(FrameKind.LOST, slot & 0xFFFFFFFF, frame)
+            self._playout = playout + frame
+            return JitterFrame(_LOST, playout & 0xFFFFFFFF, frame)
         self._empty = 0
-        if earliest <= slot + half:
+        if earliest <= playout + half:
             seq, packet = buffer.pop(earliest)
             self._playout = earliest + frame
             self._last_seq = seq
-            self._played_append(seq)
+            self._played.append(seq)
+            if seq > self._played_max:
+                self._played_max = seq
             stats.played += 1
-            return JitterFrame(FrameKind.AUDIO, packet.timestamp, frame, packet)
-        self._playout = slot + frame
+            return JitterFrame(_AUDIO, packet.timestamp, frame, packet)
+        self._playout = playout + frame
         if self._last_seq is not None and buffer[earliest][0] == self._last_seq + 1:
             return None  # no packet is missing: the sender paused (silence suppression)
         stats.lost += 1
-        return JitterFrame(FrameKind.LOST, slot & 0xFFFFFFFF, frame)
+        return JitterFrame(_LOST, playout & 0xFFFFFFFF, frame)
 
     def _played_append(self, seq: int) -> None:
         self._played.append(seq)
@@ -332,17 +452,6 @@ class JitterBuffer:
         self._playing = True
         self._playout = earliest
         return True
-
-    def _update_target(self) -> None:
-        window = self._sorted
-        floor = window[int(QUANTILE * (len(window) - 1))]
-        floor = min(max(floor, self.min_delay), self.max_delay)
-        if self._hold:
-            self._hold -= 1
-        elif self._target > floor:
-            self._target = max(floor, self._target - self.release * self._frame_seconds)
-        if self._target < floor:
-            self._target = floor
 
     @property
     def delay(self) -> float:

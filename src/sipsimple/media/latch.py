@@ -31,7 +31,8 @@ class RTPLatch(Generic[Address]):
         self.address = address
         self.latched = False
         self.ssrc: int | None = None
-        self._candidate: tuple[Address, int] | None = None
+        # The (address, SSRC) a switch may go to, counting; None: no switch under way.
+        self.candidate: tuple[Address, int] | None = None
         self._count = 0
 
     def observe(self, address: Address, ssrc: int) -> bool:
@@ -42,15 +43,15 @@ class RTPLatch(Generic[Address]):
             return changed
         if address == self.address:
             self.ssrc = ssrc
-            self._candidate, self._count = None, 0
+            self.candidate, self._count = None, 0
             return False
-        if self._candidate == (address, ssrc):
+        if self.candidate == (address, ssrc):
             self._count += 1
         else:
-            self._candidate, self._count = (address, ssrc), 1
+            self.candidate, self._count = (address, ssrc), 1
         needed = self.threshold if ssrc == self.ssrc else self.new_ssrc_threshold
         if self._count < needed:
             return False
         self.address, self.ssrc = address, ssrc
-        self._candidate, self._count = None, 0
+        self.candidate, self._count = None, 0
         return True

@@ -30,7 +30,8 @@ import logging
 import secrets
 import time
 import weakref
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -49,7 +50,12 @@ from sipsimple.core.sdp.model import BaseSDPMediaStream, BaseSDPSession
 from sipsimple.media.codecs import AudioCodec, CodecInfo, available_codecs, codec_info, create_codec
 from sipsimple.media.dtmf import TELEPHONE_EVENT_FMTP, DTMFReceiver, DTMFSender
 from sipsimple.media.errors import CodecError, RTCPParseError
-from sipsimple.media.jitterbuffer import FrameKind, JitterBuffer, JitterBufferStatistics
+from sipsimple.media.jitterbuffer import (
+    FrameKind,
+    JitterBuffer,
+    JitterBufferStatistics,
+    JitterFrame,
+)
 from sipsimple.media.mixer import PTIME, AudioMixer, FramePacer, MixerPort
 from sipsimple.media.resample import Resampler, ResamplerBank
 from sipsimple.media.rtcpsession import RTCPSession, StreamStatistics
@@ -79,6 +85,9 @@ PHASE_SLOTS = 14
 GOLDEN_RATIO = 0.6180339887498949
 _phases = itertools.count()
 _ClockKey = tuple[asyncio.AbstractEventLoop, AudioMixer, float, int]
+# Members whose packet of this interval is decoded with the others of its codec go
+# together by (decode_many, the bank that resamples them or None).
+_BatchKey = tuple[object, ResamplerBank | None]
 _clocks: dict[_ClockKey, _SharedClock] = {}
 # A bank's work buffers serve one loop at a time: each loop (thread) has its own banks.
 _banks: weakref.WeakKeyDictionary[
@@ -182,27 +191,70 @@ def _send_all(members: list[AudioTransport], now: float, due: float) -> None:
 
 
 def _play_all(members: list[AudioTransport], now: float) -> None:
-    """One packet interval of each member's received audio to the mixer: decoded one by
-    one, resampled in groups, a frame of each member per matrix product."""
-    queues = [(member, member._decode(now)) for member in members if member._receiving]
-    queues = [(member, frames) for member, frames in queues if frames]
+    """One packet interval of each member's received audio to the mixer, resampled in
+    groups, a frame of each member per matrix product.  The usual interval - one packet
+    of a whole frame for a codec that decodes many streams at once (G.711) - is decoded
+    with the others of its codec: one table lookup for them all, whose rows the bank
+    resamples as they are.  This runs for every member every frame: _decode()'s usual
+    case is here, without a call per member."""
+    batches: dict[_BatchKey, list[tuple[AudioTransport, bytes]]] = defaultdict(list)
+    queues = []
+    for member in members:
+        if not member._receiving:
+            continue
+        member._playout_debt += member._frame_samples
+        first = None
+        batch = member._batch
+        if batch is not None and member._playout_debt > 0 and not len(member._decoded):
+            first = member._jitter.get(now)
+            if first is None:  # nothing under way: silence
+                member._playout_debt = 0
+                continue
+            if first.kind is FrameKind.AUDIO:
+                payload = first.packet.payload  # type: ignore[union-attr]
+                size = len(payload)
+                debt = member._playout_debt - max(
+                    size, round(first.samples / member._ticks_per_sample)
+                )
+                if size == member._frame_samples and debt <= 0:
+                    member._playout_debt = debt
+                    batches[batch].append((member, payload))
+                    continue
+        frames = member._decode(now, first)
+        if frames:
+            queues.append((member, frames))
+    for (decode_many, bank), batch in batches.items():
+        codecs = [member._codec for member, _payload in batch]
+        pcm = decode_many(codecs, [payload for _member, payload in batch])  # type: ignore[operator]
+        if bank is not None:
+            pcm = bank.process([member._up_lane for member, _payload in batch], pcm)
+        _queue(zip([member for member, _payload in batch], pcm, strict=True))
     while queues:
+        direct = []
         groups: dict[ResamplerBank, list[tuple[AudioTransport, np.ndarray]]] = {}
         for member, frames in queues:
             frame = frames.pop(0)
             bank = member._up
             if bank is None:
-                member._queue(frame)
+                direct.append((member, frame))
             else:
                 groups.setdefault(bank, []).append((member, frame))
+        _queue(direct)
         for bank, group in groups.items():
             out = bank.process(
                 [member._up_lane for member, _frame in group],
                 np.stack([frame for _member, frame in group]),
             )
-            for (member, _frame), pcm in zip(group, out, strict=True):
-                member._queue(pcm)
+            _queue(zip([member for member, _frame in group], out, strict=True))
         queues = [(member, frames) for member, frames in queues if frames]
+
+
+def _queue(frames: Iterable[tuple[AudioTransport, np.ndarray]]) -> None:
+    """Received audio at the mixer's rate, for its next tick (dropped when late)."""
+    for member, pcm in frames:
+        if member._inbound <= MAX_QUEUED_FRAMES * member.mixer.frame_samples:
+            member._inbound += len(pcm)
+            member._port.put_frame(pcm)  # type: ignore[union-attr]
 
 
 def _bank(
@@ -407,6 +459,10 @@ class AudioTransport:
         self._packetizer = RTPPacketizer(info.payload_type)
         self._marker = True
         self._jitter = JitterBuffer(info.clock_rate, ptime=info.ptime)
+        # A codec that decodes many streams' frames at once (G.711) with what resamples
+        # them, when no Resampler of our own keeps state between frames: our batch's key.
+        decode_many = getattr(codec, "decode_many", None)
+        self._batch = (decode_many, self._up) if decode_many and not self._from_codec else None
         self._playout_debt = 0.0  # codec samples the playout still owes the mixer
         self._dtmf_sender = DTMFSender(
             events[str(self._event_type)] if self._event_type is not None else 8000,
@@ -652,15 +708,16 @@ class AudioTransport:
         self._clock = _SharedClock.join(self, key, loop.time() + phase * PTIME)
         self._pacer = self._clock.pacer
 
-    def _decode(self, now: float) -> list[np.ndarray]:
-        """One packet interval of received audio from the jitter buffer, decoded (or
-        concealed): the frames of codec-rate audio a bank resamples, or, without a bank,
-        the audio at the mixer's rate."""
+    def _decode(self, now: float, first: JitterFrame | None) -> list[np.ndarray]:
+        """What the playout owes the mixer (``_playout_debt``, in codec samples) from the
+        jitter buffer, decoded (or concealed): the frames of codec-rate audio a bank
+        resamples, or, without a bank, the audio at the mixer's rate.  ``first`` is the
+        buffer's next frame when _play_all() took it already."""
         codec = self._codec
         decoded = []
-        self._playout_debt += self._frame_samples
         while self._playout_debt > 0:
-            frame = self._jitter.get(now)
+            frame = self._jitter.get(now) if first is None else first
+            first = None
             if frame is None:  # nothing under way: silence
                 self._playout_debt = 0
                 break
@@ -687,14 +744,6 @@ class AudioTransport:
         count = len(pending) // size
         self._decoded = pending[count * size :]
         return [pending[i * size : (i + 1) * size] for i in range(count)]
-
-    def _queue(self, pcm: np.ndarray) -> None:
-        """Received audio at the mixer's rate, for its next tick (dropped when late)."""
-        port = self._port
-        assert port is not None
-        if self._inbound <= MAX_QUEUED_FRAMES * self.mixer.frame_samples:
-            self._inbound += len(pcm)
-            port.put_frame(pcm)
 
     # -- from the RTPTransport --------------------------------------------------------------
 

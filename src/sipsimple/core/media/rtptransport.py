@@ -27,6 +27,7 @@ import ipaddress
 import logging
 import random
 import socket
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, fields, replace
@@ -78,6 +79,7 @@ SSRC_THRESHOLD = 3
 # Packets waiting for the ICE writer; beyond this the oldest are dropped (ICE is stuck).
 MAX_ICE_BACKLOG = 64
 RECEIVE_SIZE = 65536  # a datagram larger than this (none is) would be cut short
+_RTP_HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence number, timestamp, SSRC
 _RTP_PROFILES = ("RTP/AVP", "RTP/SAVP", "RTP/AVPF", "RTP/SAVPF")
 
 
@@ -658,10 +660,44 @@ class RTPTransport:
     # -- receiving --------------------------------------------------------------------------
 
     def _rtp_readable(self) -> None:
-        # One datagram per call: the selector calls again while more are waiting.
-        received = self._read(self._rtp_socket)
-        if received is not None:
-            self._rtp_datagram(*received)
+        # One datagram per call: the selector calls again while more are waiting.  What
+        # _read() does, without a call: this runs for every packet.
+        sock = self._rtp_socket
+        if sock is None:
+            return
+        try:
+            data, address = sock.recvfrom(RECEIVE_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # an ICMP error (port unreachable while the peer is not up): not fatal
+            self.counters.send_errors += 1
+            return
+        if len(address) != 2:
+            address = address[:2]
+        # The usual packet: plain RTP (not SRTP, no CSRC, extension or padding, a payload
+        # type RTCP cannot be mistaken for) of the source we receive, from where we
+        # receive, with no switch of either under way.  For it _rtp_datagram() would
+        # parse as RTPPacket.parse() does and _accept() would change nothing: it is
+        # handed over at once.  Without ICE (which reads its own sockets).
+        latch = self._latch
+        if len(data) >= 12 and self._srtp is None and address == latch.address:
+            b0, b1, seq, timestamp, ssrc = _RTP_HEADER.unpack_from(data)
+            payload_type = b1 & 0x7F
+            if (
+                b0 == 0x80
+                and not 64 <= payload_type <= 95
+                and ssrc == self._remote_ssrc
+                and ssrc == latch.ssrc
+                and latch.candidate is None
+                and self._ssrc_candidate is None
+            ):
+                receiver = self.receiver
+                if receiver is not None:
+                    self.counters.rtp_received += 1
+                    packet = RTPPacket(payload_type, seq, timestamp, ssrc, data[12:], b1 > 0x7F)
+                    receiver.rtp_received(packet, self._loop.time())
+                return
+        self._rtp_datagram(data, address)
 
     def _rtcp_readable(self) -> None:
         received = self._read(self._rtcp_socket)
@@ -715,7 +751,17 @@ class RTPTransport:
         except RTPParseError:
             counters.garbage += 1
             return
-        if not self._accept(packet, address):
+        # The usual packet, from where we receive and of the source we receive, with no
+        # switch of either under way, is one _accept() takes and changes nothing for.
+        ssrc = packet.ssrc
+        if ssrc != self._remote_ssrc or self._ssrc_candidate is not None:
+            usual = False
+        elif self._ice_running:
+            usual = address in self._ice_peers
+        else:
+            latch = self._latch
+            usual = address == latch.address and latch.candidate is None and latch.ssrc == ssrc
+        if not usual and not self._accept(packet, address):
             return
         receiver = self.receiver
         if receiver is not None:

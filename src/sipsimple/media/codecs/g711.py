@@ -7,6 +7,8 @@ one's complement for negative values), so encoding is one table lookup per sampl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from sipsimple.media.codecs.base import AudioCodec, CodecInfo
@@ -99,10 +101,27 @@ def alaw_decode(data: bytes) -> np.ndarray:
     return _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
 
 
-class PCMU(AudioCodec):
+class _G711(AudioCodec):
+    _expand: np.ndarray  # code -> sample
+
+    @classmethod
+    def decode_many(cls, codecs: Sequence[AudioCodec], payloads: Sequence[bytes]) -> np.ndarray:
+        """decode() of one payload for each of ``codecs`` (all of one length, not empty) in
+        one table lookup: row i of the result is payloads[i] decoded, which codecs[i] keeps
+        for its concealment as decode() does."""
+        data = np.frombuffer(b"".join(payloads), dtype=np.uint8)
+        pcm = cls._expand[data].reshape(len(payloads), -1)
+        for codec, row in zip(codecs, pcm, strict=True):
+            codec._last = row
+            codec._concealed = 0
+        return pcm
+
+
+class PCMU(_G711):
     """G.711 mu-law, static payload type 0."""
 
     encode_many = staticmethod(_ulaw_encode_many)
+    _expand = _ULAW_DECODE
 
     def _encode(self, pcm: np.ndarray) -> bytes:
         return ulaw_encode(pcm)
@@ -111,10 +130,11 @@ class PCMU(AudioCodec):
         return ulaw_decode(payload)
 
 
-class PCMA(AudioCodec):
+class PCMA(_G711):
     """G.711 A-law, static payload type 8."""
 
     encode_many = staticmethod(_alaw_encode_many)
+    _expand = _ALAW_DECODE
 
     def _encode(self, pcm: np.ndarray) -> bytes:
         return alaw_encode(pcm)

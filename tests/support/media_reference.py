@@ -1,0 +1,395 @@
+"""The receive side as it was before its fast paths (commit f39df75), kept verbatim as
+an oracle: the tests feed the same packet sequences to these and to sipsimple's classes
+and require the same frames and statistics.  Only names differ (Reference*)."""
+
+# ruff: noqa
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+
+from sipsimple.media.jitterbuffer import FrameKind, JitterBufferStatistics, JitterFrame
+from sipsimple.media.rtp import RTPPacket
+
+WINDOW = 500  # packets of excess-transit history (10 s of 20 ms packets)
+QUANTILE = 0.98
+HOLD = 10.0  # seconds the target stays up after rising
+BASE_LEAK = 0.002  # seconds per second the base transit may rise (a 0.2 % slow clock)
+MAX_DROPOUT = 3000  # sequence jump taken as a restart (RFC 3550 A.1)
+IDLE_FRAMES = 10  # consecutive empty frames after which playout stops and rebuffers
+
+
+def _unwrap(value: int, reference: int, bits: int) -> int:
+    """The extended value nearest to ``reference`` whose low ``bits`` equal ``value``."""
+    modulus = 1 << bits
+    delta = (value - reference) % modulus
+    if delta >= modulus >> 1:
+        delta -= modulus
+    return reference + delta
+
+
+class ReferenceJitterBuffer:
+    """Playout buffer of one audio stream; delays are in seconds, ``ptime`` in ms.
+
+    Only audio packets belong here: telephone-event packets go to the DTMFReceiver (the
+    audio slots they replaced play as lost frames, which the concealment fades out).
+    """
+
+    def __init__(
+        self,
+        clock_rate: int,
+        *,
+        ptime: int = 20,
+        min_delay: float = 0.04,
+        max_delay: float = 0.5,
+        initial_delay: float = 0.06,
+        release: float = 0.02,
+        shrink_interval: int = 20,
+    ) -> None:
+        if not 0 <= min_delay <= initial_delay <= max_delay:
+            raise ValueError("delays must satisfy 0 <= min_delay <= initial_delay <= max_delay")
+        self.clock_rate = clock_rate
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.release = release
+        self.shrink_interval = shrink_interval
+        self.statistics = JitterBufferStatistics(target_delay_ms=initial_delay * 1000)
+        self._frame = clock_rate * ptime // 1000
+        self._step = self._frame  # the last timestamp step between consecutive packets
+        self._frame_seconds = ptime / 1000
+        self._target = initial_delay
+        self._hold = 0  # frames left before the target may fall
+        self._excesses: deque[float] = deque()
+        self._sorted: list[float] = []  # the same excesses, sorted
+        self._previous_excess = 0.0
+        self._jump = max(1.0, 2 * max_delay)
+        self._capacity = int(2 * max_delay / self._frame_seconds) + 16
+        self._ssrc: int | None = None
+        self._suspect: tuple[RTPPacket, float] | None = None
+        self._restart()
+
+    def _restart(self) -> None:
+        self._buffer: dict[int, tuple[int, RTPPacket]] = {}  # extended ts -> (ext seq, packet)
+        self._ts_ref: int | None = None
+        self._seq_ref = 0
+        self._highest: tuple[int, int] | None = None  # (ext seq, ext ts) of the newest packet
+        self._base = math.inf  # base transit, updated at each arrival
+        self._base_time = 0.0
+        self._playout = 0  # extended timestamp of the next slot
+        self._last_seq: int | None = None  # extended sequence number last played
+        self._played: deque[int] = deque(maxlen=64)
+        self._played_max: float = -math.inf  # no sequence number above this was played
+        self._stop()
+
+    def _stop(self) -> None:
+        """Stops playout until the buffer refills (the timeline and what was played stay)."""
+        self._playing = False
+        self._empty = 0
+        self._since_shrink = 0
+
+    # arrival side
+
+    def put(self, packet: RTPPacket, now: float) -> None:
+        stats = self.statistics
+        stats.received += 1
+        ssrc = packet.ssrc
+        if self._ssrc is None:
+            self._ssrc = ssrc
+        if ssrc == self._ssrc:
+            # The usual packet: unwrap its numbers once, for the jump check and the insert.
+            ts_ref = self._ts_ref
+            if ts_ref is None:
+                ext_ts, ext_seq = packet.timestamp, packet.sequence_number
+                self._ts_ref, self._seq_ref = ext_ts, ext_seq
+                self._take(packet, now, ext_ts, ext_seq)
+                return
+            ext_ts = ts_ref + ((packet.timestamp - ts_ref + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            seq_ref = self._seq_ref
+            ext_seq = seq_ref + ((packet.sequence_number - seq_ref + 0x8000) & 0xFFFF) - 0x8000
+            if (
+                abs(now - ext_ts / self.clock_rate - self._base) <= self._jump
+                and abs(ext_seq - seq_ref) <= MAX_DROPOUT
+            ):
+                if self._suspect is not None:  # it was a stray
+                    stats.discarded += 1
+                    self._suspect = None
+                self._store(packet, now, ext_ts, ext_seq)
+                return
+        # A new SSRC, or a jump no network delay explains.  Restart only when a second
+        # packet confirms the new source or timeline (as in RFC 3550 A.1), so a stray
+        # packet cannot flush the buffer.
+        suspect = self._suspect
+        if suspect is None or not self._follows(suspect[0], packet):
+            if suspect is not None:
+                stats.discarded += 1
+            self._suspect = (packet, now)
+            return
+        stats.resets += 1
+        self._ssrc = ssrc
+        self._restart()
+        self._suspect = None
+        self._insert(*suspect)
+        self._insert(packet, now)
+
+    def _take(self, packet: RTPPacket, now: float, ext_ts: int, ext_seq: int) -> None:
+        """A packet of the current source and timeline: a suspect before it was a stray."""
+        if self._suspect is not None:
+            self.statistics.discarded += 1
+            self._suspect = None
+        self._store(packet, now, ext_ts, ext_seq)
+
+    def _follows(self, previous: RTPPacket, packet: RTPPacket) -> bool:
+        step = (packet.timestamp - previous.timestamp) & 0xFFFFFFFF
+        return (
+            packet.ssrc == previous.ssrc
+            and packet.sequence_number == (previous.sequence_number + 1) & 0xFFFF
+            and step <= self.clock_rate * 0.12
+        )
+
+    def _insert(self, packet: RTPPacket, now: float) -> None:
+        if self._ts_ref is None:
+            self._ts_ref, self._seq_ref = packet.timestamp, packet.sequence_number
+        ext_ts = _unwrap(packet.timestamp, self._ts_ref, 32)
+        ext_seq = _unwrap(packet.sequence_number, self._seq_ref, 16)
+        self._store(packet, now, ext_ts, ext_seq)
+
+    def _store(self, packet: RTPPacket, now: float, ext_ts: int, ext_seq: int) -> None:
+        stats = self.statistics
+        if ext_seq > self._seq_ref:
+            self._seq_ref = ext_seq
+        if ext_ts > self._ts_ref:  # type: ignore[operator]  # set before any _store
+            self._ts_ref = ext_ts
+        buffer = self._buffer
+        if ext_ts in buffer or (ext_seq <= self._played_max and ext_seq in self._played):
+            stats.duplicates += 1  # says nothing of the network delay: not observed
+            return
+        self._observe(now - ext_ts / self.clock_rate, now)
+        if (
+            ext_ts < self._playout - self._frame // 2
+            if self._playing
+            else self._last_seq is not None and ext_seq <= self._last_seq
+        ):
+            stats.late += 1
+            return
+        highest = self._highest
+        if highest is None:
+            self._highest = (ext_seq, ext_ts)
+        elif ext_seq > highest[0]:
+            if ext_seq == highest[0] + 1:
+                # The packet duration is the timestamp step between consecutive packets,
+                # once seen twice in a row (a single step may span a pause in sending).
+                step = ext_ts - highest[1]
+                if step == self._step and 0 < step <= self.clock_rate * 0.12:
+                    self._frame = step
+                self._step = step
+            self._highest = (ext_seq, ext_ts)
+        buffer[ext_ts] = (ext_seq, packet)
+        if len(buffer) > self._capacity:
+            del buffer[min(buffer)]
+            stats.discarded += 1
+
+    def _observe(self, transit: float, now: float) -> None:
+        self._base = min(transit, self._base + BASE_LEAK * (now - self._base_time))
+        self._base_time = now
+        excess = transit - self._base
+        if len(self._excesses) == WINDOW:
+            old = self._excesses.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        self._excesses.append(excess)
+        bisect.insort(self._sorted, excess)
+        # Grow at once when two packets in a row need it; one outlier alone does not.
+        needed = min(excess, self._previous_excess)
+        self._previous_excess = excess
+        if needed > self._target:
+            self._target = min(needed, self.max_delay)
+            self._hold = round(HOLD / self._frame_seconds)
+
+    # playout side
+
+    def get(self, now: float) -> JitterFrame | None:
+        """What to play for the next slot; None means silence (nothing under way)."""
+        stats = self.statistics
+        if not self._playing and not self._start(now):
+            return None
+        self._update_target()
+        target = self._target
+        frame_seconds = self._frame_seconds
+        delay = now - self._playout / self.clock_rate - self._base
+        stats.delay_ms = delay * 1000
+        stats.target_delay_ms = target * 1000
+        frame = self._frame
+        if delay < target and delay + frame_seconds <= self.max_delay:
+            stats.expanded += 1
+            return JitterFrame(FrameKind.LOST, self._playout & 0xFFFFFFFF, frame)
+        buffer = self._buffer
+        self._since_shrink += 1
+        if (
+            delay > target + 2 * frame_seconds
+            and self._since_shrink >= self.shrink_interval
+            and len(buffer) >= 2
+        ):
+            self._since_shrink = 0
+            skipped = buffer.pop(self._playout, None)
+            if skipped is not None:
+                stats.discarded += 1
+                self._last_seq = skipped[0]
+                self._played_append(skipped[0])
+            self._playout += frame
+        slot = self._playout
+        half = frame // 2
+        earliest = min(buffer) if buffer else None
+        if earliest is not None and earliest < slot - half:
+            for stale in [ts for ts in buffer if ts < slot - half]:
+                del buffer[stale]
+                stats.late += 1
+            earliest = min(buffer) if buffer else None
+        if earliest is None:
+            self._empty += 1
+            if self._empty > IDLE_FRAMES:
+                self._stop()
+                return None
+            stats.underruns += 1
+            self._playout = slot + frame
+            return JitterFrame(FrameKind.LOST, slot & 0xFFFFFFFF, frame)
+        self._empty = 0
+        if earliest <= slot + half:
+            seq, packet = buffer.pop(earliest)
+            self._playout = earliest + frame
+            self._last_seq = seq
+            self._played_append(seq)
+            stats.played += 1
+            return JitterFrame(FrameKind.AUDIO, packet.timestamp, frame, packet)
+        self._playout = slot + frame
+        if self._last_seq is not None and buffer[earliest][0] == self._last_seq + 1:
+            return None  # no packet is missing: the sender paused (silence suppression)
+        stats.lost += 1
+        return JitterFrame(FrameKind.LOST, slot & 0xFFFFFFFF, frame)
+
+    def _played_append(self, seq: int) -> None:
+        self._played.append(seq)
+        if seq > self._played_max:
+            self._played_max = seq
+
+    def _start(self, now: float) -> bool:
+        """Starts playout once the earliest packet has waited for the target delay."""
+        if not self._buffer:
+            return False
+        earliest = min(self._buffer)
+        if now - earliest / self.clock_rate - self._base < self._target:
+            return False
+        self._playing = True
+        self._playout = earliest
+        return True
+
+    def _update_target(self) -> None:
+        window = self._sorted
+        floor = window[int(QUANTILE * (len(window) - 1))]
+        floor = min(max(floor, self.min_delay), self.max_delay)
+        if self._hold:
+            self._hold -= 1
+        elif self._target > floor:
+            self._target = max(floor, self._target - self.release * self._frame_seconds)
+        if self._target < floor:
+            self._target = floor
+
+    @property
+    def delay(self) -> float:
+        """The current buffer delay in seconds (as of the last get())."""
+        return self.statistics.delay_ms / 1000
+
+
+SEQ_MAX_DROPOUT = 3000
+RTP_SEQ_MOD = 1 << 16
+MAX_MISORDER = 100
+MIN_SEQUENTIAL = 2
+
+
+class ReferenceReceiveStatistics:
+    """What we know of one remote source: sequence tracking, loss, jitter, its last SR.
+
+    update() applies the A.1 validity rules: a new source is on probation until
+    MIN_SEQUENTIAL packets arrive in sequence, and a jump of more than SEQ_MAX_DROPOUT is
+    taken as a restart only when the next packet confirms it.
+    """
+
+    def __init__(self, ssrc: int, clock_rate: int) -> None:
+        self.ssrc = ssrc
+        self.clock_rate = clock_rate
+        self.packets = 0  # every packet from this source, valid or not
+        self.octets = 0  # payload octets of those packets
+        self.probation = MIN_SEQUENTIAL
+        self.max_seq = 0
+        self.cycles = 0
+        self.base_seq = 0
+        self.bad_seq = RTP_SEQ_MOD + 1
+        self.received = 0
+        self.received_prior = 0
+        self.expected_prior = 0
+        self._transit: float | None = None
+        self._jitter = 0.0  # in timestamp units
+        self.last_sr: int = 0  # middle 32 bits of the NTP time in the last SR
+        self.last_sr_arrival: float | None = None
+        self.fraction_lost = 0  # 8-bit fixed point, as of the last report block
+
+    def _init_seq(self, seq: int) -> None:
+        self.base_seq = seq
+        self.max_seq = seq
+        self.bad_seq = RTP_SEQ_MOD + 1
+        self.cycles = 0
+        self.received = 0
+        self.received_prior = 0
+        self.expected_prior = 0
+
+    def _update_seq(self, seq: int) -> bool:
+        udelta = (seq - self.max_seq) & 0xFFFF
+        if self.probation:
+            if seq == (self.max_seq + 1) & 0xFFFF:
+                self.probation -= 1
+                self.max_seq = seq
+                if self.probation == 0:
+                    self._init_seq(seq)
+                    self.received += 1
+                    return True
+            else:
+                self.probation = MIN_SEQUENTIAL - 1
+                self.max_seq = seq
+            return False
+        if udelta < SEQ_MAX_DROPOUT:
+            if seq < self.max_seq:  # in order, with permissible gap, wrapped
+                self.cycles += RTP_SEQ_MOD
+            self.max_seq = seq
+        elif udelta <= RTP_SEQ_MOD - MAX_MISORDER:
+            if seq != self.bad_seq:  # a big jump: wait for a second packet to confirm it
+                self.bad_seq = (seq + 1) & 0xFFFF
+                return False
+            self._init_seq(seq)  # two sequential packets: the sender restarted
+        # else: duplicate or reordered packet
+        self.received += 1
+        return True
+
+    def update(self, sequence_number: int, timestamp: int, arrival: float, octets: int) -> bool:
+        """Accounts one RTP packet arrived at ``arrival`` seconds; False while not valid."""
+        if self.packets == 0:
+            self._init_seq(sequence_number)
+            self.max_seq = (sequence_number - 1) & 0xFFFF
+        self.packets += 1
+        self.octets += octets
+        if not self.probation and sequence_number == (self.max_seq + 1) & 0xFFFF:
+            # The usual packet: the next in sequence (wrapping to 0 starts a new cycle).
+            if not sequence_number:
+                self.cycles += RTP_SEQ_MOD
+            self.max_seq = sequence_number
+            self.received += 1
+            valid = True
+        else:
+            valid = self._update_seq(sequence_number)
+        # A.8: transit time in timestamp units; the difference is taken modulo 2**32 so a
+        # timestamp wrap is not mistaken for a huge delay variation.
+        transit = arrival * self.clock_rate - timestamp
+        if self._transit is not None:
+            d = (transit - self._transit + 2.0**31) % 2.0**32 - 2.0**31
+            self._jitter += (abs(d) - self._jitter) / 16.0
+        self._transit = transit
+        return valid
