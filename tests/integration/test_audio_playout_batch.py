@@ -128,7 +128,7 @@ def test_batched_playout_plays_as_each_call_alone(codec, monkeypatch):
     for batched in (True, False):
         monkeypatch.setattr(audiotransport, "_phases", itertools.count())  # the same phases
         monkeypatch.setattr(rtp.secrets, "randbits", random.Random(5).getrandbits)  # RTP numbers
-        monkeypatch.setattr(audiotransport, "PHASE_SLOTS", 2)  # so that calls share clocks
+        monkeypatch.setattr(audiotransport, "BATCHED_PHASE_SLOTS", 2)  # calls share clocks
         loop = VirtualClockLoop()
         try:
             results.append(loop.run_until_complete(run_calls(codec, 4, batched)))

@@ -298,7 +298,7 @@ async def test_calls_share_clocks_and_leave_them(monkeypatch):
     leaves no clock (and so no timer) behind."""
     from sipsimple.core.media import audiotransport
 
-    monkeypatch.setattr(audiotransport, "PHASE_SLOTS", 2)
+    monkeypatch.setattr(audiotransport, "BATCHED_PHASE_SLOTS", 2)  # G.711 calls
     calls = 6
     loop = asyncio.get_running_loop()
     a, b = await side(OFFERER_TONE), await side(ANSWERER_TONE)

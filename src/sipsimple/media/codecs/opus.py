@@ -260,7 +260,7 @@ class LibOpusEncoder:
         bandwidth: int,
         cbr: bool,
         fec: bool,
-        complexity: int = COMPLEXITY,
+        complexity: int | None = None,
     ) -> None:
         self._lib = lib
         self._state = ctypes.create_string_buffer(lib.opus_encoder_get_size(1))
@@ -274,7 +274,7 @@ class LibOpusEncoder:
         settings = [
             (_SET_BITRATE, bit_rate),
             (_SET_MAX_BANDWIDTH, bandwidth),
-            (_SET_COMPLEXITY, complexity),
+            (_SET_COMPLEXITY, COMPLEXITY if complexity is None else complexity),
             (_SET_VBR, int(not cbr)),
             (_SET_VBR_CONSTRAINT, 0),
             (_SET_INBAND_FEC, int(fec)),
