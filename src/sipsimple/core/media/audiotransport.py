@@ -692,9 +692,9 @@ class AudioTransport:
         The first one sets our clock's phase against the mixer's: a fraction of a mixer
         frame after its ticks, away from them so that timer jitter does not swap the order
         of our ticks and its ticks (each swap would add a frame of delay), and one of
-        PHASE_SLOTS (or BATCHED_PHASE_SLOTS) phases taken in turn (a golden-ratio sequence) so that the packets of
-        many calls spread over the frame period instead of leaving in one burst.  From then
-        on we run on the shared clock of that phase.
+        PHASE_SLOTS (or BATCHED_PHASE_SLOTS) phases taken in turn (a golden-ratio sequence)
+        so that the packets of many calls spread over the frame period instead of leaving in
+        one burst.  From then on we run on the shared clock of that phase.
         """
         if self._mixed_frames < _PORT_FRAMES:
             self._mixed_frames += 1
