@@ -1,6 +1,6 @@
-"""The receive side as it was before its fast paths (commit f39df75), kept verbatim as
-an oracle: the tests feed the same packet sequences to these and to sipsimple's classes
-and require the same frames and statistics.  Only names differ (Reference*)."""
+"""The jitter buffer as it was before its fast paths (commit f39df75), kept verbatim as
+an oracle: the tests feed the same packet sequences to it and to sipsimple's JitterBuffer
+and require the same frames and statistics.  Only the name differs."""
 
 # ruff: noqa
 
@@ -304,92 +304,3 @@ SEQ_MAX_DROPOUT = 3000
 RTP_SEQ_MOD = 1 << 16
 MAX_MISORDER = 100
 MIN_SEQUENTIAL = 2
-
-
-class ReferenceReceiveStatistics:
-    """What we know of one remote source: sequence tracking, loss, jitter, its last SR.
-
-    update() applies the A.1 validity rules: a new source is on probation until
-    MIN_SEQUENTIAL packets arrive in sequence, and a jump of more than SEQ_MAX_DROPOUT is
-    taken as a restart only when the next packet confirms it.
-    """
-
-    def __init__(self, ssrc: int, clock_rate: int) -> None:
-        self.ssrc = ssrc
-        self.clock_rate = clock_rate
-        self.packets = 0  # every packet from this source, valid or not
-        self.octets = 0  # payload octets of those packets
-        self.probation = MIN_SEQUENTIAL
-        self.max_seq = 0
-        self.cycles = 0
-        self.base_seq = 0
-        self.bad_seq = RTP_SEQ_MOD + 1
-        self.received = 0
-        self.received_prior = 0
-        self.expected_prior = 0
-        self._transit: float | None = None
-        self._jitter = 0.0  # in timestamp units
-        self.last_sr: int = 0  # middle 32 bits of the NTP time in the last SR
-        self.last_sr_arrival: float | None = None
-        self.fraction_lost = 0  # 8-bit fixed point, as of the last report block
-
-    def _init_seq(self, seq: int) -> None:
-        self.base_seq = seq
-        self.max_seq = seq
-        self.bad_seq = RTP_SEQ_MOD + 1
-        self.cycles = 0
-        self.received = 0
-        self.received_prior = 0
-        self.expected_prior = 0
-
-    def _update_seq(self, seq: int) -> bool:
-        udelta = (seq - self.max_seq) & 0xFFFF
-        if self.probation:
-            if seq == (self.max_seq + 1) & 0xFFFF:
-                self.probation -= 1
-                self.max_seq = seq
-                if self.probation == 0:
-                    self._init_seq(seq)
-                    self.received += 1
-                    return True
-            else:
-                self.probation = MIN_SEQUENTIAL - 1
-                self.max_seq = seq
-            return False
-        if udelta < SEQ_MAX_DROPOUT:
-            if seq < self.max_seq:  # in order, with permissible gap, wrapped
-                self.cycles += RTP_SEQ_MOD
-            self.max_seq = seq
-        elif udelta <= RTP_SEQ_MOD - MAX_MISORDER:
-            if seq != self.bad_seq:  # a big jump: wait for a second packet to confirm it
-                self.bad_seq = (seq + 1) & 0xFFFF
-                return False
-            self._init_seq(seq)  # two sequential packets: the sender restarted
-        # else: duplicate or reordered packet
-        self.received += 1
-        return True
-
-    def update(self, sequence_number: int, timestamp: int, arrival: float, octets: int) -> bool:
-        """Accounts one RTP packet arrived at ``arrival`` seconds; False while not valid."""
-        if self.packets == 0:
-            self._init_seq(sequence_number)
-            self.max_seq = (sequence_number - 1) & 0xFFFF
-        self.packets += 1
-        self.octets += octets
-        if not self.probation and sequence_number == (self.max_seq + 1) & 0xFFFF:
-            # The usual packet: the next in sequence (wrapping to 0 starts a new cycle).
-            if not sequence_number:
-                self.cycles += RTP_SEQ_MOD
-            self.max_seq = sequence_number
-            self.received += 1
-            valid = True
-        else:
-            valid = self._update_seq(sequence_number)
-        # A.8: transit time in timestamp units; the difference is taken modulo 2**32 so a
-        # timestamp wrap is not mistaken for a huge delay variation.
-        transit = arrival * self.clock_rate - timestamp
-        if self._transit is not None:
-            d = (transit - self._transit + 2.0**31) % 2.0**32 - 2.0**31
-            self._jitter += (abs(d) - self._jitter) / 16.0
-        self._transit = transit
-        return valid
