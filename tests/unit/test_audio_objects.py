@@ -26,6 +26,7 @@ from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import AudioMixer, MixerPort, SoundDeviceError, WaveFileError
 from sipsimple.media import devices
 from sipsimple.media.devices import DummyDevice
+from sipsimple.media.mixer import SlotPort
 from sipsimple.notification import NotificationCenter, NotificationData
 from sipsimple.threading import SIPThread, call_in_sip_thread, run_in_sip_thread
 
@@ -794,8 +795,15 @@ async def test_application_audio_on_dummy_devices_with_the_default_settings(sett
         assert voice.muted is False and alert.output_volume == 100
         assert voice.ec_tail_length == 200
         assert voice.is_running and alert.is_running
+        await asyncio.sleep(0.1)
+        # Idle (nothing but the device in them): the mixers sleep, costing no CPU ...
+        assert voice.statistics.frames <= 1 and alert.statistics.frames <= 1
+        slots = [(mixer, mixer.add_port(SlotPort())) for mixer in (voice, alert)]
+        # ... until a port comes
         while voice.statistics.frames < 3 or alert.statistics.frames < 3:
             await asyncio.sleep(0.02)
+        for mixer, slot in slots:
+            mixer.remove_port(slot)
     finally:
         audio.close()
     assert not voice.is_running and not alert.is_running

@@ -99,6 +99,52 @@ async def test_the_realtime_driver_keeps_time_over_a_second():
     assert mixer.statistics.frames == stats.frames  # stopped means stopped
 
 
+async def test_a_mixer_with_nothing_but_its_device_sleeps_until_a_port_comes():
+    """An idle application costs no CPU: with only the device in it (which cannot hear
+    itself) the started mixer does not wake up; a port wakes it on a fresh timeline, and
+    when the last port leaves it sleeps again."""
+    loop = asyncio.get_running_loop()
+    mixer = AudioMixer(None, None, 48000)
+    mixer.start(loop)
+    try:
+        await asyncio.sleep(0.2)
+        assert mixer.statistics.frames <= 1  # at most the wake-up that found it idle
+        asleep = mixer.statistics.frames
+        port = Counting()
+        start = loop.time()
+        slot = mixer.add_port(port)
+        await asyncio.sleep(0.3)
+        due = frames_due(start, loop.time())
+        assert due - 1 <= port.produced <= due + 1
+        assert mixer.statistics.frames - asleep == port.produced
+        assert mixer.statistics.dropped_frames == 0  # the idle time is not caught up
+        mixer.remove_port(slot)
+        await asyncio.sleep(0.05)
+        frames = mixer.statistics.frames
+        await asyncio.sleep(0.2)
+        assert mixer.statistics.frames == frames
+        again = Counting()
+        mixer.add_port(again)
+        await asyncio.sleep(0.2)
+        assert again.produced >= 5
+    finally:
+        mixer.stop()
+
+
+async def test_a_port_added_from_another_thread_wakes_the_mixer():
+    loop = asyncio.get_running_loop()
+    mixer = AudioMixer(None, None, 48000)
+    mixer.start(loop)
+    try:
+        await asyncio.sleep(0.1)
+        port = Counting()
+        await asyncio.to_thread(mixer.add_port, port)
+        await asyncio.sleep(0.2)
+        assert port.produced >= 5
+    finally:
+        mixer.stop()
+
+
 async def test_a_loop_blocked_for_100ms_is_caught_up():
     loop = asyncio.get_running_loop()
     mixer = AudioMixer(None, None, 48000)

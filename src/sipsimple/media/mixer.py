@@ -263,16 +263,25 @@ class FramePacer:
 
 
 class _RealtimeClock:
-    """Runs ``tick(frames)`` on an asyncio loop at the pacer's deadlines."""
+    """Runs ``tick(frames)`` on an asyncio loop at the pacer's deadlines.
+
+    While ``idle()`` says there is nothing to mix the clock sleeps (no wake-ups: an idle
+    application costs no CPU); :meth:`resume` starts it again on a fresh timeline."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, pacer: FramePacer, tick: Callable[[int], None]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pacer: FramePacer,
+        tick: Callable[[int], None],
+        idle: Callable[[], bool],
     ) -> None:
         self._loop = loop
         self._pacer = pacer
         self._tick = tick
+        self._idle = idle
         self._handle: asyncio.TimerHandle | None = None
         self._stopped = False
+        self._sleeping = False
 
     def start(self) -> None:
         self._call_on_loop(self._begin)
@@ -281,6 +290,16 @@ class _RealtimeClock:
         self._stopped = True
         if not self._loop.is_closed():
             self._call_on_loop(self._cancel)
+
+    def resume(self) -> None:
+        """Something to mix again: wake up if asleep (from any thread)."""
+        if not self._loop.is_closed():  # _wake_up runs on the loop, after any _wake
+            self._call_on_loop(self._wake_up)
+
+    def _wake_up(self) -> None:
+        if self._sleeping:
+            self._sleeping = False
+            self._begin()
 
     def _call_on_loop(self, function: Callable[[], None]) -> None:
         try:
@@ -305,6 +324,10 @@ class _RealtimeClock:
 
     def _wake(self) -> None:
         if self._stopped:
+            return
+        if self._idle():
+            self._handle = None
+            self._sleeping = True
             return
         frames, _dropped = self._pacer.advance(self._loop.time())
         if frames:
@@ -579,6 +602,8 @@ class AudioMixer:
             self._changed()
             if not self._device_slot.is_open:
                 self._open_device()
+            if self._clock is not None:
+                self._clock.resume()
             return slot
 
     def remove_port(self, slot: int) -> None:
@@ -820,13 +845,20 @@ class AudioMixer:
     def is_running(self) -> bool:
         return self._clock is not None
 
+    def _idle(self) -> bool:
+        """Only the device is in the mixer: a tick would mix nothing for no one (the
+        device cannot hear itself), so the real-time clock sleeps until a port comes."""
+        return len(self._ports) == 1
+
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Mixes in real time on ``loop`` (default: the SIP thread's loop if it runs,
         else the loop running in this thread) until :meth:`stop`."""
         with self._lock:
             if self._clock is not None:
                 return
-            self._clock = _RealtimeClock(loop or _default_loop(), self._pacer, self.tick)
+            self._clock = _RealtimeClock(
+                loop or _default_loop(), self._pacer, self.tick, self._idle
+            )
             self._clock.start()
 
     def stop(self) -> None:
