@@ -8,13 +8,15 @@ tests/integration/test_msrp_transport*.py -q'``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import ipaddress
 import socket
 import ssl
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -407,7 +409,9 @@ class Deaf(asyncio.Protocol):
         self.transport = transport
 
 
-async def test_a_peer_that_stops_reading_pauses_the_sender():
+@contextlib.asynccontextmanager
+async def deaf_peer() -> AsyncIterator[MSRPURI]:
+    """The URI of a listener whose peers never read (closed, with them, at the end)."""
     peers: list[Deaf] = []
 
     def factory() -> Deaf:
@@ -415,10 +419,39 @@ async def test_a_peer_that_stops_reading_pauses_the_sender():
         return peers[-1]
 
     server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    alice = await connect(
-        A_URI, [MSRPURI("127.0.0.1", port, session_id="deafsession")], chunk_size=64 * 1024
-    )
+    try:
+        yield MSRPURI("127.0.0.1", server.sockets[0].getsockname()[1], session_id="deafsession")
+    finally:
+        server.close()
+        for peer in peers:
+            peer.transport.abort()
+        await server.wait_closed()
+
+
+async def until_stalled(count: Callable[[], int]) -> None:
+    """Waits until ``count()`` (what a sender pulled) stops growing."""
+    previous = -1
+    while count() != previous:
+        previous = count()
+        await asyncio.sleep(0.2)
+
+
+def write_source(path: Path, size: int) -> None:
+    with open(path, "wb") as file:
+        for block in blocks(64, size // 64):
+            file.write(block)
+
+
+async def closed_while_sending(alice: MSRPTransport, send: asyncio.Future[object]) -> None:
+    """Closes ``alice`` under a send that cannot finish: it fails, the events end."""
+    await alice.close(timeout=0.1)
+    with pytest.raises(MSRPConnectionError):
+        await send
+    events = [event async for event in alice]
+    assert isinstance(events[-1], TransportClosed)
+
+
+async def test_a_peer_that_stops_reading_pauses_the_sender():
     pulled = 0
 
     def source() -> Iterator[bytes]:
@@ -427,84 +460,47 @@ async def test_a_peer_that_stops_reading_pauses_the_sender():
             pulled += 1
             yield block
 
-    tracemalloc.start()
-    try:
-        send = asyncio.ensure_future(alice.send_stream(source(), "application/octet-stream"))
-        previous = -1
-        while pulled != previous:  # until the sender stops pulling
-            previous = pulled
-            await asyncio.sleep(0.2)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert not send.done()
-    assert pulled < 200, f"{pulled} blocks pulled: only kernel buffers should hold any"
-    assert peak < 4 * MB, f"peak {peak / MB:.1f} MB"
-    await alice.close(timeout=0.1)
-    with pytest.raises(MSRPConnectionError):
-        await send
-    events = [event async for event in alice]
-    assert isinstance(events[-1], TransportClosed)
-    server.close()
-    for peer in peers:
-        peer.transport.abort()
-    await server.wait_closed()
+    async with deaf_peer() as uri:
+        alice = await connect(A_URI, [uri], chunk_size=64 * 1024)
+        tracemalloc.start()
+        try:
+            send = asyncio.ensure_future(alice.send_stream(source(), "application/octet-stream"))
+            await until_stalled(lambda: pulled)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert not send.done()
+        assert pulled < 200, f"{pulled} blocks pulled: only kernel buffers should hold any"
+        assert peak < 4 * MB, f"peak {peak / MB:.1f} MB"
+        await closed_while_sending(alice, send)
 
 
 async def test_file_regions_to_a_peer_that_stops_reading(tmp_path):
     size = 1 * MB
-    path = tmp_path / "source.bin"
-    with open(path, "wb") as file:
-        for block in blocks(64, size // 64):
-            file.write(block)
-    peers: list[Deaf] = []
-
-    def factory() -> Deaf:
-        peers.append(Deaf())
-        return peers[-1]
-
-    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    alice = await connect(
-        A_URI,
-        [MSRPURI("127.0.0.1", port, session_id="deafsession")],
-        chunk_size=size,
-        kernel_unsent_limit=None,
-    )
-    assert alice.sends_file_regions
+    write_source(tmp_path / "source.bin", size)
     pulled = 0
-    with open(path, "rb") as file:
+    async with deaf_peer() as uri:
+        alice = await connect(A_URI, [uri], chunk_size=size, kernel_unsent_limit=None)
+        assert alice.sends_file_regions
+        with open(tmp_path / "source.bin", "rb") as file:
 
-        def source() -> Iterator[FileRegion]:
-            nonlocal pulled
-            for _ in range(1000):  # 1 GB if nobody stopped us: the same MB again and again
-                pulled += 1
-                yield FileRegion(file.fileno(), 0, size)
+            def source() -> Iterator[FileRegion]:
+                nonlocal pulled
+                for _ in range(1000):  # 1 GB if nobody stopped us: the same MB again and again
+                    pulled += 1
+                    yield FileRegion(file.fileno(), 0, size)
 
-        send = asyncio.ensure_future(alice.send_stream(source(), "application/octet-stream"))
-        previous = -1
-        while pulled != previous:  # until the sender stops pulling
-            previous = pulled
-            await asyncio.sleep(0.2)
-        assert not send.done()
-        assert pulled < 100, f"{pulled} MB pulled: only kernel buffers should hold any"
-        await alice.close(timeout=0.1)  # cuts the region being sent
-        with pytest.raises(MSRPConnectionError):
-            await send
-    events = [event async for event in alice]
-    assert isinstance(events[-1], TransportClosed)
-    server.close()
-    for peer in peers:
-        peer.transport.abort()
-    await server.wait_closed()
+            send = asyncio.ensure_future(alice.send_stream(source(), "application/octet-stream"))
+            await until_stalled(lambda: pulled)
+            assert not send.done()
+            assert pulled < 100, f"{pulled} MB pulled: only kernel buffers should hold any"
+            await closed_while_sending(alice, send)  # cuts the region being sent
 
 
 async def test_a_peer_gone_in_the_middle_of_a_file_region(tmp_path):
     size = 4 * MB
     path = tmp_path / "source.bin"
-    with open(path, "wb") as file:
-        for block in blocks(64, size // 64):
-            file.write(block)
+    write_source(path, size)
     alice, bob, listener = await open_pair(
         a_options={"chunk_size": size}, b_options={"reassemble": False}
     )
