@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import selectors
 from dataclasses import asdict
 
 import numpy as np
 import pytest
+from benchmarks.bench_rtp_calls import VirtualClockLoop
 
 from sipsimple.core.media import AudioTransport, RTPTransport, audiotransport
 from sipsimple.core.sdp import SDPConnection, SDPSession
@@ -32,29 +32,6 @@ from sipsimple.media.mixer import AudioMixer, SlotPort
 pytestmark = pytest.mark.timeout(60)
 
 LOCAL = "127.0.0.1"
-
-
-class _JumpingSelector(selectors.EpollSelector):
-    def __init__(self, loop: VirtualClockLoop) -> None:
-        super().__init__()
-        self._owner = loop
-
-    def select(self, timeout: float | None = None) -> list:  # type: ignore[override]
-        events = super().select(0)
-        if not events and timeout is not None and timeout > 0:
-            self._owner.now += timeout
-        return events
-
-
-class VirtualClockLoop(asyncio.SelectorEventLoop):
-    """Never sleeps: where it would wait for a timer, its clock jumps there."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        super().__init__(_JumpingSelector(self))
-
-    def time(self) -> float:
-        return self.now
 
 
 class Tone(SlotPort):

@@ -178,36 +178,7 @@ class JitterBuffer:
                 self._seq_ref = ext_seq
                 if ext_ts > ts_ref:
                     self._ts_ref = ext_ts
-                # _observe(transit, now):
-                base = self._base + BASE_LEAK * (now - self._base_time)
-                if transit < base:
-                    base = transit
-                self._base = base
-                self._base_time = now
-                excess = transit - base
-                excesses = self._excesses
-                window = self._sorted
-                if len(excesses) == WINDOW:  # _remember(excess), inline
-                    oldest = self._oldest
-                    i = bisect_left(window, excesses[oldest])
-                    excesses[oldest] = excess
-                    self._oldest = oldest + 1 if oldest + 1 < WINDOW else 0
-                    j = bisect_left(window, excess)
-                    if i <= j <= i + 1:  # it fits where the oldest was
-                        window[i] = excess
-                    elif j < i:
-                        del window[i]
-                        window.insert(j, excess)
-                    else:
-                        window.insert(j, excess)
-                        del window[i]
-                else:
-                    excesses.append(excess)
-                    insort(window, excess)
-                previous = self._previous_excess
-                self._previous_excess = excess
-                if (previous if previous < excess else excess) > self._target:
-                    self._raise_target(previous if previous < excess else excess)
+                self._observe(transit, now)
                 # the packet duration, as in _store():
                 step = ext_ts - highest[1]
                 if step == self._step and 0 < step <= self.clock_rate * 0.12:

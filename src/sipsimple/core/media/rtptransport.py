@@ -660,20 +660,11 @@ class RTPTransport:
     # -- receiving --------------------------------------------------------------------------
 
     def _rtp_readable(self) -> None:
-        # One datagram per call: the selector calls again while more are waiting.  What
-        # _read() does, without a call: this runs for every packet.
-        sock = self._rtp_socket
-        if sock is None:
+        # One datagram per call: the selector calls again while more are waiting.
+        received = self._read(self._rtp_socket)
+        if received is None:
             return
-        try:
-            data, address = sock.recvfrom(RECEIVE_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # an ICMP error (port unreachable while the peer is not up): not fatal
-            self.counters.send_errors += 1
-            return
-        if len(address) != 2:
-            address = address[:2]
+        data, address = received
         # The usual packet: plain RTP (not SRTP, no CSRC, extension or padding, a payload
         # type RTCP cannot be mistaken for) of the source we receive, from where we
         # receive, with no switch of either under way.  For it _rtp_datagram() would
@@ -751,17 +742,7 @@ class RTPTransport:
         except RTPParseError:
             counters.garbage += 1
             return
-        # The usual packet, from where we receive and of the source we receive, with no
-        # switch of either under way, is one _accept() takes and changes nothing for.
-        ssrc = packet.ssrc
-        if ssrc != self._remote_ssrc or self._ssrc_candidate is not None:
-            usual = False
-        elif self._ice_running:
-            usual = address in self._ice_peers
-        else:
-            latch = self._latch
-            usual = address == latch.address and latch.candidate is None and latch.ssrc == ssrc
-        if not usual and not self._accept(packet, address):
+        if not self._accept(packet, address):
             return
         receiver = self.receiver
         if receiver is not None:
