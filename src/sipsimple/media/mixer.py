@@ -499,6 +499,7 @@ class AudioMixer:
         self._version = 0
         self._plan: _Plan | None = None
         self._after_tick: list[Callable[[], object]] = []
+        self._tick_hooks: tuple[Callable[[], object], ...] = ()
         self._ticking = False
         self._failing: dict[int, SlotPort] = {}
         self._pacer = FramePacer(PTIME, max_burst)
@@ -714,6 +715,24 @@ class AudioMixer:
                 return
         callback()
 
+    def add_tick_hook(self, hook: Callable[[], object]) -> None:
+        """Calls ``hook()`` at the start of every frame the mixer mixes, before it asks
+        the ports for their frames, on the mixer's thread and under its lock.
+
+        For ports that fill their frames together: the AudioTransports of a mixer decode
+        what all of them received in one go (one table lookup, one resampling matrix
+        product) rather than each in its produce().  A hook that raises is logged.
+        """
+        with self._lock:
+            self._tick_hooks = (*self._tick_hooks, hook)
+
+    def remove_tick_hook(self, hook: Callable[[], object]) -> None:
+        """Stops calling ``hook`` (from the next frame on, if called within a tick)."""
+        with self._lock:
+            hooks = list(self._tick_hooks)
+            hooks.remove(hook)
+            self._tick_hooks = tuple(hooks)
+
     def tick(self, count: int = 1) -> None:
         """Mixes ``count`` frames now, one after the other."""
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
@@ -722,6 +741,11 @@ class AudioMixer:
             self._ticking = True
             try:
                 for _ in range(count):
+                    for hook in self._tick_hooks:
+                        try:
+                            hook()
+                        except Exception:
+                            log.exception("a hook run at the mixer's tick failed")
                     plan = self._plan
                     if plan is None:
                         plan = self._plan = self._build_plan()

@@ -7,9 +7,9 @@ picks the codec the negotiation settled on and then runs the stream on the loop:
   wake-up jitter never accumulates), it takes what the mixer mixed for our slot, resamples
   it to the codec's rate, encodes and sends it - or sends the telephone-event packet of a
   DTMF digit in its place.
-* Receiving: RTP packets go to the jitter buffer (or to the DTMF receiver); at the same
-  clock the buffer says what to play, which is decoded (or concealed), resampled to the
-  mixer's rate and queued in our slot for the mixer's next tick.
+* Receiving: RTP packets go to the jitter buffer (or to the DTMF receiver); at the start
+  of each of the mixer's ticks the buffer says what to play, which is decoded (or
+  concealed), resampled to the mixer's rate and handed to the mixer in that tick.
 * RTCP: reports at the RFC 3550 interval and statistics (RTCPSession), BYE on stop().
 * Notifications: RTPAudioStreamGotDTMF (digit) and RTPAudioTransportDidTimeout (no RTP
   for ``timeout`` seconds while we expect to receive).
@@ -18,8 +18,16 @@ Once the mixer has ticked, each transport takes a phase against the mixer's cloc
 packets of many calls spread over the frame period instead of leaving in one burst at the
 mixer's tick; transports of the same phase and ptime share one timer (a _SharedClock), and
 each wake-up does the numeric work of all of them at once: one matrix product resamples
-every call's frame (ResamplerBank), one table lookup encodes every G.711 frame.
-Methods must be called on the loop that runs the transport (the SIP thread).
+every call's frame (ResamplerBank), one table lookup encodes every G.711 frame.  The
+playout of all the transports of a mixer is one hook of its tick (a _Playout): one table
+lookup decodes every G.711 packet, one matrix product per conversion resamples them.
+
+Our mixer slot (_Slot) is two short queues of frames: what we play, taken by the mixer's
+tick, and what it mixed for us, taken by our next send.  The mixer ticks on our loop (the
+SDK runs both on the SIP thread), so the playout runs within its tick; a mixer ticking on
+another thread has the playout posted to our loop, a tick later (the queues are deques,
+whose append and popleft are atomic).  Methods must be called on the loop that runs the
+transport (the SIP thread).
 """
 
 from __future__ import annotations
@@ -28,9 +36,10 @@ import asyncio
 import itertools
 import logging
 import secrets
+import threading
 import time
 import weakref
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -56,7 +65,7 @@ from sipsimple.media.jitterbuffer import (
     JitterBufferStatistics,
     JitterFrame,
 )
-from sipsimple.media.mixer import PTIME, AudioMixer, FramePacer, MixerPort
+from sipsimple.media.mixer import PTIME, AudioMixer, FramePacer, SlotPort
 from sipsimple.media.resample import Resampler, ResamplerBank
 from sipsimple.media.rtcpsession import RTCPSession, StreamStatistics
 from sipsimple.media.rtp import RTPPacket, RTPPacketizer
@@ -73,11 +82,10 @@ DEFAULT_TIMEOUT = 30.0
 TELEPHONE_EVENTS = ((101, 8000), (110, 48000))
 COMFORT_NOISE = 13
 MAX_BURST = 5  # frames sent at once to catch up after a late wake-up; later ones skipped
-# Mixed frames waiting in our slot beyond this many are stale (the mixer caught up), and
-# received audio queued for the mixer beyond this many frames is late: both are dropped.
+# Frames waiting in our slot beyond a packet's worth and this many are stale, the oldest
+# dropped: mixed audio our sends did not take (the mixer caught up after a stall), and
+# received audio the mixer did not take (it stopped ticking, or ticks on another thread).
 MAX_QUEUED_FRAMES = 2
-PORT_QUEUE = 0.1  # seconds of audio the MixerPort holds each way
-_PORT_FRAMES = round(PORT_QUEUE / PTIME)
 # Our ticks fall within this part of the mixer's frame period, after its tick, at one of
 # PHASE_SLOTS phases (about 1 ms apart with 20 ms frames) - or of BATCHED_PHASE_SLOTS for a
 # codec that encodes and decodes many calls' frames at once (G.711): the bigger a clock's
@@ -92,9 +100,10 @@ GOLDEN_RATIO = 0.6180339887498949
 _phases = itertools.count()
 _ClockKey = tuple[asyncio.AbstractEventLoop, AudioMixer, float, float]  # period, phase
 # Members whose packet of this interval is decoded with the others of its codec go
-# together by (decode_many, the bank that resamples them or None).
-_BatchKey = tuple[object, ResamplerBank | None]
+# together by (decode_many, the bank that resamples them or None, codec samples a packet).
+_BatchKey = tuple[object, ResamplerBank | None, int]
 _clocks: dict[_ClockKey, _SharedClock] = {}
+_playouts: dict[tuple[asyncio.AbstractEventLoop, AudioMixer], _Playout] = {}
 # A bank's work buffers serve one loop at a time: each loop (thread) has its own banks.
 _banks: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[int, int, int], ResamplerBank]
@@ -106,12 +115,10 @@ class AudioTransportError(SIPCoreError):
 
 
 class _SharedClock:
-    """One timer for the AudioTransports whose frames fall due at the same instants.
+    """One timer for the AudioTransports whose packets fall due at the same instants.
 
     A timer per call costs a TimerHandle, a heap push and a heap pop (in Python
-    comparisons) every frame, which at hundreds of calls weighs as much as a codec.  Each
-    wake-up first sends every member's packet, then plays what each received, so that no
-    member's packet waits for the others' playout work.
+    comparisons) every frame, which at hundreds of calls weighs as much as a codec.
     """
 
     def __init__(self, key: _ClockKey, period: float, first_deadline: float) -> None:
@@ -144,12 +151,72 @@ class _SharedClock:
             self._handle = self._loop.call_at(self.pacer.deadline, self._wake)
 
 
+class _Slot(SlotPort):
+    """An AudioTransport's mixer slot: what we play, one mixer frame after another, and
+    what the mixer mixed for us (None: nothing connected), for our sends; each holds at
+    most ``frames`` (then drops the oldest)."""
+
+    def __init__(self, frames: int) -> None:
+        self.heard: deque[np.ndarray] = deque(maxlen=frames)
+        self.mixed: deque[np.ndarray | None] = deque(maxlen=frames)
+        self.consume = self.mixed.append  # type: ignore[method-assign]  # no Python frame
+
+    def produce(self) -> np.ndarray | None:
+        heard = self.heard
+        return heard.popleft() if heard else None
+
+
+class _Playout:
+    """The playout of the AudioTransports of one mixer on one loop: a hook of the mixer's
+    tick that plays a frame of every member at once (see _play_all), and gives the members
+    that joined since the last tick their phase (the mixer has ticked)."""
+
+    def __init__(self, key: tuple[asyncio.AbstractEventLoop, AudioMixer]) -> None:
+        self._key = key
+        self._loop, self._mixer = key
+        self._thread = threading.get_ident()  # the loop's: we are created on it
+        self.members: dict[AudioTransport, None] = {}  # an ordered set
+        self._new: list[AudioTransport] = []  # members without a phase yet
+        self._mixer.add_tick_hook(self._tick)
+
+    @classmethod
+    def join(cls, transport: AudioTransport) -> _Playout:
+        key = (transport._loop, transport.mixer)
+        playout = _playouts.get(key)
+        if playout is None:
+            playout = _playouts[key] = cls(key)  # type: ignore[arg-type]
+        playout.members[transport] = None
+        playout._new.append(transport)
+        return playout
+
+    def leave(self, transport: AudioTransport) -> None:
+        self.members.pop(transport, None)
+        if not self.members:
+            self._mixer.remove_tick_hook(self._tick)
+            if _playouts.get(self._key) is self:
+                del _playouts[self._key]
+
+    def _tick(self) -> None:
+        """On the mixer's thread, before it takes our frames."""
+        if threading.get_ident() == self._thread:
+            self._play()
+        else:
+            self._loop.call_soon_threadsafe(self._play)
+
+    def _play(self) -> None:
+        if self._new:
+            new, self._new = self._new, []
+            for member in new:
+                if member._started:
+                    member._join_phase()
+        _play_all(list(self.members), self._loop.time())
+
+
 def _run_frames(
     members: list[AudioTransport], pacer: FramePacer, now: float, clock: _SharedClock | None
 ) -> None:
-    """The frames ``pacer`` says are due at ``now``, for every member still on ``clock``
-    (None: a transport's own timer): first every packet is sent, then what each member
-    received is played, so that no member's packet waits for the others' playout work."""
+    """The packets ``pacer`` says are due at ``now``, for every member still on ``clock``
+    (None: a transport's own timer), then RTCP and the timeouts."""
     frames, skipped = pacer.advance(now)
     period = pacer.period
     for index in range(frames):
@@ -159,8 +226,6 @@ def _run_frames(
         for member in members:
             if member._clock is clock and member._started:
                 member._packetizer.advance(skipped * member._timestamp_step)
-    for _ in range(frames):
-        _play_all([m for m in members if m._clock is clock and m._started], now)
     for member in members:
         if member._clock is clock and member._started:
             member._after_frames(now)
@@ -197,18 +262,18 @@ def _send_all(members: list[AudioTransport], now: float, due: float) -> None:
 
 
 def _play_all(members: list[AudioTransport], now: float) -> None:
-    """One packet interval of each member's received audio to the mixer, resampled in
-    groups, a frame of each member per matrix product.  The usual interval - one packet
-    of a whole frame for a codec that decodes many streams at once (G.711) - is decoded
-    with the others of its codec: one table lookup for them all, whose rows the bank
-    resamples as they are.  This runs for every member every frame: _decode()'s usual
-    case is here, without a call per member."""
+    """One mixer frame of each member's received audio to its slot, resampled in groups,
+    a packet of each member per matrix product.  The usual case - one packet of a whole
+    frame for a codec that decodes many streams at once (G.711) - is decoded with the
+    others of its codec: one table lookup for them all, whose rows the bank resamples as
+    they are.  This runs for every member every mixer frame: _decode()'s usual case is
+    here, without a call per member."""
     batches: dict[_BatchKey, list[tuple[AudioTransport, bytes]]] = defaultdict(list)
     queues = []
     for member in members:
         if not member._receiving:
             continue
-        member._playout_debt += member._frame_samples
+        member._playout_debt += member._tick_samples
         first = None
         batch = member._batch
         if batch is not None and member._playout_debt > 0 and not len(member._decoded):
@@ -229,7 +294,7 @@ def _play_all(members: list[AudioTransport], now: float) -> None:
         frames = member._decode(now, first)
         if frames:
             queues.append((member, frames))
-    for (decode_many, bank), batch in batches.items():
+    for (decode_many, bank, _size), batch in batches.items():
         codecs = [member._codec for member, _payload in batch]
         pcm = decode_many(codecs, [payload for _member, payload in batch])  # type: ignore[operator]
         if bank is not None:
@@ -255,11 +320,19 @@ def _play_all(members: list[AudioTransport], now: float) -> None:
 
 
 def _queue(frames: Iterable[tuple[AudioTransport, np.ndarray]]) -> None:
-    """Received audio at the mixer's rate, for its next tick (dropped when late)."""
+    """Received audio at the mixer's rate to the members' slots, in mixer frames."""
     for member, pcm in frames:
-        if member._inbound <= MAX_QUEUED_FRAMES * member.mixer.frame_samples:
-            member._inbound += len(pcm)
-            member._port.put_frame(pcm)  # type: ignore[union-attr]
+        size = member._mixer_frame
+        pending = member._heard_pending
+        if len(pcm) == size and not len(pending):  # the usual case: a frame
+            member._port.heard.append(pcm)  # type: ignore[union-attr]
+            continue
+        pending = np.concatenate((pending, pcm))
+        count = len(pending) // size
+        member._port.heard.extend(  # type: ignore[union-attr]
+            pending[i * size : (i + 1) * size] for i in range(count)
+        )
+        member._heard_pending = pending[count * size :]
 
 
 def _bank(
@@ -364,7 +437,9 @@ class AudioTransport:
         self.codec: str | None = None
         self.sample_rate: int | None = None
         self._started = False
-        self._port: MixerPort | None = None
+        self._port: _Slot | None = None
+        self._slot: int | None = None
+        self._playout: _Playout | None = None
         self._timer: asyncio.TimerHandle | None = None  # our own, until we share a clock
         self._clock: _SharedClock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -379,7 +454,7 @@ class AudioTransport:
     @property
     def slot(self) -> int | None:
         """Our slot in the mixer while started."""
-        return self._port.slot if self._port is not None else None
+        return self._slot
 
     @property
     def is_started(self) -> bool:
@@ -467,7 +542,12 @@ class AudioTransport:
         # A codec that decodes many streams' frames at once (G.711) with what resamples
         # them, when no Resampler of our own keeps state between frames: our batch's key.
         decode_many = getattr(codec, "decode_many", None)
-        self._batch = (decode_many, self._up) if decode_many and not self._from_codec else None
+        self._batch = (
+            (decode_many, self._up, self._frame_samples)
+            if decode_many and not self._from_codec
+            else None
+        )
+        self._tick_samples = info.sample_rate // 50  # codec samples per mixer frame
         self._playout_debt = 0.0  # codec samples the playout still owes the mixer
         self._dtmf_sender = DTMFSender(
             events[str(self._event_type)] if self._event_type is not None else 8000,
@@ -486,13 +566,13 @@ class AudioTransport:
         self._mixer_frame = self.mixer.frame_samples
         self._silence = np.zeros(self._mixer_frame, dtype=np.int16)
         self._silence.flags.writeable = False
-        self._mixed_frames = 0  # frames the mixer queued in our slot, not yet taken
-        self._inbound = 0  # samples we queued for the mixer, not yet mixed
-        self._in_phase = False
+        self._heard_pending = np.zeros(0, dtype=np.int16)  # played audio short of a frame
         self._last_rtp = now
         self._timed_out = False
-        self._port = MixerPort(self.mixer, on_frame=self._frame_mixed, max_delay=PORT_QUEUE)
-        self._port.start()
+        self._frame_packets = self._send_samples == self._mixer_frame
+        self._port = _Slot(-(-self._send_samples // self._mixer_frame) + MAX_QUEUED_FRAMES)
+        self._slot = self.mixer.add_port(self._port)
+        self._playout = _Playout.join(self)
         self._pacer = FramePacer(info.ptime / 1000, MAX_BURST)
         self._pacer.start(now)
         self._started = True
@@ -585,8 +665,12 @@ class AudioTransport:
         if self.transport.receiver is self:
             self.transport.receiver = None
         self.transport.send_rtcp(self._rtcp.bye(self._loop.time()))  # type: ignore[union-attr]
-        if self._port is not None:
-            self._port.stop()
+        if self._playout is not None:
+            self._playout.leave(self)
+            self._playout = None
+        if self._slot is not None:
+            self.mixer.remove_port(self._slot)
+            self._slot = None
         for bank, lane in ((self._down, self._down_lane), (self._up, self._up_lane)):
             if bank is not None:
                 bank.close(lane)
@@ -626,7 +710,13 @@ class AudioTransport:
     def _next_audio(self, now: float, due: float) -> np.ndarray | None:
         """This frame's mixed audio to encode (at the codec's rate unless a bank resamples
         it), or None when no audio is sent: not sending, or a DTMF packet in its place."""
-        pcm = self._mixed_audio()
+        if self._frame_packets:  # the usual case: a packet per mixer frame
+            mixed = self._port.mixed  # type: ignore[union-attr]
+            pcm = mixed.popleft() if mixed else None
+            if pcm is None:
+                pcm = self._silence
+        else:
+            pcm = self._mixed_audio()
         packetizer = self._packetizer
         if not self._sending:
             packetizer.advance(self._timestamp_step)
@@ -658,51 +748,28 @@ class AudioTransport:
         self.transport.send_rtp(data)
 
     def _mixed_audio(self) -> np.ndarray:
-        """One packet's worth of what the mixer mixed for our slot (silence if nothing)."""
-        port = self._port
-        assert port is not None
+        """A packet's worth of what the mixer mixed for our slot (silence where nothing)
+        when a packet is not one mixer frame: several, or part of one."""
+        mixed = self._port.mixed  # type: ignore[union-attr]
         need = self._send_samples
         pending = self._pending
-        if need == len(self._silence) and not len(pending):  # a packet per mixer frame
-            frame = None
-            if self._mixed_frames:
-                self._mixed_frames -= 1
-                frame = port.get_frame()
-            while self._mixed_frames > MAX_QUEUED_FRAMES:
-                self._mixed_frames -= 1
-                port.get_frame()
-            return self._silence if frame is None else frame
         while len(pending) < need:
-            frame = None
-            if self._mixed_frames:
-                self._mixed_frames -= 1
-                frame = port.get_frame()
+            frame = mixed.popleft() if mixed else None
             if frame is None:
                 frame = self._silence
             pending = frame if not len(pending) else np.concatenate((pending, frame))
-        while self._mixed_frames > MAX_QUEUED_FRAMES:
-            self._mixed_frames -= 1
-            port.get_frame()
         self._pending = pending[need:]
         return pending[:need]
 
-    def _frame_mixed(self) -> None:
-        """The mixer's tick queued a frame for us (and took one frame of what we queued).
-
-        The first one sets our clock's phase against the mixer's: a fraction of a mixer
-        frame after its ticks, away from them so that timer jitter does not swap the order
-        of our ticks and its ticks (each swap would add a frame of delay), and one of
-        PHASE_SLOTS (or BATCHED_PHASE_SLOTS) phases taken in turn (a golden-ratio sequence)
-        so that the packets of many calls spread over the frame period instead of leaving in
-        one burst.  From then on we run on the shared clock of that phase.
+    def _join_phase(self) -> None:
+        """The mixer ticked with us in it: our clock takes a phase against the mixer's, a
+        fraction of a mixer frame after its ticks, away from them so that timer jitter does
+        not swap the order of our ticks and its ticks (each swap would add a frame of
+        delay), and one of PHASE_SLOTS (or BATCHED_PHASE_SLOTS) phases taken in turn (a
+        golden-ratio sequence) so that the packets of many calls spread over the frame
+        period instead of leaving in one burst.  From then on we run on the shared clock of
+        that phase.
         """
-        if self._mixed_frames < _PORT_FRAMES:
-            self._mixed_frames += 1
-        inbound = self._inbound - self._mixer_frame
-        self._inbound = inbound if inbound > 0 else 0
-        if self._in_phase or not self._started:
-            return
-        self._in_phase = True
         loop = self._loop
         assert loop is not None and self._timer is not None
         slots = BATCHED_PHASE_SLOTS if self._encode_many is not None else PHASE_SLOTS
