@@ -12,6 +12,10 @@ Model (as PJSIP's conference bridge)
     * Every producing port is asked for a frame on every tick, connected or not, so
       sources run in real time whether anyone listens (a WAV file plays on, a network
       port's queue stays short).
+    * Tick hooks (:meth:`AudioMixer.add_tick_hook`) run at the start of every frame,
+      before the ports are asked: ports whose frames are made together (the playout of
+      all the AudioTransports of a mixer: one decode and one resampling for them all)
+      make them there.
 
 Cost
     Per tick, the frames of all producing ports are one 2-D int32 array and every mix is
@@ -500,6 +504,7 @@ class AudioMixer:
         self._plan: _Plan | None = None
         self._after_tick: list[Callable[[], object]] = []
         self._tick_hooks: tuple[Callable[[], object], ...] = ()
+        self._failing_hooks: set[Callable[[], object]] = set()
         self._ticking = False
         self._failing: dict[int, SlotPort] = {}
         self._pacer = FramePacer(PTIME, max_burst)
@@ -721,17 +726,20 @@ class AudioMixer:
 
         For ports that fill their frames together: the AudioTransports of a mixer decode
         what all of them received in one go (one table lookup, one resampling matrix
-        product) rather than each in its produce().  A hook that raises is logged.
+        product) rather than each in its produce().  A hook that raises is logged (once)
+        and called again at the next frame.
         """
         with self._lock:
             self._tick_hooks = (*self._tick_hooks, hook)
 
     def remove_tick_hook(self, hook: Callable[[], object]) -> None:
-        """Stops calling ``hook`` (from the next frame on, if called within a tick)."""
+        """Stops calling ``hook`` (from the next frame on, if called within a tick);
+        ValueError if it is not a hook of this mixer."""
         with self._lock:
             hooks = list(self._tick_hooks)
             hooks.remove(hook)
             self._tick_hooks = tuple(hooks)
+            self._failing_hooks.discard(hook)
 
     def tick(self, count: int = 1) -> None:
         """Mixes ``count`` frames now, one after the other."""
@@ -745,7 +753,9 @@ class AudioMixer:
                         try:
                             hook()
                         except Exception:
-                            log.exception("a hook run at the mixer's tick failed")
+                            if hook not in self._failing_hooks:
+                                self._failing_hooks.add(hook)
+                                log.exception("a hook run at the mixer's tick failed")
                     plan = self._plan
                     if plan is None:
                         plan = self._plan = self._build_plan()

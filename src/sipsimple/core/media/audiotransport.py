@@ -65,7 +65,7 @@ from sipsimple.media.jitterbuffer import (
     JitterBufferStatistics,
     JitterFrame,
 )
-from sipsimple.media.mixer import PTIME, AudioMixer, FramePacer, SlotPort
+from sipsimple.media.mixer import FRAMES_PER_SECOND, PTIME, AudioMixer, FramePacer, SlotPort
 from sipsimple.media.resample import Resampler, ResamplerBank
 from sipsimple.media.rtcpsession import RTCPSession, StreamStatistics
 from sipsimple.media.rtp import RTPPacket, RTPPacketizer
@@ -547,7 +547,8 @@ class AudioTransport:
             if decode_many and not self._from_codec
             else None
         )
-        self._tick_samples = info.sample_rate // 50  # codec samples per mixer frame
+        # codec samples per mixer frame
+        self._tick_samples = info.sample_rate * self.mixer.frame_samples // rate
         self._playout_debt = 0.0  # codec samples the playout still owes the mixer
         self._dtmf_sender = DTMFSender(
             events[str(self._event_type)] if self._event_type is not None else 8000,
@@ -570,7 +571,9 @@ class AudioTransport:
         self._last_rtp = now
         self._timed_out = False
         self._frame_packets = self._send_samples == self._mixer_frame
-        self._port = _Slot(-(-self._send_samples // self._mixer_frame) + MAX_QUEUED_FRAMES)
+        # A packet's worth of frames (the longer of what we send and what we asked for).
+        packet_frames = -(-max(info.ptime, self.ptime) * FRAMES_PER_SECOND // 1000)
+        self._port = _Slot(packet_frames + MAX_QUEUED_FRAMES)
         self._slot = self.mixer.add_port(self._port)
         self._playout = _Playout.join(self)
         self._pacer = FramePacer(info.ptime / 1000, MAX_BURST)
