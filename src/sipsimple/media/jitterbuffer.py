@@ -23,6 +23,7 @@ delay explains, restarts the buffer (keeping what it learned of the network).
 
 from __future__ import annotations
 
+import heapq
 import math
 from array import array
 from bisect import bisect_left, insort
@@ -37,6 +38,8 @@ __all__ = ["FrameKind", "JitterBuffer", "JitterBufferStatistics", "JitterFrame"]
 
 WINDOW = 500  # packets of excess-transit history (10 s of 20 ms packets)
 QUANTILE = 0.98
+TOP = 24  # excesses a rebuilt top keeps: the quantile is among the largest 11 of WINDOW
+TOP_LIMIT = 64  # a top grown past this is rebuilt, so that inserting in it stays cheap
 HOLD = 10.0  # seconds the target stays up after rising
 BASE_LEAK = 0.002  # seconds per second the base transit may rise (a 0.2 % slow clock)
 MAX_DROPOUT = 3000  # sequence jump taken as a restart (RFC 3550 A.1)
@@ -59,6 +62,11 @@ class JitterFrame(NamedTuple):
     timestamp: int
     samples: int
     packet: RTPPacket | None = None
+
+
+# get() makes its frames as tuple.__new__(JitterFrame, fields): what JitterFrame(*fields)
+# does, without the Python-level __new__ of a named tuple (a third of the cost).
+_new_frame = tuple.__new__
 
 
 @dataclass(slots=True)
@@ -116,11 +124,15 @@ class JitterBuffer:
         self._frame_seconds = ptime / 1000
         self._target = initial_delay
         self._hold = 0  # frames left before the target may fall
-        # The excesses in arrival order (a ring once full, _oldest its start) and sorted:
-        # arrays of doubles, whose values lie together in memory for the binary searches.
+        # The excesses in arrival order (a ring once full, _oldest its start), and the
+        # quantile's neighbourhood: _top holds the largest excesses, sorted, those of the
+        # ring slots marked in _in_top, and no unmarked excess is above _top[0].  A packet
+        # touches a slot and compares with _top[0]; the window is not kept sorted.
         self._excesses = array("d")
         self._oldest = 0
-        self._sorted = array("d")
+        self._top: list[float] = []
+        self._in_top = bytearray(WINDOW)
+        self._need = 1  # the quantile is _top[-_need]
         self._previous_excess = 0.0
         self._jump = max(1.0, 2 * max_delay)
         self._capacity = int(2 * max_delay / self._frame_seconds) + 16
@@ -168,7 +180,7 @@ class JitterBuffer:
             transit = now - ext_ts / self.clock_rate
             buffer = self._buffer
             if (
-                abs(transit - self._base) <= self._jump
+                -(jump := self._jump) <= transit - self._base <= jump
                 and ext_ts not in buffer
                 and ext_ts >= self._playout - self._frame // 2
             ):
@@ -292,36 +304,47 @@ class JitterBuffer:
             stats.discarded += 1
 
     def _observe(self, transit: float, now: float) -> None:
-        self._base = min(transit, self._base + BASE_LEAK * (now - self._base_time))
+        # (Comparisons rather than min(): the same values without a call of a builtin.)
+        leaked = self._base + BASE_LEAK * (now - self._base_time)
+        base = self._base = leaked if leaked < transit else transit
         self._base_time = now
-        excess = transit - self._base
+        excess = transit - base
         self._remember(excess)
         # Grow at once when two packets in a row need it; one outlier alone does not.
-        needed = min(excess, self._previous_excess)
+        previous = self._previous_excess
+        needed = previous if previous < excess else excess
         self._previous_excess = excess
         if needed > self._target:
             self._raise_target(needed)
 
     def _remember(self, excess: float) -> None:
         """Adds an excess to the window, in place of the oldest once it is full."""
-        excesses, window = self._excesses, self._sorted
+        excesses, top, marks = self._excesses, self._top, self._in_top
+        slot = self._oldest
         if len(excesses) < WINDOW:
             excesses.append(excess)
-            insort(window, excess)
-            return
-        oldest = self._oldest
-        i = bisect_left(window, excesses[oldest])
-        excesses[oldest] = excess
-        self._oldest = oldest + 1 if oldest + 1 < WINDOW else 0
-        j = bisect_left(window, excess)
-        if i <= j <= i + 1:  # it fits where the oldest was
-            window[i] = excess
-        elif j < i:
-            del window[i]
-            window.insert(j, excess)
+            n = slot + 1
+            self._need = n - int(QUANTILE * (n - 1))
         else:
-            window.insert(j, excess)
-            del window[i]
+            if marks[slot]:
+                marks[slot] = 0
+                del top[bisect_left(top, excesses[slot])]
+            excesses[slot] = excess
+        self._oldest = slot + 1 if slot + 1 < WINDOW else 0
+        if not top or excess > top[0]:
+            insort(top, excess)
+            marks[slot] = 1
+        if not self._need <= len(top) <= TOP_LIMIT:
+            self._rebuild_top()
+
+    def _rebuild_top(self) -> None:
+        """Marks the TOP largest excesses of the window (all of them while it is smaller)."""
+        excesses = self._excesses
+        slots = heapq.nlargest(TOP, range(len(excesses)), key=excesses.__getitem__)
+        marks = self._in_top = bytearray(WINDOW)
+        for slot in slots:
+            marks[slot] = 1
+        self._top = sorted(excesses[slot] for slot in slots)
 
     def _raise_target(self, needed: float) -> None:
         self._target = min(needed, self.max_delay)
@@ -335,8 +358,8 @@ class JitterBuffer:
         if not self._playing and not self._start(now):
             return None
         # The target falls back towards the quantile of the excesses once HOLD is over.
-        window = self._sorted
-        floor = window[int(QUANTILE * (len(window) - 1))]
+        top = self._top
+        floor = top[len(top) - self._need]
         max_delay = self.max_delay
         if floor < self.min_delay:
             floor = self.min_delay
@@ -358,7 +381,7 @@ class JitterBuffer:
         frame = self._frame
         if delay < target and delay + frame_seconds <= max_delay:
             stats.expanded += 1
-            return JitterFrame(_LOST, playout & 0xFFFFFFFF, frame)
+            return _new_frame(JitterFrame, (_LOST, playout & 0xFFFFFFFF, frame, None))
         buffer = self._buffer
         self._since_shrink += 1
         if (
@@ -391,7 +414,7 @@ class JitterBuffer:
                 return None
             stats.underruns += 1
             self._playout = playout + frame
-            return JitterFrame(_LOST, playout & 0xFFFFFFFF, frame)
+            return _new_frame(JitterFrame, (_LOST, playout & 0xFFFFFFFF, frame, None))
         self._empty = 0
         if earliest <= playout + half:
             seq, packet = buffer.pop(earliest)
@@ -401,12 +424,12 @@ class JitterBuffer:
             if seq > self._played_max:
                 self._played_max = seq
             stats.played += 1
-            return JitterFrame(_AUDIO, packet.timestamp, frame, packet)
+            return _new_frame(JitterFrame, (_AUDIO, packet.timestamp, frame, packet))
         self._playout = playout + frame
         if self._last_seq is not None and buffer[earliest][0] == self._last_seq + 1:
             return None  # no packet is missing: the sender paused (silence suppression)
         stats.lost += 1
-        return JitterFrame(_LOST, playout & 0xFFFFFFFF, frame)
+        return _new_frame(JitterFrame, (_LOST, playout & 0xFFFFFFFF, frame, None))
 
     def _played_append(self, seq: int) -> None:
         self._played.append(seq)

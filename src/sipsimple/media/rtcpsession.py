@@ -28,12 +28,21 @@ from sipsimple.media.rtcp import (
     serialize_rtcp,
 )
 from sipsimple.media.rtp import RTPPacket
-from sipsimple.media.stats import ReceiveStatistics, Summary, ntp_timestamp, round_trip_time
+from sipsimple.media.stats import (
+    Arrival,
+    ReceiveStatistics,
+    Summary,
+    ntp_timestamp,
+    round_trip_time,
+)
 
 __all__ = ["DirectionStatistics", "RTCPSession", "StreamStatistics"]
 
 _UDP_IP_OVERHEAD = 28
 MAX_SOURCES = 16
+# Received packets noted before their statistics are brought up to date (they are also
+# whenever anything reads them): few enough that the notes stay in the cache.
+MAX_ARRIVALS = 32
 _RTCP_BANDWIDTH_FRACTION = 0.05
 
 
@@ -82,7 +91,8 @@ class RTCPSession:
         self.session_bandwidth = session_bandwidth
         self.min_interval = min_interval
         self._random = rng or random.Random()
-        self.sources: dict[int, ReceiveStatistics] = {}
+        self._sources: dict[int, ReceiveStatistics] = {}
+        self._arrivals: list[Arrival] = []
         self.remote_cname: str | None = None
         self.closed = False
         self._current_source: int | None = None
@@ -106,19 +116,42 @@ class RTCPSession:
         self._octets_sent += octets
         self._last_rtp = (timestamp, now)
 
-    def rtp_received(self, packet: RTPPacket, now: float) -> bool:
-        """Accounts a received packet; False while its source is not yet valid (A.1)."""
-        ssrc = packet.ssrc
-        source = self.sources.get(ssrc) or self._source(ssrc)
-        self._current_source = ssrc
-        self._heard.add(ssrc)
-        return source.update(packet.sequence_number, packet.timestamp, now, len(packet.payload))
+    def rtp_received(self, packet: RTPPacket, now: float) -> None:
+        """Accounts a received packet.  It is only noted here: the statistics of a batch
+        are brought up to date at once (_fold), before anything reads or reports them."""
+        arrivals = self._arrivals
+        arrivals.append(
+            (packet.ssrc, packet.sequence_number, packet.timestamp, now, len(packet.payload))
+        )
+        if len(arrivals) >= MAX_ARRIVALS:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Accounts the noted packets, in arrival order, to their sources."""
+        arrivals = self._arrivals
+        if not arrivals:
+            return
+        self._arrivals = []
+        index, end = 0, len(arrivals)
+        while index < end:
+            ssrc = arrivals[index][0]
+            source = self._sources.get(ssrc) or self._source(ssrc)
+            self._current_source = ssrc
+            self._heard.add(ssrc)
+            index = source.extend(arrivals, index)
+
+    @property
+    def sources(self) -> dict[int, ReceiveStatistics]:
+        """The statistics of every remote source heard (at most MAX_SOURCES), by SSRC."""
+        self._fold()
+        return self._sources
 
     # RTCP in
 
     def receive(self, data: bytes, now: float) -> list[RTCPPacket]:
         """Consumes a (compound) RTCP datagram; raises RTCPParseError for bad bytes."""
         packets = parse_rtcp(data)
+        self._fold()  # in arrival order with the RTP before it (a new source may evict)
         self._avg_rtcp_size += (len(data) + _UDP_IP_OVERHEAD - self._avg_rtcp_size) / 16
         for packet in packets:
             if isinstance(packet, SenderReport):
@@ -136,13 +169,14 @@ class RTCPSession:
         return packets
 
     def _source(self, ssrc: int) -> ReceiveStatistics:
-        source = self.sources.get(ssrc)
+        sources = self._sources
+        source = sources.get(ssrc)
         if source is None:
-            if len(self.sources) >= MAX_SOURCES:  # packets with made-up SSRCs: forget the oldest
-                oldest = next(s for s in self.sources if s != self._current_source)
-                del self.sources[oldest]
+            if len(sources) >= MAX_SOURCES:  # packets with made-up SSRCs: forget the oldest
+                oldest = next(s for s in sources if s != self._current_source)
+                del sources[oldest]
                 self._heard.discard(oldest)
-            source = self.sources[ssrc] = ReceiveStatistics(ssrc, self.clock_rate)
+            source = sources[ssrc] = ReceiveStatistics(ssrc, self.clock_rate)
         return source
 
     def _take_reports(self, reports: tuple[ReportBlock, ...], now: float) -> None:
@@ -174,7 +208,8 @@ class RTCPSession:
         return serialize_rtcp([*self._report(now), Bye((self.ssrc,), reason)])
 
     def _report(self, now: float) -> list[RTCPPacket]:
-        blocks = tuple(self.sources[s].report_block(now) for s in sorted(self._heard))[:31]
+        self._fold()
+        blocks = tuple(self._sources[s].report_block(now) for s in sorted(self._heard))[:31]
         self._heard.clear()
         sdes = SourceDescription((SDESChunk(self.ssrc, ((SDESItemType.CNAME, self.cname),)),))
         # RFC 3550 6.4: send an SR if we sent RTP since the report before the last one.
@@ -201,7 +236,7 @@ class RTCPSession:
     def _interval(self, *, initial: bool) -> float:
         minimum = self.min_interval / 2 if initial else self.min_interval
         rtcp_bytes_per_second = _RTCP_BANDWIDTH_FRACTION * self.session_bandwidth / 8
-        members = max(2, 1 + len(self.sources))
+        members = max(2, 1 + len(self._sources))
         interval = max(minimum, self._avg_rtcp_size * members / rtcp_bytes_per_second)
         return interval * self._random.uniform(0.5, 1.5)
 
@@ -212,7 +247,8 @@ class RTCPSession:
 
     @property
     def statistics(self) -> StreamStatistics:
-        source = None if self._current_source is None else self.sources.get(self._current_source)
+        self._fold()
+        source = None if self._current_source is None else self._sources.get(self._current_source)
         if source is None:
             rx = DirectionStatistics()
         else:

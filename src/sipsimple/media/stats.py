@@ -5,12 +5,14 @@ Arrival times are plain float seconds from the caller's clock; only differences 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sipsimple.media.rtcp import ReportBlock
 
 __all__ = [
     "NTP_EPOCH_OFFSET",
+    "Arrival",
     "ReceiveStatistics",
     "Summary",
     "ntp_middle",
@@ -23,6 +25,10 @@ RTP_SEQ_MOD = 1 << 16
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 MIN_SEQUENTIAL = 2
+
+# One received RTP packet as extend() takes it: (SSRC, sequence number, timestamp,
+# arrival time, payload octets).
+Arrival = tuple[int, int, int, float, int]
 
 
 def ntp_timestamp(unix_time: float) -> int:
@@ -93,6 +99,7 @@ class ReceiveStatistics:
         self.expected_prior = 0
         self._transit: float | None = None
         self._jitter = 0.0  # in timestamp units
+        self._valid = False  # whether the last packet accounted was valid
         self.last_sr: int = 0  # middle 32 bits of the NTP time in the last SR
         self.last_sr_arrival: float | None = None
         self.fraction_lost = 0  # 8-bit fixed point, as of the last report block
@@ -135,28 +142,53 @@ class ReceiveStatistics:
 
     def update(self, sequence_number: int, timestamp: int, arrival: float, octets: int) -> bool:
         """Accounts one RTP packet arrived at ``arrival`` seconds; False while not valid."""
-        if self.packets == 0:
-            self._init_seq(sequence_number)
-            self.max_seq = (sequence_number - 1) & 0xFFFF
-        self.packets += 1
-        self.octets += octets
-        if not self.probation and sequence_number == (self.max_seq + 1) & 0xFFFF:
-            # The usual packet: the next in sequence (wrapping to 0 starts a new cycle).
-            if not sequence_number:
-                self.cycles += RTP_SEQ_MOD
-            self.max_seq = sequence_number
-            self.received += 1
-            valid = True
-        else:
-            valid = self._update_seq(sequence_number)
-        # A.8: transit time in timestamp units; the difference is taken modulo 2**32 so a
-        # timestamp wrap is not mistaken for a huge delay variation.
-        transit = arrival * self.clock_rate - timestamp
-        if self._transit is not None:
-            d = (transit - self._transit + 2.0**31) % 2.0**32 - 2.0**31
-            self._jitter += (abs(d) - self._jitter) / 16.0
-        self._transit = transit
-        return valid
+        self.extend(((self.ssrc, sequence_number, timestamp, arrival, octets),))
+        return self._valid
+
+    def extend(self, arrivals: Sequence[Arrival], start: int = 0) -> int:
+        """Accounts ``arrivals[start:]`` in order, up to the first of another source;
+        returns its index (len(arrivals) when all are ours).
+
+        A batch of a stream's packets costs one call: the usual packet (the next in
+        sequence) is accounted in local variables, any other goes through the A.1 rules.
+        """
+        ssrc, clock_rate = self.ssrc, self.clock_rate
+        packets, octets, probation = self.packets, self.octets, self.probation
+        max_seq, cycles, received = self.max_seq, self.cycles, self.received
+        last, jitter, valid = self._transit, self._jitter, self._valid
+        index, end = start, len(arrivals)
+        while index < end:
+            source, seq, timestamp, arrival, size = arrivals[index]
+            if source != ssrc:
+                break
+            index += 1
+            if packets and not probation and seq == (max_seq + 1) & 0xFFFF:
+                if not seq:  # wrapping to 0 starts a new cycle
+                    cycles += RTP_SEQ_MOD
+                max_seq = seq
+                received += 1
+                valid = True
+            else:
+                self.max_seq, self.cycles, self.received = max_seq, cycles, received
+                if not packets:
+                    self._init_seq(seq)
+                    self.max_seq = (seq - 1) & 0xFFFF
+                valid = self._update_seq(seq)
+                probation, max_seq = self.probation, self.max_seq
+                cycles, received = self.cycles, self.received
+            packets += 1
+            octets += size
+            # A.8: transit time in timestamp units; the difference is taken modulo 2**32 so
+            # a timestamp wrap is not mistaken for a huge delay variation.
+            transit = arrival * clock_rate - timestamp
+            if last is not None:
+                d = (transit - last + 2.0**31) % 2.0**32 - 2.0**31
+                jitter += (abs(d) - jitter) / 16.0
+            last = transit
+        self.packets, self.octets = packets, octets
+        self.max_seq, self.cycles, self.received = max_seq, cycles, received
+        self._transit, self._jitter, self._valid = last, jitter, valid
+        return index
 
     def sender_report(self, ntp: int, arrival: float) -> None:
         """Remembers an SR from this source for the LSR/DLSR of our next report."""
