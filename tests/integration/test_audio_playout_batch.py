@@ -3,7 +3,7 @@
 Calls between two mixers over loopback, each carrying a tone of its own, run on an event
 loop whose clock jumps to the next timer, with the same phases and RTP numbers, so every
 run sees the same arrival times; once with the transports as they start (the G.711 frames
-of the calls sharing a clock decoded in one table lookup), once with every transport on
+of all the calls of a mixer decoded in one table lookup), once with every transport on
 the general path, decoding its own packets.  What each call's slot gives the mixer, and
 the jitter buffers' statistics, must be the same.
 
