@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from sipsimple.configuration.settings import default_local_ip
 from sipsimple.core.errors import SIPCoreError
+from sipsimple.core.media import poller
 from sipsimple.core.sdp import SDPAttribute, SDPConnection, SDPMediaStream, SDPNegotiationError
 from sipsimple.core.sdp.model import BaseSDPMediaStream, BaseSDPSession
 from sipsimple.media.errors import RTPParseError
@@ -331,8 +332,8 @@ class RTPTransport:
         if self._local_address is None:
             self._local_address = str(default_local_ip())
         rtp_sock, rtcp_sock = self._bind_pair(self._local_address)
-        self._loop.add_reader(rtp_sock.fileno(), self._rtp_readable)
-        self._loop.add_reader(rtcp_sock.fileno(), self._rtcp_readable)
+        poller.add_reader(self._loop, rtp_sock.fileno(), self._rtp_readable)
+        poller.add_reader(self._loop, rtcp_sock.fileno(), self._rtcp_readable)
         self._rtp_socket, self._rtcp_socket = rtp_sock, rtcp_sock
         self._local_port = rtp_sock.getsockname()[1]
 
@@ -583,7 +584,7 @@ class RTPTransport:
     async def _close(self) -> None:
         for sock in (self._rtp_socket, self._rtcp_socket):
             if sock is not None:
-                self._loop.remove_reader(sock.fileno())
+                poller.remove_reader(self._loop, sock.fileno())
                 sock.close()
         self._rtp_socket = self._rtcp_socket = None
         current = asyncio.current_task()
