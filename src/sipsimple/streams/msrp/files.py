@@ -15,6 +15,7 @@ Everything here blocks on the disk or hashes: the streams run it in a worker thr
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -34,8 +35,8 @@ __all__ = [
     "FileHashMismatchError",
     "IncomingFile",
     "PartialFile",
-    "create_unique",
     "find_partial",
+    "move_unique",
     "safe_name",
     "sha1_selector_hash",
 ]
@@ -100,6 +101,20 @@ def _create(path: Path) -> bool:
     return True
 
 
+def _link(source: Path, path: Path) -> bool | None:
+    """Give ``source`` the new name ``path``: False when ``path`` exists, None when
+    the file system has no hard links."""
+    try:
+        os.link(source, path)
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            return None
+        raise
+    return True
+
+
 def _pwrite_all(fd: int, views: list[memoryview], offset: int) -> None:
     """Write all of ``views`` at ``offset``, as pwritev() does, also when it writes less."""
     first = 0
@@ -116,14 +131,25 @@ def _pwrite_all(fd: int, views: list[memoryview], offset: int) -> None:
             views[first] = views[first][written:]
 
 
-def create_unique(directory: Path, name: str) -> Path:
-    """Reserve (create empty) the first free one of ``name``, ``name (1)``... in
-    ``directory``; the name must be a plain file name (see safe_name)."""
+def move_unique(source: Path, directory: Path, name: str) -> Path:
+    """Move ``source`` to the first free one of ``name``, ``name (1)``... in
+    ``directory`` (the same file system), never replacing a file; the name must be a
+    plain file name (see safe_name).
+
+    A hard link takes the free name and the source name is then removed: renaming onto
+    a placeholder instead would replace an existing file, which makes ext4 (its
+    auto_da_alloc) allocate and start writing the whole file at once, tens of
+    milliseconds for 100 MB.  Without hard links the placeholder it is."""
     for candidate in _candidates(name):
         path = directory / candidate
         if path.parent != directory:
             raise ValueError(f"{name!r} is not a plain file name")
-        if _create(path):
+        linked = _link(source, path)
+        if linked:
+            os.unlink(source)
+            return path
+        if linked is None and _create(path):
+            os.replace(source, path)
             return path
     raise AssertionError("unreachable")
 
@@ -340,8 +366,7 @@ class IncomingFile:
                 )
         self._file.close()
         self._file = None
-        final = create_unique(self.directory, self.name)
-        os.replace(self.partial, final)
+        final = move_unique(self.partial, self.directory, self.name)
         self.metadata.unlink(missing_ok=True)
         self._release()
         return final
