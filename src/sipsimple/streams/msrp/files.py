@@ -3,11 +3,12 @@ anything, and partial files that an interrupted transfer leaves for a later one 
 resume.
 
 While a file arrives its data goes to ``<name>.part`` with ``<name>.part.json`` beside
-it (the offered name, size, type and hash, and how many leading bytes are on disk).
-Once complete and matching its hash it is renamed to its name in the directory, with
-`` (1)``, `` (2)``... before the extension when that name is taken. A later transfer of
-a file with the same hash and size finds the partial file and resumes after its
-leading bytes.
+it (the offered name, size, type and hash, and how many leading bytes are on disk);
+its disk blocks are allocated when it opens, where Linux can (see ``_reserve``).
+Once complete and matching its hash it takes its name in the directory (a hard link,
+see move_unique), with `` (1)``, `` (2)``... before the extension when that name is
+taken. A later transfer of a file with the same hash and size finds the partial file
+and resumes after its leading bytes.
 
 Everything here blocks on the disk or hashes: the streams run it in a worker thread
 (:func:`sipsimple.threading.run_in_worker`), one operation at a time per file.
