@@ -293,6 +293,32 @@ async def test_20_mb_file_arrives_intact_in_bounded_memory():
     await drain
 
 
+async def test_reads_grow_and_each_is_kept_as_it_came():
+    # A file arrives in reads that grow past asyncio's 256 KB while they come full;
+    # every read is an object of its own, which the events keep without a copy: all
+    # of them held to the end still make up the body (a reused read buffer would not).
+    alice, bob, listener = await open_pair(
+        a_options={"chunk_size": MB}, b_options={"reassemble": False, "max_queued_bytes": 2 * MB}
+    )
+    drain = asyncio.ensure_future(consume(alice))
+    send = asyncio.ensure_future(
+        alice.send_stream(blocks(32, 256 * 1024), "application/octet-stream", size=8 * MB)
+    )
+    pieces = []
+    async for event in bob:
+        if isinstance(event, MessageDataReceived):
+            pieces.append(event.data)
+        elif isinstance(event, MessageReceived):
+            break
+    await send
+    assert all(type(piece) is bytes for piece in pieces)
+    assert hashlib.sha1(b"".join(pieces)).hexdigest() == pattern_sha1(32, 256 * 1024)
+    assert bob._conn.transport.max_size == MB  # 64 KB, 256 KB, then the cap
+    assert max(len(piece) for piece in pieces) > 256 * 1024
+    await close_all(alice, bob, listener)
+    await drain
+
+
 async def test_file_over_tls(tls):
     alice, bob, listener = await open_pair(
         tls, a_options={"chunk_size": 32 * 1024}, b_options={"reassemble": False}

@@ -535,3 +535,40 @@ def test_a_bad_value_on_a_cached_line_is_reported_every_time():
         events = parser.feed(bad.replace(b"t0001", tid.encode()))
         assert isinstance(events[0], FrameError) and "Failure-Report" in str(events[0].error)
         assert events[0].error.transaction_id == tid
+
+
+def test_a_chunk_ends_at_its_end_line_not_where_its_byte_range_says():
+    # RFC 4975 section 7.1: a sender may interrupt a chunk (to let another message
+    # through); its end-line then comes before the Byte-Range end.  The body ends at
+    # the first end-line, and the end is told as soon as the end-line is in, with
+    # nothing after it: a parser that trusted the Byte-Range (and waited for the
+    # bytes it announces) would hold the frames behind it until more data came.
+    body = bytes(range(256)) * 400  # 102400 bytes
+    first = send("abcd1234", body[:40000], "+")
+    first.set_header("Byte-Range", ByteRange(1, len(body), len(body)))
+    wire = first.encode()
+    chat = send("chat0001", b"hello")
+    rest = send("efgh5678", body[40000:])
+    rest.set_header("Byte-Range", ByteRange(40001, len(body), len(body)))
+    parser = MSRPParser()
+    events = []
+    for start in range(0, len(wire), 4096):  # the interrupted chunk in reads
+        events += parser.feed(wire[start : start + 4096])
+    assert isinstance(events[-1], FrameEnded) and events[-1].frame.contflag == "+"
+    events += parser.feed(chat.encode() + rest.encode())
+    frames = collect(events)
+    assert [(f[0], f[5], f[6]) for f in frames] == [
+        ("abcd1234", body[:40000], "+"),
+        ("chat0001", b"hello", "$"),
+        ("efgh5678", body[40000:], "$"),
+    ]
+
+
+def test_a_chunk_whose_end_line_is_past_its_byte_range_end_is_still_framed_by_it():
+    body = bytes(range(256)) * 64
+    frame = send("abcd1234", body)
+    frame.set_header("Byte-Range", ByteRange(1, 1000, len(body)))  # says 1000 bytes
+    wire = frame.encode() + send("next0001", b"after").encode()
+    for cut in (0, 999, 1000, 1001, 1010, len(body), len(wire) - 3):
+        frames = collect(feed_split(wire, [cut]))
+        assert [(f[0], f[5]) for f in frames] == [("abcd1234", body), ("next0001", b"after")]

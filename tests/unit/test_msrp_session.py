@@ -1,5 +1,6 @@
 """The sans-IO MSRP session machine: two sessions talking, and hand-made frames."""
 
+import os
 import random
 
 import pytest
@@ -8,6 +9,7 @@ from sipsimple.msrp import (
     MSRPURI,
     ByteRange,
     FileRegion,
+    FrameStarted,
     MessageAborted,
     MessageDataReceived,
     MessageDeliveryFailed,
@@ -475,3 +477,23 @@ def test_responses_are_what_the_frame_model_would_write(body, code, comment):
     expected.set_header("To-Path", [A])
     expected.set_header("From-Path", [B])
     assert b.data_to_send(0.0) == expected.encode()
+
+
+def test_chunks_carry_the_longest_transaction_ids_and_their_bodies_are_not_searched(tmp_path):
+    # 32 characters: a receiver's search for the end-line skips further.  The id is
+    # random, so the body is not searched for it either: a file region is not read
+    # (its file is closed here, and reading it would fail).
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(4096))
+    with open(path, "rb") as file:
+        fd = os.dup(file.fileno())
+    os.close(fd)
+    a, _ = pair()
+    message = a.send_message(None, "application/octet-stream", size=4096)
+    message.feed(FileRegion(fd, 0, 4096))
+    message.finish()
+    pieces = a.pieces_to_send(0.0)
+    frames = MSRPParser().feed(b"".join(p for p in pieces if type(p) is bytes))
+    tids = {event.frame.transaction_id for event in frames if isinstance(event, FrameStarted)}
+    assert tids and all(len(tid) == 32 for tid in tids)
+    assert any(type(piece) is FileRegion for piece in pieces)

@@ -3,6 +3,7 @@ partial files with metadata, resuming, and the hash check."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import json
@@ -16,8 +17,8 @@ from hypothesis import strategies as st
 from sipsimple.streams.msrp.files import (
     FileHashMismatchError,
     IncomingFile,
-    create_unique,
     find_partial,
+    move_unique,
     safe_name,
     sha1_selector_hash,
 )
@@ -63,17 +64,56 @@ def test_safe_names_stay_in_the_directory(offered: str) -> None:
     assert name not in (".", "..")
 
 
-def test_create_unique_never_takes_an_existing_name(tmp_path: Path) -> None:
+def test_move_unique_never_takes_an_existing_name(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "README").write_text("mine")
     os.symlink("/etc/hostname", tmp_path / "link.txt")
-    assert create_unique(tmp_path, "notes.txt").name == "notes (1).txt"
-    assert create_unique(tmp_path, "notes.txt").name == "notes (2).txt"
-    assert create_unique(tmp_path, "README").name == "README (1)"
-    assert create_unique(tmp_path, "link.txt").name == "link (1).txt"  # links are not followed
+
+    def move(name: str, text: str) -> Path:
+        source = tmp_path / f"{text}.part"
+        source.write_text(text)
+        moved = move_unique(source, tmp_path, name)
+        assert not source.exists() and moved.read_text() == text
+        return moved
+
+    assert move("notes.txt", "a").name == "notes (1).txt"
+    assert move("notes.txt", "b").name == "notes (2).txt"
+    assert move("README", "c").name == "README (1)"
+    assert move("link.txt", "d").name == "link (1).txt"  # links are not followed
+    assert move("fresh.txt", "e").name == "fresh.txt"
     assert (tmp_path / "notes.txt").read_text() == "mine"
     with pytest.raises(ValueError):
-        create_unique(tmp_path, "../outside.txt")
+        move("../outside.txt", "f")
+
+
+def test_move_unique_links_instead_of_replacing_a_placeholder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Renaming onto a placeholder makes ext4 write the whole file out at once.
+    def no_replace(*args: object) -> None:
+        raise AssertionError("os.replace() onto a placeholder")
+
+    monkeypatch.setattr(os, "replace", no_replace)
+    (tmp_path / "data.bin").write_text("theirs")
+    source = tmp_path / "data.bin.part"
+    source.write_text("ours")
+    inode = source.stat().st_ino
+    moved = move_unique(source, tmp_path, "data.bin")
+    assert moved.name == "data (1).bin" and moved.stat().st_ino == inode
+    assert not source.exists()
+
+
+def test_move_unique_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(source: object, target: object) -> None:
+        raise PermissionError(errno.EPERM, "no hard links here")
+
+    monkeypatch.setattr(os, "link", no_links)  # a file system without them (FAT)
+    (tmp_path / "data.bin").write_text("theirs")
+    source = tmp_path / "data.bin.part"
+    source.write_text("ours")
+    moved = move_unique(source, tmp_path, "data.bin")
+    assert moved.name == "data (1).bin" and moved.read_text() == "ours"
+    assert (tmp_path / "data.bin").read_text() == "theirs" and not source.exists()
 
 
 def receive(directory: Path, data: bytes = DATA, file_hash: str | None = HASH) -> IncomingFile:
@@ -215,3 +255,26 @@ def test_progress_is_saved_every_16_mb(tmp_path: Path) -> None:
 def test_the_hash_format_follows_the_file_selector() -> None:
     digest = hashlib.sha1(b"abc").digest()
     assert sha1_selector_hash(digest) == "sha-1:" + ":".join(f"{b:02X}" for b in digest)
+
+
+def test_the_blocks_to_come_are_reserved_and_a_kept_partial_file_gives_them_back(
+    tmp_path: Path,
+) -> None:
+    # Linux file systems with fallocate() (ext4, xfs, tmpfs...): the blocks of the whole
+    # file are allocated at open without changing its size, and a transfer kept partial
+    # frees those it did not fill.
+    size = 4 * 1024 * 1024
+    incoming = IncomingFile(tmp_path, "big.bin", size, None, None)
+    incoming.open()
+    assert incoming.partial is not None
+    stat = incoming.partial.stat()
+    if stat.st_blocks * 512 < size:
+        pytest.skip("no block reservation here (not Linux, or no fallocate)")
+    assert stat.st_size == 0
+    incoming.write(0, DATA)
+    incoming.close()
+    stat = incoming.partial.stat()
+    assert stat.st_size == len(DATA) and stat.st_blocks * 512 < size // 2
+    resumed = IncomingFile(tmp_path, "big.bin", size, None, None)
+    assert resumed.open() == 0  # unverifiable: a new partial file
+    resumed.discard()

@@ -22,6 +22,7 @@ from sipsimple.msrp.protocol import (
     header_text,
     make_id,
     path_text,
+    random_transaction_id,
 )
 from sipsimple.msrp.uri import MSRPURI
 
@@ -331,10 +332,11 @@ class OutgoingMessage:
         text = None
         while True:
             transaction_id = make_transaction_id()
-            # make_id() draws 80 random bits after the body is fixed: the chance that
-            # the body holds its end-line is below 2**-60, not worth a pass over the
-            # body.  Other generators may be predictable, so their ids are checked.
-            if make_transaction_id is make_id:
+            # make_id() draws 80 random bits (random_transaction_id() 160) after the
+            # body is fixed: the chance that the body holds its end-line is below
+            # 2**-60, not worth a pass over the body.  Other generators may be
+            # predictable, so their ids are checked.
+            if make_transaction_id is random_transaction_id or make_transaction_id is make_id:
                 break
             text = body_bytes(body) if text is None else text
             if ("-------" + transaction_id).encode() not in text:

