@@ -11,6 +11,7 @@ loopback-only network namespace:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +91,9 @@ def test_a_call_through_the_proxy_between_registered_accounts(home, endpoints, t
             bob.expect(r"chat from .*alice@example\.test.*: Is the agenda fine\?")
             bob.send("Yes, thank you.")
             alice.expect(r"chat from .*bob@example\.test.*: Yes, thank you\.")
+            # Give the audio a second both ways before hanging up: the chat and the file
+            # may all be over within the first packets' time on a busy machine.
+            time.sleep(1.0)
             alice.close_stdin()
             alice.expect(r"session ended by us \(user_request\)")
             assert alice.wait() == 0, alice.output + alice.stderr
