@@ -232,7 +232,8 @@ def test_g711_decodes_many_streams_as_each_alone(name):
 )
 def test_the_top_of_the_window_is_its_largest_excesses(excesses):
     """The marked slots hold the top, the top is the tail of the sorted window, and the
-    quantile read from it is the one the sorted window gives - ties included."""
+    quantile read from it (and the floor kept from it) is the one the sorted window
+    gives - ties included."""
     jb = JitterBuffer(8000)
     window = deque(maxlen=WINDOW)
     for excess in excesses:
@@ -242,4 +243,6 @@ def test_the_top_of_the_window_is_its_largest_excesses(excesses):
         top = jb._top
         assert top == ordered[len(ordered) - len(top) :]
         assert sorted(e for e, mark in zip(jb._excesses, jb._in_top, strict=False) if mark) == top
-        assert top[-jb._need] == ordered[int(QUANTILE * (len(ordered) - 1))]
+        quantile = ordered[int(QUANTILE * (len(ordered) - 1))]
+        assert top[-jb._need] == quantile
+        assert jb._floor == min(max(quantile, jb.min_delay), jb.max_delay)
