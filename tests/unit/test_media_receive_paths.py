@@ -26,6 +26,7 @@ from sipsimple.media.codecs.base import FADE_FRAMES
 from sipsimple.media.errors import RTPParseError
 from sipsimple.media.jitterbuffer import QUANTILE, WINDOW, JitterBuffer
 from sipsimple.media.rtp import RTPPacket
+from sipsimple.media.srtp import CryptoAttribute, SRTPParameters
 
 FRAME = 0.02
 EVENTS = ("keep", "keep", "keep", "keep", "drop", "duplicate", "swap", "late", "spike")
@@ -232,7 +233,8 @@ def test_g711_decodes_many_streams_as_each_alone(name):
 )
 def test_the_top_of_the_window_is_its_largest_excesses(excesses):
     """The marked slots hold the top, the top is the tail of the sorted window, and the
-    quantile read from it is the one the sorted window gives - ties included."""
+    quantile read from it (and the floor kept from it) is the one the sorted window
+    gives - ties included."""
     jb = JitterBuffer(8000)
     window = deque(maxlen=WINDOW)
     for excess in excesses:
@@ -242,4 +244,33 @@ def test_the_top_of_the_window_is_its_largest_excesses(excesses):
         top = jb._top
         assert top == ordered[len(ordered) - len(top) :]
         assert sorted(e for e, mark in zip(jb._excesses, jb._in_top, strict=False) if mark) == top
-        assert top[-jb._need] == ordered[int(QUANTILE * (len(ordered) - 1))]
+        quantile = ordered[int(QUANTILE * (len(ordered) - 1))]
+        assert top[-jb._need] == quantile
+        assert jb._floor == min(max(quantile, jb.min_delay), jb.max_delay)
+
+
+async def test_plain_rtp_is_refused_once_srtp_is_on(senders):
+    """The shortcut for the usual packet ends when SRTP starts: a plain packet from the
+    source followed until then is an SRTP failure, not audio."""
+    sources, sock = senders
+    transport = RTPTransport()
+    transport._loop = asyncio.get_running_loop()
+    transport._latch.reset(sources[0].getsockname())
+    transport._rtp_socket = sock
+    transport.receiver = Collector()
+
+    def deliver(seq):
+        data = struct.pack("!BBHII", 0x80, 0, seq, 160 * seq, 1) + b"\xff" * 160
+        sources[0].sendto(data, sock.getsockname())
+        select.select([sock], [], [], 2)
+        transport._rtp_readable()
+
+    for seq in range(5):
+        deliver(seq)
+    key = bytes(range(30))
+    crypto = CryptoAttribute(1, "AES_CM_128_HMAC_SHA1_80", ())
+    transport._srtp_parameters = SRTPParameters(crypto.suite, 1, key, key, crypto)
+    transport._establish_srtp(None)
+    deliver(5)
+    assert len(transport.receiver.packets) == 5
+    assert transport.counters.srtp_authentication_failures == 1

@@ -133,6 +133,7 @@ class JitterBuffer:
         self._top: list[float] = []
         self._in_top = bytearray(WINDOW)
         self._need = 1  # the quantile is _top[-_need]
+        self._floor = min_delay  # the quantile within [min_delay, max_delay], as of _top
         self._previous_excess = 0.0
         self._jump = max(1.0, 2 * max_delay)
         self._capacity = int(2 * max_delay / self._frame_seconds) + 16
@@ -325,8 +326,10 @@ class JitterBuffer:
             excesses.append(excess)
             n = slot + 1
             self._need = n - int(QUANTILE * (n - 1))
+            changed = True
         else:
-            if marks[slot]:
+            changed = marks[slot]
+            if changed:
                 marks[slot] = 0
                 del top[bisect_left(top, excesses[slot])]
             excesses[slot] = excess
@@ -334,8 +337,16 @@ class JitterBuffer:
         if not top or excess > top[0]:
             insort(top, excess)
             marks[slot] = 1
-        if not self._need <= len(top) <= TOP_LIMIT:
-            self._rebuild_top()
+            changed = True
+        if changed:  # else the quantile is what it was
+            if not self._need <= len(top) <= TOP_LIMIT:
+                self._rebuild_top()
+                top = self._top
+            floor = top[len(top) - self._need]
+            min_delay, max_delay = self.min_delay, self.max_delay
+            self._floor = (
+                min_delay if floor < min_delay else max_delay if floor > max_delay else floor
+            )
 
     def _rebuild_top(self) -> None:
         """Marks the TOP largest excesses of the window (all of them while it is smaller)."""
@@ -358,19 +369,15 @@ class JitterBuffer:
         if not self._playing and not self._start(now):
             return None
         # The target falls back towards the quantile of the excesses once HOLD is over.
-        top = self._top
-        floor = top[len(top) - self._need]
+        floor = self._floor
         max_delay = self.max_delay
-        if floor < self.min_delay:
-            floor = self.min_delay
-        if floor > max_delay:
-            floor = max_delay
         target = self._target
         frame_seconds = self._frame_seconds
         if self._hold:
             self._hold -= 1
         elif target > floor:
-            target = max(floor, target - self.release * frame_seconds)
+            lowered = target - self.release * frame_seconds
+            target = lowered if lowered > floor else floor
         if target < floor:
             target = floor
         self._target = target
