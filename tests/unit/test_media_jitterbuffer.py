@@ -329,3 +329,24 @@ def test_any_arrival_pattern_is_handled(arrivals, base):
     assert len(identities) == len(set(identities))
     stats = jb.statistics
     assert stats.played == len(identities) <= stats.received == len(arrivals)
+
+
+def test_flush_after_a_pause_in_playout_starts_afresh_without_skipping():
+    """Hold: neither put() nor get() runs for 0.3 s while the sender's timestamps go on.
+    After flush() the stale packets are gone and playout starts from the next packet at
+    the usual delay; without it the timeline kept across the pause takes the pause for
+    delay and skips frames to bring it down."""
+    jb = JitterBuffer(8000)
+    before = stream(50)
+    run(jb, [(t + 0.01, p) for t, p in zip(send_times(50), before, strict=True)], 1.0)
+    held = jb.statistics.played
+    jb.flush()
+    assert jb.get(1.3) is None  # nothing held: silence until the next packets
+    after = stream(50, seq0=1065, ts0=80000 + 65 * 160, first=65)  # 0.3 s later
+    times = send_times(50, start=1.3)
+    frames = run(jb, [(t + 0.01, p) for t, p in zip(times, after, strict=True)], 1.2, start=1.3)
+    assert played(frames) == list(range(65, 115))
+    assert "L" not in playing_part(frames)[: playing_part(frames).rindex("A")]
+    assert jb.statistics.discarded == 0
+    assert jb.statistics.played == held + 50  # the statistics carry on
+    assert jb.statistics.delay_ms < 100

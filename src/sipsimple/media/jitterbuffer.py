@@ -141,6 +141,16 @@ class JitterBuffer:
         self._suspect: tuple[RTPPacket, float] | None = None
         self._restart()
 
+    def flush(self) -> None:
+        """Forgets the packets held and the playout timeline: the next packet starts
+        playout afresh, as after a new SSRC (what was learned of the network stays).
+
+        For a pause in receiving (hold): the packets from before it are stale, and a
+        timeline kept across it would take the pause for network delay (and then skip
+        frames for a long while to bring that delay down)."""
+        self._suspect = None
+        self._restart()
+
     def _restart(self) -> None:
         self._buffer: dict[int, tuple[int, RTPPacket]] = {}  # extended ts -> (ext seq, packet)
         self._ts_ref: int | None = None

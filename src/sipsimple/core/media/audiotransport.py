@@ -637,6 +637,9 @@ class AudioTransport:
         if not self._started:
             raise AudioTransportError("update_direction() needs a started AudioTransport")
         receiving = direction in ("sendrecv", "recvonly")
+        if receiving != self._receiving:  # a pause in playout starts or ends
+            self._jitter.flush()
+            self._playout_debt = 0.0
         if receiving and not self._receiving:
             self._last_rtp = self._loop.time()  # type: ignore[union-attr]
             self._timed_out = False
