@@ -22,41 +22,17 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 from benchmarks.bench_rtp_calls import VirtualClockLoop
+from tests.support.audio import Recorder, Tone
 
 from sipsimple.core.media import AudioTransport, RTPTransport, audiotransport
 from sipsimple.core.sdp import SDPConnection, SDPSession
 from sipsimple.media import rtp
 from sipsimple.media.devices import DummyDevice
-from sipsimple.media.mixer import AudioMixer, SlotPort
+from sipsimple.media.mixer import AudioMixer
 
 pytestmark = pytest.mark.timeout(60)
 
 LOCAL = "127.0.0.1"
-
-
-class Tone(SlotPort):
-    """A sine of its own frequency: each call carries different audio."""
-
-    consumes = False
-
-    def __init__(self, frequency: float) -> None:
-        self.frequency = frequency
-        self.samples = 0
-
-    def produce(self) -> np.ndarray:
-        t = (self.samples + np.arange(960)) / 48000
-        self.samples += 960
-        return (8000 * np.sin(2 * np.pi * self.frequency * t)).astype(np.int16)
-
-
-class Recorder(SlotPort):
-    produces = False
-
-    def __init__(self) -> None:
-        self.frames: list[np.ndarray] = []
-
-    def consume(self, frame: np.ndarray | None) -> None:
-        self.frames.append(np.zeros(0, np.int16) if frame is None else frame.copy())
 
 
 def written(media: object) -> SDPSession:

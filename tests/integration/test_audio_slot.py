@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 from benchmarks.bench_rtp_calls import VirtualClockLoop
+from tests.support.audio import Recorder, Tone
 
 from sipsimple.core.media import AudioTransport, RTPTransport, audiotransport
 from sipsimple.core.sdp import SDPConnection, SDPSession
@@ -33,34 +34,6 @@ pytestmark = pytest.mark.timeout(60)
 LOCAL = "127.0.0.1"
 RATE = 48000
 FRAME = RATE // 50
-
-
-class Tone(SlotPort):
-    """A sine of its own frequency, continuous from frame to frame."""
-
-    consumes = False
-
-    def __init__(self, frequency: float) -> None:
-        self.frequency = frequency
-        self.samples = 0
-
-    def produce(self) -> np.ndarray:
-        t = (self.samples + np.arange(FRAME)) / RATE
-        self.samples += FRAME
-        return (8000 * np.sin(2 * np.pi * self.frequency * t)).astype(np.int16)
-
-
-class Recorder(SlotPort):
-    produces = False
-
-    def __init__(self) -> None:
-        self.frames: list[np.ndarray] = []
-
-    def consume(self, frame: np.ndarray | None) -> None:
-        self.frames.append(np.zeros(FRAME, np.int16) if frame is None else frame.copy())
-
-    def recent(self, frames: int) -> np.ndarray:
-        return np.concatenate(self.frames[-frames:])
 
 
 def tone_purity(samples: np.ndarray, tone: float) -> float:

@@ -33,6 +33,7 @@ from sipsimple.audio import create_application_audio
 from sipsimple.configuration.settings import SIPSimpleSettings
 from sipsimple.core import SIPURI, ToHeader
 from sipsimple.media.devices import DummyDevice
+from sipsimple.media.mixer import SlotPort
 from sipsimple.media.rtp import RTPPacket
 from sipsimple.session import Session
 from sipsimple.streams import AudioStream
@@ -40,6 +41,8 @@ from sipsimple.util import Route
 
 __all__ = [
     "CaptureDevice",
+    "Recorder",
+    "Tone",
     "analyse",
     "audio_stream",
     "connect_audio",
@@ -57,6 +60,38 @@ __all__ = [
 ]
 
 FRAMES_PER_SECOND = 50
+MIXER_FRAME = 960  # samples of a 20 ms frame at 48 kHz
+
+
+class Tone(SlotPort):
+    """A mixer port playing a sine of its own frequency (48 kHz), continuous from frame
+    to frame: each call of a test can carry audio of its own."""
+
+    consumes = False
+
+    def __init__(self, frequency: float) -> None:
+        self.frequency = frequency
+        self.samples = 0
+
+    def produce(self) -> np.ndarray:
+        t = (self.samples + np.arange(MIXER_FRAME)) / 48000
+        self.samples += MIXER_FRAME
+        return (8000 * np.sin(2 * np.pi * self.frequency * t)).astype(np.int16)
+
+
+class Recorder(SlotPort):
+    """A mixer port that keeps every frame it is given (silence where it gets None)."""
+
+    produces = False
+
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray] = []
+
+    def consume(self, frame: np.ndarray | None) -> None:
+        self.frames.append(np.zeros(MIXER_FRAME, np.int16) if frame is None else frame.copy())
+
+    def recent(self, frames: int) -> np.ndarray:
+        return np.concatenate(self.frames[-frames:])
 
 
 class CaptureDevice(DummyDevice):
