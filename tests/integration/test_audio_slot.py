@@ -173,6 +173,39 @@ def test_packets_of_other_lengths_beside_20_ms_ones(codec, ptime):
     run_virtual(test)
 
 
+def test_g711_plays_in_the_tick_and_per_call_codecs_on_their_clock(monkeypatch):
+    """G.711 calls are played together in the mixer's tick (one decode for them all);
+    Opus and G.722, whose decoding is per call, play after their sends on their own
+    clock, so that their playout is not one long burst at the tick."""
+    playouts: list[tuple[bool, set[str]]] = []  # (in the tick, codecs played)
+    play_all = audiotransport._play_all
+
+    def watched(members, now):
+        if members:
+            playouts.append((members[0].mixer._ticking, {m.codec for m in members}))
+        play_all(members, now)
+
+    monkeypatch.setattr(audiotransport, "_play_all", watched)
+
+    async def test() -> None:
+        bench = Bench(mixers())
+        for mixer in bench.mixers:
+            mixer.start()
+        try:
+            calls = [await bench.call(codec) for codec in ("PCMU", "opus", "G722", "PCMA")]
+            await asyncio.sleep(1.0)
+            for call in calls:
+                assert_hears_the_tones(call)
+        finally:
+            await bench.close()
+
+    run_virtual(test)
+    in_tick = set().union(*(codecs for ticking, codecs in playouts if ticking))
+    on_clock = set().union(*(codecs for ticking, codecs in playouts if not ticking))
+    assert in_tick == {"PCMU", "PCMA"}
+    assert on_clock == {"opus", "G722"}
+
+
 def test_hold_stops_the_playout_and_unhold_brings_it_back():
     async def test() -> None:
         bench = Bench(mixers())

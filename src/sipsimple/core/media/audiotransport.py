@@ -7,9 +7,10 @@ picks the codec the negotiation settled on and then runs the stream on the loop:
   wake-up jitter never accumulates), it takes what the mixer mixed for our slot, resamples
   it to the codec's rate, encodes and sends it - or sends the telephone-event packet of a
   DTMF digit in its place.
-* Receiving: RTP packets go to the jitter buffer (or to the DTMF receiver); at the start
-  of each of the mixer's ticks the buffer says what to play, which is decoded (or
-  concealed), resampled to the mixer's rate and handed to the mixer in that tick.
+* Receiving: RTP packets go to the jitter buffer (or to the DTMF receiver); the buffer
+  says what to play, which is decoded (or concealed), resampled to the mixer's rate and
+  queued in our slot: at the start of each of the mixer's ticks, for that tick, for a
+  codec that decodes many calls at once (G.711), else after our sends on our clock.
 * RTCP: reports at the RFC 3550 interval and statistics (RTCPSession), BYE on stop().
 * Notifications: RTPAudioStreamGotDTMF (digit) and RTPAudioTransportDidTimeout (no RTP
   for ``timeout`` seconds while we expect to receive).
@@ -19,8 +20,11 @@ packets of many calls spread over the frame period instead of leaving in one bur
 mixer's tick; transports of the same phase and ptime share one timer (a _SharedClock), and
 each wake-up does the numeric work of all of them at once: one matrix product resamples
 every call's frame (ResamplerBank), one table lookup encodes every G.711 frame.  The
-playout of all the transports of a mixer is one hook of its tick (a _Playout): one table
-lookup decodes every G.711 packet, one matrix product per conversion resamples them.
+G.711 playout of all the transports of a mixer is one hook of its tick (a _Playout): one
+table lookup decodes every packet, one matrix product per conversion resamples them.  A
+codec whose decoding is per call (Opus, ~50 us a frame; G.722) plays out on the sending
+clock instead, after its sends: in the tick, 50 Opus calls made one 3 ms burst, which
+delayed the sends due after it.
 
 Our mixer slot (_Slot) is two short queues of frames: what we play, taken by the mixer's
 tick, and what it mixed for us, taken by our next send.  The mixer ticks on our loop (the
@@ -167,9 +171,9 @@ class _Slot(SlotPort):
 
 
 class _Playout:
-    """The playout of the AudioTransports of one mixer on one loop: a hook of the mixer's
-    tick that plays a frame of every member at once (see _play_all), and gives the members
-    that joined since the last tick their phase (the mixer has ticked)."""
+    """The AudioTransports of one mixer on one loop: a hook of the mixer's tick that plays
+    a frame of every member that plays in the tick at once (see _play_all), and gives the
+    members that joined since the last tick their phase (the mixer has ticked)."""
 
     def __init__(self, key: tuple[asyncio.AbstractEventLoop, AudioMixer]) -> None:
         self._key = key
@@ -209,14 +213,15 @@ class _Playout:
             for member in new:
                 if member._started:
                     member._join_phase()
-        _play_all(list(self.members), self._loop.time())
+        _play_all([m for m in self.members if m._in_tick], self._loop.time())
 
 
 def _run_frames(
     members: list[AudioTransport], pacer: FramePacer, now: float, clock: _SharedClock | None
 ) -> None:
     """The packets ``pacer`` says are due at ``now``, for every member still on ``clock``
-    (None: a transport's own timer), then RTCP and the timeouts."""
+    (None: a transport's own timer), then the playout of those that play on their clock,
+    then RTCP and the timeouts."""
     frames, skipped = pacer.advance(now)
     period = pacer.period
     for index in range(frames):
@@ -226,6 +231,9 @@ def _run_frames(
         for member in members:
             if member._clock is clock and member._started:
                 member._packetizer.advance(skipped * member._timestamp_step)
+    playing = [m for m in members if m._clock is clock and m._started and not m._in_tick]
+    for _ in range(frames if playing else 0):
+        _play_all(playing, now)
     for member in members:
         if member._clock is clock and member._started:
             member._after_frames(now)
@@ -262,18 +270,19 @@ def _send_all(members: list[AudioTransport], now: float, due: float) -> None:
 
 
 def _play_all(members: list[AudioTransport], now: float) -> None:
-    """One mixer frame of each member's received audio to its slot, resampled in groups,
+    """A playout interval of each member's received audio (``_play_samples``: a mixer
+    frame in the tick, a packet on a sending clock) to its slot, resampled in groups,
     a packet of each member per matrix product.  The usual case - one packet of a whole
     frame for a codec that decodes many streams at once (G.711) - is decoded with the
     others of its codec: one table lookup for them all, whose rows the bank resamples as
-    they are.  This runs for every member every mixer frame: _decode()'s usual case is
-    here, without a call per member."""
+    they are.  This runs for every member every playout interval: _decode()'s usual case
+    is here, without a call per member."""
     batches: dict[_BatchKey, list[tuple[AudioTransport, bytes]]] = defaultdict(list)
     queues = []
     for member in members:
         if not member._receiving:
             continue
-        member._playout_debt += member._tick_samples
+        member._playout_debt += member._play_samples
         first = None
         batch = member._batch
         if batch is not None and member._playout_debt > 0 and not len(member._decoded):
@@ -547,8 +556,14 @@ class AudioTransport:
             if decode_many and not self._from_codec
             else None
         )
-        # codec samples per mixer frame
-        self._tick_samples = info.sample_rate * self.mixer.frame_samples // rate
+        # Where we play out (see the module docstring), and the codec samples each
+        # playout owes: a mixer frame's worth in the mixer's tick, a packet's on our clock.
+        self._in_tick = self._batch is not None
+        self._play_samples = (
+            info.sample_rate * self.mixer.frame_samples // rate
+            if self._in_tick
+            else self._frame_samples
+        )
         self._playout_debt = 0.0  # codec samples the playout still owes the mixer
         self._dtmf_sender = DTMFSender(
             events[str(self._event_type)] if self._event_type is not None else 8000,
