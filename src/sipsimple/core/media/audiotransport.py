@@ -336,12 +336,15 @@ def _queue(frames: Iterable[tuple[AudioTransport, np.ndarray]]) -> None:
         if len(pcm) == size and not len(pending):  # the usual case: a frame
             member._port.heard.append(pcm)  # type: ignore[union-attr]
             continue
-        pending = np.concatenate((pending, pcm))
-        count = len(pending) // size
-        member._port.heard.extend(  # type: ignore[union-attr]
-            pending[i * size : (i + 1) * size] for i in range(count)
-        )
-        member._heard_pending = pending[count * size :]
+        frames, member._heard_pending = _cut([pending, pcm], size)
+        member._port.heard.extend(frames)  # type: ignore[union-attr]
+
+
+def _cut(audio: list[np.ndarray], size: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """``audio`` joined and cut into frames of ``size`` samples, and what is left over."""
+    joined = np.concatenate(audio)
+    count = len(joined) // size
+    return [joined[i * size : (i + 1) * size] for i in range(count)], joined[count * size :]
 
 
 def _bank(
@@ -834,10 +837,8 @@ class AudioTransport:
         size = bank.frame
         if len(decoded) == 1 and len(decoded[0]) == size and not len(self._decoded):
             return decoded
-        pending = np.concatenate([self._decoded, *decoded])
-        count = len(pending) // size
-        self._decoded = pending[count * size :]
-        return [pending[i * size : (i + 1) * size] for i in range(count)]
+        frames, self._decoded = _cut([self._decoded, *decoded], size)
+        return frames
 
     # -- from the RTPTransport --------------------------------------------------------------
 
