@@ -335,6 +335,33 @@ async def consume(transport: MSRPTransport) -> list:
     return [event async for event in transport]
 
 
+async def receive_file_and_chat(
+    alice: MSRPTransport, bob: MSRPTransport, text: bytes, after: int, digest=None
+) -> tuple[list[bytes], int | None, int | None]:
+    """Bob's events until the file's message is complete; alice sends ``text`` once
+    ``after`` bytes of the file are in.  Returns the chat's pieces, and how much of the
+    file was in when the chat was sent and when it was complete."""
+    received = 0
+    chat: list[bytes] = []
+    chat_sent_at = chat_arrived_at = None
+    async for event in bob:
+        if isinstance(event, MessageDataReceived) and event.content_type == "text/plain":
+            chat.append(event.data)
+        elif isinstance(event, MessageDataReceived):
+            assert event.offset == received
+            if digest is not None:
+                digest.update(event.data)
+            received += len(event.data)
+            if chat_sent_at is None and received >= after:
+                alice.send_message(text, "text/plain")
+                chat_sent_at = received
+        elif isinstance(event, MessageReceived):
+            if event.content_type != "text/plain":
+                break
+            chat_arrived_at = received
+    return chat, chat_sent_at, chat_arrived_at
+
+
 async def test_chat_overtakes_a_large_transfer():
     total_blocks, size = 96, 256 * 1024  # 24 MB
     alice, bob, listener = await open_pair(
@@ -346,23 +373,10 @@ async def test_chat_overtakes_a_large_transfer():
             blocks(total_blocks, size), "application/octet-stream", size=total_blocks * size
         )
     )
-    received = 0
-    chat = b""
-    chat_sent_at = chat_arrived_at = None
-    async for event in bob:
-        if isinstance(event, MessageDataReceived) and event.content_type == "text/plain":
-            chat += event.data
-        elif isinstance(event, MessageDataReceived):
-            received += len(event.data)
-            if chat_sent_at is None and received >= 2 * MB:
-                alice.send_message(b"are you still there?", "text/plain")
-                chat_sent_at = received
-        elif isinstance(event, MessageReceived):
-            if event.content_type == "text/plain":
-                assert chat == b"are you still there?"
-                chat_arrived_at = received
-            else:
-                break
+    chat, chat_sent_at, chat_arrived_at = await receive_file_and_chat(
+        alice, bob, b"are you still there?", 2 * MB
+    )
+    assert b"".join(chat) == b"are you still there?"
     await send
     total = total_blocks * size
     assert chat_sent_at is not None and chat_arrived_at is not None
@@ -390,8 +404,6 @@ async def test_a_file_sent_as_regions(use_tls, tls, tmp_path):
     assert alice.sends_file_regions is not use_tls  # TLS reads them (loop.sendfile cannot)
     drain = asyncio.ensure_future(consume(alice))
     digest = hashlib.sha1()
-    received = 0
-    chat_sent_at = chat_arrived_at = None
     with open(path, "rb") as file:
         send = asyncio.ensure_future(
             alice.send_stream(
@@ -400,22 +412,11 @@ async def test_a_file_sent_as_regions(use_tls, tls, tmp_path):
                 size=count * size,
             )
         )
-        async for event in bob:
-            if isinstance(event, MessageDataReceived) and event.content_type == "text/plain":
-                assert event.data == b"still there?"
-            elif isinstance(event, MessageDataReceived):
-                assert event.offset == received
-                digest.update(event.data)
-                received += len(event.data)
-                if chat_sent_at is None and received >= 1 * MB:
-                    alice.send_message(b"still there?", "text/plain")
-                    chat_sent_at = received
-            elif isinstance(event, MessageReceived):
-                if event.content_type == "text/plain":
-                    chat_arrived_at = received
-                else:
-                    break
+        chat, chat_sent_at, chat_arrived_at = await receive_file_and_chat(
+            alice, bob, b"still there?", 1 * MB, digest
+        )
         message = await send
+    assert chat == [b"still there?"]
     assert digest.hexdigest() == pattern_sha1(count, size) and message.done
     assert chat_arrived_at is not None
     if not use_tls:  # sendfile: the chat waits for the chunks on their way, not for the file
