@@ -26,6 +26,7 @@ from tests.support.audio import Recorder, Tone
 
 from sipsimple.core.media import AudioTransport, RTPTransport, audiotransport
 from sipsimple.core.sdp import SDPConnection, SDPSession
+from sipsimple.media.codecs.g711 import PCMA, PCMU
 from sipsimple.media.devices import DummyDevice
 from sipsimple.media.mixer import AudioMixer, SlotPort
 
@@ -117,10 +118,10 @@ def assert_hears_the_tones(call: Call, frames: int = 25, purity: float = 0.97) -
         assert tone_purity(recorder.recent(frames), tone) > purity, tone
 
 
-def test_calls_on_mixers_ticked_by_hand_play_in_the_tick():
-    """Nothing runs the mixers but our ticks: the playout of all the calls is a hook of
-    each tick (what it plays, the tick mixes at once), and the sends follow the mixer's
-    ticks on their phases."""
+def test_calls_on_mixers_ticked_by_hand_take_their_phases_from_the_ticks():
+    """Nothing runs the mixers but our ticks: a hook of the first tick after a call
+    starts gives it its phase, and from then on its sends and playout follow the mixer's
+    ticks on that phase (what it plays, the next tick takes)."""
 
     async def test() -> None:
         bench = Bench(mixers())
@@ -131,14 +132,14 @@ def test_calls_on_mixers_ticked_by_hand_play_in_the_tick():
                 assert_hears_the_tones(call)
                 for audio in call.audios:
                     assert audio._clock is not None  # it took a phase
-                    assert not audio._port.heard  # the tick took what its hook played
+                    assert not audio._port.heard  # the tick took what we played
             loop = asyncio.get_running_loop()
-            assert {key for key in audiotransport._playouts if key[0] is loop} == {
+            assert {key for key in audiotransport._watches if key[0] is loop} == {
                 (loop, mixer) for mixer in bench.mixers
             }
         finally:
             await bench.close()
-        assert not any(key[0] is loop for key in audiotransport._playouts)
+        assert not any(key[0] is loop for key in audiotransport._watches)
         assert all(not mixer._tick_hooks for mixer in bench.mixers)
 
     run_virtual(test)
@@ -173,11 +174,12 @@ def test_packets_of_other_lengths_beside_20_ms_ones(codec, ptime):
     run_virtual(test)
 
 
-def test_g711_plays_in_the_tick_and_per_call_codecs_on_their_clock(monkeypatch):
-    """G.711 calls are played together in the mixer's tick (one decode for them all);
-    Opus and G.722, whose decoding is per call, play after their sends on their own
-    clock, so that their playout is not one long burst at the tick."""
+def test_every_codec_plays_out_after_its_sends_on_its_clock(monkeypatch):
+    """No playout runs in the mixer's tick, where the playout of all the calls at once
+    was one burst that delayed the sends due after it: each clock plays out its calls
+    after their sends, the G.711 ones decoded together (one table lookup)."""
     playouts: list[tuple[bool, set[str]]] = []  # (in the tick, codecs played)
+    batched: set[str] = set()  # codecs of the G.711 frames decoded together
     play_all = audiotransport._play_all
 
     def watched(members, now):
@@ -185,7 +187,16 @@ def test_g711_plays_in_the_tick_and_per_call_codecs_on_their_clock(monkeypatch):
             playouts.append((members[0].mixer._ticking, {m.codec for m in members}))
         play_all(members, now)
 
+    def spied(decode_many):
+        def spy(codecs, payloads):
+            batched.update(type(codec).__name__ for codec in codecs)
+            return decode_many(codecs, payloads)
+
+        return staticmethod(spy)
+
     monkeypatch.setattr(audiotransport, "_play_all", watched)
+    for codec in (PCMU, PCMA):
+        monkeypatch.setattr(codec, "decode_many", spied(codec.decode_many))
 
     async def test() -> None:
         bench = Bench(mixers())
@@ -200,10 +211,14 @@ def test_g711_plays_in_the_tick_and_per_call_codecs_on_their_clock(monkeypatch):
             await bench.close()
 
     run_virtual(test)
-    in_tick = set().union(*(codecs for ticking, codecs in playouts if ticking))
-    on_clock = set().union(*(codecs for ticking, codecs in playouts if not ticking))
-    assert in_tick == {"PCMU", "PCMA"}
-    assert on_clock == {"opus", "G722"}
+    assert not any(ticking for ticking, _codecs in playouts)
+    assert set().union(*(codecs for _ticking, codecs in playouts)) == {
+        "PCMU",
+        "PCMA",
+        "opus",
+        "G722",
+    }
+    assert batched == {"PCMU", "PCMA"}
 
 
 def test_hold_stops_the_playout_and_unhold_brings_it_back():
@@ -321,8 +336,9 @@ def test_a_mixer_that_mixes_many_frames_at_once_leaves_short_queues():
 
 
 async def test_a_mixer_ticking_on_another_thread(monkeypatch):
-    """A mixer that runs on another thread's loop: its tick's hook posts the playout to
-    our loop (the jitter buffers are never touched off it) and the audio crosses."""
+    """A mixer that runs on another thread's loop: its tick's hook posts the phase of
+    our calls to our loop, the playout runs there (the jitter buffers are never touched
+    off it) and the audio crosses."""
     threads = set()
     play_all = audiotransport._play_all
 

@@ -13,9 +13,9 @@ Model (as PJSIP's conference bridge)
       sources run in real time whether anyone listens (a WAV file plays on, a network
       port's queue stays short).
     * Tick hooks (:meth:`AudioMixer.add_tick_hook`) run at the start of every frame,
-      before the ports are asked: ports whose frames are made together (the playout of
-      all the AudioTransports of a mixer: one decode and one resampling for them all)
-      make them there.
+      before the ports are asked: for those that follow the mixer's clock (an
+      AudioTransport takes the phase of its sends from the first tick after it starts),
+      or whose frames are made together for many ports.
 
 Cost
     Per tick, the frames of all producing ports are one 2-D int32 array and every mix is
@@ -724,9 +724,9 @@ class AudioMixer:
         """Calls ``hook()`` at the start of every frame the mixer mixes, before it asks
         the ports for their frames, on the mixer's thread and under its lock.
 
-        For ports that fill their frames together: the AudioTransports of a mixer decode
-        what all of them received in one go (one table lookup, one resampling matrix
-        product) rather than each in its produce().  A hook that raises is logged (once)
+        For those that follow the mixer's clock (an AudioTransport takes the phase of its
+        sends from the first tick after it starts), or that fill the frames of many ports
+        together rather than each in its produce().  A hook that raises is logged (once)
         and called again at the next frame.
         """
         with self._lock:

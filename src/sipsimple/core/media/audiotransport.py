@@ -7,10 +7,10 @@ picks the codec the negotiation settled on and then runs the stream on the loop:
   wake-up jitter never accumulates), it takes what the mixer mixed for our slot, resamples
   it to the codec's rate, encodes and sends it - or sends the telephone-event packet of a
   DTMF digit in its place.
-* Receiving: RTP packets go to the jitter buffer (or to the DTMF receiver); the buffer
-  says what to play, which is decoded (or concealed), resampled to the mixer's rate and
-  queued in our slot: at the start of each of the mixer's ticks, for that tick, for a
-  codec that decodes many calls at once (G.711), else after our sends on our clock.
+* Receiving: RTP packets go to the jitter buffer (or to the DTMF receiver); after our
+  sends, on the same clock, the buffer says what to play, which is decoded (or
+  concealed), resampled to the mixer's rate and queued in our slot for the mixer's next
+  tick.
 * RTCP: reports at the RFC 3550 interval and statistics (RTCPSession), BYE on stop().
 * Notifications: RTPAudioStreamGotDTMF (digit) and RTPAudioTransportDidTimeout (no RTP
   for ``timeout`` seconds while we expect to receive).
@@ -19,19 +19,17 @@ Once the mixer has ticked, each transport takes a phase against the mixer's cloc
 packets of many calls spread over the frame period instead of leaving in one burst at the
 mixer's tick; transports of the same phase and ptime share one timer (a _SharedClock), and
 each wake-up does the numeric work of all of them at once: one matrix product resamples
-every call's frame (ResamplerBank), one table lookup encodes every G.711 frame.  The
-G.711 playout of all the transports of a mixer is one hook of its tick (a _Playout): one
-table lookup decodes every packet, one matrix product per conversion resamples them.  A
-codec whose decoding is per call (Opus, ~50 us a frame; G.722) plays out on the sending
-clock instead, after its sends: in the tick, 50 Opus calls made one 3 ms burst, which
-delayed the sends due after it.
+every call's frame (ResamplerBank), one table lookup encodes every G.711 frame, and
+their playout is as batched: one table lookup decodes every G.711 packet, one matrix
+product per conversion resamples them.  The playout is not done for all the calls of a
+mixer at once in its tick: that made one burst (50 Opus calls, ~3 ms; 100 G.711 calls,
+~2.3 ms) which delayed the sends due after it (at 100 G.711 calls, p99 send lateness
+2.4-3.8 ms when each clock plays out its calls, 2.5-29.7 ms in the tick).
 
 Our mixer slot (_Slot) is two short queues of frames: what we play, taken by the mixer's
-tick, and what it mixed for us, taken by our next send.  The mixer ticks on our loop (the
-SDK runs both on the SIP thread), so the playout runs within its tick; a mixer ticking on
-another thread has the playout posted to our loop, a tick later (the queues are deques,
-whose append and popleft are atomic).  Methods must be called on the loop that runs the
-transport (the SIP thread).
+tick, and what it mixed for us, taken by our next send.  A mixer may tick on another
+thread: the queues are deques, whose append and popleft are atomic.  Methods must be
+called on the loop that runs the transport (the SIP thread).
 """
 
 from __future__ import annotations
@@ -107,7 +105,7 @@ _ClockKey = tuple[asyncio.AbstractEventLoop, AudioMixer, float, float]  # period
 # together by (decode_many, the bank that resamples them or None, codec samples a packet).
 _BatchKey = tuple[object, ResamplerBank | None, int]
 _clocks: dict[_ClockKey, _SharedClock] = {}
-_playouts: dict[tuple[asyncio.AbstractEventLoop, AudioMixer], _Playout] = {}
+_watches: dict[tuple[asyncio.AbstractEventLoop, AudioMixer], _TickWatch] = {}
 # A bank's work buffers serve one loop at a time: each loop (thread) has its own banks.
 _banks: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[int, int, int], ResamplerBank]
@@ -170,10 +168,10 @@ class _Slot(SlotPort):
         return heard.popleft() if heard else None
 
 
-class _Playout:
-    """The AudioTransports of one mixer on one loop: a hook of the mixer's tick that plays
-    a frame of every member that plays in the tick at once (see _play_all), and gives the
-    members that joined since the last tick their phase (the mixer has ticked)."""
+class _TickWatch:
+    """The AudioTransports of one mixer on one loop: a hook of the mixer's tick that gives
+    the members that started since the last tick their phase (the mixer has ticked), on
+    the members' loop."""
 
     def __init__(self, key: tuple[asyncio.AbstractEventLoop, AudioMixer]) -> None:
         self._key = key
@@ -184,44 +182,43 @@ class _Playout:
         self._mixer.add_tick_hook(self._tick)
 
     @classmethod
-    def join(cls, transport: AudioTransport) -> _Playout:
+    def join(cls, transport: AudioTransport) -> _TickWatch:
         key = (transport._loop, transport.mixer)
-        playout = _playouts.get(key)
-        if playout is None:
-            playout = _playouts[key] = cls(key)  # type: ignore[arg-type]
-        playout.members[transport] = None
-        playout._new.append(transport)
-        return playout
+        watch = _watches.get(key)
+        if watch is None:
+            watch = _watches[key] = cls(key)  # type: ignore[arg-type]
+        watch.members[transport] = None
+        watch._new.append(transport)
+        return watch
 
     def leave(self, transport: AudioTransport) -> None:
         self.members.pop(transport, None)
         if not self.members:
             self._mixer.remove_tick_hook(self._tick)
-            if _playouts.get(self._key) is self:
-                del _playouts[self._key]
+            if _watches.get(self._key) is self:
+                del _watches[self._key]
 
     def _tick(self) -> None:
-        """On the mixer's thread, before it takes our frames."""
+        """On the mixer's thread."""
+        if not self._new:
+            return
         if threading.get_ident() == self._thread:
-            self._play()
+            self._give_phases()
         else:
-            self._loop.call_soon_threadsafe(self._play)
+            self._loop.call_soon_threadsafe(self._give_phases)
 
-    def _play(self) -> None:
-        if self._new:
-            new, self._new = self._new, []
-            for member in new:
-                if member._started:
-                    member._join_phase()
-        _play_all([m for m in self.members if m._in_tick], self._loop.time())
+    def _give_phases(self) -> None:
+        new, self._new = self._new, []
+        for member in new:
+            if member._started and member._clock is None:
+                member._join_phase()
 
 
 def _run_frames(
     members: list[AudioTransport], pacer: FramePacer, now: float, clock: _SharedClock | None
 ) -> None:
     """The packets ``pacer`` says are due at ``now``, for every member still on ``clock``
-    (None: a transport's own timer), then the playout of those that play on their clock,
-    then RTCP and the timeouts."""
+    (None: a transport's own timer), then their playout, then RTCP and the timeouts."""
     frames, skipped = pacer.advance(now)
     period = pacer.period
     for index in range(frames):
@@ -231,7 +228,7 @@ def _run_frames(
         for member in members:
             if member._clock is clock and member._started:
                 member._packetizer.advance(skipped * member._timestamp_step)
-    playing = [m for m in members if m._clock is clock and m._started and not m._in_tick]
+    playing = [m for m in members if m._clock is clock and m._started]
     for _ in range(frames if playing else 0):
         _play_all(playing, now)
     for member in members:
@@ -270,8 +267,7 @@ def _send_all(members: list[AudioTransport], now: float, due: float) -> None:
 
 
 def _play_all(members: list[AudioTransport], now: float) -> None:
-    """A playout interval of each member's received audio (``_play_samples``: a mixer
-    frame in the tick, a packet on a sending clock) to its slot, resampled in groups,
+    """A packet's worth of each member's received audio to its slot, resampled in groups,
     a packet of each member per matrix product.  The usual case - one packet of a whole
     frame for a codec that decodes many streams at once (G.711) - is decoded with the
     others of its codec: one table lookup for them all, whose rows the bank resamples as
@@ -282,7 +278,7 @@ def _play_all(members: list[AudioTransport], now: float) -> None:
     for member in members:
         if not member._receiving:
             continue
-        member._playout_debt += member._play_samples
+        member._playout_debt += member._frame_samples
         first = None
         batch = member._batch
         if batch is not None and member._playout_debt > 0 and not len(member._decoded):
@@ -451,7 +447,7 @@ class AudioTransport:
         self._started = False
         self._port: _Slot | None = None
         self._slot: int | None = None
-        self._playout: _Playout | None = None
+        self._watch: _TickWatch | None = None
         self._timer: asyncio.TimerHandle | None = None  # our own, until we share a clock
         self._clock: _SharedClock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -559,14 +555,6 @@ class AudioTransport:
             if decode_many and not self._from_codec
             else None
         )
-        # Where we play out (see the module docstring), and the codec samples each
-        # playout owes: a mixer frame's worth in the mixer's tick, a packet's on our clock.
-        self._in_tick = self._batch is not None
-        self._play_samples = (
-            info.sample_rate * self.mixer.frame_samples // rate
-            if self._in_tick
-            else self._frame_samples
-        )
         self._playout_debt = 0.0  # codec samples the playout still owes the mixer
         self._dtmf_sender = DTMFSender(
             events[str(self._event_type)] if self._event_type is not None else 8000,
@@ -593,7 +581,7 @@ class AudioTransport:
         packet_frames = -(-max(info.ptime, self.ptime) * FRAMES_PER_SECOND // 1000)
         self._port = _Slot(packet_frames + MAX_QUEUED_FRAMES)
         self._slot = self.mixer.add_port(self._port)
-        self._playout = _Playout.join(self)
+        self._watch = _TickWatch.join(self)
         self._pacer = FramePacer(info.ptime / 1000, MAX_BURST)
         self._pacer.start(now)
         self._started = True
@@ -689,9 +677,9 @@ class AudioTransport:
         if self.transport.receiver is self:
             self.transport.receiver = None
         self.transport.send_rtcp(self._rtcp.bye(self._loop.time()))  # type: ignore[union-attr]
-        if self._playout is not None:
-            self._playout.leave(self)
-            self._playout = None
+        if self._watch is not None:
+            self._watch.leave(self)
+            self._watch = None
         if self._slot is not None:
             self.mixer.remove_port(self._slot)
             self._slot = None
