@@ -9,8 +9,9 @@ picks the codec the negotiation settled on and then runs the stream on the loop:
   DTMF digit in its place.
 * Receiving: RTP packets go to the jitter buffer (or to the DTMF receiver); after our
   sends, on the same clock, the buffer says what to play, which is decoded (or
-  concealed), resampled to the mixer's rate and queued in our slot for the mixer's next
-  tick.
+  concealed: a lost frame is rebuilt from the next packet's in-band FEC when that packet
+  is here and the codec has FEC, Opus), resampled to the mixer's rate and queued in our
+  slot for the mixer's next tick.
 * RTCP: reports at the RFC 3550 interval and statistics (RTCPSession), BYE on stop().
 * Notifications: RTPAudioStreamGotDTMF (digit) and RTPAudioTransportDidTimeout (no RTP
   for ``timeout`` seconds while we expect to receive).
@@ -453,6 +454,7 @@ class AudioTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sending = self._receiving = False
         self.decode_errors = 0
+        self.fec_frames = 0  # lost frames rebuilt from the next packet's FEC data (Opus)
         self.unexpected_payloads = 0  # RTP packets of a payload type we did not choose
 
     def __repr__(self) -> str:
@@ -813,7 +815,7 @@ class AudioTransport:
                     self.decode_errors += 1
                     pcm = codec.conceal()
             else:
-                pcm = codec.conceal()
+                pcm = self._conceal(frame)
             self._playout_debt -= max(len(pcm), round(frame.samples / self._ticks_per_sample))
             if self._from_codec is not None:
                 pcm = self._from_codec.process(pcm)
@@ -827,6 +829,22 @@ class AudioTransport:
             return decoded
         frames, self._decoded = _cut([self._decoded, *decoded], size)
         return frames
+
+    def _conceal(self, frame: JitterFrame) -> np.ndarray:
+        """Audio for a LOST frame: from the in-band FEC of the packet after it, when that
+        packet is here and the codec can (Opus), else the codec's concealment."""
+        codec = self._codec
+        following = self._jitter.peek(frame.timestamp + frame.samples)
+        if following is not None:
+            samples = round(frame.samples / self._ticks_per_sample)
+            try:
+                pcm = codec.decode_fec(following.payload, samples)
+            except CodecError:  # the packet's own decode() will count it
+                pcm = None
+            if pcm is not None:
+                self.fec_frames += 1
+                return pcm
+        return codec.conceal()
 
     # -- from the RTPTransport --------------------------------------------------------------
 

@@ -11,12 +11,17 @@ encoder and decoder with the same settings, and sends the same bytes.
 
 The remote side's fmtp tells our encoder what it wants to receive: maxplaybackrate limits
 the coded bandwidth, maxaveragebitrate caps the bit rate, cbr, useinbandfec and minptime
-are honoured; stereo is accepted but we always send mono (RFC 7587 allows it).  Our
-decoder is not handed the next packet when one is lost, so it cannot use in-band FEC and
-the fmtp we offer says useinbandfec=0.
+are honoured; stereo is accepted but we always send mono (RFC 7587 allows it).
 
-Loss concealment is libopus's own PLC: a packet whose frames all have length zero, which
-the decoder treats as lost frames (RFC 6716 3.2.1), as many as the last packet carried.
+Loss: a packet's SILK layer may carry a coarser copy of the frame before it (in-band FEC,
+LBRR, RFC 6716 4.2.4).  When a packet is lost and the next one is already in the jitter
+buffer, the playout asks decode_fec() for the lost frame from that copy (libopus's
+opus_decode with decode_fec=1), so the fmtp we offer says useinbandfec=1 (RFC 7587 6.1:
+we can use it, send it).  PyAV's decoder takes no such request: where the wheel has no
+libopus of its own (or one older than 1.5, without opus_packet_has_lbrr) we offer
+useinbandfec=0.  Otherwise loss concealment is libopus's own PLC: a packet whose frames
+all have length zero, which the decoder treats as lost frames (RFC 6716 3.2.1), as many
+as the last packet carried.
 
 Complexity: COMPLEXITY = 1, for CPU.  The target is 50 calls per process within 70 % of a
 core, all RTP work included: 280 us per call and 20 ms frame, for one encode, one decode
@@ -56,11 +61,6 @@ from sipsimple.media.errors import CodecError
 
 __all__ = ["OPUS_INFO", "Opus", "OpusParameters"]
 
-OPUS_INFO = CodecInfo(
-    "opus", 111, 48000, 48000, channels=2, ptime=20,
-    fmtp="maxplaybackrate=48000;stereo=0;useinbandfec=0",
-)  # fmt: skip
-
 DEFAULT_BITRATE = 32000
 COMPLEXITY = 1  # libopus encoder complexity (0-10): see the module docstring
 _FRAME_DURATIONS = (10, 20, 40, 60)  # milliseconds: the Opus frame sizes we send
@@ -91,6 +91,7 @@ _SET_INBAND_FEC, _SET_PACKET_LOSS_PERC, _SET_VBR_CONSTRAINT = 4012, 4014, 4020
 _FEC_LOSS_PERCENT = 10  # the loss the encoder plans its in-band FEC for
 _MAX_PACKET = 4000  # bytes: what the libopus documentation recommends for one packet
 _MAX_SAMPLES = 5760  # 120 ms at 48 kHz, the longest an Opus packet lasts
+_PLC_STEP = 120  # 2.5 ms at 48 kHz: a lost stretch libopus fills is a multiple of it
 # Where wheels put the libraries they bundle, relative to the av package directory:
 # auditwheel (Linux) and delvewheel (Windows) in ../av.libs, delocate (macOS) in .dylibs.
 _WHEEL_LIBRARIES = (("..", "av.libs"), (".dylibs",))
@@ -142,6 +143,58 @@ class OpusParameters:
         if self.minptime is not None:
             items.append(f"minptime={self.minptime}")
         return ";".join(items)
+
+
+# --- libopus through ctypes: loading it, and what we offer with it ------------------------
+
+
+@cache
+def libopus() -> ctypes.CDLL | None:
+    """The libopus bundled in the PyAV wheel (the one FFmpeg itself calls), or None."""
+    package = Path(av.__file__).parent
+    for parts in _WHEEL_LIBRARIES:
+        for path in sorted(package.joinpath(*parts).glob("*opus*")):
+            try:
+                lib = ctypes.CDLL(str(path))
+                _declare(lib)
+            except (OSError, AttributeError):
+                continue
+            return lib
+    return None
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    """Declare the prototypes we call (AttributeError: not libopus, or one before 1.5)."""
+    p, i, i32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int32
+    for name, argtypes, restype in (
+        ("opus_encoder_get_size", [i], i),
+        ("opus_encoder_init", [p, i32, i, i], i),
+        # variadic: the value is passed as one more argument of its own type
+        ("opus_encoder_ctl", [p, i], i),
+        ("opus_encode", [p, p, i, p, i32], i32),
+        ("opus_decoder_get_size", [i], i),
+        ("opus_decoder_init", [p, i32, i], i),
+        ("opus_decode", [p, ctypes.c_char_p, i32, p, i, i], i),
+        ("opus_packet_has_lbrr", [ctypes.c_char_p, i32], i),
+        ("opus_packet_get_samples_per_frame", [ctypes.c_char_p, i32], i),
+        ("opus_strerror", [i], ctypes.c_char_p),
+    ):
+        function = getattr(lib, name)
+        function.argtypes, function.restype = argtypes, restype
+
+
+def _check(lib: ctypes.CDLL, result: int, what: str) -> int:
+    if result < 0:
+        raise CodecError(f"{what}: {lib.opus_strerror(result).decode()}")
+    return result
+
+
+# What we offer (OpusParameters' defaults, RFC 7587 6.1) asks for in-band FEC only where
+# our decoder can use it: libopus() is settled once, so this is too.
+OPUS_INFO = CodecInfo(
+    "opus", 111, 48000, 48000, channels=2, ptime=20,
+    fmtp=str(OpusParameters(useinbandfec=libopus() is not None)),
+)  # fmt: skip
 
 
 class Opus(AudioCodec):
@@ -205,47 +258,27 @@ class Opus(AudioCodec):
             return super().conceal()
         return self._decoder.decode(self._plc_packet)
 
-
-# --- libopus through ctypes ---------------------------------------------------------------
-
-
-@cache
-def libopus() -> ctypes.CDLL | None:
-    """The libopus bundled in the PyAV wheel (the one FFmpeg itself calls), or None."""
-    package = Path(av.__file__).parent
-    for parts in _WHEEL_LIBRARIES:
-        for path in sorted(package.joinpath(*parts).glob("*opus*")):
-            try:
-                lib = ctypes.CDLL(str(path))
-                _declare(lib)
-            except (OSError, AttributeError):
-                continue
-            return lib
-    return None
-
-
-def _declare(lib: ctypes.CDLL) -> None:
-    """Declare the prototypes we call (AttributeError: not libopus)."""
-    p, i, i32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int32
-    for name, argtypes, restype in (
-        ("opus_encoder_get_size", [i], i),
-        ("opus_encoder_init", [p, i32, i, i], i),
-        # variadic: the value is passed as one more argument of its own type
-        ("opus_encoder_ctl", [p, i], i),
-        ("opus_encode", [p, p, i, p, i32], i32),
-        ("opus_decoder_get_size", [i], i),
-        ("opus_decoder_init", [p, i32, i], i),
-        ("opus_decode", [p, ctypes.c_char_p, i32, p, i, i], i),
-        ("opus_strerror", [i], ctypes.c_char_p),
-    ):
-        function = getattr(lib, name)
-        function.argtypes, function.restype = argtypes, restype
+    def decode_fec(self, payload: bytes, samples: int) -> np.ndarray | None:
+        """The ``samples`` samples lost just before ``payload``, rebuilt from the copy of
+        them that its SILK layer carries (LBRR; RFC 7587 3.3), or None where there is no
+        such copy to use: PyAV's decoder (it takes no FEC request), a packet without one
+        (CELT-only, or its sender put none in), a stretch shorter than the packet's frame
+        or not whole 2.5 ms, a decoder whose last audio was CELT-only.  libopus would run
+        its PLC there, as conceal() does.  Of a stretch longer than the packet's frame,
+        PLC fills the part before the frame's duration and FEC the rest.  Decode
+        ``payload`` itself next: the decoder state leads into it."""
+        decoder = self._decoder
+        last = self._plc_packet
+        if not isinstance(decoder, LibOpusDecoder) or not payload or (last and last[0] & 0x80):
+            return None  # (a TOC byte with its top bit set: CELT-only, RFC 6716 3.1)
+        pcm = decoder.decode_fec(payload, samples)
+        if pcm is not None:
+            self._last = pcm
+            self._concealed = 0
+        return pcm
 
 
-def _check(lib: ctypes.CDLL, result: int, what: str) -> int:
-    if result < 0:
-        raise CodecError(f"{what}: {lib.opus_strerror(result).decode()}")
-    return result
+# --- libopus's encoder and decoder --------------------------------------------------------
 
 
 class LibOpusEncoder:
@@ -312,3 +345,16 @@ class LibOpusDecoder:
             self._address, payload, len(payload), self._pcm_address, _MAX_SAMPLES, 0
         )
         return self._pcm[: _check(self._lib, samples, "undecodable opus payload")].copy()
+
+    def decode_fec(self, payload: bytes, samples: int) -> np.ndarray | None:
+        """Opus.decode_fec() once the codec has seen nothing against it (None: no FEC)."""
+        lib = self._lib
+        if (
+            samples % _PLC_STEP
+            or not 0 < samples <= _MAX_SAMPLES
+            or lib.opus_packet_has_lbrr(payload, len(payload)) != 1  # < 0: malformed
+            or samples < lib.opus_packet_get_samples_per_frame(payload, _SAMPLE_RATE)
+        ):
+            return None
+        count = lib.opus_decode(self._address, payload, len(payload), self._pcm_address, samples, 1)
+        return self._pcm[: _check(lib, count, "undecodable opus FEC")].copy()
