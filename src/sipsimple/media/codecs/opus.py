@@ -198,7 +198,8 @@ OPUS_INFO = CodecInfo(
 
 
 class Opus(AudioCodec):
-    """Opus encoder configured by the remote fmtp, and a libopus decoder with PLC."""
+    """Opus encoder configured by the remote fmtp, and a libopus decoder with PLC and
+    in-band FEC."""
 
     def __init__(self, info: CodecInfo = OPUS_INFO, remote_fmtp: str = "") -> None:
         self.parameters = OpusParameters.parse(remote_fmtp)
