@@ -18,7 +18,7 @@ LBRR, RFC 6716 4.2.4).  When a packet is lost and the next one is already in the
 buffer, the playout asks decode_fec() for the lost frame from that copy (libopus's
 opus_decode with decode_fec=1), so the fmtp we offer says useinbandfec=1 (RFC 7587 6.1:
 we can use it, send it).  PyAV's decoder takes no such request: where the wheel has no
-libopus of its own (or one older than 1.5, without opus_packet_has_lbrr) we offer
+libopus of its own (or an older one, without opus_packet_has_lbrr) we offer
 useinbandfec=0.  Otherwise loss concealment is libopus's own PLC: a packet whose frames
 all have length zero, which the decoder treats as lost frames (RFC 6716 3.2.1), as many
 as the last packet carried.
@@ -172,7 +172,7 @@ def libopus() -> ctypes.CDLL | None:
 
 
 def _declare(lib: ctypes.CDLL) -> None:
-    """Declare the prototypes we call (AttributeError: not libopus, or one before 1.5)."""
+    """Declare the prototypes we call (AttributeError: not libopus, or too old a one)."""
     p, i, i32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int32
     for name, argtypes, restype in (
         ("opus_encoder_get_size", [i], i),
