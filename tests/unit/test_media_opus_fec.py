@@ -19,10 +19,39 @@ CELT_SILENCE = b"\xf8\xff\xfe"  # a CELT-only 20 ms fullband packet (config 31)
 pytestmark = pytest.mark.skipif(opus_module.libopus() is None, reason="no libopus of ours")
 
 
-def encoded(signal, fmtp="useinbandfec=1"):
-    """The packets of ``signal`` from an encoder whose peer asked for ``fmtp``."""
+def encoded(signal, fmtp="useinbandfec=1", loss=0.1):
+    """The packets of ``signal`` from an encoder whose peer asked for ``fmtp`` and reports
+    ``loss`` of our packets lost."""
     codec = create_codec("opus", fmtp=fmtp)
+    codec.plan_for_loss(loss)
     return [codec.encode(signal[k : k + FRAME]) for k in range(0, len(signal), FRAME)]
+
+
+def has_fec(packet):
+    return opus_module.libopus().opus_packet_has_lbrr(packet, len(packet)) == 1
+
+
+def test_fec_is_sent_once_the_peer_reports_loss():
+    """Planned for no loss, an encoder asked for FEC sends none and codes speech in
+    fullband hybrid mode (SILK + CELT: TOC configurations 14-15); planned for the loss the
+    peer reports, its speech packets carry FEC (SILK alone, wideband); a peer that did
+    not ask for FEC gets none whatever the loss."""
+    codec = create_codec("opus", fmtp="useinbandfec=1")
+    signal = speech_like(2.0)
+    frames = [signal[k : k + FRAME] for k in range(0, len(signal), FRAME)]
+    clean = [codec.encode(frame) for frame in frames[:50]]
+    assert not any(has_fec(packet) for packet in clean)
+    assert sum(packet[0] >> 3 in (14, 15) for packet in clean) > 25
+    codec.plan_for_loss(0.125)
+    assert codec.planned_loss == 12
+    lossy = [codec.encode(frame) for frame in frames[50:]]
+    assert sum(has_fec(packet) for packet in lossy) > 25
+    codec.plan_for_loss(0.9)
+    assert codec.planned_loss == opus_module.MAX_PLANNED_LOSS
+    unasked = create_codec("opus", fmtp="useinbandfec=0")
+    unasked.plan_for_loss(0.2)
+    assert unasked.planned_loss == 0
+    assert not any(has_fec(unasked.encode(frame)) for frame in frames[50:])
 
 
 def decoded(packets):
@@ -86,7 +115,7 @@ def test_fec_rebuilds_lost_speech_closer_than_concealment():
 def test_packets_without_fec_give_none_and_leave_the_decoder_untouched():
     signal = sine(440, 48000, 0.6)
     plain = encoded(signal, fmtp="")  # the peer did not ask for FEC: none is sent
-    assert opus_module.libopus().opus_packet_has_lbrr(plain[10], len(plain[10])) == 0
+    assert not has_fec(plain[10])
     codec, untouched = create_codec("opus"), create_codec("opus")
     for k, packet in enumerate(plain):
         assert codec.decode_fec(packet, FRAME) is None

@@ -12,7 +12,8 @@ picks the codec the negotiation settled on and then runs the stream on the loop:
   concealed: a lost frame is rebuilt from the next packet's in-band FEC when that packet
   is here and the codec has FEC, Opus), resampled to the mixer's rate and queued in our
   slot for the mixer's next tick.
-* RTCP: reports at the RFC 3550 interval and statistics (RTCPSession), BYE on stop().
+* RTCP: reports at the RFC 3550 interval and statistics (RTCPSession), BYE on stop(); the
+  loss the peer reports on our packets goes to the codec (Opus plans its FEC for it).
 * Notifications: RTPAudioStreamGotDTMF (digit) and RTPAudioTransportDidTimeout (no RTP
   for ``timeout`` seconds while we expect to receive).
 
@@ -869,6 +870,9 @@ class AudioTransport:
         except RTCPParseError as exc:
             logger.debug("dropping an RTCP packet: %s", exc)
             self.transport.counters.garbage += 1
+            return
+        # The loss the peer last reported on our packets: a codec may plan for it (FEC).
+        self._codec.plan_for_loss(self._rtcp.statistics.tx.fraction_lost)
 
     def _post(self, name: str, **fields: object) -> None:
         NotificationCenter().post_notification(name, sender=self, data=NotificationData(**fields))

@@ -96,6 +96,11 @@ class AudioCodec(ABC):
         use (then conceal()).  After audio from it, decode ``payload`` itself next."""
         return None
 
+    def plan_for_loss(self, fraction: float) -> None:
+        """The share (0.0-1.0) of our packets the peer reports lost, for a codec whose
+        redundancy follows it (Opus's in-band FEC); the others ignore it."""
+        return None
+
     def conceal(self) -> np.ndarray:
         k = self._concealed
         self._concealed += 1

@@ -23,13 +23,16 @@ useinbandfec=0.  Otherwise loss concealment is libopus's own PLC: a packet whose
 all have length zero, which the decoder treats as lost frames (RFC 6716 3.2.1), as many
 as the last packet carried.
 
-FEC has a price in audio band.  An encoder asked for it and planning for loss (ours plans
-for _FEC_LOSS_PERCENT) codes voice with SILK alone (libopus's mode decision, VOIP
-application), so a libopus peer - or we - sends wideband (audio up to 8 kHz) rather than
-hybrid fullband at 32 kbit/s.  It costs less CPU (speech-like, per 20 ms frame: encoding
-106 us against 130, decoding 26 against 42); the instruction counts below are of
-fullband hybrid, what a peer that does not ask for FEC gets.  A lost frame rebuilt from
-FEC costs what PLC does (~40 us).
+FEC has a price in audio band: an encoder asked for it that plans for loss codes voice
+with SILK alone (libopus's mode decision, VOIP application), wideband (audio up to 8 kHz)
+rather than hybrid fullband at 32 kbit/s.  So, as WebRTC does, our encoder plans for the
+loss the peer reports in RTCP (plan_for_loss(), from each receiver report on our stream,
+at most MAX_PLANNED_LOSS): nothing while the path loses nothing - fullband, no FEC - and
+FEC once the peer reports loss.  (Wideband costs less CPU, speech-like, per 20 ms frame:
+encoding 106 us against 130, decoding 26 against 42; the instruction counts below are of
+fullband hybrid.)  The PyAV fallback cannot change its plan after it starts: it plans for
+_FALLBACK_PLANNED_LOSS from the start when the peer asks for FEC.  A lost frame rebuilt
+from FEC costs what PLC does (~40 us).
 
 Complexity: COMPLEXITY = 1, for CPU.  The target is 50 calls per process within 70 % of a
 core, all RTP work included: 280 us per call and 20 ms frame, for one encode, one decode
@@ -96,7 +99,8 @@ _SAMPLE_RATE = 48000
 _APPLICATION_VOIP = 2048
 _SET_BITRATE, _SET_MAX_BANDWIDTH, _SET_VBR, _SET_COMPLEXITY = 4002, 4004, 4006, 4010
 _SET_INBAND_FEC, _SET_PACKET_LOSS_PERC, _SET_VBR_CONSTRAINT = 4012, 4014, 4020
-_FEC_LOSS_PERCENT = 10  # the loss the encoder plans its in-band FEC for
+MAX_PLANNED_LOSS = 25  # percent: the most loss the encoder plans its in-band FEC for
+_FALLBACK_PLANNED_LOSS = 10  # percent: what PyAV's encoder plans for (fixed at its start)
 _MAX_PACKET = 4000  # bytes: what the libopus documentation recommends for one packet
 _MAX_SAMPLES = 5760  # 120 ms at 48 kHz, the longest an Opus packet lasts
 _PLC_STEP = 120  # 2.5 ms at 48 kHz: a lost stretch libopus fills is a multiple of it
@@ -240,12 +244,26 @@ class Opus(AudioCodec):
                 "compression_level": str(COMPLEXITY),
             }
             if self.parameters.useinbandfec:
-                options |= {"fec": "1", "packet_loss": str(_FEC_LOSS_PERCENT)}
+                options |= {"fec": "1", "packet_loss": str(_FALLBACK_PLANNED_LOSS)}
             self._encoder = PyAVEncoder("libopus", info.sample_rate, options, bit_rate)
             self._decoder = PyAVDecoder("libopus", info.sample_rate)
         # The last packet's configuration and frame count with every frame empty (code 3,
         # RFC 6716 3.2.5): the decoder conceals that many frames of that duration.
         self._plc_packet: bytes | None = None
+        self.planned_loss = 0  # percent: what our in-band FEC is planned for
+
+    def plan_for_loss(self, fraction: float) -> None:
+        """Plans our in-band FEC (sent when the peer asked for it) for ``fraction`` of our
+        packets lost, as the peer's RTCP reports (at most MAX_PLANNED_LOSS percent)."""
+        percent = min(MAX_PLANNED_LOSS, round(fraction * 100))
+        encoder = self._encoder
+        if (
+            percent != self.planned_loss
+            and self.parameters.useinbandfec
+            and isinstance(encoder, LibOpusEncoder)
+        ):
+            encoder.plan_for_loss(percent)
+            self.planned_loss = percent
 
     def _encode(self, pcm: np.ndarray) -> bytes:
         if len(pcm) != self.info.samples_per_frame:
@@ -320,11 +338,10 @@ class LibOpusEncoder:
             (_SET_VBR, int(not cbr)),
             (_SET_VBR_CONSTRAINT, 0),
             (_SET_INBAND_FEC, int(fec)),
-            (_SET_PACKET_LOSS_PERC, _FEC_LOSS_PERCENT if fec else 0),
+            (_SET_PACKET_LOSS_PERC, 0),  # plan_for_loss() changes it
         ]
         for request, value in settings:
-            result = lib.opus_encoder_ctl(self._address, request, ctypes.c_int(value))
-            _check(lib, result, f"opus_encoder_ctl({request}, {value})")
+            self._control(request, value)
         self._pcm = np.zeros(frame_samples, dtype=np.int16)
         self._pcm_address = self._pcm.ctypes.data
         self._packet = ctypes.create_string_buffer(_MAX_PACKET)
@@ -336,6 +353,14 @@ class LibOpusEncoder:
             self._address, self._pcm_address, len(self._pcm), self._packet_address, _MAX_PACKET
         )
         return self._packet[: _check(self._lib, size, "opus_encode")]
+
+    def plan_for_loss(self, percent: int) -> None:
+        """The packet loss, in percent, its in-band FEC (if on) is planned for."""
+        self._control(_SET_PACKET_LOSS_PERC, percent)
+
+    def _control(self, request: int, value: int) -> None:
+        result = self._lib.opus_encoder_ctl(self._address, request, ctypes.c_int(value))
+        _check(self._lib, result, f"opus_encoder_ctl({request}, {value})")
 
 
 class LibOpusDecoder:
