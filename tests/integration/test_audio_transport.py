@@ -169,7 +169,7 @@ async def test_codec_choice_follows_the_answer_and_the_sdp_lists_telephone_event
             "telephone-event/8000",
             "telephone-event/48000",
         ]
-        assert offer.fmtp("111") == "maxplaybackrate=48000;stereo=0;useinbandfec=0"
+        assert offer.fmtp("111") == "maxplaybackrate=48000;stereo=0;useinbandfec=1"
         assert offer.fmtp("101") == "0-16"
         assert offer.attributes.getfirst("ptime") == "20" and offer.direction == "sendrecv"
         # The answerer prefers PCMA: both send PCMA.

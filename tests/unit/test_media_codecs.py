@@ -242,7 +242,9 @@ def test_opus_fmtp_parsing_and_formatting():
     )
     assert OpusParameters.parse(str(params)) == params
     assert OpusParameters.parse("") == OpusParameters()
-    assert str(OpusParameters()) == CODECS["opus"].fmtp
+    # What we offer: the RFC 7587 defaults, and in-band FEC where our decoder uses it.
+    fec = opus_module.libopus() is not None
+    assert CODECS["opus"].fmtp == str(OpusParameters(useinbandfec=fec))
 
 
 def opus_packets(fmtp, frequency=1000, seconds=0.5):

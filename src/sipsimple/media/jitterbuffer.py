@@ -2,7 +2,9 @@
 
 put(packet, now) stores a packet as it arrives; get(now) is called once per frame the
 playout needs (every 20 ms with 20 ms packets) and says what to play: a packet to decode,
-a lost frame to conceal (the codec's conceal()), or None for silence.
+a lost frame to conceal (the codec's conceal()), or None for silence.  peek(timestamp)
+shows the packet that follows a lost frame when it is here already, for a codec that
+rebuilds the lost frame from it (Opus's in-band FEC).
 
 Delay model.  Each packet's transit is ``arrival - timestamp / clock_rate``.  The base
 transit stands for the fastest path: the smallest transit seen, allowed to creep up by
@@ -447,6 +449,17 @@ class JitterBuffer:
             return None  # no packet is missing: the sender paused (silence suppression)
         stats.lost += 1
         return _new_frame(JitterFrame, (_LOST, playout & 0xFFFFFFFF, frame, None))
+
+    def peek(self, timestamp: int) -> RTPPacket | None:
+        """The packet held for the next slot, if it is here and that slot starts at RTP
+        ``timestamp`` (taken modulo 2**32): after a LOST frame of timestamp t and duration
+        d, peek(t + d) is the packet that follows the lost one.  It stays in the buffer.
+        None after a LOST frame that grew the delay (the same slot comes again)."""
+        playout = self._playout
+        if not self._playing or (timestamp - playout) & 0xFFFFFFFF:
+            return None
+        entry = self._buffer.get(playout)
+        return None if entry is None else entry[1]
 
     def _played_append(self, seq: int) -> None:
         self._played.append(seq)

@@ -9,9 +9,11 @@ picks the codec the negotiation settled on and then runs the stream on the loop:
   DTMF digit in its place.
 * Receiving: RTP packets go to the jitter buffer (or to the DTMF receiver); after our
   sends, on the same clock, the buffer says what to play, which is decoded (or
-  concealed), resampled to the mixer's rate and queued in our slot for the mixer's next
-  tick.
-* RTCP: reports at the RFC 3550 interval and statistics (RTCPSession), BYE on stop().
+  concealed: a lost frame is rebuilt from the next packet's in-band FEC when that packet
+  is here and the codec has FEC, Opus), resampled to the mixer's rate and queued in our
+  slot for the mixer's next tick.
+* RTCP: reports at the RFC 3550 interval and statistics (RTCPSession), BYE on stop(); the
+  loss the peer reports on our packets goes to the codec (Opus plans its FEC for it).
 * Notifications: RTPAudioStreamGotDTMF (digit) and RTPAudioTransportDidTimeout (no RTP
   for ``timeout`` seconds while we expect to receive).
 
@@ -453,6 +455,7 @@ class AudioTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sending = self._receiving = False
         self.decode_errors = 0
+        self.fec_frames = 0  # lost frames rebuilt from the next packet's FEC data (Opus)
         self.unexpected_payloads = 0  # RTP packets of a payload type we did not choose
 
     def __repr__(self) -> str:
@@ -813,7 +816,7 @@ class AudioTransport:
                     self.decode_errors += 1
                     pcm = codec.conceal()
             else:
-                pcm = codec.conceal()
+                pcm = self._conceal(frame)
             self._playout_debt -= max(len(pcm), round(frame.samples / self._ticks_per_sample))
             if self._from_codec is not None:
                 pcm = self._from_codec.process(pcm)
@@ -827,6 +830,22 @@ class AudioTransport:
             return decoded
         frames, self._decoded = _cut([self._decoded, *decoded], size)
         return frames
+
+    def _conceal(self, frame: JitterFrame) -> np.ndarray:
+        """Audio for a LOST frame: from the in-band FEC of the packet after it, when that
+        packet is here and the codec can (Opus), else the codec's concealment."""
+        codec = self._codec
+        following = self._jitter.peek(frame.timestamp + frame.samples)
+        if following is not None:
+            samples = round(frame.samples / self._ticks_per_sample)
+            try:
+                pcm = codec.decode_fec(following.payload, samples)
+            except CodecError:  # the packet's own decode() will count it
+                pcm = None
+            if pcm is not None:
+                self.fec_frames += 1
+                return pcm
+        return codec.conceal()
 
     # -- from the RTPTransport --------------------------------------------------------------
 
@@ -851,6 +870,9 @@ class AudioTransport:
         except RTCPParseError as exc:
             logger.debug("dropping an RTCP packet: %s", exc)
             self.transport.counters.garbage += 1
+            return
+        # The loss the peer last reported on our packets: a codec may plan for it (FEC).
+        self._codec.plan_for_loss(self._rtcp.statistics.tx.fraction_lost)
 
     def _post(self, name: str, **fields: object) -> None:
         NotificationCenter().post_notification(name, sender=self, data=NotificationData(**fields))

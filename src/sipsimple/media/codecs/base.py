@@ -57,7 +57,9 @@ class AudioCodec(ABC):
     encode() takes one packet's worth of mono int16 PCM at ``info.sample_rate``; decode()
     returns the same kind of array and raises CodecError for an undecodable payload.
     conceal() returns a frame to play in place of a lost packet: by default the last
-    decoded frame repeated with a fade to silence over FADE_FRAMES frames.
+    decoded frame repeated with a fade to silence over FADE_FRAMES frames.  A codec whose
+    packets carry a copy of the frame before them (Opus's in-band FEC) rebuilds a lost
+    frame from the next packet with decode_fec(); the others return None there.
     """
 
     # A stateless codec encodes the frames of many streams in one step: encode_many takes
@@ -87,6 +89,17 @@ class AudioCodec(ABC):
         self._last = pcm
         self._concealed = 0
         return pcm
+
+    def decode_fec(self, payload: bytes, samples: int) -> np.ndarray | None:
+        """The ``samples`` samples (at ``info.sample_rate``) lost just before ``payload``,
+        from the forward error correction data it carries, or None when there is none to
+        use (then conceal()).  After audio from it, decode ``payload`` itself next."""
+        return None
+
+    def plan_for_loss(self, fraction: float) -> None:
+        """The share (0.0-1.0) of our packets the peer reports lost, for a codec whose
+        redundancy follows it (Opus's in-band FEC); the others ignore it."""
+        return None
 
     def conceal(self) -> np.ndarray:
         k = self._concealed
