@@ -458,15 +458,17 @@ def test_complexity_and_fec_reach_the_encoder():
     lib = opus_module.libopus()
     signal = speech_like(0.5)
 
-    def packets(**settings):
+    def packets(loss=0, **settings):
         settings = {"bit_rate": 32000, "bandwidth": 1105, "cbr": False, "fec": False} | settings
         encoder = opus_module.LibOpusEncoder(lib, 960, **settings)
+        encoder.plan_for_loss(loss)
         return [encoder.encode(signal[k : k + 960]) for k in range(0, len(signal), 960)]
 
     default = packets()
     assert packets(complexity=opus_module.COMPLEXITY) == default
     assert packets(complexity=10) != default and packets(complexity=0) != default
-    assert packets(fec=True) != default
+    assert packets(fec=True) == default  # FEC planned for no loss: none sent
+    assert packets(fec=True, loss=10) != default
 
 
 @pytest.mark.parametrize("name", ["PCMU", "PCMA"])

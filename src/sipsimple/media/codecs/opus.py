@@ -30,9 +30,9 @@ loss the peer reports in RTCP (plan_for_loss(), from each receiver report on our
 at most MAX_PLANNED_LOSS): nothing while the path loses nothing - fullband, no FEC - and
 FEC once the peer reports loss.  (Wideband costs less CPU, speech-like, per 20 ms frame:
 encoding 106 us against 130, decoding 26 against 42; the instruction counts below are of
-fullband hybrid.)  The PyAV fallback cannot change its plan after it starts: it plans for
-_FALLBACK_PLANNED_LOSS from the start when the peer asks for FEC.  A lost frame rebuilt
-from FEC costs what PLC does (~40 us).
+fullband hybrid.)  The PyAV fallback cannot change its plan once it has started: it plans
+for no loss, so it sends no FEC (and sends what the libopus path sends on a clean path).
+A lost frame rebuilt from FEC costs what PLC does (~40 us).
 
 Complexity: COMPLEXITY = 1, for CPU.  The target is 50 calls per process within 70 % of a
 core, all RTP work included: 280 us per call and 20 ms frame, for one encode, one decode
@@ -100,7 +100,6 @@ _APPLICATION_VOIP = 2048
 _SET_BITRATE, _SET_MAX_BANDWIDTH, _SET_VBR, _SET_COMPLEXITY = 4002, 4004, 4006, 4010
 _SET_INBAND_FEC, _SET_PACKET_LOSS_PERC, _SET_VBR_CONSTRAINT = 4012, 4014, 4020
 MAX_PLANNED_LOSS = 25  # percent: the most loss the encoder plans its in-band FEC for
-_FALLBACK_PLANNED_LOSS = 10  # percent: what PyAV's encoder plans for (fixed at its start)
 _MAX_PACKET = 4000  # bytes: what the libopus documentation recommends for one packet
 _MAX_SAMPLES = 5760  # 120 ms at 48 kHz, the longest an Opus packet lasts
 _PLC_STEP = 120  # 2.5 ms at 48 kHz: a lost stretch libopus fills is a multiple of it
@@ -244,7 +243,7 @@ class Opus(AudioCodec):
                 "compression_level": str(COMPLEXITY),
             }
             if self.parameters.useinbandfec:
-                options |= {"fec": "1", "packet_loss": str(_FALLBACK_PLANNED_LOSS)}
+                options |= {"fec": "1", "packet_loss": "0"}  # fixed: see the module docstring
             self._encoder = PyAVEncoder("libopus", info.sample_rate, options, bit_rate)
             self._decoder = PyAVDecoder("libopus", info.sample_rate)
         # The last packet's configuration and frame count with every frame empty (code 3,
