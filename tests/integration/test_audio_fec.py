@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from tests.integration.test_audio_slot import mixers, run_virtual, tone_purity, written
-from tests.support.audio import MIXER_FRAME, Recorder
+from tests.support.audio import MIXER_FRAME, Recorder, Tone
 
 from sipsimple.core.media import AudioTransport, RTPTransport
 from sipsimple.core.sdp import SDPSession
 from sipsimple.media.codecs import opus as opus_module
-from sipsimple.media.mixer import AudioMixer, SlotPort
+from sipsimple.media.mixer import AudioMixer
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -54,22 +54,15 @@ class LossyRTPTransport(RTPTransport):
         super().send_rtp(data)
 
 
-class Syllables(SlotPort):
+class Syllables(Tone):
     """A tone whose loudness rises and falls three times a second, as syllables do.  The
     Opus encoder sends in-band FEC for what its voice detector takes for speech: a steady
     tone stops counting as speech after ~0.6 s (no more FEC), this one does not."""
 
-    consumes = False
-
-    def __init__(self, frequency: float) -> None:
-        self.frequency = frequency
-        self.samples = 0
-
     def produce(self) -> np.ndarray:
         t = (self.samples + np.arange(MIXER_FRAME)) / 48000
-        self.samples += MIXER_FRAME
         envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
-        return (8000 * envelope * np.sin(2 * np.pi * self.frequency * t)).astype(np.int16)
+        return (super().produce() * envelope).astype(np.int16)
 
 
 @dataclass

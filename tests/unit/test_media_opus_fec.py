@@ -124,12 +124,17 @@ def test_packets_without_fec_give_none_and_leave_the_decoder_untouched():
         assert np.array_equal(codec.decode(packet), untouched.decode(packet)), k
 
 
-def test_fec_needs_a_stretch_libopus_can_rebuild():
+def primed():
+    """A decoder that decoded 10 packets of a tone, the packets, and a later one with FEC."""
     packets = encoded(sine(440, 48000, 0.6))
     codec = create_codec("opus")
     for packet in packets[:10]:
         codec.decode(packet)
-    following = next(p for p in packets[11:] if _has_fec(p))
+    return codec, packets, next(p for p in packets[11:] if has_fec(p))
+
+
+def test_fec_needs_a_stretch_libopus_can_rebuild():
+    codec, _packets, following = primed()
     assert codec.decode_fec(following, 480) is None  # shorter than the packet's frame
     assert codec.decode_fec(following, 1000) is None  # not whole 2.5 ms
     assert codec.decode_fec(following, 0) is None
@@ -146,7 +151,7 @@ def test_a_longer_lost_stretch_is_concealed_then_rebuilt():
     reference = decoded(packets)
     ahead = []
     for lost in range(5, len(packets) - 2):
-        if not _has_fec(packets[lost + 2]):
+        if not has_fec(packets[lost + 2]):
             continue
         with_fec, concealing = create_codec("opus"), create_codec("opus")
         for packet in packets[:lost]:
@@ -162,11 +167,7 @@ def test_a_longer_lost_stretch_is_concealed_then_rebuilt():
 
 
 def test_after_celt_audio_fec_gives_none():
-    packets = encoded(sine(440, 48000, 0.6))
-    codec = create_codec("opus")
-    for packet in packets[:10]:
-        codec.decode(packet)
-    following = next(p for p in packets[11:] if _has_fec(p))
+    codec, packets, following = primed()
     codec.decode(CELT_SILENCE)
     assert codec.decode_fec(following, FRAME) is None  # libopus would only conceal
     codec.decode(packets[10])
@@ -191,10 +192,6 @@ def test_malformed_packets_give_none(payload):
     codec = create_codec("opus")
     codec.decode(encoded(sine(440, 48000, 0.1))[2])
     assert codec.decode_fec(payload, FRAME) is None
-
-
-def _has_fec(packet):
-    return opus_module.libopus().opus_packet_has_lbrr(packet, len(packet)) == 1
 
 
 # --- JitterBuffer.peek ---------------------------------------------------------------------
