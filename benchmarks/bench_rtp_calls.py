@@ -21,8 +21,13 @@ the same run at the same N, is the floor of the job: bare asyncio UDP sockets se
 172-byte datagram every 20 ms from the same kind of absolute-deadline timer and
 receiving without looking at it; "x bare" is our CPU per packet over the bare one.
 
+Once its calls are set up, each process does gc.collect() and gc.freeze(), as the README
+advises for many calls: a full collection walks every object the process keeps (~40 ms
+here), and one falls in most windows, stalling every call's packets; --gc-default leaves
+the collector alone.
+
 Usage: bench_rtp_calls.py [--codec PCMU|opus] [--calls N ...] [--window S] [--mixer-rate R]
-                          [--repeat T]
+                          [--repeat T] [--gc-default]
        bench_rtp_calls.py --profile N --codec opus   (cProfile of one side)
        bench_rtp_calls.py --virtual N [N ...]        (CPU per packet on a virtual clock)
 --virtual runs both sides of N calls in one process on an event loop whose clock jumps
@@ -39,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import io
 import multiprocessing
 import os
@@ -59,6 +65,7 @@ LOCAL = "127.0.0.1"
 PORTS = {"offerer": (20000, 29999), "answerer": (30000, 39999)}
 PTIME = 0.02
 MIXER_RATE = 48000
+GC_FREEZE = True  # --gc-default: leave the collector as it is (see run_side)
 LATENESS_LIMIT = 0.005
 WARMUP = 2.0
 DRAIN = 0.5
@@ -97,6 +104,7 @@ async def run_side(
     conn: Connection,
     bare: bool,
     profiler: cProfile.Profile | None = None,
+    freeze: bool = True,
 ) -> None:
     global _lateness
     loop = asyncio.get_running_loop()
@@ -119,6 +127,13 @@ async def run_side(
         side.start(await receive())
     else:
         conn.send(side.answer(await receive()))
+    if freeze:
+        # What a media server does once it has started (see the README): the objects it
+        # keeps - modules, the calls - leave the collector's generations, so a full
+        # collection (~40 ms here for ~45k objects, one every few seconds after the
+        # calls' set-up) does not stall the packets of every call.
+        gc.collect()
+        gc.freeze()
     assert await receive() == "go"
     _lateness = []
     moved = sum(side.totals())
@@ -274,13 +289,20 @@ class BareSide:
 
 
 def side_process(
-    role: str, calls: int, codec: str, conn: Connection, bare: bool, profile: bool, rate: int
+    role: str,
+    calls: int,
+    codec: str,
+    conn: Connection,
+    bare: bool,
+    profile: bool,
+    rate: int,
+    freeze: bool,
 ) -> None:
     global MIXER_RATE
     MIXER_RATE = rate
     # CPU time, not wall time: on a shared machine a preempted function is not charged.
     profiler = cProfile.Profile(time.process_time) if profile else None
-    asyncio.run(run_side(role, calls, codec, conn, bare, profiler))
+    asyncio.run(run_side(role, calls, codec, conn, bare, profiler, freeze))
     if profiler is not None:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(45)
@@ -316,7 +338,16 @@ def trial(
         ours, theirs = context.Pipe()
         process = context.Process(
             target=side_process,
-            args=(role, calls, codec, theirs, bare, profile and role == "offerer", MIXER_RATE),
+            args=(
+                role,
+                calls,
+                codec,
+                theirs,
+                bare,
+                profile and role == "offerer",
+                MIXER_RATE,
+                GC_FREEZE,
+            ),
         )
         process.start()
         pipes[role] = ours
@@ -435,7 +466,7 @@ def cpu_pressure() -> str:
 
 
 def main() -> None:
-    global MIXER_RATE
+    global MIXER_RATE, GC_FREEZE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--codec", choices=["PCMU", "opus"], action="append")
     parser.add_argument("--calls", type=int, nargs="+")
@@ -444,12 +475,19 @@ def main() -> None:
     parser.add_argument("--mixer-rate", type=int, default=MIXER_RATE)
     parser.add_argument("--virtual", type=int, nargs="+", metavar="N")
     parser.add_argument("--repeat", type=int, default=1, metavar="T", help="trials per N")
+    parser.add_argument(
+        "--gc-default", action="store_true", help="do not gc.freeze() after the set-up"
+    )
     args = parser.parse_args()
     MIXER_RATE = args.mixer_rate
+    GC_FREEZE = not args.gc_default
     if args.virtual:
         virtual(args.virtual, args.codec or ["PCMU", "opus"], args.window)
         return
-    print(f"mixer at {MIXER_RATE} Hz; load average before: {os.getloadavg()[0]:.1f}")
+    print(
+        f"mixer at {MIXER_RATE} Hz; gc.freeze() after the set-up: {GC_FREEZE}; "
+        f"load average before: {os.getloadavg()[0]:.1f}"
+    )
     print("stall: CPU pressure during the trial (share of time a runnable task waited for a CPU)")
     codecs = args.codec or ["PCMU", "opus"]
     if args.profile:
