@@ -71,6 +71,8 @@ def _alaw_expand_table() -> np.ndarray:
     return np.where(code > 127, mantissa, -mantissa).astype(np.int16)
 
 
+# Lookups are table.take(codes): what table[codes] gives, twice as fast for a frame or a
+# group of frames (no general indexing machinery).
 _ULAW_ENCODE = _ulaw_compress_table()
 _ULAW_DECODE = _ulaw_expand_table()
 _ALAW_ENCODE = _alaw_compress_table()
@@ -78,27 +80,27 @@ _ALAW_DECODE = _alaw_expand_table()
 
 
 def ulaw_encode(pcm: np.ndarray) -> bytes:
-    return _ULAW_ENCODE[pcm.view(np.uint16)].tobytes()
+    return _ULAW_ENCODE.take(pcm.view(np.uint16)).tobytes()
 
 
 def _ulaw_encode_many(pcm: np.ndarray) -> np.ndarray:
-    return _ULAW_ENCODE[pcm.view(np.uint16)]
+    return _ULAW_ENCODE.take(pcm.view(np.uint16))
 
 
 def _alaw_encode_many(pcm: np.ndarray) -> np.ndarray:
-    return _ALAW_ENCODE[pcm.view(np.uint16)]
+    return _ALAW_ENCODE.take(pcm.view(np.uint16))
 
 
 def ulaw_decode(data: bytes) -> np.ndarray:
-    return _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
+    return _ULAW_DECODE.take(np.frombuffer(data, dtype=np.uint8))
 
 
 def alaw_encode(pcm: np.ndarray) -> bytes:
-    return _ALAW_ENCODE[pcm.view(np.uint16)].tobytes()
+    return _ALAW_ENCODE.take(pcm.view(np.uint16)).tobytes()
 
 
 def alaw_decode(data: bytes) -> np.ndarray:
-    return _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
+    return _ALAW_DECODE.take(np.frombuffer(data, dtype=np.uint8))
 
 
 class _G711(AudioCodec):
@@ -110,7 +112,7 @@ class _G711(AudioCodec):
         one table lookup: row i of the result is payloads[i] decoded, which codecs[i] keeps
         for its concealment as decode() does."""
         data = np.frombuffer(b"".join(payloads), dtype=np.uint8)
-        pcm = cls._expand[data].reshape(len(payloads), -1)
+        pcm = cls._expand.take(data).reshape(len(payloads), -1)
         for codec, row in zip(codecs, pcm, strict=True):
             codec._last = row
             codec._concealed = 0
