@@ -82,7 +82,9 @@ class Baresip(PeerProcess):
         self.audio_file = audio_file or self.directory / "tone.wav"
         self.contacts = dict(contacts or {})
         self.account_params = dict(account_params or {})
-        self.sip_port = free_port()
+        # baresip listens for SIP over TLS on the port after sip_listen's: both are ours,
+        # outside the kernel's ephemeral range (a TLS bind once failed with EADDRINUSE).
+        self.sip_port = free_port_range(2)[0]
         self.ctrl_port = free_port()
         self.dns_port = free_port()  # nothing listens: any DNS query fails at once, locally
         self.rtp_ports = free_port_range(20)
