@@ -94,6 +94,14 @@ class AudioCodec(ABC):
         """The ``samples`` samples (at ``info.sample_rate``) lost just before ``payload``,
         from the forward error correction data it carries, or None when there is none to
         use (then conceal()).  After audio from it, decode ``payload`` itself next."""
+        pcm = self._decode_fec(payload, samples)
+        if pcm is not None:  # what conceal() repeats next, as after decode()
+            self._last = pcm
+            self._concealed = 0
+        return pcm
+
+    def _decode_fec(self, payload: bytes, samples: int) -> np.ndarray | None:
+        """decode_fec() for a codec with FEC; the others have none."""
         return None
 
     def plan_for_loss(self, fraction: float) -> None:

@@ -284,7 +284,7 @@ class Opus(AudioCodec):
             return super().conceal()
         return self._decoder.decode(self._plc_packet)
 
-    def decode_fec(self, payload: bytes, samples: int) -> np.ndarray | None:
+    def _decode_fec(self, payload: bytes, samples: int) -> np.ndarray | None:
         """The ``samples`` samples lost just before ``payload``, rebuilt from the copy of
         them that its SILK layer carries (LBRR; RFC 7587 3.3), or None where there is no
         such copy to use: PyAV's decoder (it takes no FEC request), a packet without one
@@ -297,11 +297,7 @@ class Opus(AudioCodec):
         last = self._plc_packet
         if not isinstance(decoder, LibOpusDecoder) or not payload or (last and last[0] & 0x80):
             return None  # (a TOC byte with its top bit set: CELT-only, RFC 6716 3.1)
-        pcm = decoder.decode_fec(payload, samples)
-        if pcm is not None:
-            self._last = pcm
-            self._concealed = 0
-        return pcm
+        return decoder.decode_fec(payload, samples)
 
 
 # --- libopus's encoder and decoder --------------------------------------------------------
