@@ -119,10 +119,15 @@ class RTCPSession:
     def rtp_received(self, packet: RTPPacket, now: float) -> None:
         """Accounts a received packet.  It is only noted here: the statistics of a batch
         are brought up to date at once (_fold), before anything reads or reports them."""
-        arrivals = self._arrivals
-        arrivals.append(
+        self.arrived(
             (packet.ssrc, packet.sequence_number, packet.timestamp, now, len(packet.payload))
         )
+
+    def arrived(self, arrival: Arrival) -> None:
+        """rtp_received() of a packet already taken apart: (SSRC, sequence number,
+        timestamp, arrival time, payload octets)."""
+        arrivals = self._arrivals
+        arrivals.append(arrival)
         if len(arrivals) >= MAX_ARRIVALS:
             self._fold()
 

@@ -63,6 +63,7 @@ from sipsimple.core.sdp.model import BaseSDPMediaStream, BaseSDPSession
 from sipsimple.media.codecs import AudioCodec, CodecInfo, available_codecs, codec_info, create_codec
 from sipsimple.media.dtmf import TELEPHONE_EVENT_FMTP, DTMFReceiver, DTMFSender
 from sipsimple.media.errors import CodecError, RTCPParseError
+from sipsimple.media.jitterbank import AUDIO, STOPPED, JitterBank
 from sipsimple.media.jitterbuffer import (
     FrameKind,
     JitterBuffer,
@@ -72,7 +73,7 @@ from sipsimple.media.jitterbuffer import (
 from sipsimple.media.mixer import FRAMES_PER_SECOND, PTIME, AudioMixer, FramePacer, SlotPort
 from sipsimple.media.resample import Resampler, ResamplerBank
 from sipsimple.media.rtcpsession import RTCPSession, StreamStatistics
-from sipsimple.media.rtp import RTPPacket, RTPPacketizer
+from sipsimple.media.rtp import RTP_HEADER_SIZE, RTPPacket, RTPPacketizer
 from sipsimple.notification import NotificationCenter, NotificationData
 
 __all__ = ["AudioTransport", "AudioTransportError"]
@@ -103,9 +104,14 @@ BATCHED_PHASE_SLOTS = 4
 GOLDEN_RATIO = 0.6180339887498949
 _phases = itertools.count()
 _ClockKey = tuple[asyncio.AbstractEventLoop, AudioMixer, float, float]  # period, phase
+# A clock's members whose jitter buffers one JitterBank runs share a lane: by the codec's
+# clock rate, RTP ticks a packet and payload octets a packet.
+_LaneKey = tuple[int, int, int]
+ADMIT_EVERY = 50  # frames between a member's tries to join its clock's lane
 # Members whose packet of this interval is decoded with the others of its codec go
 # together by (decode_many, the bank that resamples them or None, codec samples a packet).
 _BatchKey = tuple[object, ResamplerBank | None, int]
+_HEADER = np.dtype([("b0", "u1"), ("b1", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("ssrc", ">u4")])
 _clocks: dict[_ClockKey, _SharedClock] = {}
 _watches: dict[tuple[asyncio.AbstractEventLoop, AudioMixer], _TickWatch] = {}
 # A bank's work buffers serve one loop at a time: each loop (thread) has its own banks.
@@ -131,6 +137,7 @@ class _SharedClock:
         self.pacer = FramePacer(period, MAX_BURST)
         self.pacer.start(first_deadline - period)
         self.members: dict[AudioTransport, None] = {}  # an ordered set
+        self.lanes: dict[_LaneKey, _Lane] = {}
         self._handle = self._loop.call_at(self.pacer.deadline, self._wake)
 
     @classmethod
@@ -153,6 +160,138 @@ class _SharedClock:
         _run_frames(list(self.members), self.pacer, now, self)
         if self.members:
             self._handle = self._loop.call_at(self.pacer.deadline, self._wake)
+
+    def admit(self, member: AudioTransport) -> None:
+        """Puts ``member`` in the lane of its kind of packets if it can be (see _Lane)."""
+        key = (member._jitter.clock_rate, member._timestamp_step, member._frame_samples)
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = _Lane(*key)
+        lane.admit(member)
+
+
+class _Lane:
+    """The members of a shared clock whose jitter buffers a JitterBank runs: streams of a
+    codec that decodes many at once (G.711, a payload octet per sample), receiving one
+    packet a frame, in the usual state (see media.jitterbank).
+
+    A JitterBuffer costs a few microseconds of Python per packet and per frame, a third of
+    the CPU at hundreds of G.711 calls.  Here the members' RTPTransports append the usual
+    datagrams to our inbox (RTPTransport.set_inbox); each wake-up of the clock stores them
+    all in the bank (ingest) and plays a frame of every member (play) with a few array
+    operations and one decode.  A member goes back to its own JitterBuffer (release) when
+    the bank refuses one of its packets, when a packet reaches it the other way
+    (rtp_received: DTMF, another size or source, SRTP), when its playout stops, when it
+    stops receiving or stops; it tries to come back every ADMIT_EVERY frames.
+    """
+
+    def __init__(self, clock_rate: int, frame: int, payload_size: int) -> None:
+        self.bank = JitterBank(clock_rate, frame, payload_size)
+        self.inbox: list[tuple[int, float, bytes]] = []
+        self.members: dict[int, AudioTransport] = {}  # by row
+        # (members, their rows) by what decodes and resamples them, rebuilt on a change
+        self._groups: list[tuple[_BatchKey, list[AudioTransport], np.ndarray]] | None = None
+
+    def admit(self, member: AudioTransport) -> None:
+        row = self.bank.adopt(member._jitter, tuple(member._audio_types))
+        if row is None:
+            return
+        self.members[row] = member
+        member._lane, member._row = self, row
+        member.transport.set_inbox(self.inbox, row, self.bank.packet_size)
+        self._groups = None
+
+    def release(self, member: AudioTransport) -> None:
+        """``member`` back to its own JitterBuffer, with the packets the inbox holds."""
+        self.ingest()
+        if member._lane is self:  # (ingest() may have released it)
+            self._eject(member)
+
+    def _eject(self, member: AudioTransport) -> None:
+        member.transport.set_inbox(None)
+        self.bank.eject(member._row)  # type: ignore[arg-type]
+        del self.members[member._row]  # type: ignore[arg-type]
+        member._lane = member._row = None
+        member._admit_in = ADMIT_EVERY
+        self._groups = None
+
+    def ingest(self) -> None:
+        """The packets of the inbox to the bank, and to each member's RTCP statistics."""
+        inbox = self.inbox
+        if not inbox:
+            return
+        entries = inbox.copy()
+        inbox.clear()
+        tags, times, datagrams = zip(*entries, strict=True)
+        packets = np.frombuffer(b"".join(datagrams), dtype=np.uint8).reshape(len(entries), -1)
+        refused = self.bank.put_many(np.array(tags), packets, np.array(times))
+        header = packets[:, :RTP_HEADER_SIZE].copy().view(_HEADER).ravel()
+        octets = self.bank.payload_size
+        members = self.members
+        for tag, when, seq, timestamp, ssrc in zip(
+            tags,
+            times,
+            header["seq"].tolist(),
+            header["ts"].tolist(),
+            header["ssrc"].tolist(),
+            strict=True,
+        ):
+            member = members[tag]
+            member._last_rtp = when
+            member._timed_out = False
+            member._rtcp.arrived((ssrc, seq, timestamp, when, octets))
+        if len(refused):  # they go back, and their packets to their JitterBuffers
+            back = {row: members[row] for row in refused.tolist()}
+            for member in back.values():
+                self._eject(member)
+            for tag, when, data in entries:
+                member = back.get(tag)  # type: ignore[assignment]
+                if member is not None:
+                    member._deliver(RTPPacket.parse(data), when)
+
+    def play(self, now: float) -> None:
+        """A frame of every member to its slot (see _play_all)."""
+        groups = self._groups if self._groups is not None else self._regroup()
+        if not groups:
+            return
+        what, payloads = self.bank.get_many(self._rows, now)
+        stopped = []
+        for (decode_many, bank, size), members, index in groups:
+            kinds = what[index]
+            if not kinds.any():  # the usual frame: every member's packet is here (AUDIO 0)
+                pcm = decode_many([member._codec for member in members], payloads[index])  # type: ignore[operator]
+            else:
+                pcm = np.zeros((len(members), size), dtype=np.int16)
+                audio = np.flatnonzero(kinds == AUDIO)
+                if len(audio):
+                    codecs = [members[i]._codec for i in audio.tolist()]
+                    pcm[audio] = decode_many(codecs, payloads[index[audio]])  # type: ignore[operator]
+                for i in np.flatnonzero(kinds != AUDIO).tolist():
+                    if kinds[i] == STOPPED:  # nothing under way: silence, as after None
+                        stopped.append(members[i])
+                    else:
+                        pcm[i] = members[i]._codec.conceal()
+            if bank is not None:
+                pcm = bank.process([member._up_lane for member in members], pcm)
+            _queue(
+                (member, frame)
+                for member, frame, kind in zip(members, pcm, kinds.tolist(), strict=True)
+                if kind != STOPPED
+            )
+        for member in stopped:
+            self._eject(member)
+
+    def _regroup(self) -> list[tuple[_BatchKey, list[AudioTransport], np.ndarray]]:
+        order = list(self.members.items())
+        self._rows = np.array([row for row, _member in order], dtype=np.int64)
+        by_key: dict[_BatchKey, list[int]] = defaultdict(list)
+        for i, (_row, member) in enumerate(order):
+            by_key[member._batch].append(i)  # type: ignore[index]
+        self._groups = [
+            (key, [order[i][1] for i in index], np.array(index, dtype=np.int64))
+            for key, index in by_key.items()
+        ]
+        return self._groups
 
 
 class _Slot(SlotPort):
@@ -230,8 +369,13 @@ def _run_frames(
         for member in members:
             if member._clock is clock and member._started:
                 member._packetizer.advance(skipped * member._timestamp_step)
+    lanes = list(clock.lanes.values()) if clock is not None else []
+    for lane in lanes:
+        lane.ingest()
     playing = [m for m in members if m._clock is clock and m._started]
     for _ in range(frames if playing else 0):
+        for lane in lanes:
+            lane.play(now)
         _play_all(playing, now)
     for member in members:
         if member._clock is clock and member._started:
@@ -280,7 +424,7 @@ def _play_all(members: list[AudioTransport], now: float) -> None:
     batches: dict[_BatchKey, list[tuple[AudioTransport, bytes]]] = defaultdict(list)
     queues = []
     for member in members:
-        if not member._receiving:
+        if not member._receiving or member._lane is not None:
             continue
         member._playout_debt += member._frame_samples
         first = None
@@ -456,6 +600,9 @@ class AudioTransport:
         self._clock: _SharedClock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sending = self._receiving = False
+        self._lane: _Lane | None = None  # while a JitterBank of our clock runs our buffer
+        self._row: int | None = None
+        self._admit_in = ADMIT_EVERY
         self.decode_errors = 0
         self.fec_frames = 0  # lost frames rebuilt from the next packet's FEC data (Opus)
         self.unexpected_payloads = 0  # RTP packets of a payload type we did not choose
@@ -649,6 +796,8 @@ class AudioTransport:
             raise AudioTransportError("update_direction() needs a started AudioTransport")
         receiving = direction in ("sendrecv", "recvonly")
         if receiving != self._receiving:  # a pause in playout starts or ends
+            if self._lane is not None:
+                self._lane.release(self)
             self._jitter.flush()
             self._playout_debt = 0.0
         if receiving and not self._receiving:
@@ -676,6 +825,8 @@ class AudioTransport:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._lane is not None:
+            self._lane.release(self)
         if self._clock is not None:
             self._clock.leave(self)
             self._clock = None
@@ -700,6 +851,10 @@ class AudioTransport:
 
     @property
     def jitter_buffer_statistics(self) -> JitterBufferStatistics | None:
+        if self._lane is not None:
+            self._lane.ingest()  # (the packets it holds are received)
+        if self._lane is not None:
+            return self._lane.bank.statistics(self._row).statistics  # type: ignore[arg-type]
         return self._jitter.statistics if self._port is not None else None
 
     # -- the clock --------------------------------------------------------------------------
@@ -723,6 +878,11 @@ class AudioTransport:
         if self._receiving and self.timeout and not self._timed_out and silent >= self.timeout:
             self._timed_out = True
             self._post("RTPAudioTransportDidTimeout")
+        if self._lane is None and self._receiving and self._batch is not None:
+            self._admit_in -= 1
+            if self._admit_in <= 0 and self._clock is not None and self.transport.inbox_usable:
+                self._admit_in = ADMIT_EVERY
+                self._clock.admit(self)
 
     def _next_audio(self, now: float, due: float) -> np.ndarray | None:
         """This frame's mixed audio to encode (at the codec's rate unless a bank resamples
@@ -855,9 +1015,15 @@ class AudioTransport:
         self._last_rtp = now
         self._timed_out = False
         self._rtcp.rtp_received(packet, now)
+        self._deliver(packet, now)
+
+    def _deliver(self, packet: RTPPacket, now: float) -> None:
+        """An accounted packet to the jitter buffer, the DTMF receiver or nowhere."""
         payload_type = packet.payload_type
         if payload_type in self._audio_types:
             if self._receiving:
+                if self._lane is not None:  # an audio packet the lane could not take
+                    self._lane.release(self)
                 self._jitter.put(packet, now)
         elif payload_type in self._event_types:
             event = self._dtmf_receiver.receive(packet)

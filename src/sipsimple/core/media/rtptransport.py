@@ -231,6 +231,10 @@ class RTPTransport:
         self._sdp_rtp: Address | None = None
         self._remote_ssrc: int | None = None
         self._ssrc_candidate: tuple[int, int, int] | None = None  # (ssrc, last seq, count)
+        # set_inbox(): where the usual datagrams of one size go, instead of the receiver
+        self._inbox: list[tuple[int, float, bytes]] | None = None
+        self._inbox_tag = 0
+        self._inbox_size = 0
 
     def __repr__(self) -> str:
         return f"<RTPTransport {self.state} {self.local_rtp_address}:{self.local_rtp_port}>"
@@ -686,10 +690,31 @@ class RTPTransport:
                 receiver = self.receiver
                 if receiver is not None:
                     self.counters.rtp_received += 1
+                    inbox = self._inbox
+                    if inbox is not None and len(data) == self._inbox_size:
+                        inbox.append((self._inbox_tag, self._loop.time(), data))
+                        return
                     packet = RTPPacket(payload_type, seq, timestamp, ssrc, data[12:], b1 > 0x7F)
                     receiver.rtp_received(packet, self._loop.time())
                 return
         self._rtp_datagram(data, address)
+
+    @property
+    def inbox_usable(self) -> bool:
+        """Whether set_inbox() can take packets now: without SRTP and ICE (whose packets
+        take their own way)."""
+        return self._srtp is None and self._ice is None
+
+    def set_inbox(
+        self, inbox: list[tuple[int, float, bytes]] | None, tag: int = 0, size: int = 0
+    ) -> None:
+        """From now on the usual RTP packets of ``size`` octets - plain RTP of the source we
+        receive, from where we receive it, without CSRC, extension or padding - are
+        appended to ``inbox`` as (``tag``, arrival time, datagram) instead of going to the
+        receiver, for a receiver that takes many streams' packets in batches; any other
+        packet still goes to the receiver, after them.  None: every packet to the
+        receiver again."""
+        self._inbox, self._inbox_tag, self._inbox_size = inbox, tag, size
 
     def _rtcp_readable(self) -> None:
         received = self._read(self._rtcp_socket)

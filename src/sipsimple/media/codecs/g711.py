@@ -107,12 +107,16 @@ class _G711(AudioCodec):
     _expand: np.ndarray  # code -> sample
 
     @classmethod
-    def decode_many(cls, codecs: Sequence[AudioCodec], payloads: Sequence[bytes]) -> np.ndarray:
+    def decode_many(
+        cls, codecs: Sequence[AudioCodec], payloads: Sequence[bytes] | np.ndarray
+    ) -> np.ndarray:
         """decode() of one payload for each of ``codecs`` (all of one length, not empty) in
         one table lookup: row i of the result is payloads[i] decoded, which codecs[i] keeps
-        for its concealment as decode() does."""
-        data = np.frombuffer(b"".join(payloads), dtype=np.uint8)
-        pcm = cls._expand.take(data).reshape(len(payloads), -1)
+        for its concealment as decode() does.  ``payloads`` may be the rows of a uint8
+        array."""
+        if not isinstance(payloads, np.ndarray):
+            payloads = np.frombuffer(b"".join(payloads), dtype=np.uint8).reshape(len(codecs), -1)
+        pcm = cls._expand.take(payloads)
         for codec, row in zip(codecs, pcm, strict=True):
             codec._last = row
             codec._concealed = 0
