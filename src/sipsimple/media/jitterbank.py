@@ -75,13 +75,13 @@ class JitterBank:
         payload_size: int,
         *,
         rows: int = 16,
-        quantile_every: int = QUANTILE_EVERY,
+        quantile_every: int | None = None,
     ) -> None:
         self.clock_rate = clock_rate
         self.frame = frame
         self.payload_size = payload_size
         self.packet_size = RTP_HEADER_SIZE + payload_size
-        self.quantile_every = quantile_every
+        self.quantile_every = QUANTILE_EVERY if quantile_every is None else quantile_every
         self._buffers: list[JitterBuffer | None] = []
         self._free: list[int] = []
         self._allocate(rows)
