@@ -8,7 +8,7 @@ from dataclasses import astuple
 import numpy as np
 import pytest
 
-from sipsimple.media.jitterbank import AUDIO, LOST, STOPPED, JitterBank
+from sipsimple.media.jitterbank import AUDIO, LOST, JitterBank
 from sipsimple.media.jitterbuffer import FrameKind, JitterBuffer, JitterFrame
 from sipsimple.media.rtp import RTPPacket
 
@@ -38,14 +38,18 @@ def traffic(rng: random.Random, streams: int, frames: int, *, events: bool) -> l
     """Per frame: the (stream, packet, arrival offset) that arrive during it, in order."""
     senders = [Stream(rng, i) for i in range(streams)]
     arrivals: list[tuple[float, int, RTPPacket]] = []
+    outage = [0] * streams  # frames a stream's packets are still lost for
     for n in range(frames):
         for s, sender in enumerate(senders):
             sent = n * PTIME + 0.001 * s / streams
             roll = rng.random()
             jitter = rng.choice([0.0, 0.0, 0.0, 0.002, 0.01, 0.03]) if s % 3 else 0.0
-            if events and n > 100 and roll < 0.01:
-                continue  # lost
             packet = sender.packet()
+            if events and n > 100 and roll < 0.003:  # an outage: playout stops, restarts
+                outage[s] = rng.randint(12, 40)
+            if outage[s] or (events and n > 100 and roll < 0.01):
+                outage[s] = max(0, outage[s] - 1)
+                continue  # lost
             if events and n > 100 and roll < 0.015:  # a silence: the timeline jumps
                 sender.ts = (sender.ts + FRAME * rng.randint(5, 30)) & 0xFFFFFFFF
             if events and n > 100 and roll > 0.995:  # a new source
@@ -114,12 +118,8 @@ def run(seed: int, streams: int, frames: int, *, events: bool, quantile_every: i
         got = {}
         if banked:
             what, payloads = bank.get_many(np.array([r for _s, r in banked]), now)
-            for i, (s, row) in enumerate(banked):
+            for i, (s, _row) in enumerate(banked):
                 got[s] = frame_of(int(what[i]), payloads[i])
-                if what[i] == STOPPED:
-                    bank.eject(row)
-                    del row_of[s]
-                    ejected += 1
         for s in range(streams):
             expected = buffer_frame(reference[s].get(now))
             if s not in got:

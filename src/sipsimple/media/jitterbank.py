@@ -2,21 +2,23 @@
 
 A JitterBuffer costs a few microseconds of Python per packet and per frame; with hundreds
 of G.711 calls that is a third of the CPU.  A JitterBank takes over the buffers of streams
-in the usual state - playing, one timeline, packets of one size - and does the work of
+in the usual state - playing one timeline of packets of one size - and does the work of
 all its rows at once: put_many() stores a batch of packets (their headers parsed, their
 numbers unwrapped and the delay model updated with a few array operations), get_many()
-plays one frame of every row.  It is the same model as JitterBuffer (see its docstring);
+plays one frame of every row.  It is the same model as JitterBuffer (see its docstring):
 a row keeps every field a buffer has, so adopt() takes a buffer's state over and eject()
-writes it back, and the buffer goes on as if it had done the work itself.
+writes it back, and the buffer goes on as if it had done the work itself.  A row's
+integers and floats are the columns of two arrays, so that one gather and one scatter
+move the state of a batch of rows.
 
 What a row takes, by construction: packets of its SSRC and payload types, whose
 timestamp is ``offset + sequence number * frame`` (one timeline, frames of one duration),
 within the delay jump a JitterBuffer accepts, and no further ahead than its capacity.
 put_many() refuses the rows that got anything else - a new source, a talkspurt after
-silence (a timestamp jump), another packet size, a payload type of another codec - with
-none of their packets applied: the caller ejects them and gives their packets to the
-JitterBuffer, which knows what to do.  A row whose playout stops (the stream went quiet)
-is reported by get_many() for the same treatment.
+silence (a timestamp jump), a payload type of another codec - with none of their packets
+applied: the caller ejects them and gives their packets to the JitterBuffer, which knows
+what to do.  A row whose stream went quiet stops playing and starts again when packets of
+the same timeline come back, as a JitterBuffer does.
 
 Two differences with a JitterBuffer, both in how often, not what: the quantile of the
 excess window (the floor the target falls back to) is brought up to date every
@@ -42,15 +44,42 @@ from sipsimple.media.jitterbuffer import (
 )
 from sipsimple.media.rtp import RTP_HEADER_SIZE, RTPPacket
 
-__all__ = ["AUDIO", "LOST", "STOPPED", "JitterBank"]
+__all__ = ["AUDIO", "LOST", "SILENT", "JitterBank"]
 
-SLOTS = 128  # packets a row's ring holds, by sequence number modulo SLOTS
-QUANTILE_EVERY = 25  # frames between updates of a row's quantile (0.5 s of 20 ms frames)
-# get_many() says, for each row, to play its packet's payload, to conceal a lost frame,
-# or that the row stopped playing (eject it: the JitterBuffer restarts playout).
-AUDIO, LOST, STOPPED = 0, 1, 2
+SLOTS = 128  # packets a row's ring holds, by sequence number modulo SLOTS (a power of 2)
+QUANTILE_EVERY = 25  # frames between updates of the rows' quantile (0.5 s of 20 ms frames)
+# get_many() says, for each row, to play its packet's payload, to conceal a lost frame, or
+# to play silence (nothing under way: a JitterBuffer's None).
+AUDIO, LOST, SILENT = 0, 1, 2
 _EMPTY, _HELD, _PLAYED = 0, 1, 2  # a ring slot's state
 _NONE = np.iinfo(np.int64).min  # no sequence number (a JitterBuffer's None)
+_HEADER = np.dtype([("b0", "u1"), ("b1", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("ssrc", ">u4")])
+# The columns of a row's integers, then its statistics (JitterBufferStatistics' counters)...
+(
+    _SSRC,
+    _TYPE_A,
+    _TYPE_B,  # the audio payload types the row takes
+    _OFFSET,  # extended timestamp - extended sequence number * frame
+    _SEQ_REF,  # the highest extended sequence number received
+    _HOLD,
+    _COUNT,  # excesses in the window
+    _OLDEST,  # the window slot the next excess takes
+    _PLAY,  # the extended sequence number of the next slot
+    _LAST_SEQ,
+    _EMPTY_FRAMES,
+    _SINCE_SHRINK,
+    _HELD_PACKETS,  # packets waiting in the ring
+    _PLAYING,
+    _RECEIVED,
+    _PLAYED_FRAMES,
+    _LOST,
+    _UNDERRUNS,
+    _EXPANDED,
+    _LATE,
+    _DUPLICATES,
+    _DISCARDED,
+    _RESETS,
+) = range(23)
 _STATISTICS = (
     "received",
     "played",
@@ -62,6 +91,14 @@ _STATISTICS = (
     "discarded",
     "resets",
 )
+# ... and of its floats.
+_BASE, _BASE_TIME, _PREVIOUS, _TARGET, _FLOOR, _DELAY = range(6)
+_ALL = slice(None)
+
+
+def _pick(rows: slice | np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The positions ``mask`` selects among ``rows`` (all of a block, or some of them)."""
+    return np.flatnonzero(mask) if isinstance(rows, slice) else rows[mask]
 
 
 class JitterBank:
@@ -82,53 +119,36 @@ class JitterBank:
         self.payload_size = payload_size
         self.packet_size = RTP_HEADER_SIZE + payload_size
         self.quantile_every = QUANTILE_EVERY if quantile_every is None else quantile_every
+        self._gets = 0
+        # The delay parameters of the bank's buffers (all alike), from the first adopted:
+        # min_delay, max_delay, release, shrink_interval, jump, frame seconds, capacity.
+        self._parameters: tuple[float, float, float, int, float, float, int] | None = None
         self._buffers: list[JitterBuffer | None] = []
         self._free: list[int] = []
+        self._i = np.zeros((0, 23), dtype=np.int64)
+        self._f = np.zeros((0, 6), dtype=np.float64)
+        self._window = np.zeros((0, WINDOW), dtype=np.float64)
+        self._slot_seq = np.zeros((0, SLOTS), dtype=np.int64)
+        self._slot_state = np.zeros((0, SLOTS), dtype=np.uint8)
+        self._slot_b1 = np.zeros((0, SLOTS), dtype=np.uint8)  # marker bit and payload type
+        self._payload = np.zeros((0, SLOTS, payload_size), dtype=np.uint8)
         self._allocate(rows)
 
     def _allocate(self, rows: int) -> None:
         """Room for ``rows`` rows: the arrays grow, what they hold stays."""
         old = len(self._buffers)
-
-        def grow(name: str, dtype: object, shape: tuple[int, ...] = (), fill: object = 0) -> None:
-            array = np.full((rows, *shape), fill, dtype=dtype)
-            if old:
-                array[:old] = getattr(self, name)
-            setattr(self, name, array)
-
-        grow("_ssrc", np.int64)
-        grow("_types", np.int16, (2,), -1)  # the audio payload types a row takes
-        grow("_offset", np.int64)  # extended timestamp - extended sequence number * frame
-        grow("_seq_ref", np.int64)  # the highest extended sequence number received
-        grow("_base", np.float64)
-        grow("_base_time", np.float64)
-        grow("_previous", np.float64)  # the previous packet's excess
-        grow("_target", np.float64)
-        grow("_hold", np.int64)
-        grow("_floor", np.float64)
-        grow("_until_floor", np.int64)  # frames until the quantile is brought up to date
-        grow("_window", np.float64, (WINDOW,))
-        grow("_count", np.int64)  # excesses in the window
-        grow("_oldest", np.int64)  # the window slot the next excess takes
-        grow("_play", np.int64)  # the extended sequence number of the next slot
-        grow("_last_seq", np.int64, (), _NONE)
-        grow("_empty", np.int64)
-        grow("_since_shrink", np.int64)
-        grow("_held", np.int64)  # packets waiting in the ring
-        grow("_capacity", np.int64)
-        grow("_min_delay", np.float64)
-        grow("_max_delay", np.float64)
-        grow("_release", np.float64)
-        grow("_shrink_interval", np.int64)
-        grow("_jump", np.float64)
-        grow("_frame_seconds", np.float64)
-        grow("_hold_frames", np.int64)
-        grow("_delay_ms", np.float64)
-        grow("_stats", np.int64, (len(_STATISTICS),))
-        grow("_slot_seq", np.int64, (SLOTS,), _NONE)
-        grow("_slot_state", np.uint8, (SLOTS,))
-        grow("_slot_b1", np.uint8, (SLOTS,))  # marker bit and payload type
-        grow("_payload", np.uint8, (SLOTS, self.payload_size))
+        for name in ("_i", "_f", "_window", "_slot_seq", "_slot_state", "_slot_b1", "_payload"):
+            current = getattr(self, name)
+            grown = np.zeros((rows, *current.shape[1:]), dtype=current.dtype)
+            grown[:old] = current
+            setattr(self, name, grown)
+        self._slot_seq[old:] = _NONE
+        # flat views: a ring slot is row * SLOTS + sequence number % SLOTS
+        self._seqs = self._slot_seq.reshape(-1)
+        self._states = self._slot_state.reshape(-1)
+        self._b1s = self._slot_b1.reshape(-1)
+        self._payloads = self._payload.reshape(-1, self.payload_size)
+        self._excesses = self._window.reshape(-1)
         self._free.extend(range(rows - 1, old - 1, -1))
         self._buffers.extend([None] * (rows - old))
 
@@ -144,6 +164,15 @@ class JitterBank:
         Until eject(), the row is the buffer: use the bank, not the buffer."""
         frame = self.frame
         highest = buffer._highest
+        parameters = (
+            buffer.min_delay,
+            buffer.max_delay,
+            buffer.release,
+            buffer.shrink_interval,
+            buffer._jump,
+            buffer._frame_seconds,
+            min(buffer._capacity, SLOTS),
+        )
         if (
             not buffer._playing
             or buffer._suspect is not None
@@ -155,11 +184,12 @@ class JitterBank:
             or round(buffer._frame_seconds * self.clock_rate) != frame
             or highest != (buffer._seq_ref, buffer._ts_ref)
             or not 1 <= len(payload_types) <= 2
+            or parameters != (self._parameters or parameters)
         ):
             return None
         offset = highest[1] - highest[0] * frame
         play, rest = divmod(buffer._playout - offset, frame)
-        capacity = min(buffer._capacity, SLOTS)
+        capacity = parameters[-1]
         held = buffer._buffer
         last_seq = buffer._last_seq
         # (A packet played at or after the slot due: the timeline jumped back.)
@@ -175,40 +205,38 @@ class JitterBank:
             )
         ):
             return None
+        self._parameters = parameters
         if not self._free:
             self._allocate(2 * len(self._buffers))
         row = self._free.pop()
         self._buffers[row] = buffer
-        self._ssrc[row] = buffer._ssrc
-        self._types[row] = (*payload_types, payload_types[0])[:2]
-        self._offset[row] = offset
-        self._seq_ref[row] = highest[0]
-        self._base[row] = buffer._base
-        self._base_time[row] = buffer._base_time
-        self._previous[row] = buffer._previous_excess
-        self._target[row] = buffer._target
-        self._hold[row] = buffer._hold
-        self._floor[row] = buffer._floor
-        self._until_floor[row] = self.quantile_every
-        count = len(buffer._excesses)
-        self._window[row, :count] = buffer._excesses
-        self._count[row] = count
-        self._oldest[row] = buffer._oldest
-        self._play[row] = play
-        self._last_seq[row] = _NONE if last_seq is None else last_seq
-        self._empty[row] = buffer._empty
-        self._since_shrink[row] = buffer._since_shrink
-        self._capacity[row] = capacity
-        self._min_delay[row] = buffer.min_delay
-        self._max_delay[row] = buffer.max_delay
-        self._release[row] = buffer.release
-        self._shrink_interval[row] = buffer.shrink_interval
-        self._jump[row] = buffer._jump
-        self._frame_seconds[row] = buffer._frame_seconds
-        self._hold_frames[row] = round(HOLD / buffer._frame_seconds)
         statistics = buffer.statistics
-        self._stats[row] = [getattr(statistics, name) for name in _STATISTICS]
-        self._delay_ms[row] = statistics.delay_ms
+        ints = self._i[row]
+        ints[:] = 0
+        ints[_SSRC] = buffer._ssrc
+        ints[_TYPE_A] = payload_types[0]
+        ints[_TYPE_B] = payload_types[-1]
+        ints[_OFFSET] = offset
+        ints[_SEQ_REF] = highest[0]
+        ints[_HOLD] = buffer._hold
+        ints[_COUNT] = len(buffer._excesses)
+        ints[_OLDEST] = buffer._oldest
+        ints[_PLAY] = play
+        ints[_LAST_SEQ] = _NONE if last_seq is None else last_seq
+        ints[_EMPTY_FRAMES] = buffer._empty
+        ints[_SINCE_SHRINK] = buffer._since_shrink
+        ints[_HELD_PACKETS] = len(held)
+        ints[_PLAYING] = 1
+        ints[_RECEIVED:] = [getattr(statistics, name) for name in _STATISTICS]
+        self._f[row] = (
+            buffer._base,
+            buffer._base_time,
+            buffer._previous_excess,
+            buffer._target,
+            buffer._floor,
+            statistics.delay_ms,
+        )
+        self._window[row, : len(buffer._excesses)] = buffer._excesses
         slot_seq, slot_state = self._slot_seq[row], self._slot_state[row]
         slot_seq[:] = _NONE
         slot_state[:] = _EMPTY
@@ -222,48 +250,55 @@ class JitterBank:
             slot_state[slot] = _HELD
             self._slot_b1[row, slot] = packet.payload_type | (0x80 if packet.marker else 0)
             self._payload[row, slot] = np.frombuffer(packet.payload, dtype=np.uint8)
-        self._held[row] = len(held)
         held.clear()  # the packets live in the ring now
         return row
 
     def eject(self, row: int) -> JitterBuffer:
         """Writes row ``row`` back into its JitterBuffer, which it returns, and frees it."""
-        buffer = self._buffers[row]
-        if buffer is None:
-            raise ValueError(f"row {row} of the bank is not in use")
+        buffer = self.statistics(row)
         frame = self.frame
-        offset = int(self._offset[row])
-        seq_ref = int(self._seq_ref[row])
-        ssrc = int(self._ssrc[row])
+        (
+            ssrc,
+            _type_a,
+            _type_b,
+            offset,
+            seq_ref,
+            hold,
+            count,
+            oldest,
+            play,
+            last_seq,
+            empty,
+            since_shrink,
+            _held,
+            playing,
+        ) = self._i[row, :_RECEIVED].tolist()
+        base, base_time, previous, target, _floor, _delay = self._f[row].tolist()
         buffer._ssrc = ssrc
         buffer._suspect = None
         buffer._seq_ref = seq_ref
         buffer._ts_ref = offset + seq_ref * frame
         buffer._highest = (seq_ref, buffer._ts_ref)
         buffer._frame = buffer._step = frame
-        buffer._base = float(self._base[row])
-        buffer._base_time = float(self._base_time[row])
-        buffer._previous_excess = float(self._previous[row])
-        buffer._target = float(self._target[row])
-        buffer._hold = int(self._hold[row])
-        count = int(self._count[row])
+        buffer._base, buffer._base_time = base, base_time
+        buffer._previous_excess = previous
+        buffer._target, buffer._hold = target, hold
         buffer._excesses = array("d", self._window[row, :count].tobytes())
-        buffer._oldest = int(self._oldest[row])
+        buffer._oldest = oldest
         buffer._need = count - int(QUANTILE * (count - 1)) if count else 1
         buffer._rebuild_top()
         if count:
             floor = buffer._top[len(buffer._top) - buffer._need]
             buffer._floor = min(max(floor, buffer.min_delay), buffer.max_delay)
-        play = int(self._play[row])
         buffer._playout = offset + play * frame
-        last_seq = int(self._last_seq[row])
         buffer._last_seq = None if last_seq == _NONE else last_seq
-        buffer._empty = int(self._empty[row])
-        buffer._since_shrink = int(self._since_shrink[row])
+        buffer._empty = empty
+        buffer._since_shrink = since_shrink
+        buffer._playing = bool(playing)
         states, seqs = self._slot_state[row], self._slot_seq[row]
-        played = sorted(int(seq) for seq in seqs[states == _PLAYED])[-64:]
+        played = sorted(seqs[states == _PLAYED].tolist())[-64:]
         buffer._played = deque(played, maxlen=64)
-        buffer._played_max = float(max(played)) if played else -float("inf")
+        buffer._played_max = float(played[-1]) if played else -float("inf")
         held = {}
         for slot in np.flatnonzero(states == _HELD).tolist():
             seq = int(seqs[slot])
@@ -278,7 +313,6 @@ class JitterBank:
             )
             held[offset + seq * frame] = (seq, packet)
         buffer._buffer = dict(sorted(held.items()))
-        self._sync(row, buffer)
         self._buffers[row] = None
         self._free.append(row)
         return buffer
@@ -288,15 +322,12 @@ class JitterBank:
         buffer = self._buffers[row]
         if buffer is None:
             raise ValueError(f"row {row} of the bank is not in use")
-        self._sync(row, buffer)
-        return buffer
-
-    def _sync(self, row: int, buffer: JitterBuffer) -> None:
         statistics = buffer.statistics
-        for name, value in zip(_STATISTICS, self._stats[row].tolist(), strict=True):
+        for name, value in zip(_STATISTICS, self._i[row, _RECEIVED:].tolist(), strict=True):
             setattr(statistics, name, value)
-        statistics.delay_ms = float(self._delay_ms[row])
-        statistics.target_delay_ms = float(self._target[row]) * 1000
+        statistics.delay_ms = float(self._f[row, _DELAY])
+        statistics.target_delay_ms = float(self._f[row, _TARGET]) * 1000
+        return buffer
 
     # -- arrival side -----------------------------------------------------------------------
 
@@ -307,42 +338,37 @@ class JitterBank:
         docstring): none of their packets were stored."""
         rows = np.asarray(rows, dtype=np.int64)
         frame = self.frame
-        header = packets[:, :RTP_HEADER_SIZE].astype(np.int64)
-        seq16 = (header[:, 2] << 8) | header[:, 3]
-        ts32 = (header[:, 4] << 24) | (header[:, 5] << 16) | (header[:, 6] << 8) | header[:, 7]
-        ssrc = (header[:, 8] << 24) | (header[:, 9] << 16) | (header[:, 10] << 8) | header[:, 11]
-        b1 = header[:, 1]
-        payload_type = b1 & 0x7F
-        seq_ref = self._seq_ref[rows]
-        offset = self._offset[rows]
-        ext_seq = seq_ref + ((seq16 - seq_ref + 0x8000) & 0xFFFF) - 0x8000
+        assert self._parameters is not None or not len(rows)
+        *_, jump, _frame_seconds, capacity = self._parameters or (0,) * 7
+        header = np.ascontiguousarray(packets[:, :RTP_HEADER_SIZE]).view(_HEADER).ravel()
+        ints, floats = self._i[rows], self._f[rows]
+        seq_ref, offset = ints[:, _SEQ_REF], ints[:, _OFFSET]
+        seq = header["seq"].astype(np.int64)
+        ext_seq = seq_ref + ((seq - seq_ref + 0x8000) & 0xFFFF) - 0x8000
         ts_ref = offset + seq_ref * frame
-        ext_ts = ts_ref + ((ts32 - ts_ref + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        ts = header["ts"].astype(np.int64)
+        ext_ts = ts_ref + ((ts - ts_ref + 0x80000000) & 0xFFFFFFFF) - 0x80000000
         transit = times - ext_ts / self.clock_rate
-        types = self._types[rows]
+        b1 = header["b1"]
+        payload_type = b1 & 0x7F
         fits = (
-            (header[:, 0] == 0x80)
-            & (ssrc == self._ssrc[rows])
-            & ((payload_type == types[:, 0]) | (payload_type == types[:, 1]))
+            (header["b0"] == 0x80)
+            & (header["ssrc"] == ints[:, _SSRC])
+            & ((payload_type == ints[:, _TYPE_A]) | (payload_type == ints[:, _TYPE_B]))
             & (ext_ts - ext_seq * frame == offset)
             & (np.abs(ext_seq - seq_ref) <= MAX_DROPOUT)
-            & (np.abs(transit - self._base[rows]) <= self._jump[rows])
-            & (ext_seq < self._play[rows] + self._capacity[rows])
+            & (np.abs(transit - floats[:, _BASE]) <= jump)
+            & (ext_seq < ints[:, _PLAY] + capacity)
         )
         if fits.all():
             refused = rows[:0]
         else:
             refused = np.unique(rows[~fits])
             keep = ~np.isin(rows, refused)
-            rows, ext_seq, transit, times, b1 = (
-                rows[keep],
-                ext_seq[keep],
-                transit[keep],
-                times[keep],
-                b1[keep],
-            )
-            packets = packets[keep]
-        if not len(rows):
+            rows, ints, floats, ext_seq = rows[keep], ints[keep], floats[keep], ext_seq[keep]
+            transit, times, b1, packets = transit[keep], times[keep], b1[keep], packets[keep]
+        if len(np.unique(rows)) == len(rows):  # the usual batch: a packet per row at most
+            self._put_turn(rows, ints, floats, ext_seq, transit, times, b1, packets)
             return refused
         # A row's packets in turn: the first of each row, then the second, ...
         order = np.argsort(rows, kind="stable")
@@ -350,181 +376,220 @@ class JitterBank:
         starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
         rank = np.empty(len(rows), dtype=np.int64)
         rank[order] = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
-        turns = int(rank.max()) + 1
-        if turns == 1:  # the usual batch: a packet per row at most
-            self._put_turn(rows, ext_seq, transit, times, b1, packets)
-        for turn in range(turns if turns > 1 else 0):
+        for turn in range(int(rank.max()) + 1):
             batch = rank == turn
+            some = rows[batch]
             self._put_turn(
-                rows[batch], ext_seq[batch], transit[batch], times[batch], b1[batch], packets[batch]
+                some,
+                self._i[some],
+                self._f[some],
+                ext_seq[batch],
+                transit[batch],
+                times[batch],
+                b1[batch],
+                packets[batch],
             )
         return refused
 
     def _put_turn(
         self,
         rows: np.ndarray,
+        ints: np.ndarray,
+        floats: np.ndarray,
         ext_seq: np.ndarray,
         transit: np.ndarray,
         times: np.ndarray,
         b1: np.ndarray,
         packets: np.ndarray,
     ) -> None:
-        """put() of one packet for each of ``rows`` (no row twice)."""
-        stats = self._stats
-        stats[rows, 0] += 1  # received
-        self._seq_ref[rows] = np.maximum(self._seq_ref[rows], ext_seq)
-        slot = ext_seq % SLOTS
-        states = self._slot_state[rows, slot]
-        duplicate = (self._slot_seq[rows, slot] == ext_seq) & (states != _EMPTY)
-        if duplicate.any():  # says nothing of the network delay: not observed
-            stats[rows[duplicate], 6] += 1
-            fresh = ~duplicate
-            rows, ext_seq, transit, times, b1, packets, slot = (
-                rows[fresh],
-                ext_seq[fresh],
-                transit[fresh],
-                times[fresh],
-                b1[fresh],
-                packets[fresh],
-                slot[fresh],
-            )
-        # _observe(): the base transit, the excess, the window, the target
-        leaked = self._base[rows] + BASE_LEAK * (times - self._base_time[rows])
+        """put() of one packet for each of ``rows`` (no row twice), whose integers and
+        floats are ``ints`` and ``floats`` (copies, written back at the end)."""
+        ints[:, _RECEIVED] += 1
+        ints[:, _SEQ_REF] = np.maximum(ints[:, _SEQ_REF], ext_seq)
+        flat = rows * SLOTS + (ext_seq & (SLOTS - 1))
+        duplicate = (self._seqs.take(flat) == ext_seq) & (self._states.take(flat) != _EMPTY)
+        # the others are observed: the base transit, the excess, the window, the target
+        some: slice | np.ndarray = _ALL
+        if duplicate.any():  # says nothing of the network delay
+            ints[duplicate, _DUPLICATES] += 1
+            some = np.flatnonzero(~duplicate)
+        transit, times = transit[some], times[some]
+        leaked = floats[some, _BASE] + BASE_LEAK * (times - floats[some, _BASE_TIME])
         base = np.minimum(leaked, transit)
-        self._base[rows] = base
-        self._base_time[rows] = times
+        floats[some, _BASE] = base
+        floats[some, _BASE_TIME] = times
         excess = transit - base
-        oldest = self._oldest[rows]
-        self._window[rows, oldest] = excess
-        self._oldest[rows] = np.where(oldest + 1 < WINDOW, oldest + 1, 0)
-        self._count[rows] = np.minimum(self._count[rows] + 1, WINDOW)
-        needed = np.minimum(self._previous[rows], excess)
-        self._previous[rows] = excess
-        rise = needed > self._target[rows]
+        oldest = ints[some, _OLDEST]
+        self._excesses.put(rows[some] * WINDOW + oldest, excess)
+        ints[some, _OLDEST] = np.where(oldest + 1 < WINDOW, oldest + 1, 0)
+        ints[some, _COUNT] = np.minimum(ints[some, _COUNT] + 1, WINDOW)
+        needed = np.minimum(floats[some, _PREVIOUS], excess)
+        floats[some, _PREVIOUS] = excess
+        target = floats[some, _TARGET]
+        rise = needed > target
         if rise.any():
-            risen = rows[rise]
-            self._target[risen] = np.minimum(needed[rise], self._max_delay[risen])
-            self._hold[risen] = self._hold_frames[risen]
-        late = ext_seq < self._play[rows]
+            _min_delay, max_delay, *_, frame_seconds, _capacity = self._parameters  # type: ignore[misc]
+            floats[some, _TARGET] = np.where(rise, np.minimum(needed, max_delay), target)
+            ints[some, _HOLD] = np.where(rise, round(HOLD / frame_seconds), ints[some, _HOLD])
+        # then stored, unless late (or a duplicate)
+        late = ~duplicate & np.where(
+            ints[:, _PLAYING] != 0, ext_seq < ints[:, _PLAY], ext_seq <= ints[:, _LAST_SEQ]
+        )
+        store = ~duplicate & ~late
         if late.any():
-            stats[rows[late], 5] += 1
-            kept = ~late
-            rows, ext_seq, b1, packets, slot = (
-                rows[kept],
-                ext_seq[kept],
-                b1[kept],
-                packets[kept],
-                slot[kept],
-            )
-        self._slot_seq[rows, slot] = ext_seq
-        self._slot_state[rows, slot] = _HELD
-        self._slot_b1[rows, slot] = b1
-        self._payload[rows, slot] = packets[:, RTP_HEADER_SIZE:]
-        self._held[rows] += 1
+            ints[late, _LATE] += 1
+        stored: slice | np.ndarray = _ALL
+        if not store.all():
+            stored = np.flatnonzero(store)
+            flat, ext_seq, b1, packets = flat[stored], ext_seq[stored], b1[stored], packets[stored]
+        self._seqs.put(flat, ext_seq)
+        self._states.put(flat, _HELD)
+        self._b1s.put(flat, b1)
+        self._payloads[flat] = packets[:, RTP_HEADER_SIZE:]
+        ints[stored, _HELD_PACKETS] += 1
+        self._i[rows] = ints
+        self._f[rows] = floats
 
     # -- playout side -----------------------------------------------------------------------
 
     def get_many(self, rows: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
         """One frame of each of ``rows`` (no row twice), as JitterBuffer.get() would give
         it: (what, payloads) with what[i] AUDIO (play payloads[i]), LOST (conceal) or
-        STOPPED (the row stopped playing; eject it)."""
+        SILENT (nothing under way)."""
         rows = np.asarray(rows, dtype=np.int64)
-        self._update_floors(rows)
-        frame_seconds = self._frame_seconds[rows]
-        floor = self._floor[rows]
-        target = self._target[rows]
-        hold = self._hold[rows]
-        held_on = hold > 0
-        released = np.maximum(target - self._release[rows] * frame_seconds, floor)
-        target = np.where(held_on, target, np.where(target > floor, released, target))
-        target = np.maximum(target, floor)
-        self._target[rows] = target
-        self._hold[rows] = np.where(held_on, hold - 1, hold)
-        play = self._play[rows]
-        delay = now - (self._offset[rows] + play * self.frame) / self.clock_rate - self._base[rows]
-        self._delay_ms[rows] = delay * 1000
-        stats = self._stats
-        what = np.full(len(rows), LOST, dtype=np.int8)
-        expand = (delay < target) & (delay + frame_seconds <= self._max_delay[rows])
-        stats[rows[expand], 4] += 1
-        going = ~expand
-        rows, play, delay, target, frame_seconds, index = (
-            rows[going],
-            play[going],
-            delay[going],
-            target[going],
-            frame_seconds[going],
-            np.flatnonzero(going),
+        self._gets += 1
+        if self._gets % self.quantile_every == 0:
+            self._update_floors(rows)
+        ints, floats = self._i[rows], self._f[rows]
+        what = np.full(len(rows), SILENT, dtype=np.int8)
+        payloads = np.empty((len(rows), self.payload_size), dtype=np.uint8)
+        playing = ints[:, _PLAYING] != 0
+        if not playing.all():
+            self._start(rows, ints, floats, now)
+            playing = ints[:, _PLAYING] != 0
+        some: slice | np.ndarray = _ALL if playing.all() else np.flatnonzero(playing)
+        _min_delay, max_delay, release, shrink_interval, _jump, frame_seconds, _capacity = (
+            self._parameters  # type: ignore[misc]
         )
-        since = self._since_shrink[rows] + 1
-        shrink = (
-            (delay > target + 2 * frame_seconds)
-            & (since >= self._shrink_interval[rows])
-            & (self._held[rows] >= 2)
+        # The target falls back towards the quantile of the excesses once HOLD is over.
+        hold = ints[some, _HOLD]
+        target = floats[some, _TARGET]
+        target = np.maximum(
+            np.where(hold > 0, target, target - release * frame_seconds), floats[some, _FLOOR]
         )
-        if shrink.any():  # skip a frame: the one due now, if it is here
+        floats[some, _TARGET] = target
+        ints[some, _HOLD] = np.maximum(hold - 1, 0)
+        play = ints[some, _PLAY]
+        delay = now - (ints[some, _OFFSET] + play * self.frame) / self.clock_rate
+        delay -= floats[some, _BASE]
+        floats[some, _DELAY] = delay * 1000
+        expand = (delay < target) & (delay + frame_seconds <= max_delay)
+        if expand.any():  # a concealed frame grows the delay
+            grown = _pick(some, expand)
+            ints[grown, _EXPANDED] += 1
+            what[grown] = LOST
+            going = ~expand
+            some, play, delay, target = _pick(some, going), play[going], delay[going], target[going]
+        since = ints[some, _SINCE_SHRINK] + 1
+        held = ints[some, _HELD_PACKETS]
+        shrink = (delay > target + 2 * frame_seconds) & (since >= shrink_interval) & (held >= 2)
+        if shrink.any():  # skip a frame to shrink the delay: the one due now, if it is here
             since[shrink] = 0
-            skipping = rows[shrink]
-            skip_play = play[shrink]
-            slot = skip_play % SLOTS
-            here = (self._slot_state[skipping, slot] == _HELD) & (
-                self._slot_seq[skipping, slot] == skip_play
-            )
-            skipped = skipping[here]
-            self._slot_state[skipped, slot[here]] = _PLAYED
-            self._last_seq[skipped] = skip_play[here]
-            self._held[skipped] -= 1
-            stats[skipped, 7] += 1
+            skip = play[shrink]
+            at = _pick(some, shrink)
+            flat = rows[at] * SLOTS + (skip & (SLOTS - 1))
+            here = (self._states.take(flat) == _HELD) & (self._seqs.take(flat) == skip)
+            self._states.put(flat[here], _PLAYED)
+            at = at[here]
+            ints[at, _LAST_SEQ] = skip[here]
+            ints[at, _HELD_PACKETS] -= 1
+            ints[at, _DISCARDED] += 1
             play = play + shrink
-        self._since_shrink[rows] = since
-        slot = play % SLOTS
-        present = (self._slot_state[rows, slot] == _HELD) & (self._slot_seq[rows, slot] == play)
-        payloads = np.empty((len(what), self.payload_size), dtype=np.uint8)
-        audio = rows[present]
-        if len(audio):
-            slots = slot[present]
-            payloads[index[present]] = self._payload[audio, slots]
-            self._slot_state[audio, slots] = _PLAYED
-            self._last_seq[audio] = play[present]
-            self._held[audio] -= 1
-            stats[audio, 1] += 1
-            what[index[present]] = AUDIO
-        held = self._held[rows]
-        waiting = ~present & (held > 0)  # a packet is missing: later ones are here
-        stats[rows[waiting], 2] += 1
-        empty = np.where(present | waiting, 0, self._empty[rows] + 1)
-        stopping = empty > IDLE_FRAMES
-        underrun = ~present & ~waiting & ~stopping
-        stats[rows[underrun], 3] += 1
-        if stopping.any():
-            what[index[stopping]] = STOPPED
-            empty[stopping] = 0
-            self._since_shrink[rows[stopping]] = 0
-        self._empty[rows] = empty
-        self._play[rows] = play + ~stopping
+            held = ints[some, _HELD_PACKETS]
+        ints[some, _SINCE_SHRINK] = since
+        flat = rows[some] * SLOTS + (play & (SLOTS - 1))
+        present = (self._states.take(flat) == _HELD) & (self._seqs.take(flat) == play)
+        if present.all():  # the usual frame: every packet is here
+            payloads[some] = self._payloads[flat]
+            self._states.put(flat, _PLAYED)
+            ints[some, _LAST_SEQ] = play
+            ints[some, _HELD_PACKETS] = held - 1
+            ints[some, _PLAYED_FRAMES] += 1
+            ints[some, _EMPTY_FRAMES] = 0
+            ints[some, _PLAY] = play + 1
+            what[some] = AUDIO
+        else:
+            self._play_some(rows, ints, some, play, held, flat, present, what, payloads)
+        self._i[rows] = ints
+        self._f[rows] = floats
         return what, payloads
 
-    def _update_floors(self, rows: np.ndarray) -> None:
-        """The quantile of the excess window of the rows whose turn it is."""
-        until = self._until_floor[rows] - 1
-        due = until <= 0
-        self._until_floor[rows] = np.where(due, self.quantile_every, until)
-        if not due.any():
+    def _play_some(
+        self,
+        rows: np.ndarray,
+        ints: np.ndarray,
+        some: slice | np.ndarray,
+        play: np.ndarray,
+        held: np.ndarray,
+        flat: np.ndarray,
+        present: np.ndarray,
+        what: np.ndarray,
+        payloads: np.ndarray,
+    ) -> None:
+        """The end of get_many() when some packets due are not here: lost (later ones are
+        here), an underrun, or the end of playout once IDLE_FRAMES frames found none."""
+        audio = _pick(some, present)
+        here = flat[present]
+        payloads[audio] = self._payloads[here]
+        self._states.put(here, _PLAYED)
+        ints[audio, _LAST_SEQ] = play[present]
+        ints[audio, _HELD_PACKETS] -= 1
+        ints[audio, _PLAYED_FRAMES] += 1
+        what[audio] = AUDIO
+        waiting = ~present & (held > 0)  # a packet is missing: later ones are here
+        ints[_pick(some, waiting), _LOST] += 1
+        empty = np.where(present | waiting, 0, ints[some, _EMPTY_FRAMES] + 1)
+        stopping = empty > IDLE_FRAMES
+        underrun = ~present & ~waiting & ~stopping
+        ints[_pick(some, underrun), _UNDERRUNS] += 1
+        what[_pick(some, waiting | underrun)] = LOST
+        if stopping.any():  # it stops until the buffer refills (what a row holds stays)
+            stopped = _pick(some, stopping)
+            ints[stopped, _PLAYING] = 0
+            ints[stopped, _SINCE_SHRINK] = 0
+            empty[stopping] = 0
+        ints[some, _EMPTY_FRAMES] = empty
+        ints[some, _PLAY] = play + ~stopping
+
+    def _start(self, rows: np.ndarray, ints: np.ndarray, floats: np.ndarray, now: float) -> None:
+        """Rows not playing start once their earliest packet has waited the target delay."""
+        waiting = np.flatnonzero((ints[:, _PLAYING] == 0) & (ints[:, _HELD_PACKETS] > 0))
+        if not len(waiting):
             return
-        rows = rows[due]
-        counts = self._count[rows]
+        some = rows[waiting]
+        seqs = np.where(
+            self._slot_state[some] == _HELD, self._slot_seq[some], np.iinfo(np.int64).max
+        )
+        earliest = seqs.min(axis=1)
+        when = (ints[waiting, _OFFSET] + earliest * self.frame) / self.clock_rate
+        go = now - when - floats[waiting, _BASE] >= floats[waiting, _TARGET]
+        started = waiting[go]
+        ints[started, _PLAYING] = 1
+        ints[started, _PLAY] = earliest[go]
+
+    def _update_floors(self, rows: np.ndarray) -> None:
+        """The quantile of the excess window of ``rows``."""
+        counts = self._i[rows, _COUNT]
         full = counts == WINDOW
         need = WINDOW - int(QUANTILE * (WINDOW - 1))
-        floors = np.empty(len(rows))
+        floors = self._f[rows, _FLOOR]
         if full.any():
             window = self._window[rows[full]]
             floors[full] = np.partition(window, WINDOW - need, axis=1)[:, WINDOW - need]
-        for i in np.flatnonzero(~full).tolist():
+        for i in np.flatnonzero(~full & (counts > 0)).tolist():
             count = int(counts[i])
-            if not count:
-                floors[i] = self._floor[rows[i]]
-                continue
             row_need = count - int(QUANTILE * (count - 1))
             window = self._window[rows[i], :count]
             floors[i] = np.partition(window, count - row_need)[count - row_need]
-        self._floor[rows] = np.clip(floors, self._min_delay[rows], self._max_delay[rows])
+        min_delay, max_delay, *_ = self._parameters  # type: ignore[misc]
+        self._f[rows, _FLOOR] = np.clip(floors, min_delay, max_delay)

@@ -63,7 +63,7 @@ from sipsimple.core.sdp.model import BaseSDPMediaStream, BaseSDPSession
 from sipsimple.media.codecs import AudioCodec, CodecInfo, available_codecs, codec_info, create_codec
 from sipsimple.media.dtmf import TELEPHONE_EVENT_FMTP, DTMFReceiver, DTMFSender
 from sipsimple.media.errors import CodecError, RTCPParseError
-from sipsimple.media.jitterbank import AUDIO, STOPPED, JitterBank
+from sipsimple.media.jitterbank import AUDIO, SILENT, JitterBank
 from sipsimple.media.jitterbuffer import (
     FrameKind,
     JitterBuffer,
@@ -255,7 +255,6 @@ class _Lane:
         if not groups:
             return
         what, payloads = self.bank.get_many(self._rows, now)
-        stopped = []
         for (decode_many, bank, size), members, index in groups:
             kinds = what[index]
             if not kinds.any():  # the usual frame: every member's packet is here (AUDIO 0)
@@ -267,19 +266,15 @@ class _Lane:
                     codecs = [members[i]._codec for i in audio.tolist()]
                     pcm[audio] = decode_many(codecs, payloads[index[audio]])  # type: ignore[operator]
                 for i in np.flatnonzero(kinds != AUDIO).tolist():
-                    if kinds[i] == STOPPED:  # nothing under way: silence, as after None
-                        stopped.append(members[i])
-                    else:
+                    if kinds[i] != SILENT:  # (silence: nothing under way, nothing played)
                         pcm[i] = members[i]._codec.conceal()
             if bank is not None:
                 pcm = bank.process([member._up_lane for member in members], pcm)
             _queue(
                 (member, frame)
                 for member, frame, kind in zip(members, pcm, kinds.tolist(), strict=True)
-                if kind != STOPPED
+                if kind != SILENT
             )
-        for member in stopped:
-            self._eject(member)
 
     def _regroup(self) -> list[tuple[_BatchKey, list[AudioTransport], np.ndarray]]:
         order = list(self.members.items())
