@@ -180,9 +180,10 @@ class _Lane:
     datagrams to our inbox (RTPTransport.set_inbox); each wake-up of the clock stores them
     all in the bank (ingest) and plays a frame of every member (play) with a few array
     operations and one decode.  A member goes back to its own JitterBuffer (release) when
-    the bank refuses one of its packets, when a packet reaches it the other way
-    (rtp_received: DTMF, another size or source, SRTP), when its playout stops, when it
-    stops receiving or stops; it tries to come back every ADMIT_EVERY frames.
+    the bank refuses one of its packets, when an audio packet reaches it the other way
+    (rtp_received: another size or source, SRTP), when it stops receiving or stops; it
+    tries to come back every ADMIT_EVERY frames.  (A stream that goes quiet stays: the
+    bank stops its playout and starts it again as a JitterBuffer would.)
     """
 
     def __init__(self, clock_rate: int, frame: int, payload_size: int) -> None:
