@@ -4,8 +4,10 @@ Calls between two mixers over loopback, each carrying a tone of its own, run on 
 loop whose clock jumps to the next timer, with the same phases and RTP numbers, so every
 run sees the same arrival times; once with the transports as they start (the G.711 frames
 of all the calls of a mixer decoded in one table lookup), once with every transport on
-the general path, decoding its own packets.  What each call's slot gives the mixer, and
-the jitter buffers' statistics, must be the same.
+the general path, decoding its own packets.  What each call's slot gives the mixer (to
+the last bit of the resampling's rounding), and the jitter buffers' statistics, must be
+the same.  The batched run has its calls' jitter buffers in a lane (a JitterBank) after
+their first frames, so this also checks the lane against the JitterBuffers.
 
 Run inside a private network namespace:
   unshare -n sh -c 'ip link set lo up; PYTHONPATH=src python -m pytest \\
@@ -94,5 +96,9 @@ def test_batched_playout_plays_as_each_call_alone(codec, monkeypatch):
     assert all(s["played"] > 40 for s in statistics)
     for ours, theirs in zip(heard, heard_alone, strict=True):
         assert len(ours) == len(theirs) == 60
-        assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+        # Within one least significant bit: a matrix product of the resampling rounds its
+        # last bits after the number of rows it multiplies (calls in the lane or not).
+        assert all(
+            np.abs(a.astype(np.int32) - b).max() <= 1 for a, b in zip(ours, theirs, strict=True)
+        )
         assert any(len(frame) and np.abs(frame).max() > 1000 for frame in ours)  # a tone

@@ -39,6 +39,7 @@ from sipsimple.media.jitterbuffer import (
     IDLE_FRAMES,
     MAX_DROPOUT,
     QUANTILE,
+    TOP,
     WINDOW,
     JitterBuffer,
 )
@@ -236,14 +237,14 @@ class JitterBank:
             buffer._floor,
             statistics.delay_ms,
         )
-        self._window[row, : len(buffer._excesses)] = buffer._excesses
+        self._window[row, : len(buffer._excesses)] = np.frombuffer(buffer._excesses)
         slot_seq, slot_state = self._slot_seq[row], self._slot_state[row]
         slot_seq[:] = _NONE
         slot_state[:] = _EMPTY
-        for seq in buffer._played:
-            if seq > play - SLOTS:
-                slot_seq[seq % SLOTS] = seq
-                slot_state[seq % SLOTS] = _PLAYED
+        played = np.fromiter(buffer._played, dtype=np.int64, count=len(buffer._played))
+        played = played[played > play - SLOTS]
+        slot_seq[played % SLOTS] = played
+        slot_state[played % SLOTS] = _PLAYED
         for seq, packet in held.values():
             slot = seq % SLOTS
             slot_seq[slot] = seq
@@ -283,10 +284,16 @@ class JitterBank:
         buffer._base, buffer._base_time = base, base_time
         buffer._previous_excess = previous
         buffer._target, buffer._hold = target, hold
-        buffer._excesses = array("d", self._window[row, :count].tobytes())
+        window = self._window[row, :count]
+        buffer._excesses = array("d", window.tobytes())
         buffer._oldest = oldest
         buffer._need = count - int(QUANTILE * (count - 1)) if count else 1
-        buffer._rebuild_top()
+        # what JitterBuffer._rebuild_top() does, a tenth of its time: the TOP largest
+        top = np.argpartition(window, count - TOP)[count - TOP :] if count > TOP else range(count)
+        buffer._in_top = bytearray(WINDOW)
+        for slot in top:
+            buffer._in_top[slot] = 1
+        buffer._top = sorted(window[top].tolist())
         if count:
             floor = buffer._top[len(buffer._top) - buffer._need]
             buffer._floor = min(max(floor, buffer.min_delay), buffer.max_delay)

@@ -95,14 +95,20 @@ MAX_QUEUED_FRAMES = 2
 # PHASE_SLOTS phases (about 1 ms apart with 20 ms frames) - or of BATCHED_PHASE_SLOTS for a
 # codec that encodes and decodes many calls' frames at once (G.711): the bigger a clock's
 # group, the less each call's share of its numpy work (measured at 100-200 calls: 4 phases
-# instead of 14 cut the CPU per packet by a fifth), while a codec whose work is per call
+# instead of 14 cut the CPU per packet by a fifth; with their jitter buffers in a lane, 2
+# instead of 4 gave 33 us/pkt against 37-38 at 200 calls), while a codec whose work is per call
 # (Opus, ~100 us a frame) keeps its bursts short over more phases (50 Opus calls: p99
 # lateness 5.5 ms with 14, 10 ms with 4).
 PHASE_LOW, PHASE_HIGH = 0.15, 0.85
 PHASE_SLOTS = 14
-BATCHED_PHASE_SLOTS = 4
+BATCHED_PHASE_SLOTS = 2
 GOLDEN_RATIO = 0.6180339887498949
 _phases = itertools.count()
+# A transport's first try to join a lane comes after FIRST_ADMISSION frames and a share of
+# ADMIT_EVERY that differs from one transport to the next: an adoption takes ~0.1 ms, and
+# hundreds of calls started together would all try in the same frame.
+FIRST_ADMISSION = 10
+_admissions = itertools.count()
 _ClockKey = tuple[asyncio.AbstractEventLoop, AudioMixer, float, float]  # period, phase
 # A clock's members whose jitter buffers one JitterBank runs share a lane: by the codec's
 # clock rate, RTP ticks a packet and payload octets a packet.
@@ -598,7 +604,7 @@ class AudioTransport:
         self._sending = self._receiving = False
         self._lane: _Lane | None = None  # while a JitterBank of our clock runs our buffer
         self._row: int | None = None
-        self._admit_in = ADMIT_EVERY
+        self._admit_in = FIRST_ADMISSION + int(next(_admissions) * GOLDEN_RATIO % 1.0 * ADMIT_EVERY)
         self.decode_errors = 0
         self.fec_frames = 0  # lost frames rebuilt from the next packet's FEC data (Opus)
         self.unexpected_payloads = 0  # RTP packets of a payload type we did not choose
