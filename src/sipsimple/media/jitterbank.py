@@ -45,7 +45,7 @@ from sipsimple.media.jitterbuffer import (
 )
 from sipsimple.media.rtp import RTP_HEADER_SIZE, RTPPacket
 
-__all__ = ["AUDIO", "LOST", "SILENT", "JitterBank"]
+__all__ = ["AUDIO", "HEADER", "LOST", "SILENT", "JitterBank"]
 
 SLOTS = 128  # packets a row's ring holds, by sequence number modulo SLOTS (a power of 2)
 QUANTILE_EVERY = 25  # frames between updates of the rows' quantile (0.5 s of 20 ms frames)
@@ -54,7 +54,8 @@ QUANTILE_EVERY = 25  # frames between updates of the rows' quantile (0.5 s of 20
 AUDIO, LOST, SILENT = 0, 1, 2
 _EMPTY, _HELD, _PLAYED = 0, 1, 2  # a ring slot's state
 _NONE = np.iinfo(np.int64).min  # no sequence number (a JitterBuffer's None)
-_HEADER = np.dtype([("b0", "u1"), ("b1", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("ssrc", ">u4")])
+# The fixed RTP header as a numpy record: a row of packets viewed as one gives its fields.
+HEADER = np.dtype([("b0", "u1"), ("b1", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("ssrc", ">u4")])
 # The columns of a row's integers, then its statistics (JitterBufferStatistics' counters)...
 (
     _SSRC,
@@ -347,7 +348,7 @@ class JitterBank:
         frame = self.frame
         assert self._parameters is not None or not len(rows)
         *_, jump, _frame_seconds, capacity = self._parameters or (0,) * 7
-        header = np.ascontiguousarray(packets[:, :RTP_HEADER_SIZE]).view(_HEADER).ravel()
+        header = np.ascontiguousarray(packets[:, :RTP_HEADER_SIZE]).view(HEADER).ravel()
         ints, floats = self._i[rows], self._f[rows]
         seq_ref, offset = ints[:, _SEQ_REF], ints[:, _OFFSET]
         seq = header["seq"].astype(np.int64)

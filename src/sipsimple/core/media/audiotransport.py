@@ -63,7 +63,7 @@ from sipsimple.core.sdp.model import BaseSDPMediaStream, BaseSDPSession
 from sipsimple.media.codecs import AudioCodec, CodecInfo, available_codecs, codec_info, create_codec
 from sipsimple.media.dtmf import TELEPHONE_EVENT_FMTP, DTMFReceiver, DTMFSender
 from sipsimple.media.errors import CodecError, RTCPParseError
-from sipsimple.media.jitterbank import AUDIO, SILENT, JitterBank
+from sipsimple.media.jitterbank import AUDIO, HEADER, SILENT, JitterBank
 from sipsimple.media.jitterbuffer import (
     FrameKind,
     JitterBuffer,
@@ -117,7 +117,6 @@ ADMIT_EVERY = 50  # frames between a member's tries to join its clock's lane
 # Members whose packet of this interval is decoded with the others of its codec go
 # together by (decode_many, the bank that resamples them or None, codec samples a packet).
 _BatchKey = tuple[object, ResamplerBank | None, int]
-_HEADER = np.dtype([("b0", "u1"), ("b1", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("ssrc", ">u4")])
 _clocks: dict[_ClockKey, _SharedClock] = {}
 _watches: dict[tuple[asyncio.AbstractEventLoop, AudioMixer], _TickWatch] = {}
 # A bank's work buffers serve one loop at a time: each loop (thread) has its own banks.
@@ -232,7 +231,7 @@ class _Lane:
         tags, times, datagrams = zip(*entries, strict=True)
         packets = np.frombuffer(b"".join(datagrams), dtype=np.uint8).reshape(len(entries), -1)
         refused = self.bank.put_many(np.array(tags), packets, np.array(times))
-        header = packets[:, :RTP_HEADER_SIZE].copy().view(_HEADER).ravel()
+        header = packets[:, :RTP_HEADER_SIZE].copy().view(HEADER).ravel()
         octets = self.bank.payload_size
         members = self.members
         for tag, when, seq, timestamp, ssrc in zip(
@@ -854,7 +853,7 @@ class AudioTransport:
     @property
     def jitter_buffer_statistics(self) -> JitterBufferStatistics | None:
         if self._lane is not None:
-            self._lane.ingest()  # (the packets it holds are received)
+            self._lane.ingest()  # the packets it holds are received (a refusal ejects us)
         if self._lane is not None:
             return self._lane.bank.statistics(self._row).statistics  # type: ignore[arg-type]
         return self._jitter.statistics if self._port is not None else None
