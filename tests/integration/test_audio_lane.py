@@ -1,0 +1,387 @@
+"""The lane: G.711 calls of a shared clock whose jitter buffers a JitterBank runs.
+
+Calls between two mixers over loopback, each carrying a tone of its own both ways.  A
+call is banked (``audio._lane`` set) once its buffer is steady; it must then sound, count
+and notify as it does on its own JitterBuffer, go back to it on anything unusual and come
+back later.  Most tests run on an event loop whose clock jumps to the next timer
+(benchmarks.bench_rtp_calls.VirtualClockLoop): deterministic and quick.
+
+Run inside a private network namespace:
+  unshare -n sh -c 'ip link set lo up; PYTHONPATH=src python -m pytest \\
+      tests/integration/test_audio_lane.py'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from benchmarks.bench_rtp_calls import VirtualClockLoop
+
+from sipsimple.core.media import AudioTransport, RTPTransport, audiotransport
+from sipsimple.core.sdp import SDPConnection, SDPSession
+from sipsimple.media import jitterbank, rtcpsession, rtp
+from sipsimple.media.devices import DummyDevice
+from sipsimple.media.mixer import AudioMixer, SlotPort
+
+LOCAL = "127.0.0.1"
+FRAMES_PER_SECOND = 50
+
+
+class Tone(SlotPort):
+    """A sine of its own frequency at the mixer's rate, continuous from frame to frame."""
+
+    consumes = False
+
+    def __init__(self, frequency: float, rate: int) -> None:
+        self.frequency = frequency
+        self.rate = rate
+        self.size = rate // FRAMES_PER_SECOND
+        self.samples = 0
+
+    def produce(self) -> np.ndarray:
+        t = (self.samples + np.arange(self.size)) / self.rate
+        self.samples += self.size
+        return (8000 * np.sin(2 * np.pi * self.frequency * t)).astype(np.int16)
+
+
+class Recorder(SlotPort):
+    """Keeps every frame the mixer gives it (None where it gives nothing)."""
+
+    produces = False
+
+    def __init__(self, rate: int) -> None:
+        self.size = rate // FRAMES_PER_SECOND
+        self.frames: list[np.ndarray | None] = []
+
+    def consume(self, frame: np.ndarray | None) -> None:
+        self.frames.append(None if frame is None else frame.copy())
+
+    def audio(self, frames: int, end: int | None = None) -> np.ndarray:
+        """The ``frames`` frames before frame ``end`` (default: the last), silence for None."""
+        end = len(self.frames) if end is None else end
+        chosen = self.frames[max(0, end - frames) : end]
+        return np.concatenate(
+            [np.zeros(self.size, np.int16) if f is None else f for f in chosen] or [np.zeros(0)]
+        )
+
+
+def dominant_frequency(samples: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(float) * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[np.argmax(spectrum)])
+
+
+def tone_share(samples: np.ndarray, tone: float, rate: int) -> float:
+    """The share of the energy within 30 Hz of ``tone``."""
+    spectrum = np.abs(np.fft.rfft(samples.astype(float) * np.hanning(len(samples)))) ** 2
+    near = np.abs(np.fft.rfftfreq(len(samples), 1 / rate) - tone) < 30
+    return float(spectrum[near].sum() / max(spectrum.sum(), 1e-9))
+
+
+def rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(samples.astype(float) ** 2))) if len(samples) else 0.0
+
+
+def written(media: object) -> SDPSession:
+    return SDPSession.parse(str(SDPSession(LOCAL, connection=SDPConnection(LOCAL), media=[media])))
+
+
+@dataclass
+class Call:
+    """Both ends of one call: index 0 on mixer a (the offerer), 1 on mixer b."""
+
+    audios: tuple[AudioTransport, AudioTransport]
+    rtps: tuple[RTPTransport, RTPTransport]
+    tones: tuple[float, float]  # what each end sends
+    recorders: tuple[Recorder, Recorder]  # what each end plays
+    ports: list[tuple[AudioMixer, int]] = field(default_factory=list)
+
+    def heard(self, end: int, frames: int = 25) -> float:
+        """The frequency end ``end`` played over its last ``frames`` frames."""
+        recorder = self.recorders[end]
+        return dominant_frequency(recorder.audio(frames), recorder.size * FRAMES_PER_SECOND)
+
+    def hears_its_peer(self, end: int, frames: int = 25) -> bool:
+        recorder = self.recorders[end]
+        rate = recorder.size * FRAMES_PER_SECOND
+        samples = recorder.audio(frames)
+        peer = self.tones[1 - end]
+        return abs(dominant_frequency(samples, rate) - peer) < 15 and (
+            tone_share(samples, peer, rate) > 0.9
+        )
+
+
+class Calls:
+    """Two mixers at ``rate`` and calls between them over loopback.
+
+    Every mixer frame, each end's ``_lane`` is sampled: ``banked[audio]`` says, frame by
+    frame, whether the call's buffer was in a lane.
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.mixers = [
+            AudioMixer(None, None, rate, slot_count=64, device=DummyDevice()) for _ in range(2)
+        ]
+        self.calls: list[Call] = []
+        self.banked: dict[AudioTransport, list[bool]] = {}
+        self.mixers[0].add_tick_hook(self._sample)
+        for mixer in self.mixers:
+            mixer.start()
+
+    def _sample(self) -> None:
+        for audio, history in self.banked.items():
+            history.append(audio._lane is not None)
+
+    async def add(self, codec: str, tones: tuple[float, float], **options: Any) -> Call:
+        rtps = (RTPTransport(local_address=LOCAL), RTPTransport(local_address=LOCAL))
+        await asyncio.gather(*(transport.set_INIT() for transport in rtps))
+        offerer = AudioTransport(self.mixers[0], rtps[0], codecs=[codec], **options)
+        offer = written(offerer.get_local_media())
+        answerer = AudioTransport(self.mixers[1], rtps[1], offer, 0, codecs=[codec], **options)
+        answer = written(answerer.get_local_media(offer, 0))
+        offerer.start(offer, answer, 0)
+        answerer.start(answer, offer, 0)
+        recorders = (Recorder(self.rate), Recorder(self.rate))
+        call = Call((offerer, answerer), rtps, tones, recorders)
+        for mixer, audio, tone, recorder in zip(
+            self.mixers, call.audios, tones, recorders, strict=True
+        ):
+            source = mixer.add_port(Tone(tone, self.rate))
+            sink = mixer.add_port(recorder)
+            mixer.connect_slots(source, audio.slot)
+            mixer.connect_slots(audio.slot, sink)
+            call.ports += [(mixer, source), (mixer, sink)]
+            self.banked[audio] = []
+        self.calls.append(call)
+        return call
+
+    async def hang_up(self, call: Call) -> None:
+        for audio in call.audios:
+            audio.stop()
+        for mixer, slot in call.ports:
+            mixer.remove_port(slot)
+        await asyncio.gather(*(transport.stop() for transport in call.rtps))
+        self.calls.remove(call)
+
+    async def close(self) -> None:
+        for call in list(self.calls):
+            await self.hang_up(call)
+        self.mixers[0].remove_tick_hook(self._sample)
+        for mixer in self.mixers:
+            mixer.close()
+
+
+def run_virtual(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """``main()`` on a fresh virtual-clock loop; an exception the loop would only log
+    fails the test."""
+    errors: list[dict[str, Any]] = []
+    loop = VirtualClockLoop()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        result = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert not errors, errors
+    return result
+
+
+@pytest.fixture
+def deterministic(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Call before each run: the same phases, RTP numbers and RTCP intervals, and calls
+    sharing clocks."""
+
+    def reset() -> None:
+        monkeypatch.setattr(audiotransport, "_phases", itertools.count())
+        monkeypatch.setattr(rtp.secrets, "randbits", random.Random(5).getrandbits)
+        seeds = itertools.count()  # RTCP report intervals
+        monkeypatch.setattr(
+            rtcpsession, "random", SimpleNamespace(Random=lambda: random.Random(next(seeds)))
+        )
+        monkeypatch.setattr(audiotransport, "BATCHED_PHASE_SLOTS", 1)
+
+    return reset
+
+
+@pytest.fixture
+def no_errors_logged(caplog: pytest.LogCaptureFixture):
+    yield
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+# -- disturbances on the way in ----------------------------------------------------------------
+
+
+class Disturber:
+    """Stands in for an end's RTPTransport.send_rtp: from its packet ``at`` on (counting
+    every RTP packet the end sends), does ``kind`` to what its peer receives."""
+
+    def __init__(self, audio: AudioTransport, kind: str, at: int) -> None:
+        self.audio = audio
+        self.kind = kind
+        self.at = at
+        self.sent = 0
+        self.held: bytes | None = None
+        self.send = audio.transport.send_rtp
+        audio.transport.send_rtp = self  # type: ignore[method-assign]
+
+    def __call__(self, data: bytes) -> None:
+        index, self.sent = self.sent, self.sent + 1
+        packetizer = self.audio._packetizer
+        kind, offset = self.kind, index - self.at
+        if offset < 0 or kind == "none":
+            self.send(data)
+        elif kind == "lost" and offset == 0:
+            pass
+        elif kind == "duplicate" and offset == 0:
+            self.send(data)
+            self.send(data)
+        elif kind == "reorder" and offset in (0, 1):  # the packet after first
+            if offset == 0:
+                self.held = data
+            else:
+                self.send(data)
+                self.send(self.held)  # type: ignore[arg-type]
+        elif kind in ("talkspurt", "silence") and offset < (5 if kind == "talkspurt" else 20):
+            # Nothing sent, the time passes: the next packet numbered as if nothing was due
+            # in between (RFC 3550: a talkspurt after silence), its marker bit set.
+            packetizer.sequence_number = (packetizer.sequence_number - 1) & 0xFFFF
+            self.audio._marker = True
+        elif kind == "ssrc" and offset == 0:  # a new source from here on
+            self.send(data)
+            packetizer.ssrc = 0x5EED0001
+        elif kind == "garbage" and offset == 0:
+            self.send(bytes(len(data)))  # not RTP (version 0), of the lane's size
+            self.send(b"\x80\x00\x01")  # too short
+            self.send(data)
+        elif kind == "size" and offset == 0:  # half a frame's payload
+            self.send(data[: 12 + (len(data) - 12) // 2])
+        elif kind == "payload type" and offset == 0:  # the other G.711 law, same size
+            self.send(data[:1] + bytes([data[1] ^ 8]) + data[2:])
+        elif kind == "dtmf" and offset == 0:
+            self.audio.send_dtmf("5")
+            self.send(data)
+        else:
+            self.send(data)
+
+
+# Disturbances a lane must hand back to the JitterBuffer, and those it takes itself.
+EJECTING = ("talkspurt", "silence", "ssrc", "size", "payload type")
+KEPT = ("none", "lost", "duplicate", "reorder", "garbage", "dtmf")
+DISTURBED_AT = 65  # packets: the calls are banked from their 50th frame
+
+
+async def disturbed_calls(rate: int, kinds: tuple[str, ...], seconds: float) -> dict[str, Any]:
+    """A call per disturbance (every other one PCMA), run for ``seconds``: what each end
+    played, its jitter buffer's and RTCP's statistics, and when it was banked."""
+    net = Calls(rate)
+    calls = []
+    for index, kind in enumerate(kinds):
+        codec = ("PCMU", "PCMA")[index % 2]
+        call = await net.add(codec, (300.0 + 110 * index, 1800.0 + 70 * index))
+        Disturber(call.audios[0], kind, DISTURBED_AT + 2 * index)
+        calls.append(call)
+    await asyncio.sleep(seconds)
+    result = {
+        "heard": [[call.recorders[end].frames for end in (0, 1)] for call in calls],
+        "jitter": [
+            [asdict(call.audios[end].jitter_buffer_statistics) for end in (0, 1)] for call in calls
+        ],
+        "rx": [[asdict(call.audios[end].statistics.rx) for end in (0, 1)] for call in calls],
+        "banked": [[list(net.banked[audio]) for audio in call.audios] for call in calls],
+        "garbage": [call.rtps[1].counters.garbage for call in calls],
+        "unexpected": [call.audios[1].unexpected_payloads for call in calls],
+        "tones": [call.hears_its_peer(1) and call.hears_its_peer(0) for call in calls],
+    }
+    await net.close()
+    return result
+
+
+def with_and_without_lanes(
+    rate: int,
+    kinds: tuple[str, ...],
+    deterministic: Callable[[], None],
+    monkeypatch: pytest.MonkeyPatch,
+    seconds: float = 3.6,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The same disturbed calls run twice on the virtual clock: with lanes, and with every
+    call on its JitterBuffer (ADMIT_EVERY out of reach).  QUANTILE_EVERY 1: the bank brings
+    the floor up to date at every frame, as a buffer does, and so plays exactly as one."""
+    monkeypatch.setattr(jitterbank, "QUANTILE_EVERY", 1)
+    runs = []
+    for lanes in (True, False):
+        deterministic()
+        monkeypatch.setattr(audiotransport, "ADMIT_EVERY", 50 if lanes else 10**9)
+        runs.append(run_virtual(lambda: disturbed_calls(rate, kinds, seconds)))
+    return runs[0], runs[1]
+
+
+def assert_played_alike(
+    kinds: tuple[str, ...], rate: int, banked: dict[str, Any], alone: dict[str, Any]
+) -> None:
+    """Every frame each end gave the mixer, and every statistic, the same in both runs.
+    At 8000 Hz (no resampling) to the bit; at 48000 Hz within 1 of 32768: the float32
+    matrix product that resamples a group of calls rounds a row's last bit apart with the
+    number of rows, and a banked call is resampled in other groups."""
+    tolerance = 0 if rate == 8000 else 1
+    for kind, heard, heard_alone in zip(kinds, banked["heard"], alone["heard"], strict=True):
+        for end in (0, 1):
+            ours, theirs = heard[end], heard_alone[end]
+            assert len(ours) == len(theirs) > 170, (kind, end)
+            for n, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+                assert (a is None) == (b is None), (kind, end, n)
+                if a is not None:
+                    worst = int(np.abs(a.astype(np.int32) - b).max())  # type: ignore[operator]
+                    assert worst <= tolerance, (kind, end, n, worst)
+    for key in ("jitter", "rx"):
+        for kind, ours, theirs in zip(kinds, banked[key], alone[key], strict=True):
+            for end in (0, 1):
+                # (delays in the last bits only: numpy and Python round apart)
+                assert ours[end] == pytest.approx(theirs[end], rel=1e-9), (key, kind, end)
+    for key in ("garbage", "unexpected"):
+        assert banked[key] == alone[key], key
+    assert all(banked["tones"]) and all(alone["tones"])
+    assert not any(any(history) for call in alone["banked"] for history in call)
+
+
+MAIN_KINDS = {
+    8000: tuple(k for k in (*KEPT, *EJECTING) if k != "silence"),
+    48000: tuple(k for k in (*KEPT, *EJECTING) if k not in ("silence", "size")),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("rate", [8000, 48000])
+def test_a_lane_plays_what_the_jitter_buffers_play(rate, deterministic, monkeypatch):
+    """Calls disturbed on the way in (a loss, a duplicate, a reordered pair, garbage, a
+    DTMF digit, a talkspurt, a new SSRC, a packet of half a frame, the other G.711 law)
+    play with lanes what they play without; the disturbances a bank cannot take send the
+    call back to its JitterBuffer, and it comes back."""
+    kinds = MAIN_KINDS[rate]
+    banked, alone = with_and_without_lanes(rate, kinds, deterministic, monkeypatch)
+    assert_played_alike(kinds, rate, banked, alone)
+    frames = len(banked["banked"][0][1])
+    for index, (kind, history) in enumerate(zip(kinds, banked["banked"], strict=True)):
+        receiving = np.array(history[1])
+        disturbed = DISTURBED_AT + 2 * index  # about the mixer frame it arrives in
+        assert receiving.any(), kind
+        first = int(np.argmax(receiving))
+        assert first < disturbed - 10, kind  # banked before it
+        assert receiving[-1], kind  # banked (again) at the end
+        out = np.flatnonzero(~receiving[first:]) + first
+        if kind in EJECTING:
+            assert len(out) and out[0] >= disturbed, kind
+        else:
+            assert not len(out), kind
+        assert sum(history[0]) > frames / 2, kind  # the other way, undisturbed
+    # Most frames were played by the lane.
+    played = sum(sum(history[1]) for history in banked["banked"])
+    assert played > 0.6 * frames * len(kinds)
