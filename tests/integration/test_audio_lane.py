@@ -30,6 +30,7 @@ from sipsimple.core.sdp import SDPConnection, SDPSession
 from sipsimple.media import jitterbank, rtcpsession, rtp
 from sipsimple.media.devices import DummyDevice
 from sipsimple.media.mixer import AudioMixer, SlotPort
+from sipsimple.notification import NotificationQueue
 
 LOCAL = "127.0.0.1"
 FRAMES_PER_SECOND = 50
@@ -230,11 +231,14 @@ class Disturber:
         self.at = at
         self.sent = 0
         self.held: bytes | None = None
+        self.old = b""
         self.send = audio.transport.send_rtp
         audio.transport.send_rtp = self  # type: ignore[method-assign]
 
     def __call__(self, data: bytes) -> None:
         index, self.sent = self.sent, self.sent + 1
+        if index == self.at - 8:
+            self.old = data
         packetizer = self.audio._packetizer
         kind, offset = self.kind, index - self.at
         if offset < 0 or kind == "none":
@@ -244,12 +248,13 @@ class Disturber:
         elif kind == "duplicate" and offset == 0:
             self.send(data)
             self.send(data)
-        elif kind == "reorder" and offset in (0, 1):  # the packet after first
-            if offset == 0:
+        elif kind in ("reorder", "late") and offset in (0, 1, 5):
+            if offset == 0:  # held back: after the next packet, or four more
                 self.held = data
             else:
                 self.send(data)
-                self.send(self.held)  # type: ignore[arg-type]
+                if offset == (1 if kind == "reorder" else 5):
+                    self.send(self.held)  # type: ignore[arg-type]
         elif kind in ("talkspurt", "silence") and offset < (5 if kind == "talkspurt" else 20):
             # Nothing sent, the time passes: the next packet numbered as if nothing was due
             # in between (RFC 3550: a talkspurt after silence), its marker bit set.
@@ -264,8 +269,9 @@ class Disturber:
             self.send(data)
         elif kind == "size" and offset == 0:  # half a frame's payload
             self.send(data[: 12 + (len(data) - 12) // 2])
-        elif kind == "payload type" and offset == 0:  # the other G.711 law, same size
+        elif kind == "payload type" and offset == 0:  # the other G.711 law, same size,
             self.send(data[:1] + bytes([data[1] ^ 8]) + data[2:])
+            self.send(self.old)  # then a stale duplicate: played already
         elif kind == "dtmf" and offset == 0:
             self.audio.send_dtmf("5")
             self.send(data)
@@ -275,7 +281,7 @@ class Disturber:
 
 # Disturbances a lane must hand back to the JitterBuffer, and those it takes itself.
 EJECTING = ("talkspurt", "silence", "ssrc", "size", "payload type")
-KEPT = ("none", "lost", "duplicate", "reorder", "garbage", "dtmf")
+KEPT = ("none", "lost", "duplicate", "reorder", "late", "garbage", "dtmf")
 DISTURBED_AT = 65  # packets: the calls are banked from their 50th frame
 
 
@@ -289,8 +295,15 @@ async def disturbed_calls(rate: int, kinds: tuple[str, ...], seconds: float) -> 
         call = await net.add(codec, (300.0 + 110 * index, 1800.0 + 70 * index))
         Disturber(call.audios[0], kind, DISTURBED_AT + 2 * index)
         calls.append(call)
-    await asyncio.sleep(seconds)
+    with NotificationQueue("RTPAudioStreamGotDTMF") as digits:
+        await asyncio.sleep(seconds)
+    ends = {
+        audio: (index, end)
+        for index, call in enumerate(calls)
+        for end, audio in enumerate(call.audios)
+    }
     result = {
+        "digits": [(ends[n.sender], n.data.digit) for n in digits._items],
         "heard": [[call.recorders[end].frames for end in (0, 1)] for call in calls],
         "jitter": [
             [asdict(call.audios[end].jitter_buffer_statistics) for end in (0, 1)] for call in calls
@@ -346,9 +359,30 @@ def assert_played_alike(
             for end in (0, 1):
                 # (delays in the last bits only: numpy and Python round apart)
                 assert ours[end] == pytest.approx(theirs[end], rel=1e-9), (key, kind, end)
-    for key in ("garbage", "unexpected"):
+    for key in ("garbage", "unexpected", "digits"):
         assert banked[key] == alone[key], key
     assert all(banked["tones"]) and all(alone["tones"])
+    # Each disturbance did what it is named for (in both runs: they are alike).
+    expected = {
+        "lost": ("lost", 1),
+        "duplicate": ("duplicates", 1),
+        "late": ("late", 1),
+        "payload type": ("duplicates", 1),
+        "ssrc": ("resets", 1),
+    }
+    for kind, statistics in zip(kinds, banked["jitter"], strict=True):
+        name, least = expected.get(kind, ("received", 150))
+        assert statistics[1][name] >= least, (kind, name)
+    garbage = [
+        count for kind, count in zip(kinds, banked["garbage"], strict=True) if kind == "garbage"
+    ]
+    assert garbage in ([], [2])
+    assert all(
+        (count > 0) == (kind == "payload type")
+        for kind, count in zip(kinds, banked["unexpected"], strict=True)
+    )
+    dtmf = [index for index, kind in enumerate(kinds) if kind == "dtmf"]
+    assert banked["digits"] == [((index, 1), "5") for index in dtmf]
     assert not any(any(history) for call in alone["banked"] for history in call)
 
 
