@@ -458,3 +458,242 @@ def test_a_packet_of_half_a_frame_before_a_lane_at_48000_hz(deterministic, monke
     history = np.array(banked["banked"][0][1])
     assert history[DISTURBED_AT - 10] and not history[DISTURBED_AT + 25]
     assert_played_alike(kinds, 48000, banked, alone)
+
+
+# -- the lane in a call's life -----------------------------------------------------------------
+
+
+def banked(audio: AudioTransport) -> bool:
+    return audio._lane is not None
+
+
+async def wait_banked(audios: list[AudioTransport], limit: float) -> float:
+    """Seconds until every one of ``audios`` is banked (AssertionError after ``limit``)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not all(banked(audio) for audio in audios):
+        assert loop.time() - start < limit, [banked(audio) for audio in audios]
+        await asyncio.sleep(0.02)
+    return loop.time() - start
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("rate", [8000, 48000])
+async def test_calls_are_banked_and_carry_their_tones(rate, monkeypatch, no_errors_logged):
+    """In real time: PCMU and PCMA calls sharing clocks are banked after about a second
+    and a half, and while they are, each end plays the tone the other sends."""
+    monkeypatch.setattr(audiotransport, "BATCHED_PHASE_SLOTS", 2)
+    net = Calls(rate)
+    try:
+        calls = [
+            await net.add(codec, (400.0 + 150 * i, 1900.0 + 130 * i))
+            for i, codec in enumerate(["PCMU", "PCMA", "PCMU", "PCMA"])
+        ]
+        audios = [audio for call in calls for audio in call.audios]
+        await wait_banked(audios, 3.0)
+        assert {audio._lane for audio in audios} <= {
+            lane for clock in audiotransport._clocks.values() for lane in clock.lanes.values()
+        }
+        await asyncio.sleep(0.6)
+        for call in calls:
+            for end in (0, 1):
+                # The last half second: the peer's tone, played by the lane (a busy machine
+                # may eject a call for a late or skipped packet: most of it, then).
+                assert call.hears_its_peer(end), (call.tones, end, call.heard(end))
+                assert sum(net.banked[call.audios[end]][-25:]) >= 20
+    finally:
+        await net.close()
+    assert not any(key[0] is asyncio.get_running_loop() for key in audiotransport._clocks)
+
+
+def test_dtmf_while_banked(deterministic, no_errors_logged):
+    """A DTMF digit each way while banked: the telephone-event packets (another size) take
+    the slow way and are notified with their digit, the audio stays in the lane."""
+    deterministic()
+
+    async def main() -> None:
+        net = Calls(48000)
+        call = await net.add("PCMU", (440.0, 1330.0))
+        other = await net.add("PCMA", (630.0, 2010.0))
+        audios = [*call.audios, *other.audios]
+        await asyncio.sleep(1.5)
+        assert all(banked(audio) for audio in audios)
+        since = len(net.banked[call.audios[0]])
+        received = [transport.counters.rtp_received for transport in call.rtps]
+        played = [audio.jitter_buffer_statistics.received for audio in call.audios]
+        with NotificationQueue("RTPAudioStreamGotDTMF") as queue:
+            call.audios[0].send_dtmf("7")
+            call.audios[1].send_dtmf("#")
+            got = [await queue.get(timeout=1) for _ in range(2)]
+            await asyncio.sleep(0.5)
+            assert not queue._items  # one notification a digit
+        assert {(n.sender, n.data.digit) for n in got} == {
+            (call.audios[1], "7"),
+            (call.audios[0], "#"),
+        }
+        for end, audio in enumerate(call.audios):
+            assert all(net.banked[audio][since:]), end  # never left the lane
+            # The telephone-event packets arrived, and not in the jitter buffer.
+            events = call.rtps[end].counters.rtp_received - received[end]
+            audio_packets = audio.jitter_buffer_statistics.received - played[end]
+            assert events - audio_packets >= 3, end  # at least the 3 end packets
+            assert call.hears_its_peer(end)
+        assert other.hears_its_peer(0) and other.hears_its_peer(1)
+        await net.close()
+
+    run_virtual(main)
+
+
+@pytest.mark.parametrize("hold", ["sendonly", "inactive"])
+def test_hold_releases_a_banked_call_and_unhold_banks_it_again(
+    hold, deterministic, no_errors_logged
+):
+    """Hold (we stop receiving) takes the call out of the lane at once, and nothing is
+    played until unhold; then the peer's tone plays again and the call is banked later."""
+    deterministic()
+
+    async def main() -> None:
+        net = Calls(8000)
+        call = await net.add("PCMU", (470.0, 1430.0))
+        other = await net.add("PCMU", (710.0, 2230.0))
+        await asyncio.sleep(1.5)
+        held = call.audios[1]
+        assert banked(held) and banked(other.audios[1])
+        played = held.jitter_buffer_statistics.played
+        held.update_direction(hold)
+        assert not banked(held)
+        start = len(call.recorders[1].frames)
+        await asyncio.sleep(1.0)
+        assert held.jitter_buffer_statistics.played == played
+        # (what the slot held already may still play: its last couple of frames)
+        assert rms(call.recorders[1].audio(len(call.recorders[1].frames) - start - 3)) == 0
+        assert not any(net.banked[held][-45:])
+        if hold == "sendonly":  # the peer still hears us
+            assert call.hears_its_peer(0)
+        held.update_direction("sendrecv")
+        await asyncio.sleep(0.5)
+        assert call.hears_its_peer(1) and not banked(held)
+        assert held.jitter_buffer_statistics.played > played + 15
+        await wait_banked([held], 1.5)
+        await asyncio.sleep(0.5)
+        assert call.hears_its_peer(1) and call.hears_its_peer(0)
+        assert all(banked(audio) for audio in other.audios)
+        assert other.hears_its_peer(1)  # undisturbed all along
+        await net.close()
+
+    run_virtual(main)
+
+
+@pytest.mark.parametrize("silence", ["recvonly", "stop"])
+def test_a_banked_call_times_out_when_its_peer_goes_quiet(silence, deterministic, no_errors_logged):
+    """The peer stops sending (it stops receiving, or stops): RTPAudioTransportDidTimeout
+    on the banked end ``timeout`` seconds after its last packet, once; a banked call whose
+    peer goes on sending does not time out."""
+    deterministic()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        net = Calls(8000)
+        call = await net.add("PCMU", (470.0, 1430.0), timeout=1.0)
+        other = await net.add("PCMA", (710.0, 2230.0), timeout=1.0)
+        with NotificationQueue("RTPAudioTransportDidTimeout") as queue:
+            await asyncio.sleep(1.5)
+            quiet = call.audios[1]
+            assert banked(quiet) and banked(other.audios[1])
+            if silence == "stop":
+                call.audios[0].stop()
+            else:
+                call.audios[0].update_direction("recvonly")
+            stopped = loop.time()
+            notification = await queue.get(timeout=2)
+            waited = loop.time() - stopped
+            await asyncio.sleep(1.5)
+            assert not queue._items  # once, and not for the others
+        assert notification.sender is quiet
+        assert 1.0 - 0.04 <= waited <= 1.0 + 0.06, waited  # a frame's wake-ups either way
+        assert all(banked(audio) for audio in other.audios)
+        await net.close()
+
+    run_virtual(main)
+
+
+def test_calls_leave_and_join_a_lane_whose_other_calls_play_on(deterministic, no_errors_logged):
+    """Banked calls stop (one end first, or both) while others of their lane play on; new
+    calls take the rows they left.  Every call still plays its peer's tone, and nothing
+    is logged or raised on the way."""
+    deterministic()
+
+    async def main() -> None:
+        net = Calls(48000)
+        calls = [
+            await net.add(codec, (350.0 + 170 * i, 1870.0 + 110 * i))
+            for i, codec in enumerate(["PCMU", "PCMA", "PCMU", "PCMA"])
+        ]
+        await asyncio.sleep(1.5)
+        assert all(banked(audio) for call in calls for audio in call.audios)
+        lanes = {call.audios[end]._lane for call in calls for end in (0, 1)}
+        assert len(lanes) == 2  # a lane on each side, every call in it
+        freed = {call.audios[end]._row for call in calls[1:3] for end in (0, 1)}
+        calls[1].audios[1].stop()  # one end first: its peer goes on sending to it
+        assert not banked(calls[1].audios[1])
+        await asyncio.sleep(0.1)
+        await net.hang_up(calls[1])
+        await net.hang_up(calls[2])
+        assert not any(banked(audio) for call in calls[1:3] for audio in call.audios)
+        assert all(banked(audio) for call in (calls[0], calls[3]) for audio in call.audios)
+        joined = [
+            await net.add(codec, (520.0 + 190 * i, 2130.0 + 90 * i))
+            for i, codec in enumerate(["PCMA", "PCMU"])
+        ]
+        await asyncio.sleep(0.6)
+        for call in (calls[0], calls[3]):
+            assert all(banked(audio) for audio in call.audios)
+            assert call.hears_its_peer(0) and call.hears_its_peer(1)
+        await asyncio.sleep(1.2)
+        for call in (calls[0], calls[3], *joined):
+            assert all(banked(audio) for audio in call.audios)
+            assert call.hears_its_peer(0) and call.hears_its_peer(1), call.tones
+        assert {audio._lane for call in joined for audio in call.audios} == lanes
+        assert {audio._row for call in joined for audio in call.audios} <= freed  # reused
+        for call in (calls[0], calls[3]):  # no frame went missing on the way
+            for end in (0, 1):
+                statistics = call.audios[end].jitter_buffer_statistics
+                assert statistics.lost == statistics.underruns == statistics.late == 0
+        await net.close()
+        assert not any(key[0] is asyncio.get_running_loop() for key in audiotransport._clocks)
+
+    run_virtual(main)
+
+
+def test_rtcp_statistics_count_what_a_lane_receives(deterministic, no_errors_logged):
+    """While banked, the RTCP statistics grow with every packet received (the lane
+    accounts for them), the peer's reports say nothing was lost, and the jitter buffer
+    statistics count the RTP packets the transport received."""
+    deterministic()
+
+    async def main() -> None:
+        net = Calls(8000)
+        call = await net.add("PCMU", (470.0, 1430.0), rtcp_interval=0.5)
+        other = await net.add("PCMA", (710.0, 2230.0), rtcp_interval=0.5)
+        await asyncio.sleep(1.5)
+        assert all(banked(audio) for audio in (*call.audios, *other.audios))
+        before = [audio.statistics.rx.packets for audio in call.audios]
+        sent = [transport.counters.rtp_sent for transport in call.rtps]
+        await asyncio.sleep(2.0)
+        for end, audio in enumerate(call.audios):
+            assert all(net.banked[audio][-100:]), end
+            peer = 1 - end
+            statistics = audio.statistics
+            grown = statistics.rx.packets - before[end]
+            sent_since = call.rtps[peer].counters.rtp_sent - sent[peer]
+            assert sent_since == 100 and abs(grown - sent_since) <= 1, (end, grown)
+            assert statistics.rx.packets_lost == 0 and statistics.rx.jitter_ms < 1
+            # What the peer learned from our reports: nothing lost, and a round trip.
+            assert call.audios[peer].statistics.tx.packets_lost == 0
+            assert call.audios[peer].statistics.rtt_ms.count >= 1
+            received = call.rtps[end].counters.rtp_received
+            assert audio.jitter_buffer_statistics.received == received
+            assert audio.statistics.rx.packets == received  # all accounted, once ingested
+        await net.close()
+
+    run_virtual(main)
