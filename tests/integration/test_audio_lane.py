@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
@@ -214,7 +215,8 @@ def deterministic(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
 @pytest.fixture
 def no_errors_logged(caplog: pytest.LogCaptureFixture):
     yield
-    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    records = [*caplog.get_records("setup"), *caplog.get_records("call")]
+    errors = [r for r in records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
 
 
