@@ -33,6 +33,8 @@ from sipsimple.media.devices import DummyDevice
 from sipsimple.media.mixer import AudioMixer, SlotPort
 from sipsimple.notification import NotificationQueue
 
+pytestmark = pytest.mark.timeout(30)
+
 LOCAL = "127.0.0.1"
 FRAMES_PER_SECOND = 50
 
@@ -66,10 +68,9 @@ class Recorder(SlotPort):
     def consume(self, frame: np.ndarray | None) -> None:
         self.frames.append(None if frame is None else frame.copy())
 
-    def audio(self, frames: int, end: int | None = None) -> np.ndarray:
-        """The ``frames`` frames before frame ``end`` (default: the last), silence for None."""
-        end = len(self.frames) if end is None else end
-        chosen = self.frames[max(0, end - frames) : end]
+    def audio(self, frames: int) -> np.ndarray:
+        """The last ``frames`` frames, silence for None."""
+        chosen = self.frames[-frames:] if frames > 0 else []
         return np.concatenate(
             [np.zeros(self.size, np.int16) if f is None else f for f in chosen] or [np.zeros(0)]
         )
@@ -288,9 +289,10 @@ DISTURBED_AT = 65  # packets: the calls are banked from their 50th frame
 
 
 async def disturbed_calls(rate: int, kinds: tuple[str, ...], seconds: float) -> dict[str, Any]:
-    """A call per disturbance (every other one PCMA; tones of no whole number of periods
-    in 10 or 20 ms: audio played a frame early or late differs), run for ``seconds``: what each end
-    played, its jitter buffer's and RTCP's statistics, and when it was banked."""
+    """A call per disturbance, run for ``seconds``: what each end played, its jitter
+    buffer's and RTCP's statistics, when it was banked.  Every other call is PCMA; no
+    tone has a whole number of periods in 10 or 20 ms, so audio played early or late
+    differs."""
     net = Calls(rate)
     calls = []
     for index, kind in enumerate(kinds):
@@ -397,11 +399,14 @@ MAIN_KINDS = {
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("rate", [8000, 48000])
-def test_a_lane_plays_what_the_jitter_buffers_play(rate, deterministic, monkeypatch):
-    """Calls disturbed on the way in (a loss, a duplicate, a reordered pair, garbage, a
-    DTMF digit, a talkspurt, a new SSRC, a packet of half a frame, the other G.711 law)
-    play with lanes what they play without; the disturbances a bank cannot take send the
-    call back to its JitterBuffer, and it comes back."""
+def test_a_lane_plays_what_the_jitter_buffers_play(
+    rate, deterministic, monkeypatch, no_errors_logged
+):
+    """Calls disturbed on the way in (a loss, a duplicate, a reordered pair, a late
+    packet, garbage, a DTMF digit, a talkspurt, a new SSRC, a packet of half a frame, the
+    other G.711 law and then a stale duplicate) play with lanes what they play without;
+    the disturbances a bank cannot take send the call back to its JitterBuffer, and it
+    comes back."""
     kinds = MAIN_KINDS[rate]
     banked, alone = with_and_without_lanes(rate, kinds, deterministic, monkeypatch)
     assert_played_alike(kinds, rate, banked, alone)
@@ -432,7 +437,9 @@ def test_a_lane_plays_what_the_jitter_buffers_play(rate, deterministic, monkeypa
     "through the rest of the silence and resumes on the old timeline instead of "
     "restarting playout",
 )
-def test_a_call_whose_peer_went_quiet_restarts_its_playout(deterministic, monkeypatch):
+def test_a_call_whose_peer_went_quiet_restarts_its_playout(
+    deterministic, monkeypatch, no_errors_logged
+):
     """The peer sends nothing for 20 frames (> IDLE_FRAMES) while banked: the bank stops
     the row's playout, the call goes back to its JitterBuffer, which must restart playout
     when the packets come back, as it does on its own."""
@@ -451,7 +458,9 @@ def test_a_call_whose_peer_went_quiet_restarts_its_playout(deterministic, monkey
     "whole packets without it, so 10 ms of audio are skipped at the admission (and the "
     "stale samples come back at the next ejection)",
 )
-def test_a_packet_of_half_a_frame_before_a_lane_at_48000_hz(deterministic, monkeypatch):
+def test_a_packet_of_half_a_frame_before_a_lane_at_48000_hz(
+    deterministic, monkeypatch, no_errors_logged
+):
     """A packet of 80 octets while banked, with a mixer at 48 kHz: the call goes back to
     its JitterBuffer, whose decoded half frame waits for the next one before the
     resampler; when the call comes back to the lane it must play on from there."""
