@@ -275,6 +275,9 @@ class Disturber:
         elif kind == "payload type" and offset == 0:  # the other G.711 law, same size,
             self.send(data[:1] + bytes([data[1] ^ 8]) + data[2:])
             self.send(self.old)  # then a stale duplicate: played already
+        elif kind == "jitter" and offset < 60:  # 0 to 40 ms late, in a pattern
+            delay = (offset * 7 % 5) * 0.01 * (offset < 30) + (offset % 3) * 0.004
+            asyncio.get_running_loop().call_later(delay, self.send, data)
         elif kind == "dtmf" and offset == 0:
             self.audio.send_dtmf("5")
             self.send(data)
@@ -284,7 +287,7 @@ class Disturber:
 
 # Disturbances a lane must hand back to the JitterBuffer, and those it takes itself.
 EJECTING = ("talkspurt", "silence", "ssrc", "size", "payload type")
-KEPT = ("none", "lost", "duplicate", "reorder", "late", "garbage", "dtmf")
+KEPT = ("none", "lost", "duplicate", "reorder", "late", "jitter", "garbage", "dtmf")
 DISTURBED_AT = 65  # packets: the calls are banked from their 50th frame
 
 
@@ -372,6 +375,7 @@ def assert_played_alike(
         "lost": ("lost", 1),
         "duplicate": ("duplicates", 1),
         "late": ("late", 1),
+        "jitter": ("discarded", 1),  # a frame skipped once the delay came down
         "payload type": ("duplicates", 1),
         "ssrc": ("resets", 1),
     }
@@ -403,7 +407,7 @@ def test_a_lane_plays_what_the_jitter_buffers_play(
     rate, deterministic, monkeypatch, no_errors_logged
 ):
     """Calls disturbed on the way in (a loss, a duplicate, a reordered pair, a late
-    packet, garbage, a DTMF digit, a talkspurt, a new SSRC, a packet of half a frame, the
+    packet, jitter, garbage, a DTMF digit, a talkspurt, a new SSRC, a packet of half a frame, the
     other G.711 law and then a stale duplicate) play with lanes what they play without;
     the disturbances a bank cannot take send the call back to its JitterBuffer, and it
     comes back."""
