@@ -296,16 +296,18 @@ KEPT = ("none", "lost", "duplicate", "reorder", "late", "jitter", "garbage", "dt
 DISTURBED_AT = 65  # packets: the calls are banked from their 50th frame
 
 
-async def disturbed_calls(rate: int, kinds: tuple[str, ...], seconds: float) -> dict[str, Any]:
-    """A call per disturbance, run for ``seconds``: what each end played, its jitter
-    buffer's and RTCP's statistics, when it was banked.  Every other call is PCMA; no
-    tone has a whole number of periods in 10 or 20 ms, so audio played early or late
-    differs."""
+async def disturbed_calls(
+    rate: int, kinds: tuple[str, ...], seconds: float, **options: Any
+) -> dict[str, Any]:
+    """A call per disturbance (AudioTransport ``options``), run for ``seconds``: what
+    each end played, its jitter buffer's and RTCP's statistics, when it was banked.
+    Every other call is PCMA; no tone has a whole number of periods in 10 or 20 ms, so
+    audio played early or late differs."""
     net = Calls(rate)
     calls = []
     for index, kind in enumerate(kinds):
         codec = ("PCMU", "PCMA")[index % 2]
-        call = await net.add(codec, (310.0 + 113 * index, 1810.0 + 73 * index))
+        call = await net.add(codec, (310.0 + 113 * index, 1810.0 + 73 * index), **options)
         Disturber(call.audios[0], kind, DISTURBED_AT + 2 * index)
         calls.append(call)
     with NotificationQueue("RTPAudioStreamGotDTMF") as digits:
@@ -337,6 +339,7 @@ def with_and_without_lanes(
     deterministic: Callable[[], None],
     monkeypatch: pytest.MonkeyPatch,
     seconds: float = 3.6,
+    **options: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The same disturbed calls run twice on the virtual clock: with lanes, and with every
     call on its JitterBuffer (ADMIT_EVERY out of reach).  QUANTILE_EVERY 1: the bank brings
@@ -346,7 +349,7 @@ def with_and_without_lanes(
     for lanes in (True, False):
         deterministic()
         monkeypatch.setattr(audiotransport, "ADMIT_EVERY", 50 if lanes else 10**9)
-        runs.append(run_virtual(lambda: disturbed_calls(rate, kinds, seconds)))
+        runs.append(run_virtual(lambda: disturbed_calls(rate, kinds, seconds, **options)))
     return runs[0], runs[1]
 
 
@@ -380,7 +383,6 @@ def assert_played_alike(
         "lost": ("lost", 1),
         "duplicate": ("duplicates", 1),
         "late": ("late", 1),
-        "jitter": ("discarded", 1),  # a frame skipped once the delay came down
         "payload type": ("duplicates", 1),
         "ssrc": ("resets", 1),
     }
@@ -419,6 +421,8 @@ def test_a_lane_plays_what_the_jitter_buffers_play(
     kinds = MAIN_KINDS[rate]
     banked, alone = with_and_without_lanes(rate, kinds, deterministic, monkeypatch)
     assert_played_alike(kinds, rate, banked, alone)
+    # The jitter moved the delay: a frame was skipped once it came down.
+    assert banked["jitter"][kinds.index("jitter")][1]["discarded"] >= 1
     frames = len(banked["banked"][0][1])
     for index, (kind, history) in enumerate(zip(kinds, banked["banked"], strict=True)):
         receiving = np.array(history[1])
@@ -436,6 +440,21 @@ def test_a_lane_plays_what_the_jitter_buffers_play(
     # Most frames were played by the lane.
     played = sum(sum(history[1]) for history in banked["banked"])
     assert played > 0.6 * frames * len(kinds)
+
+
+@pytest.mark.parametrize("ptime", [10, 30])
+def test_lanes_of_other_packet_times(ptime, deterministic, monkeypatch, no_errors_logged):
+    """Calls of 10 and 30 ms packets (lanes of 80 and 240 octets; a packet is half a mixer
+    frame, or one and a half) play with lanes what they play without."""
+    kinds = ("none", "lost", "duplicate", "reorder", "jitter", "talkspurt")
+    banked, alone = with_and_without_lanes(
+        48000, kinds, deterministic, monkeypatch, 3.6, ptime=ptime
+    )
+    assert_played_alike(kinds, 48000, banked, alone)
+    histories = [history for call in banked["banked"] for history in call]
+    assert all(any(history) for history in histories)
+    # (a lane admits a call at its 50th packet: 1.5 s of 30 ms packets)
+    assert sum(map(sum, histories)) > 0.4 * len(histories) * len(histories[0])
 
 
 def test_a_lane_grows_past_its_first_rows(deterministic, monkeypatch, no_errors_logged):
