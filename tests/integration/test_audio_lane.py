@@ -292,6 +292,9 @@ class Disturber:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stray:
                 stray.sendto(data[:8] + b"\x5e\xed\xf0\x0d" + data[12:], self.peer)
             self.send(data)
+        elif kind == "foreign" and offset == 0:  # a packet of another source, then ours
+            self.send(data[:8] + b"\x5e\xed\xf0\x0d" + data[12:])
+            self.send(data)
         elif kind == "dtmf" and offset == 0:
             self.audio.send_dtmf("5")
             self.send(data)
@@ -336,7 +339,10 @@ async def disturbed_calls(
         "rx": [[asdict(call.audios[end].statistics.rx) for end in (0, 1)] for call in calls],
         "banked": [[list(net.banked[audio]) for audio in call.audios] for call in calls],
         "garbage": [call.rtps[1].counters.garbage for call in calls],
-        "strays": [call.rtps[1].counters.wrong_address for call in calls],
+        "filtered": [
+            (call.rtps[1].counters.wrong_address, call.rtps[1].counters.wrong_ssrc)
+            for call in calls
+        ],
         "unexpected": [call.audios[1].unexpected_payloads for call in calls],
         "tones": [call.hears_its_peer(1) and call.hears_its_peer(0) for call in calls],
     }
@@ -386,7 +392,7 @@ def assert_played_alike(
             for end in (0, 1):
                 # (delays in the last bits only: numpy and Python round apart)
                 assert ours[end] == pytest.approx(theirs[end], rel=1e-9), (key, kind, end)
-    for key in ("garbage", "strays", "unexpected", "digits"):
+    for key in ("garbage", "filtered", "unexpected", "digits"):
         assert banked[key] == alone[key], key
     assert all(banked["tones"]) and all(alone["tones"])
     # Each disturbance did what it is named for (in both runs: they are alike).
@@ -405,10 +411,9 @@ def assert_played_alike(
         count for kind, count in zip(kinds, banked["garbage"], strict=True) if kind == "garbage"
     ]
     assert garbage in ([], [2])
-    assert all(
-        (count > 0) == (kind == "stray")
-        for kind, count in zip(kinds, banked["strays"], strict=True)
-    )
+    for kind, (strays, foreign) in zip(kinds, banked["filtered"], strict=True):
+        assert (strays > 0) == (kind == "stray"), kind
+        assert (foreign > 0) == (kind in ("foreign", "ssrc")), kind
     assert all(
         (count > 0) == (kind == "payload type")
         for kind, count in zip(kinds, banked["unexpected"], strict=True)
@@ -418,10 +423,12 @@ def assert_played_alike(
     assert not any(any(history) for call in alone["banked"] for history in call)
 
 
-# (A stray is played alike, but it ejects the call: see test_a_stray_packet_...)
+# Packets the RTPTransport drops: played alike, but they eject the call (see
+# test_packets_the_transport_drops_leave_the_call_banked).
+DROPPED = ("stray", "foreign")
 MAIN_KINDS = {
-    8000: tuple(k for k in (*KEPT, "stray", *EJECTING) if k != "silence"),
-    48000: tuple(k for k in (*KEPT, "stray", *EJECTING) if k not in ("silence", "size")),
+    8000: tuple(k for k in (*KEPT, *DROPPED, *EJECTING) if k != "silence"),
+    48000: tuple(k for k in (*KEPT, *DROPPED, *EJECTING) if k not in ("silence", "size")),
 }
 
 
@@ -442,7 +449,7 @@ def test_a_lane_plays_what_the_jitter_buffers_play(
     assert banked["jitter"][kinds.index("jitter")][1]["discarded"] >= 1
     frames = len(banked["banked"][0][1])
     for index, (kind, history) in enumerate(zip(kinds, banked["banked"], strict=True)):
-        if kind == "stray":
+        if kind in DROPPED:
             continue
         receiving = np.array(history[1])
         disturbed = DISTURBED_AT + 2 * index  # about the mixer frame it arrives in
@@ -458,7 +465,7 @@ def test_a_lane_plays_what_the_jitter_buffers_play(
         assert sum(history[0]) > frames / 2, kind  # the other way, undisturbed
     # Most frames were played by the lane.
     played = sum(sum(history[1]) for history in banked["banked"])
-    assert played > 0.6 * frames * len(kinds)
+    assert played > 0.5 * frames * len(kinds)
 
 
 @pytest.mark.parametrize("ptime", [10, 30])
@@ -509,22 +516,25 @@ def test_srtp_calls_stay_on_their_jitter_buffers(deterministic, no_errors_logged
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a stray RTP packet from another address (dropped: wrong_address) makes the "
-    "latch hold a candidate, so the peer's next usual packet takes RTPTransport's slow "
-    "way to rtp_received, where _deliver releases the lane for any audio packet: one "
-    "stray a second keeps a call off its lane",
+    reason="a packet the RTPTransport drops - from another address (wrong_address: the "
+    "latch holds a candidate) or of another SSRC (wrong_ssrc: an SSRC candidate) - "
+    "makes the peer's next usual packet take RTPTransport's slow way to rtp_received, "
+    "where _deliver releases the lane for any audio packet: one such packet a second "
+    "keeps a call off its lane",
 )
-def test_a_stray_packet_from_another_address_leaves_the_call_banked(
+def test_packets_the_transport_drops_leave_the_call_banked(
     deterministic, monkeypatch, no_errors_logged
 ):
-    """An RTP packet of the lane's size from an address the peer is not at is dropped by
-    the transport (wrong_address): nothing for the lane to hand back."""
-    kinds = ("stray", "none")
+    """An RTP packet of the lane's size from an address the peer is not at, or of a
+    source we do not receive, is dropped by the transport: nothing for the lane to hand
+    back."""
+    kinds = (*DROPPED, "none")
     banked, alone = with_and_without_lanes(8000, kinds, deterministic, monkeypatch, 2.5)
     assert_played_alike(kinds, 8000, banked, alone)
-    receiving = np.array(banked["banked"][0][1])
-    assert banked["strays"][0] == 1 and receiving[DISTURBED_AT - 10]
-    assert receiving[np.argmax(receiving) :].all()
+    for index, kind in enumerate(DROPPED):
+        receiving = np.array(banked["banked"][index][1])
+        assert receiving[DISTURBED_AT - 10], kind
+        assert receiving[np.argmax(receiving) :].all(), kind
 
 
 @pytest.mark.timeout(60)
