@@ -204,11 +204,12 @@ def run_virtual(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
 
 @pytest.fixture
 def deterministic(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
-    """Call before each run: the same phases, RTP numbers and RTCP intervals, and calls
-    sharing clocks."""
+    """Call before each run: the same phases, lane admissions, RTP numbers and RTCP
+    intervals, and calls sharing clocks."""
 
     def reset() -> None:
         monkeypatch.setattr(audiotransport, "_phases", itertools.count())
+        monkeypatch.setattr(audiotransport, "_admissions", itertools.count())
         monkeypatch.setattr(rtp.secrets, "randbits", random.Random(5).getrandbits)
         seeds = itertools.count()  # RTCP report intervals
         monkeypatch.setattr(
@@ -305,7 +306,7 @@ class Disturber:
 # Disturbances a lane must hand back to the JitterBuffer, and those it takes itself.
 EJECTING = ("talkspurt", "silence", "ssrc", "seq jump", "size", "payload type")
 KEPT = ("none", "lost", "duplicate", "reorder", "late", "jitter", "garbage", "dtmf")
-DISTURBED_AT = 65  # packets: the calls are banked from their 50th frame
+DISTURBED_AT = 75  # packets: the calls are banked by their 60th frame (FIRST_ADMISSION)
 
 
 async def disturbed_calls(
@@ -359,13 +360,14 @@ def with_and_without_lanes(
     **options: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The same disturbed calls run twice on the virtual clock: with lanes, and with every
-    call on its JitterBuffer (ADMIT_EVERY out of reach).  QUANTILE_EVERY 1: the bank brings
+    call on its JitterBuffer (FIRST_ADMISSION and ADMIT_EVERY out of reach).  QUANTILE_EVERY 1: the bank brings
     the floor up to date at every frame, as a buffer does, and so plays exactly as one."""
     monkeypatch.setattr(jitterbank, "QUANTILE_EVERY", 1)
     runs = []
     for lanes in (True, False):
         deterministic()
         monkeypatch.setattr(audiotransport, "ADMIT_EVERY", 50 if lanes else 10**9)
+        monkeypatch.setattr(audiotransport, "FIRST_ADMISSION", 10 if lanes else 10**9)
         runs.append(run_virtual(lambda: disturbed_calls(rate, kinds, seconds, **options)))
     return runs[0], runs[1]
 
@@ -514,14 +516,6 @@ def test_srtp_calls_stay_on_their_jitter_buffers(deterministic, no_errors_logged
     run_virtual(main)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a packet the RTPTransport drops - from another address (wrong_address: the "
-    "latch holds a candidate) or of another SSRC (wrong_ssrc: an SSRC candidate) - "
-    "makes the peer's next usual packet take RTPTransport's slow way to rtp_received, "
-    "where _deliver releases the lane for any audio packet: one such packet a second "
-    "keeps a call off its lane",
-)
 def test_packets_the_transport_drops_leave_the_call_banked(
     deterministic, monkeypatch, no_errors_logged
 ):
@@ -538,19 +532,12 @@ def test_packets_the_transport_drops_leave_the_call_banked(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a row the bank reports STOPPED is ejected with its JitterBuffer still playing "
-    "(JitterBank.eject / _Lane.play never call _stop()): the buffer counts underruns "
-    "through the rest of the silence and resumes on the old timeline instead of "
-    "restarting playout",
-)
 def test_a_call_whose_peer_went_quiet_restarts_its_playout(
     deterministic, monkeypatch, no_errors_logged
 ):
     """The peer sends nothing for 20 frames (> IDLE_FRAMES) while banked: the bank stops
-    the row's playout, the call goes back to its JitterBuffer, which must restart playout
-    when the packets come back, as it does on its own."""
+    the row's playout; the talkspurt that follows (its timestamps jumped) sends the call
+    back to its JitterBuffer, stopped, which restarts playout as it does on its own."""
     kinds = ("silence", "none")
     banked, alone = with_and_without_lanes(8000, kinds, deterministic, monkeypatch)
     history = np.array(banked["banked"][0][1])
@@ -559,13 +546,6 @@ def test_a_call_whose_peer_went_quiet_restarts_its_playout(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="_Lane.admit takes a member whose _decoded holds codec audio short of a "
-    "resampler frame (left by a packet of another size): the lane decodes and resamples "
-    "whole packets without it, so 10 ms of audio are skipped at the admission (and the "
-    "stale samples come back at the next ejection)",
-)
 def test_a_packet_of_half_a_frame_before_a_lane_at_48000_hz(
     deterministic, monkeypatch, no_errors_logged
 ):

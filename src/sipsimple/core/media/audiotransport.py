@@ -199,6 +199,8 @@ class _Lane:
         self._groups: list[tuple[_BatchKey, list[AudioTransport], np.ndarray]] | None = None
 
     def admit(self, member: AudioTransport) -> None:
+        if len(member._decoded):  # part of a frame waits for the resampler: the lane
+            return  # resamples whole packets (the call stays out while this lasts)
         row = self.bank.adopt(member._jitter, tuple(member._audio_types))
         if row is None:
             return
