@@ -360,8 +360,9 @@ def with_and_without_lanes(
     **options: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The same disturbed calls run twice on the virtual clock: with lanes, and with every
-    call on its JitterBuffer (FIRST_ADMISSION and ADMIT_EVERY out of reach).  QUANTILE_EVERY 1: the bank brings
-    the floor up to date at every frame, as a buffer does, and so plays exactly as one."""
+    call on its JitterBuffer (FIRST_ADMISSION and ADMIT_EVERY out of reach).
+    QUANTILE_EVERY 1: the bank brings the floor up to date at every frame, as a buffer
+    does, and so plays exactly as one."""
     monkeypatch.setattr(jitterbank, "QUANTILE_EVERY", 1)
     runs = []
     for lanes in (True, False):
