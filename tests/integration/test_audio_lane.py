@@ -26,55 +26,18 @@ from typing import Any
 import numpy as np
 import pytest
 from benchmarks.bench_rtp_calls import VirtualClockLoop
+from tests.support.audio import Recorder, Tone
 
 from sipsimple.core.media import AudioTransport, RTPTransport, audiotransport
 from sipsimple.core.sdp import SDPConnection, SDPSession
 from sipsimple.media import jitterbank, rtcpsession, rtp
 from sipsimple.media.devices import DummyDevice
-from sipsimple.media.mixer import AudioMixer, SlotPort
+from sipsimple.media.mixer import AudioMixer
 from sipsimple.notification import NotificationQueue
 
 pytestmark = pytest.mark.timeout(30)
 
 LOCAL = "127.0.0.1"
-FRAMES_PER_SECOND = 50
-
-
-class Tone(SlotPort):
-    """A sine of its own frequency at the mixer's rate, continuous from frame to frame."""
-
-    consumes = False
-
-    def __init__(self, frequency: float, rate: int) -> None:
-        self.frequency = frequency
-        self.rate = rate
-        self.size = rate // FRAMES_PER_SECOND
-        self.samples = 0
-
-    def produce(self) -> np.ndarray:
-        t = (self.samples + np.arange(self.size)) / self.rate
-        self.samples += self.size
-        return (8000 * np.sin(2 * np.pi * self.frequency * t)).astype(np.int16)
-
-
-class Recorder(SlotPort):
-    """Keeps every frame the mixer gives it (None where it gives nothing)."""
-
-    produces = False
-
-    def __init__(self, rate: int) -> None:
-        self.size = rate // FRAMES_PER_SECOND
-        self.frames: list[np.ndarray | None] = []
-
-    def consume(self, frame: np.ndarray | None) -> None:
-        self.frames.append(None if frame is None else frame.copy())
-
-    def audio(self, frames: int) -> np.ndarray:
-        """The last ``frames`` frames, silence for None."""
-        chosen = self.frames[-frames:] if frames > 0 else []
-        return np.concatenate(
-            [np.zeros(self.size, np.int16) if f is None else f for f in chosen] or [np.zeros(0)]
-        )
 
 
 def dominant_frequency(samples: np.ndarray, rate: int) -> float:
@@ -110,12 +73,12 @@ class Call:
     def heard(self, end: int, frames: int = 25) -> float:
         """The frequency end ``end`` played over its last ``frames`` frames."""
         recorder = self.recorders[end]
-        return dominant_frequency(recorder.audio(frames), recorder.size * FRAMES_PER_SECOND)
+        return dominant_frequency(recorder.recent(frames), recorder.rate)
 
     def hears_its_peer(self, end: int, frames: int = 25) -> bool:
         recorder = self.recorders[end]
-        rate = recorder.size * FRAMES_PER_SECOND
-        samples = recorder.audio(frames)
+        rate = recorder.rate
+        samples = recorder.recent(frames)
         peer = self.tones[1 - end]
         return abs(dominant_frequency(samples, rate) - peer) < 15 and (
             tone_share(samples, peer, rate) > 0.9
@@ -666,7 +629,7 @@ def test_hold_releases_a_banked_call_and_unhold_banks_it_again(
         await asyncio.sleep(1.0)
         assert held.jitter_buffer_statistics.played == played
         # (what the slot held already may still play: its last couple of frames)
-        assert rms(call.recorders[1].audio(len(call.recorders[1].frames) - start - 3)) == 0
+        assert rms(call.recorders[1].recent(len(call.recorders[1].frames) - start - 3)) == 0
         assert not any(net.banked[held][-45:])
         if hold == "sendonly":  # the peer still hears us
             assert call.hears_its_peer(0)

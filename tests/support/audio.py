@@ -64,34 +64,40 @@ MIXER_FRAME = 960  # samples of a 20 ms frame at 48 kHz
 
 
 class Tone(SlotPort):
-    """A mixer port playing a sine of its own frequency (48 kHz), continuous from frame
-    to frame: each call of a test can carry audio of its own."""
+    """A mixer port playing a sine of its own frequency (at the mixer's ``rate``),
+    continuous from frame to frame: each call of a test can carry audio of its own."""
 
     consumes = False
 
-    def __init__(self, frequency: float) -> None:
+    def __init__(self, frequency: float, rate: int = 48000) -> None:
         self.frequency = frequency
+        self.rate = rate
+        self.size = rate // FRAMES_PER_SECOND
         self.samples = 0
 
     def produce(self) -> np.ndarray:
-        t = (self.samples + np.arange(MIXER_FRAME)) / 48000
-        self.samples += MIXER_FRAME
+        t = (self.samples + np.arange(self.size)) / self.rate
+        self.samples += self.size
         return (8000 * np.sin(2 * np.pi * self.frequency * t)).astype(np.int16)
 
 
 class Recorder(SlotPort):
-    """A mixer port that keeps every frame it is given (silence where it gets None)."""
+    """A mixer port (of a mixer at ``rate``) that keeps every frame it is given (silence
+    where it gets None)."""
 
     produces = False
 
-    def __init__(self) -> None:
+    def __init__(self, rate: int = 48000) -> None:
+        self.rate = rate
+        self.size = rate // FRAMES_PER_SECOND
         self.frames: list[np.ndarray] = []
 
     def consume(self, frame: np.ndarray | None) -> None:
-        self.frames.append(np.zeros(MIXER_FRAME, np.int16) if frame is None else frame.copy())
+        self.frames.append(np.zeros(self.size, np.int16) if frame is None else frame.copy())
 
     def recent(self, frames: int) -> np.ndarray:
-        return np.concatenate(self.frames[-frames:])
+        """The last ``frames`` frames (none for 0 or less)."""
+        return np.concatenate(self.frames[-frames:] if frames > 0 else [np.zeros(0, np.int16)])
 
 
 class CaptureDevice(DummyDevice):
