@@ -96,9 +96,10 @@ MAX_QUEUED_FRAMES = 2
 # codec that encodes and decodes many calls' frames at once (G.711): the bigger a clock's
 # group, the less each call's share of its numpy work (measured at 100-200 calls: 4 phases
 # instead of 14 cut the CPU per packet by a fifth; with their jitter buffers in a lane, 2
-# instead of 4 gave 33 us/pkt against 37-38 at 200 calls), while a codec whose work is per call
-# (Opus, ~100 us a frame) keeps its bursts short over more phases (50 Opus calls: p99
-# lateness 5.5 ms with 14, 10 ms with 4).
+# instead of 4 take 29-31 us/pkt against 32-34 at 250 calls, for bursts of twice the
+# size: p99 lateness at 200 calls 3.5-4.6 ms against 3.1-4.2), while a codec whose work
+# is per call (Opus, ~100 us a frame) keeps its bursts short over more phases (50 Opus
+# calls: p99 lateness 5.5 ms with 14, 10 ms with 4).
 PHASE_LOW, PHASE_HIGH = 0.15, 0.85
 PHASE_SLOTS = 14
 BATCHED_PHASE_SLOTS = 2
