@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
+from typing import NamedTuple
 
 import numpy as np
 
@@ -82,6 +83,7 @@ HEADER = np.dtype([("b0", "u1"), ("b1", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("
     _DISCARDED,
     _RESETS,
 ) = range(23)
+_INTS = _RESETS + 1
 _STATISTICS = (
     "received",
     "played",
@@ -95,7 +97,24 @@ _STATISTICS = (
 )
 # ... and of its floats.
 _BASE, _BASE_TIME, _PREVIOUS, _TARGET, _FLOOR, _DELAY = range(6)
+_FLOATS = _DELAY + 1
 _ALL = slice(None)
+
+
+class _Parameters(NamedTuple):
+    """The delay parameters of a bank's buffers (all alike: the first adopted sets them)."""
+
+    min_delay: float
+    max_delay: float
+    release: float
+    shrink_interval: int
+    jump: float
+    frame_seconds: float
+    capacity: int  # packets a row holds, at most SLOTS
+
+    @property
+    def hold_frames(self) -> int:
+        return round(HOLD / self.frame_seconds)
 
 
 def _pick(rows: slice | np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -122,13 +141,11 @@ class JitterBank:
         self.packet_size = RTP_HEADER_SIZE + payload_size
         self.quantile_every = QUANTILE_EVERY if quantile_every is None else quantile_every
         self._gets = 0
-        # The delay parameters of the bank's buffers (all alike), from the first adopted:
-        # min_delay, max_delay, release, shrink_interval, jump, frame seconds, capacity.
-        self._parameters: tuple[float, float, float, int, float, float, int] | None = None
+        self._parameters: _Parameters | None = None
         self._buffers: list[JitterBuffer | None] = []
         self._free: list[int] = []
-        self._i = np.zeros((0, 23), dtype=np.int64)
-        self._f = np.zeros((0, 6), dtype=np.float64)
+        self._i = np.zeros((0, _INTS), dtype=np.int64)
+        self._f = np.zeros((0, _FLOATS), dtype=np.float64)
         self._window = np.zeros((0, WINDOW), dtype=np.float64)
         self._slot_seq = np.zeros((0, SLOTS), dtype=np.int64)
         self._slot_state = np.zeros((0, SLOTS), dtype=np.uint8)
@@ -166,7 +183,7 @@ class JitterBank:
         Until eject(), the row is the buffer: use the bank, not the buffer."""
         frame = self.frame
         highest = buffer._highest
-        parameters = (
+        parameters = _Parameters(
             buffer.min_delay,
             buffer.max_delay,
             buffer.release,
@@ -191,7 +208,7 @@ class JitterBank:
             return None
         offset = highest[1] - highest[0] * frame
         play, rest = divmod(buffer._playout - offset, frame)
-        capacity = parameters[-1]
+        capacity = parameters.capacity
         held = buffer._buffer
         last_seq = buffer._last_seq
         # (A packet played at or after the slot due: the timeline jumped back.)
@@ -346,8 +363,9 @@ class JitterBank:
         docstring): none of their packets were stored."""
         rows = np.asarray(rows, dtype=np.int64)
         frame = self.frame
-        assert self._parameters is not None or not len(rows)
-        *_, jump, _frame_seconds, capacity = self._parameters or (0,) * 7
+        parameters = self._parameters
+        if parameters is None:  # no row adopted yet: no row to put packets for
+            raise ValueError("put_many() of a bank that has adopted no buffer")
         header = np.ascontiguousarray(packets[:, :RTP_HEADER_SIZE]).view(HEADER).ravel()
         ints, floats = self._i[rows], self._f[rows]
         seq_ref, offset = ints[:, _SEQ_REF], ints[:, _OFFSET]
@@ -365,8 +383,8 @@ class JitterBank:
             & ((payload_type == ints[:, _TYPE_A]) | (payload_type == ints[:, _TYPE_B]))
             & (ext_ts - ext_seq * frame == offset)
             & (np.abs(ext_seq - seq_ref) <= MAX_DROPOUT)
-            & (np.abs(transit - floats[:, _BASE]) <= jump)
-            & (ext_seq < ints[:, _PLAY] + capacity)
+            & (np.abs(transit - floats[:, _BASE]) <= parameters.jump)
+            & (ext_seq < ints[:, _PLAY] + parameters.capacity)
         )
         if fits.all():
             refused = rows[:0]
@@ -436,9 +454,11 @@ class JitterBank:
         target = floats[some, _TARGET]
         rise = needed > target
         if rise.any():
-            _min_delay, max_delay, *_, frame_seconds, _capacity = self._parameters  # type: ignore[misc]
-            floats[some, _TARGET] = np.where(rise, np.minimum(needed, max_delay), target)
-            ints[some, _HOLD] = np.where(rise, round(HOLD / frame_seconds), ints[some, _HOLD])
+            parameters = self._parameters
+            assert parameters is not None  # (set with the first row)
+            ceiling = np.minimum(needed, parameters.max_delay)
+            floats[some, _TARGET] = np.where(rise, ceiling, target)
+            ints[some, _HOLD] = np.where(rise, parameters.hold_frames, ints[some, _HOLD])
         # then stored, unless late (or a duplicate)
         late = ~duplicate & np.where(
             ints[:, _PLAYING] != 0, ext_seq < ints[:, _PLAY], ext_seq <= ints[:, _LAST_SEQ]
@@ -476,14 +496,15 @@ class JitterBank:
             self._start(rows, ints, floats, now)
             playing = ints[:, _PLAYING] != 0
         some: slice | np.ndarray = _ALL if playing.all() else np.flatnonzero(playing)
-        _min_delay, max_delay, release, shrink_interval, _jump, frame_seconds, _capacity = (
-            self._parameters  # type: ignore[misc]
-        )
+        parameters = self._parameters
+        assert parameters is not None  # (set with the first row)
+        max_delay, frame_seconds = parameters.max_delay, parameters.frame_seconds
         # The target falls back towards the quantile of the excesses once HOLD is over.
         hold = ints[some, _HOLD]
         target = floats[some, _TARGET]
         target = np.maximum(
-            np.where(hold > 0, target, target - release * frame_seconds), floats[some, _FLOOR]
+            np.where(hold > 0, target, target - parameters.release * frame_seconds),
+            floats[some, _FLOOR],
         )
         floats[some, _TARGET] = target
         ints[some, _HOLD] = np.maximum(hold - 1, 0)
@@ -500,7 +521,11 @@ class JitterBank:
             some, play, delay, target = _pick(some, going), play[going], delay[going], target[going]
         since = ints[some, _SINCE_SHRINK] + 1
         held = ints[some, _HELD_PACKETS]
-        shrink = (delay > target + 2 * frame_seconds) & (since >= shrink_interval) & (held >= 2)
+        shrink = (
+            (delay > target + 2 * frame_seconds)
+            & (since >= parameters.shrink_interval)
+            & (held >= 2)
+        )
         if shrink.any():  # skip a frame to shrink the delay: the one due now, if it is here
             since[shrink] = 0
             skip = play[shrink]
@@ -599,5 +624,6 @@ class JitterBank:
             row_need = count - int(QUANTILE * (count - 1))
             window = self._window[rows[i], :count]
             floors[i] = np.partition(window, count - row_need)[count - row_need]
-        min_delay, max_delay, *_ = self._parameters  # type: ignore[misc]
-        self._f[rows, _FLOOR] = np.clip(floors, min_delay, max_delay)
+        parameters = self._parameters
+        assert parameters is not None  # (set with the first row)
+        self._f[rows, _FLOOR] = np.clip(floors, parameters.min_delay, parameters.max_delay)
