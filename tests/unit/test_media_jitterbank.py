@@ -7,8 +7,11 @@ from dataclasses import astuple
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sipsimple.media.jitterbank import AUDIO, LOST, JitterBank
+from sipsimple.media import jitterbank
+from sipsimple.media.jitterbank import AUDIO, LOST, SILENT, JitterBank
 from sipsimple.media.jitterbuffer import FrameKind, JitterBuffer, JitterFrame
 from sipsimple.media.rtp import RTPPacket
 
@@ -151,3 +154,51 @@ def test_a_bank_plays_what_its_buffers_would(seed: int) -> None:
     assert mismatches == []
     for ref, our in zip(reference, ours, strict=True):
         assert astuple(our.statistics) == pytest.approx(astuple(ref.statistics))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_garbage_never_breaks_a_bank(data: st.DataObject) -> None:
+    """Datagrams of the bank's size with random headers and payloads, among the usual
+    ones: the bank refuses what does not fit, raises nothing, and its rows stay whole
+    (the packets held are the ring's held slots; playout only moves forward)."""
+    rng = random.Random(data.draw(st.integers(0, 2**32 - 1)))
+    senders = [Stream(rng, i) for i in range(4)]
+    buffers = [JitterBuffer(RATE) for _ in senders]
+    for n in range(20):  # steady, then adopted
+        for sender, buffer in zip(senders, buffers, strict=True):
+            buffer.put(sender.packet(), n * PTIME)
+            buffer.get(n * PTIME + 0.0199)
+    bank = JitterBank(RATE, FRAME, SIZE, rows=2)
+    rows = [bank.adopt(buffer, (0,)) for buffer in buffers]
+    assert None not in rows
+    for n in range(20, 40):
+        batch_rows, datas = [], []
+        for row, sender in zip(rows, senders, strict=True):
+            data = packet_bytes(sender.packet())
+            batch_rows.append(row)
+            datas.append(garbled(data, rng) or data)
+        matrix = np.frombuffer(b"".join(datas), np.uint8).reshape(len(datas), -1)
+        refused = bank.put_many(np.array(batch_rows), matrix, np.full(len(datas), n * PTIME))
+        assert set(refused.tolist()) <= set(rows)
+        before = bank._i[rows, jitterbank._PLAY].copy()
+        what, _payloads = bank.get_many(np.array(rows), n * PTIME + 0.0199)
+        assert set(what.tolist()) <= {AUDIO, LOST, SILENT}
+        assert (bank._i[rows, jitterbank._PLAY] >= before).all()
+        held = (bank._slot_state[rows] == jitterbank._HELD).sum(axis=1)
+        assert (held == bank._i[rows, jitterbank._HELD_PACKETS]).all()
+    for row, buffer in zip(rows, buffers, strict=True):
+        assert bank.eject(row) is buffer
+        buffer.get(40 * PTIME)  # the buffer goes on
+
+
+def garbled(data: bytes, rng: random.Random) -> bytes | None:
+    """Now and then, a garbled version of ``data`` (its size kept), else None."""
+    roll = rng.random()
+    if roll < 0.2:
+        return bytes(rng.getrandbits(8) for _ in data)  # anything at all
+    if roll < 0.4:  # a plausible header, random numbers
+        return data[:2] + rng.randbytes(6) + data[8:]
+    if roll < 0.5:  # another SSRC or payload type
+        return data[:1] + bytes([rng.getrandbits(8)]) + data[2:8] + rng.randbytes(4) + data[12:]
+    return None
