@@ -851,13 +851,15 @@ class AudioTransport:
     def statistics(self) -> StreamStatistics | None:
         """RTCP statistics: rx, tx (packets, octets, loss, jitter) and rtt_ms; None before
         start()."""
+        if self._lane is not None:
+            self._lane.ingest()  # the packets it holds are received
         return self._rtcp.statistics if self._port is not None else None
 
     @property
     def jitter_buffer_statistics(self) -> JitterBufferStatistics | None:
         if self._lane is not None:
             self._lane.ingest()  # the packets it holds are received (a refusal ejects us)
-        if self._lane is not None:
+        if self._lane is not None:  # (still)
             return self._lane.bank.statistics(self._row).statistics  # type: ignore[arg-type]
         return self._jitter.statistics if self._port is not None else None
 
