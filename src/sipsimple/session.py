@@ -164,12 +164,14 @@ class SessionManager:
     singleton (spec: SessionManager). SIPApplication starts and stops it.
 
     An INVITE is answered 404 when no enabled account is found for its Request-URI
-    (AccountManager.find_account), 488 when it carries no offer or no m-line a
-    registered stream class accepts; otherwise a Session in state "incoming" is
-    announced with SIPSessionNewIncoming. ``stop()`` ends every session and is done
-    once all of them terminated and every stream that was ending posted
-    MediaStreamDidEnd (a file transfer still writing and checking its file, say), or
-    ``stop_timeout`` seconds passed.
+    (AccountManager.find_account), 488 when no m-line of its offer is one a registered
+    stream class accepts; otherwise a Session in state "incoming" is announced with
+    SIPSessionNewIncoming.  An INVITE without an offer (a "late offer", RFC 3261 section
+    13.2.1, as some PBXs and gateways send) proposes an audio stream: accepting it puts
+    our offer in the 200 OK, and the ACK carries the answer.  ``stop()`` ends every
+    session and is done once all of them terminated and every stream that was ending
+    posted MediaStreamDidEnd (a file transfer still writing and checking its file, say),
+    or ``stop_timeout`` seconds passed.
     """
 
     _instance: ClassVar[SessionManager | None] = None
@@ -286,8 +288,12 @@ class SessionManager:
             _answer(invitation, 404)
             return
         offer = invitation.sdp.proposed_remote
-        if offer is None:
-            _answer(invitation, 488, warning="an offer is required in the INVITE")
+        if offer is None:  # a late offer: ours goes in the 200 OK
+            audio = next((cls for cls in MediaStreamRegistry() if cls.type == "audio"), None)
+            if audio is None:
+                _answer(invitation, 488, warning="no audio stream to offer")
+                return
+            Session(account)._incoming(invitation, [(0, audio(account))])  # type: ignore[call-arg]
             return
         streams: list[tuple[int, IMediaStream]] = []
         for index, media in enumerate(offer.media):
@@ -1191,14 +1197,16 @@ class Session:
         except _Failure as failure:
             raise _Failure("local", 500, "Internal Server Error", failure.failure_reason) from None
         offer = invitation.sdp.proposed_remote
-        if offer is None:
-            raise _Failure("local", 500, "Internal Server Error", "the offer is gone")
-        self._slots = [None] * len(offer.media)
-        for stream in streams:
-            self._slots[self._offered[stream]] = stream
-        answer = self._local_sdp(for_offer=False, remote=offer)
+        if offer is None:  # the INVITE had none: we offer in the 200, the ACK answers
+            self._slots = list(streams)
+            sdp = self._local_sdp(for_offer=True)
+        else:
+            self._slots = [None] * len(offer.media)
+            for stream in streams:
+                self._slots[self._offered[stream]] = stream
+            sdp = self._local_sdp(for_offer=False, remote=offer)
         try:
-            invitation.send_response(200, sdp=answer)
+            invitation.send_response(200, sdp=sdp)
         except SIPCoreError as e:
             raise _Failure("local", 500, "Internal Server Error", f"cannot answer: {e}") from None
         assert self._outcome is not None

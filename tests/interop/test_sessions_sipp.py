@@ -1,6 +1,7 @@
 """Sessions against SIPp playing the far end of edge cases (scenarios in
 tests/interop/scenarios/): 183 with SDP, a re-INVITE without SDP, a BYE while our
-re-INVITE is pending, and 491 (glare) to a re-INVITE.
+re-INVITE is pending, 491 (glare) to a re-INVITE, and an INVITE without SDP (a late
+offer) answered with a real audio stream.
 
 Alice is a whole SIPApplication on the test's loop, with the test stream of
 tests/support/sessions.py. Run as root inside a loopback-only network namespace:
@@ -21,7 +22,8 @@ from tests.support.application import loopback_storage, running_application
 from tests.support.sessions import DatagramStream, SessionLog
 
 from sipsimple.account import AccountManager
-from sipsimple.core import SIPURI, ToHeader
+from sipsimple.core import SIPURI, Engine, ToHeader
+from sipsimple.notification import NotificationQueue
 from sipsimple.session import Session
 from sipsimple.util import Route
 
@@ -143,4 +145,48 @@ async def test_491_to_a_reinvite_is_retried_with_a_fresh_offer(alice):
         assert stream.on_hold_by_local and not stream.on_hold_by_remote
         session.end()
         await log.wait("SIPSessionDidEnd")
+        await finished(sipp)
+
+
+async def test_an_invite_without_sdp_gets_our_offer_and_the_ack_answers_it(alice):
+    """A late offer (RFC 3261 section 13.2.1), as some PBXs and gateways send: SIPp's
+    INVITE has no SDP.  The session proposes an audio stream; accepting it puts our offer
+    in the 200 OK (SIPp checks it offers PCMU), SIPp answers in the ACK, and our audio
+    goes to the port of its answer until its BYE ends the session."""
+    target = ("127.0.0.1", Engine().udp_port)
+    with (
+        NotificationQueue(name="SIPSessionNewIncoming") as incoming,
+        Sipp(SCENARIOS / "uac-late-offer.xml", target, service="alice", timeout=15) as sipp,
+    ):
+        session = (await incoming.wait_for("SIPSessionNewIncoming", timeout=10)).sender
+        log = SessionLog(session)
+        assert [stream.type for stream in session.proposed_streams] == ["audio"]
+        session.accept(session.proposed_streams)
+        await log.wait("SIPSessionDidStart")
+        stream = session.streams[0]
+        assert stream.codec == "PCMU"  # the one codec of SIPp's answer
+        assert stream.remote_rtp_address_sdp == "127.0.0.1"
+        assert stream.remote_rtp_port_sdp == sipp.media_port
+        await asyncio.sleep(0.4)
+        assert stream.transport_counters.rtp_sent >= 10
+        ended = await log.wait("SIPSessionDidEnd")
+        assert ended.data.originator == "remote"
+        await finished(sipp)
+
+
+async def test_a_late_offer_whose_ack_carries_no_answer_ends_with_bye(alice):
+    """SIPp's ACK answers nothing: the session cannot start its stream and ends the call
+    with a BYE (which SIPp waits for)."""
+    target = ("127.0.0.1", Engine().udp_port)
+    scenario = SCENARIOS / "uac-late-offer-no-answer.xml"
+    with (
+        NotificationQueue(name="SIPSessionNewIncoming") as incoming,
+        Sipp(scenario, target, service="alice", timeout=15) as sipp,
+    ):
+        session = (await incoming.wait_for("SIPSessionNewIncoming", timeout=10)).sender
+        log = SessionLog(session)
+        session.accept(session.proposed_streams)
+        failed = await log.wait("SIPSessionDidFail")
+        assert "SIPSessionDidStart" not in log.names
+        assert failed.data.originator == "local", fields(failed)
         await finished(sipp)
