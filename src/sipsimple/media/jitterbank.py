@@ -46,7 +46,7 @@ from sipsimple.media.jitterbuffer import (
 )
 from sipsimple.media.rtp import RTP_HEADER_SIZE, RTPPacket
 
-__all__ = ["AUDIO", "HEADER", "LOST", "SILENT", "JitterBank"]
+__all__ = ["AUDIO", "HEADER", "LOST", "SILENT", "JitterBank", "headers"]
 
 SLOTS = 128  # packets a row's ring holds, by sequence number modulo SLOTS (a power of 2)
 QUANTILE_EVERY = 25  # frames between updates of the rows' quantile (0.5 s of 20 ms frames)
@@ -117,6 +117,12 @@ class _Parameters(NamedTuple):
         return round(HOLD / self.frame_seconds)
 
 
+def headers(packets: np.ndarray) -> np.ndarray:
+    """The RTP headers of the rows of ``packets`` (uint8, a datagram a row) as HEADER
+    records."""
+    return np.ascontiguousarray(packets[:, :RTP_HEADER_SIZE]).view(HEADER).ravel()
+
+
 def _pick(rows: slice | np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The positions ``mask`` selects among ``rows`` (all of a block, or some of them)."""
     return np.flatnonzero(mask) if isinstance(rows, slice) else rows[mask]
@@ -170,10 +176,6 @@ class JitterBank:
         self._excesses = self._window.reshape(-1)
         self._free.extend(range(rows - 1, old - 1, -1))
         self._buffers.extend([None] * (rows - old))
-
-    def __len__(self) -> int:
-        """The rows in use."""
-        return len(self._buffers) - len(self._free)
 
     # -- rows in and out --------------------------------------------------------------------
 
@@ -356,17 +358,25 @@ class JitterBank:
 
     # -- arrival side -----------------------------------------------------------------------
 
-    def put_many(self, rows: np.ndarray, packets: np.ndarray, times: np.ndarray) -> np.ndarray:
+    def put_many(
+        self,
+        rows: np.ndarray,
+        packets: np.ndarray,
+        times: np.ndarray,
+        header: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Stores a batch of packets, in arrival order: packet i is the row ``packets[i]``
         (uint8, ``packet_size`` columns: the RTP header and the payload) for bank row
-        ``rows[i]``, arrived at ``times[i]``.  Returns the rows refused (see the module
-        docstring): none of their packets were stored."""
+        ``rows[i]``, arrived at ``times[i]``; ``header``: headers(packets), when the
+        caller has it already.  Returns the rows refused (see the module docstring):
+        none of their packets were stored."""
         rows = np.asarray(rows, dtype=np.int64)
         frame = self.frame
         parameters = self._parameters
         if parameters is None:  # no row adopted yet: no row to put packets for
             raise ValueError("put_many() of a bank that has adopted no buffer")
-        header = np.ascontiguousarray(packets[:, :RTP_HEADER_SIZE]).view(HEADER).ravel()
+        if header is None:
+            header = headers(packets)
         ints, floats = self._i[rows], self._f[rows]
         seq_ref, offset = ints[:, _SEQ_REF], ints[:, _OFFSET]
         seq = header["seq"].astype(np.int64)

@@ -63,7 +63,7 @@ from sipsimple.core.sdp.model import BaseSDPMediaStream, BaseSDPSession
 from sipsimple.media.codecs import AudioCodec, CodecInfo, available_codecs, codec_info, create_codec
 from sipsimple.media.dtmf import TELEPHONE_EVENT_FMTP, DTMFReceiver, DTMFSender
 from sipsimple.media.errors import CodecError, RTCPParseError
-from sipsimple.media.jitterbank import AUDIO, HEADER, SILENT, JitterBank
+from sipsimple.media.jitterbank import AUDIO, SILENT, JitterBank, headers
 from sipsimple.media.jitterbuffer import (
     FrameKind,
     JitterBuffer,
@@ -73,7 +73,7 @@ from sipsimple.media.jitterbuffer import (
 from sipsimple.media.mixer import FRAMES_PER_SECOND, PTIME, AudioMixer, FramePacer, SlotPort
 from sipsimple.media.resample import Resampler, ResamplerBank
 from sipsimple.media.rtcpsession import RTCPSession, StreamStatistics
-from sipsimple.media.rtp import RTP_HEADER_SIZE, RTPPacket, RTPPacketizer
+from sipsimple.media.rtp import RTPPacket, RTPPacketizer
 from sipsimple.notification import NotificationCenter, NotificationData
 
 __all__ = ["AudioTransport", "AudioTransportError"]
@@ -233,8 +233,8 @@ class _Lane:
         inbox.clear()
         tags, times, datagrams = zip(*entries, strict=True)
         packets = np.frombuffer(b"".join(datagrams), dtype=np.uint8).reshape(len(entries), -1)
-        refused = self.bank.put_many(np.array(tags), packets, np.array(times))
-        header = packets[:, :RTP_HEADER_SIZE].copy().view(HEADER).ravel()
+        header = headers(packets)
+        refused = self.bank.put_many(np.array(tags), packets, np.array(times), header)
         octets = self.bank.payload_size
         members = self.members
         for tag, when, seq, timestamp, ssrc in zip(
